@@ -1,0 +1,53 @@
+"""``nngp-lut build``: tabulate F_phi for an activation into a versioned HDF5 file."""
+
+import time
+from pathlib import Path
+
+import click
+
+from nngp_lut import tables
+from nngp_lut.activations import builtin_names, get_activation
+
+from .common import progress_bar, user_errors
+
+G = tables.DEFAULT_GRID
+
+
+@click.command()
+@click.option("--phi", "phi", required=True, metavar="NAME_OR_EXPR",
+              help="Activation: a built-in name (" + ", ".join(builtin_names()) + "), "
+              "leaky_relu(slope=0.1), or an expression in x such as 'x*tanh(x)'.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Table file to write.  Default: NAME.h5 in the current folder.")
+@click.option("--force", is_flag=True, help="Overwrite an existing table file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@click.option("--variance-min", type=float, default=G["variance_min"], show_default=True,
+              help="Smallest pre-activation variance the table covers.")
+@click.option("--variance-max", type=float, default=G["variance_max"], show_default=True,
+              help="Largest pre-activation variance the table covers.")
+@click.option("--n-variance", type=click.IntRange(6), default=G["n_variance"],
+              show_default=True, help="Nodes of the log-variance axis.")
+@click.option("--n-angle", type=click.IntRange(6), default=G["n_angle"], show_default=True,
+              help="Nodes of the (warped) correlation-angle axis.")
+def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angle):
+    """Build the F_phi table of an activation (E[phi(u)phi(v)], its derivative table and the
+    moments) and write it to an HDF5 file."""
+    if variance_min <= 0 or variance_max <= variance_min:
+        raise click.UsageError("need 0 < --variance-min < --variance-max")
+    with user_errors():
+        act = get_activation(phi)
+        if out is None:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in act.name)
+            out = Path(f"{safe}.h5")
+        if out.exists() and not force:
+            raise click.ClickException(f"{out} exists; pass --force to overwrite it")
+        start = time.perf_counter()
+        with progress_bar(f"building {act.name}", quiet) as progress:
+            table = tables.build_table(act, variance_min=variance_min,
+                                       variance_max=variance_max, n_variance=n_variance,
+                                       n_angle=n_angle, progress=progress)
+        table.save(out, force=force)
+    if not quiet:
+        err = table.metadata["measured_error"]
+        click.echo(f"wrote {out}: {act.name}, {time.perf_counter() - start:.1f} s, measured "
+                   f"max error {err['F']:.2e} (F) at {err['points']} off-grid points", err=True)

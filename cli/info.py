@@ -1,0 +1,41 @@
+"""``nngp-lut info``: what a table file holds, after validating it."""
+
+import json
+from pathlib import Path
+
+import click
+
+from nngp_lut import tables
+
+from .common import user_errors
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(path, as_json):
+    """Validate a table file and describe it: format, activation, grid, measured error."""
+    with user_errors():
+        data = tables.read_info(path)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True, default=str))
+        return
+    meta = data["metadata"]
+    grid = meta["grid"]
+    err = meta.get("measured_error", {})
+    lines = [
+        f"file            {path}",
+        f"format          {data['format']} v{data['format_version']} "
+        f"(written by nngp-lut {data['package_version']} on {data['created']})",
+        f"activation      {data['activation_name']}  [{data['activation_source']}]",
+        f"variance domain [{grid['variance_min']:.3g}, {grid['variance_max']:.3g}]"
+        + ("  (homogeneous: any variance by scaling)" if meta.get("homogeneity_degree")
+           is not None else ""),
+        f"grid            {grid['n_variance']} x {grid['n_angle']}  "
+        f"({grid['variance_axis']}; {grid['angle_axis']})",
+        f"quadrature      {meta['quadrature']['rule']}",
+        f"derivative      {'yes' if meta.get('has_derivative') else 'no'}",
+        f"measured error  F {err.get('F', float('nan')):.2e}, dF {err.get('dF', float('nan')):.2e} "
+        f"(max over {err.get('points', 0)} off-grid points, relative to E[phi^2])",
+    ]
+    click.echo("\n".join(lines))

@@ -1,0 +1,23 @@
+"""Entry point: ``nngp-lut COMMAND``."""
+
+import click
+
+from nngp_lut import __version__
+
+from .build import build
+from .info import info
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="nngp-lut")
+def cli():
+    """Exact Bayesian inference with infinitely wide deep networks (NNGP) on CPU, from
+    look-up tables of the activation's bivariate Gaussian expectation F_phi."""
+
+
+cli.add_command(build)
+cli.add_command(info)
+
+
+def main():
+    cli()

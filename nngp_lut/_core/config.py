@@ -1,0 +1,66 @@
+"""Numba flags and numerical constants, defined once for the whole package."""
+
+import numpy as np
+
+#: Flags of every ``@njit`` kernel: compiled code is cached on disk so that nobody pays the
+#: compile time twice; ``fastmath`` stays off because the tables promise 1e-7.
+JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+#: Flags of the kernels that run a ``prange`` loop over independent work items.
+JIT_PARALLEL = dict(JIT, parallel=True)
+
+# --- Gaussian quadrature (nngp_lut/_core/quadrature.py) ------------------------------------
+#: Gauss-Legendre nodes per panel.
+GL_ORDER = 16
+#: A Gaussian integral runs over mean +- GAUSS_WINDOW standard deviations; the mass outside
+#: is 2 * Phi(-9) = 2.3e-19.
+GAUSS_WINDOW = 9.0
+#: Widest panel, in standard deviations of the Gaussian weight.  GL-16 integrates
+#: exp(-x^2/2) times a polynomial of degree <= 15 over 3 sd to ~1e-15 (measured).
+GAUSS_PANEL = 3.0
+#: A panel of the activation's partition is accepted when the degree-15 interpolant through
+#: its Gauss-Legendre nodes reproduces phi (and phi') at test points to this relative
+#: tolerance (relative to max(1, max |phi| on the panel)).
+PARTITION_TOL = 1e-13
+#: The same for phi', looser: a numerical phi' (expressions) carries ~1e-12 of rounding noise,
+#: and the derivative table is used for the NTK, not for the 1e-7 kernel.
+PARTITION_TOL_DERIVATIVE = 1e-9
+#: Panels narrower than this (relative to max(1, |u|)) are accepted without a test: this is
+#: where a kink or a jump of phi at an unknown place ends the bisection.
+PARTITION_MIN_WIDTH = 1e-11
+
+
+def gauss_legendre(order):
+    """Nodes on [-1, 1], weights and barycentric weights of the Gauss-Legendre rule."""
+    x, w = np.polynomial.legendre.leggauss(order)
+    # Barycentric weights of Legendre points (Wang & Xiang, SIAM J. Sci. Comput. 2012).
+    bary = (-1.0) ** np.arange(order) * np.sqrt((1.0 - x * x) * w)
+    return x, w, bary
+
+
+GL_X, GL_W, GL_BARY = gauss_legendre(GL_ORDER)
+#: Widest panel of the partition: max(1, |u|) times this.  A sampling test cannot see a
+#: feature of width ~1 between nodes 100 apart; this grading keeps node spacing below ~0.1
+#: near the origin and growing geometrically away from it.
+PARTITION_MAX_WIDTH = 2.0
+#: Below this sin(theta) the bivariate Gaussian is treated as degenerate (|rho| = 1): the
+#: smoothing it drops is O(sin^2 theta) for smooth phi and O(sin theta) at a kink.
+DEGENERATE_SIN = 1e-10
+#: Points, on [-1, 1], where the partition test compares phi with its interpolant.
+PARTITION_TEST_POINTS = np.array([-0.8833, -0.4127, 0.0571, 0.5189, 0.9277])
+
+# --- trapezoid rule for entire activations of exponential type ----------------------------
+#: Largest trapezoid step in standard-normal units; for a Gaussian times a polynomial the
+#: aliasing error at h is ~exp(-2 pi^2 / h^2) (1e-38 at 0.45).
+TRAPEZOID_MAX_STEP = 0.45
+#: Spectral margin: the step is pi / (tau * scale + TRAPEZOID_MARGIN), which leaves an
+#: aliasing error ~exp(-TRAPEZOID_MARGIN^2 / 2) (1e-17 at 9).
+TRAPEZOID_MARGIN = 9.0
+
+#: Step of the central difference that gives phi' of expressions and callables.
+NUMERICAL_DERIVATIVE_STEP = 1e-3
+
+# --- tables (nngp_lut/_core/interp.py, nngp_lut/tables.py) --------------------------------
+#: Nodes of the Lagrange stencil along each axis (6 = quintic).
+INTERP_POINTS = 6
+#: kappa = WARP_SCALE * sqrt(q) in the angle warp (boundary layers of width 1/sqrt(q)).
+WARP_SCALE = 1.0

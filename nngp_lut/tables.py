@@ -1,0 +1,476 @@
+"""Build, save, open and evaluate F_phi tables (HDF5 format version 1).
+
+The only activation-dependent part of the NNGP recursion (Lee et al., ICLR 2018, Section
+2.5) is the bivariate Gaussian expectation
+
+    F_phi(q1, q2, rho) = E[phi(u) phi(v)],  Var u = q1, Var v = q2, corr(u, v) = rho.
+
+A :class:`Table` holds it on a grid, with the diagonal E[phi(u)^2](q), the mean E[phi(u)](q)
+and the same expectations of phi' (for the neural tangent kernel), and evaluates all of them
+at arbitrary points.  The file layout is documented in ``nngp_lut/table_format_v1.md``.
+"""
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from ._core import interp as _interp
+from ._core import quadrature as _quad
+from ._core.config import GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_SCALE
+from .activations import Activation, get_activation
+
+FORMAT_NAME = "nngp-lut table"
+FORMAT_VERSION = 1
+
+#: Default variance domain and grid (see the schema document for the measured errors).
+DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=120, n_angle=96)
+#: Nodes of the correlation axis of a homogeneous activation's table (theta uniform).
+HOMOGENEOUS_N_ANGLE = 513
+#: Random off-grid points at which a new table is checked against direct quadrature.
+SELF_CHECK_POINTS = 256
+
+
+class TableError(Exception):
+    """A table file that cannot be used: not HDF5, not a table, wrong version, damaged."""
+
+
+class DomainError(ValueError):
+    """A variance outside the domain a table covers."""
+
+
+@dataclass
+class Table:
+    """F_phi and its companions on a grid; see the module docstring.
+
+    Use :func:`build_table` or :func:`open_table` to get one.
+    """
+
+    activation_name: str
+    activation_source: str
+    degree: float  # homogeneity degree, or -1.0 for a general activation
+    log_variance: np.ndarray  # x grid (ln q); one node at ln 1 for homogeneous activations
+    variance_min: float
+    variance_max: float
+    log_second_moment: np.ndarray  # ln E[phi^2] on the x grid
+    mean_normalized: np.ndarray  # E[phi] / sqrt(E[phi^2]) on the x grid
+    log_derivative_second_moment: np.ndarray  # ln E[phi'^2] (NaN without phi')
+    f_normalized: np.ndarray  # F(q, q, rho) / E[phi^2](q) on (x, w)
+    df_normalized: np.ndarray  # E[phi'(u) phi'(v)] / E[phi'^2](q) on (x, w)
+    metadata: dict = field(default_factory=dict)
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def homogeneous(self):
+        return self.degree >= 0.0
+
+    @property
+    def has_derivative(self):
+        return bool(np.all(np.isfinite(self.df_normalized)))
+
+    def _x0_dx(self):
+        x = self.log_variance
+        return float(x[0]), float(x[1] - x[0]) if x.size > 1 else 1.0
+
+    def _check_variance(self, q):
+        q = np.ascontiguousarray(q, dtype=np.float64)
+        if not np.all(np.isfinite(q)) or np.any(q <= 0.0):
+            raise DomainError("variances must be finite and positive")
+        if self.homogeneous:
+            return q
+        lo, hi = q.min(initial=np.inf), q.max(initial=-np.inf)
+        if q.size and (lo < self.variance_min or hi > self.variance_max):
+            bad = lo if lo < self.variance_min else hi
+            raise DomainError(
+                f"variance {bad:.6g} is outside this table's domain "
+                f"[{self.variance_min:.3g}, {self.variance_max:.3g}] for "
+                f"{self.activation_name}; build a wider table, e.g. "
+                f"nngp-lut build --phi '{self.activation_source}' "
+                f"--variance-min {min(lo, self.variance_min):.2g} "
+                f"--variance-max {max(hi, self.variance_max):.2g}")
+        return q
+
+    # -- evaluation -------------------------------------------------------------------------
+    def second_moment(self, q):
+        """E[phi(u)^2] for u ~ N(0, q), elementwise over an array of variances."""
+        q = self._check_variance(q)
+        x0, dx = self._x0_dx()
+        d1 = math.exp(self.log_second_moment[0])
+        return _interp.diag_many(self.log_second_moment, x0, dx, self.degree, d1,
+                                 q.ravel()).reshape(q.shape)
+
+    def mean(self, q):
+        """E[phi(u)] for u ~ N(0, q)."""
+        q = self._check_variance(q)
+        x0, dx = self._x0_dx()
+        d1 = math.exp(self.log_second_moment[0])
+        return _interp.mean_many(self.mean_normalized, self.log_second_moment, x0, dx,
+                                 self.degree, d1, q.ravel()).reshape(q.shape)
+
+    def derivative_second_moment(self, q):
+        """E[phi'(u)^2] for u ~ N(0, q)."""
+        self._require_derivative()
+        q = self._check_variance(q)
+        x0, dx = self._x0_dx()
+        d1 = math.exp(self.log_derivative_second_moment[0])
+        deg = self.degree - 1.0 if self.homogeneous else -1.0
+        return _interp.diag_many(self.log_derivative_second_moment, x0, dx, deg, d1,
+                                 q.ravel()).reshape(q.shape)
+
+    def F(self, q1, q2, rho):
+        """F_phi(q1, q2, rho) = E[phi(u) phi(v)], elementwise (broadcast) over the arguments.
+
+        References
+        ----------
+        Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
+        """
+        return self._expectation(q1, q2, rho, derivative=False)
+
+    def dF(self, q1, q2, rho):
+        """E[phi'(u) phi'(v)] with the same conventions as :meth:`F`."""
+        self._require_derivative()
+        return self._expectation(q1, q2, rho, derivative=True)
+
+    def _require_derivative(self):
+        if not self.has_derivative:
+            raise ValueError(f"{self.activation_name} has no derivative table "
+                             "(phi' is not a function, e.g. for a step)")
+
+    def _expectation(self, q1, q2, rho, derivative):
+        q1, q2, rho = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
+                                            for a in (q1, q2, rho)))
+        shape = q1.shape
+        q1, q2, rho = (np.ascontiguousarray(a).ravel() for a in (q1, q2, rho))
+        if not np.all(np.isfinite(rho)) or np.any(np.abs(rho) > 1.0 + 1e-12):
+            raise ValueError("correlations must lie in [-1, 1]")
+        q1 = self._check_variance(q1)
+        q2 = self._check_variance(q2)
+        moment = self.derivative_second_moment if derivative else self.second_moment
+        norm = np.sqrt(moment(q1) * moment(q2))
+        f_n = self.df_normalized if derivative else self.f_normalized
+        x0, dx = self._x0_dx()
+        if not self.homogeneous and np.any(q1 != q2):
+            raise NotImplementedError(
+                "unequal variances of a general activation are not served by format-1 "
+                "tables yet; standardise the inputs so all share one norm")
+        vals = _interp.normalized_many(f_n, x0, dx, float(self.degree), q1, rho)
+        return (norm * vals).reshape(shape)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path, *, force=False):
+        """Write the table to ``path`` atomically (temporary file in the same folder, then
+        rename), so an interrupted write never leaves a partial file under the final name."""
+        path = Path(path)
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as h5:
+                _write(h5, self)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+# --- HDF5 ------------------------------------------------------------------------------------
+_DATASETS = ("grid/log_variance", "moments/log_second_moment", "moments/mean_normalized",
+             "moments/log_derivative_second_moment", "equal/f_normalized",
+             "equal/df_normalized")
+
+
+def _write(h5, t):
+    h5.attrs["format"] = FORMAT_NAME
+    h5.attrs["format_version"] = FORMAT_VERSION
+    h5.attrs["package_version"] = __version__
+    h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    h5.attrs["activation_name"] = t.activation_name
+    h5.attrs["activation_source"] = t.activation_source
+    h5.attrs["metadata"] = json.dumps(t.metadata, sort_keys=True)
+    arrays = dict(zip(_DATASETS, (t.log_variance, t.log_second_moment, t.mean_normalized,
+                                  t.log_derivative_second_moment, t.f_normalized,
+                                  t.df_normalized)))
+    for name, arr in arrays.items():
+        h5.create_dataset(name, data=np.asarray(arr, dtype=np.float64), fletcher32=True,
+                          chunks=True if np.ndim(arr) else None)
+
+
+def open_table(path):
+    """Open and validate a table file.
+
+    Raises
+    ------
+    TableError
+        If the file is missing, not HDF5, not an nngp-lut table, of an unknown format
+        version, misses a dataset or fails its Fletcher32 checksum.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such table file")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError:
+        raise TableError(f"{path}: not an HDF5 file (damaged, or not a table); rebuild it "
+                         "with nngp-lut build") from None
+    with h5:
+        if h5.attrs.get("format") != FORMAT_NAME:
+            raise TableError(f"{path}: HDF5 but not an nngp-lut table (no format attribute "
+                             f"{FORMAT_NAME!r})")
+        version = int(h5.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise TableError(f"{path}: table format version {version} is not supported by "
+                             f"nngp-lut {__version__} (reads version {FORMAT_VERSION}); "
+                             "rebuild it with this version")
+        arrays = {}
+        for name in _DATASETS:
+            if name not in h5:
+                raise TableError(f"{path}: dataset {name!r} is missing; rebuild the table")
+            try:
+                arrays[name] = h5[name][()]
+            except OSError:
+                raise TableError(f"{path}: dataset {name!r} fails its checksum (the file is "
+                                 "damaged); rebuild the table") from None
+        try:
+            meta = json.loads(h5.attrs["metadata"])
+            name = str(h5.attrs["activation_name"])
+            source = str(h5.attrs["activation_source"])
+        except (KeyError, ValueError):
+            raise TableError(f"{path}: metadata are missing or damaged; rebuild the table") \
+                from None
+    return Table(
+        activation_name=name, activation_source=source,
+        degree=float(meta["homogeneity_degree"]) if meta.get("homogeneity_degree") is not None
+        else -1.0,
+        log_variance=arrays["grid/log_variance"],
+        variance_min=float(meta["grid"]["variance_min"]),
+        variance_max=float(meta["grid"]["variance_max"]),
+        log_second_moment=arrays["moments/log_second_moment"],
+        mean_normalized=arrays["moments/mean_normalized"],
+        log_derivative_second_moment=arrays["moments/log_derivative_second_moment"],
+        f_normalized=arrays["equal/f_normalized"],
+        df_normalized=arrays["equal/df_normalized"],
+        metadata=meta,
+    )
+
+
+def read_info(path):
+    """Attributes and metadata of a table file, validated, as a plain dict."""
+    t = open_table(path)
+    with h5py.File(path, "r") as h5:
+        info = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()
+                if k != "metadata"}
+    info["metadata"] = t.metadata
+    return info
+
+
+# --- building --------------------------------------------------------------------------------
+class Integrator:
+    """Direct quadrature of the expectations of one activation (the builder's engine).
+
+    Also the reference used to measure a table's interpolation error.
+    """
+
+    def __init__(self, activation, variance_max):
+        self.act = get_activation(activation)
+        self.phi = self.act.phi
+        self.dphi = self.act.dphi if self.act.dphi is not None else _quad_zero()
+        self.tau = self.act.exp_type
+        if self.tau is None:
+            # Every inner window lies within 9 sqrt(2 q_max) of the origin.
+            half = 1.01 * GAUSS_WINDOW * math.sqrt(2.0 * variance_max) + 10.0
+            self.bp, self.kinks, bad = _quad.build_partition(
+                self.phi, self.dphi, half, np.array(self.act.kinks, dtype=np.float64))
+            if not math.isnan(bad):
+                raise ValueError(f"activation {self.act.name} is not finite at x = {bad:.6g}")
+
+    def moments(self, q):
+        q = np.ascontiguousarray(q, dtype=np.float64)
+        if self.tau is not None:
+            return _quad.trapezoid_univariate_many(self.phi, self.dphi, q, self.tau)
+        return _quad.univariate_many(self.phi, self.dphi, self.bp, q)
+
+    def bivariate(self, q1, q2, theta):
+        q1, q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q1, q2, theta))
+        if self.tau is not None:
+            return _quad.trapezoid_bivariate_many(self.phi, self.dphi, q1, q2, theta, self.tau)
+        return _quad.bivariate_many(self.phi, self.dphi, self.bp, self.kinks, q1, q2, theta)
+
+
+def _quad_zero():
+    from .activations import _zero
+
+    return _zero
+
+
+def _chunks(n, parts):
+    edges = np.linspace(0, n, min(n, parts) + 1).astype(int)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def build_table(activation, *, variance_min=DEFAULT_GRID["variance_min"],
+                variance_max=DEFAULT_GRID["variance_max"],
+                n_variance=DEFAULT_GRID["n_variance"], n_angle=DEFAULT_GRID["n_angle"],
+                progress=None):
+    """Tabulate F_phi, E[phi'phi'] and the moments of an activation.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A built-in name, ``leaky_relu(slope=...)``, an expression in x, or an Activation.
+    variance_min, variance_max : float
+        Variance domain of the table (ignored for homogeneous activations, which scale).
+    n_variance, n_angle : int
+        Nodes of the ln-variance axis and of the warped angle axis.
+    progress : callable, optional
+        ``progress(done, total)`` is called as the build advances.
+
+    Returns
+    -------
+    Table
+
+    References
+    ----------
+    Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, Section 2.5.
+    """
+    act = get_activation(activation)
+    if not (0.0 < variance_min < variance_max and math.isfinite(variance_max)):
+        raise ValueError("need 0 < variance_min < variance_max")
+    if n_variance < INTERP_POINTS or n_angle < INTERP_POINTS:
+        raise ValueError(f"a table axis needs at least {INTERP_POINTS} nodes")
+    homogeneous = act.degree is not None
+    if homogeneous:
+        # F(q1, q2, rho) = (q1 q2)^(k/2) F(1, 1, rho): one row at q = 1, theta uniform.
+        x = np.zeros(1)
+        n_angle = HOMOGENEOUS_N_ANGLE
+        theta = np.linspace(0.0, math.pi, n_angle)[None, :]
+        integ = Integrator(act, 2.0)
+    else:
+        x = np.linspace(math.log(variance_min), math.log(variance_max), n_variance)
+        w = np.linspace(0.0, 1.0, n_angle)
+        q = np.exp(x)
+        theta = np.array([[_interp.unwarp(wj, _interp.kappa_of(qi)) for wj in w] for qi in q])
+        theta[:, 0] = 0.0
+        theta[:, -1] = math.pi
+        integ = Integrator(act, variance_max)
+    q = np.exp(x)
+    total = theta.size + q.size
+    done = 0
+    e2, e1, d2 = integ.moments(q)
+    done += q.size
+    if progress:
+        progress(done, total)
+    qq = np.repeat(q, theta.shape[1])
+    # Interleave rows so each chunk mixes cheap (small q) and dear (large q) points.
+    order = np.argsort(np.tile(np.arange(theta.shape[1]), q.size), kind="stable")
+    f = np.empty(theta.size)
+    fd = np.empty(theta.size)
+    flat_theta = theta.ravel()
+    for a, b in _chunks(theta.size, 50):
+        idx = order[a:b]
+        f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat_theta[idx])
+        done += b - a
+        if progress:
+            progress(done, total)
+    if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
+        raise ValueError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
+    f_n = (f.reshape(theta.shape) / e2[:, None])
+    if act.has_derivative:
+        df_n = fd.reshape(theta.shape) / d2[:, None]
+        log_d2 = np.log(d2)
+    else:
+        df_n = np.full(theta.shape, np.nan)
+        log_d2 = np.full(q.shape, np.nan)
+    meta = {
+        "grid": {"variance_min": float(variance_min), "variance_max": float(variance_max),
+                 "n_variance": int(x.size), "n_angle": int(theta.shape[1]),
+                 "variance_axis": "ln q, uniform" if not homogeneous else "q = 1 (scaling law)",
+                 "angle_axis": ("w = warp(arccos rho; kappa = warp_scale sqrt(q)), uniform on "
+                                "[0, 1]") if not homogeneous else "theta = arccos rho, uniform",
+                 "warp_scale": WARP_SCALE, "interpolation_points": INTERP_POINTS},
+        "quadrature": ({"rule": "trapezoid in standard-normal units", "exp_type": act.exp_type}
+                       if act.exp_type is not None else
+                       {"rule": "composite Gauss-Legendre on an adaptive partition",
+                        "gl_order": GL_ORDER, "window_sd": GAUSS_WINDOW,
+                        "panel_sd": GAUSS_PANEL, "partition_panels": int(integ.bp.size - 1),
+                        "kinks": [float(k) for k in integ.kinks]}),
+        "homogeneity_degree": act.degree,
+        "has_derivative": act.has_derivative,
+    }
+    table = Table(act.name, act.source, float(act.degree) if homogeneous else -1.0, x,
+                  float(variance_min), float(variance_max), np.log(e2), e1 / np.sqrt(e2),
+                  log_d2, f_n, df_n, meta)
+    table.metadata["measured_error"] = measure_error(table, integ, SELF_CHECK_POINTS)
+    return table
+
+
+def random_points(table, n, seed):
+    """Off-grid test points (q, theta): log-uniform q, theta half uniform, half near 0 / pi."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (math.log(table.variance_min), math.log(table.variance_max))
+    q = np.exp(rng.uniform(lo, hi, n))
+    theta = rng.uniform(0.0, math.pi, n)
+    near = rng.random(n) < 0.5
+    ends = np.exp(rng.uniform(math.log(1e-6), 0.0, n))
+    theta[near] = np.where(rng.random(near.sum()) < 0.5, ends[near], math.pi - ends[near])
+    return q, theta
+
+
+def measure_error(table, integrator, n, seed=12345):
+    """Max over random off-grid points of |F_table - F_quadrature| / E[phi^2] (and of the
+    same for E[phi'phi'])."""
+    q, theta = random_points(table, n, seed)
+    f, fd = integrator.bivariate(q, q, theta)
+    rho = np.cos(theta)
+    err = np.abs(table.F(q, q, rho) - f) / table.second_moment(q)
+    out = {"points": int(n), "F": float(err.max()), "seed": seed}
+    if table.has_derivative:
+        errd = np.abs(table.dF(q, q, rho) - fd) / table.derivative_second_moment(q)
+        out["dF"] = float(errd.max())
+    return out
+
+
+# --- cache -----------------------------------------------------------------------------------
+def cache_dir():
+    """Folder of tables built on first use: $NNGP_LUT_CACHE, else ~/.cache/nngp-lut."""
+    env = os.environ.get("NNGP_LUT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "nngp-lut"
+
+
+def cached_table(activation, progress=None, **grid):
+    """The table of an activation from the cache, built (once) and stored if absent."""
+    act = get_activation(activation)
+    spec = dict(DEFAULT_GRID, **grid)
+    key = json.dumps([act.name, act.source, FORMAT_VERSION, sorted(spec.items())])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in act.name)[:40]
+    path = cache_dir() / f"{safe}-{digest}.h5"
+    if path.is_file():
+        try:
+            return open_table(path)
+        except TableError:
+            pass  # a damaged cache entry is rebuilt below
+    table = build_table(act, progress=progress, **spec)
+    table.save(path, force=True)
+    return table
+
+
+def as_table(obj, progress=None):
+    """A Table from a Table, a path to a table file, or an activation (cached build)."""
+    if isinstance(obj, Table):
+        return obj
+    if isinstance(obj, (str, os.PathLike)) and str(obj).endswith((".h5", ".hdf5")):
+        return open_table(obj)
+    if isinstance(obj, (str, Activation)):
+        return cached_table(obj, progress=progress)
+    raise TypeError("expected a Table, a table path or an activation")

@@ -11,6 +11,7 @@ from nngp_lut.activations import builtin_names, get_activation
 from .common import progress_bar, user_errors
 
 G = tables.DEFAULT_GRID
+E = dict(G, **tables.EXP_TYPE_GRID)
 
 
 @click.command()
@@ -25,11 +26,23 @@ G = tables.DEFAULT_GRID
               help="Smallest pre-activation variance the table covers.")
 @click.option("--variance-max", type=float, default=G["variance_max"], show_default=True,
               help="Largest pre-activation variance the table covers.")
-@click.option("--n-variance", type=click.IntRange(6), default=G["n_variance"],
-              show_default=True, help="Nodes of the log-variance axis.")
-@click.option("--n-angle", type=click.IntRange(6), default=G["n_angle"], show_default=True,
-              help="Nodes of the (warped) correlation-angle axis.")
-def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angle):
+@click.option("--n-variance", type=click.IntRange(6), default=None,
+              help=f"Nodes of the log-variance axis of the equal-variance table.  Default: "
+              f"{G['n_variance']} ({E['n_variance']} for sin, cos).")
+@click.option("--n-angle", type=click.IntRange(6), default=None,
+              help=f"Nodes of the warped correlation-angle axis of the equal-variance table.  "
+              f"Default: {G['n_angle']} ({E['n_angle']} for sin, cos).")
+@click.option("--n-unequal", type=click.IntRange(6), default=None,
+              help=f"Nodes of each log-variance axis of the unequal-variance (3-D) table.  "
+              f"Default: {G['n_unequal']} ({E['n_unequal']} for sin, cos).")
+@click.option("--n-unequal-angle", type=click.IntRange(6), default=None,
+              help=f"Nodes of the angle axis of the unequal-variance table.  Default: "
+              f"{G['n_unequal_angle']} ({E['n_unequal_angle']} for sin, cos).")
+@click.option("--unequal-variance-max", type=float, default=None,
+              help="Largest variance of the unequal-variance table.  Default: "
+              "--variance-max (25 for sin, cos).")
+def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angle, n_unequal,
+          n_unequal_angle, unequal_variance_max):
     """Build the F_phi table of an activation (E[phi(u)phi(v)], its derivative table and the
     moments) and write it to an HDF5 file."""
     if variance_min <= 0 or variance_max <= variance_min:
@@ -45,9 +58,14 @@ def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angl
         with progress_bar(f"building {act.name}", quiet) as progress:
             table = tables.build_table(act, variance_min=variance_min,
                                        variance_max=variance_max, n_variance=n_variance,
-                                       n_angle=n_angle, progress=progress)
+                                       n_angle=n_angle, n_unequal=n_unequal,
+                                       n_unequal_angle=n_unequal_angle,
+                                       unequal_variance_max=unequal_variance_max,
+                                       progress=progress)
         table.save(out, force=force)
     if not quiet:
         err = table.metadata["measured_error"]
+        unequal = f", {err['F_unequal']:.2e} (unequal variances)" if "F_unequal" in err else ""
         click.echo(f"wrote {out}: {act.name}, {time.perf_counter() - start:.1f} s, measured "
-                   f"max error {err['F']:.2e} (F) at {err['points']} off-grid points", err=True)
+                   f"max error {err['F']:.2e} (F){unequal} at {err['points']} off-grid points",
+                   err=True)

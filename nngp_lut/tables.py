@@ -25,16 +25,24 @@ import numpy as np
 from . import __version__
 from ._core import interp as _interp
 from ._core import quadrature as _quad
-from ._core.config import GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_SCALE
+from ._core.config import (GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_LINEAR,
+                           WARP_SCALE)
 from .activations import Activation, get_activation
 
 FORMAT_NAME = "nngp-lut table"
 FORMAT_VERSION = 1
 
 #: Default variance domain and grid (see the schema document for the measured errors).
-DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=120, n_angle=96)
+DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=120, n_angle=96,
+                    n_unequal=72, n_unequal_angle=96, unequal_variance_max=None)
+#: Default grid of entire activations of exponential type (sin, cos): denser, and the
+#: unequal-variance table on a sqrt q axis up to 25 (see build_table).
+EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_unequal=80, n_unequal_angle=128,
+                     unequal_variance_max=25.0)
 #: Nodes of the correlation axis of a homogeneous activation's table (theta uniform).
 HOMOGENEOUS_N_ANGLE = 513
+#: Relative tolerance of the domain check (rounding of variances computed in log space).
+DOMAIN_SLACK = 1e-12
 #: Random off-grid points at which a new table is checked against direct quadrature.
 SELF_CHECK_POINTS = 256
 
@@ -65,6 +73,9 @@ class Table:
     log_derivative_second_moment: np.ndarray  # ln E[phi'^2] (NaN without phi')
     f_normalized: np.ndarray  # F(q, q, rho) / E[phi^2](q) on (x, w)
     df_normalized: np.ndarray  # E[phi'(u) phi'(v)] / E[phi'^2](q) on (x, w)
+    unequal_axis: np.ndarray  # ln q (or sqrt q) grid of both variance axes of the 3-D tables
+    unequal_f_normalized: np.ndarray  # F(q1, q2, rho) / sqrt(D(q1) D(q2)) on (x1, x2, w3)
+    unequal_df_normalized: np.ndarray  # the same for phi'
     metadata: dict = field(default_factory=dict)
 
     # -- geometry ---------------------------------------------------------------------------
@@ -87,16 +98,33 @@ class Table:
         if self.homogeneous:
             return q
         lo, hi = q.min(initial=np.inf), q.max(initial=-np.inf)
-        if q.size and (lo < self.variance_min or hi > self.variance_max):
+        # A relative slack of DOMAIN_SLACK forgives exp(log(q_max)) rounding above q_max.
+        if q.size and (lo < self.variance_min * (1 - DOMAIN_SLACK)
+                       or hi > self.variance_max * (1 + DOMAIN_SLACK)):
             bad = lo if lo < self.variance_min else hi
+            phi = (self.activation_source if self.activation_name.startswith("expr:")
+                   else self.activation_name)
             raise DomainError(
                 f"variance {bad:.6g} is outside this table's domain "
                 f"[{self.variance_min:.3g}, {self.variance_max:.3g}] for "
                 f"{self.activation_name}; build a wider table, e.g. "
-                f"nngp-lut build --phi '{self.activation_source}' "
+                f"nngp-lut build --phi '{phi}' "
                 f"--variance-min {min(lo, self.variance_min):.2g} "
                 f"--variance-max {max(hi, self.variance_max):.2g}")
         return q
+
+    @property
+    def unequal_variance_max(self):
+        top = self.metadata["grid"].get("unequal_variance_max")
+        return float(top) if top is not None else self.variance_max
+
+    @property
+    def unequal_warp_scale(self):
+        return float(self.metadata["grid"].get("unequal_warp_scale") or 0.0)
+
+    @property
+    def unequal_sqrt_axis(self):
+        return self.metadata["grid"].get("unequal_axis") == "sqrt q, uniform"
 
     # -- evaluation -------------------------------------------------------------------------
     def second_moment(self, q):
@@ -157,11 +185,21 @@ class Table:
         norm = np.sqrt(moment(q1) * moment(q2))
         f_n = self.df_normalized if derivative else self.f_normalized
         x0, dx = self._x0_dx()
-        if not self.homogeneous and np.any(q1 != q2):
-            raise NotImplementedError(
-                "unequal variances of a general activation are not served by format-1 "
-                "tables yet; standardise the inputs so all share one norm")
-        vals = _interp.normalized_many(f_n, x0, dx, float(self.degree), q1, rho)
+        f3 = self.unequal_df_normalized if derivative else self.unequal_f_normalized
+        x3 = self.unequal_axis
+        if not self.homogeneous:
+            unequal = q1 != q2
+            top = self.unequal_variance_max
+            if np.any(unequal & (np.maximum(q1, q2) > top)):
+                raise DomainError(
+                    f"unequal variances above {top:.3g} are outside the unequal-variance "
+                    f"domain of this {self.activation_name} table; standardise the inputs "
+                    "(equal variances are served up to "
+                    f"{self.variance_max:.3g}) or build with a larger --unequal-variance-max")
+        vals = _interp.normalized_many(f_n, x0, dx, float(self.degree), f3, float(x3[0]),
+                                       float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
+                                       self.unequal_sqrt_axis, self.unequal_warp_scale,
+                                       q1, q2, rho)
         return (norm * vals).reshape(shape)
 
     # -- persistence ------------------------------------------------------------------------
@@ -187,7 +225,11 @@ class Table:
 # --- HDF5 ------------------------------------------------------------------------------------
 _DATASETS = ("grid/log_variance", "moments/log_second_moment", "moments/mean_normalized",
              "moments/log_derivative_second_moment", "equal/f_normalized",
-             "equal/df_normalized")
+             "equal/df_normalized", "grid/unequal_axis", "unequal/f_normalized",
+             "unequal/df_normalized")
+_FIELDS = ("log_variance", "log_second_moment", "mean_normalized",
+           "log_derivative_second_moment", "f_normalized", "df_normalized",
+           "unequal_axis", "unequal_f_normalized", "unequal_df_normalized")
 
 
 def _write(h5, t):
@@ -198,10 +240,8 @@ def _write(h5, t):
     h5.attrs["activation_name"] = t.activation_name
     h5.attrs["activation_source"] = t.activation_source
     h5.attrs["metadata"] = json.dumps(t.metadata, sort_keys=True)
-    arrays = dict(zip(_DATASETS, (t.log_variance, t.log_second_moment, t.mean_normalized,
-                                  t.log_derivative_second_moment, t.f_normalized,
-                                  t.df_normalized)))
-    for name, arr in arrays.items():
+    for name, attr in zip(_DATASETS, _FIELDS):
+        arr = getattr(t, attr)
         h5.create_dataset(name, data=np.asarray(arr, dtype=np.float64), fletcher32=True,
                           chunks=True if np.ndim(arr) else None)
 
@@ -252,15 +292,10 @@ def open_table(path):
         activation_name=name, activation_source=source,
         degree=float(meta["homogeneity_degree"]) if meta.get("homogeneity_degree") is not None
         else -1.0,
-        log_variance=arrays["grid/log_variance"],
         variance_min=float(meta["grid"]["variance_min"]),
         variance_max=float(meta["grid"]["variance_max"]),
-        log_second_moment=arrays["moments/log_second_moment"],
-        mean_normalized=arrays["moments/mean_normalized"],
-        log_derivative_second_moment=arrays["moments/log_derivative_second_moment"],
-        f_normalized=arrays["equal/f_normalized"],
-        df_normalized=arrays["equal/df_normalized"],
         metadata=meta,
+        **{attr: arrays[name] for name, attr in zip(_DATASETS, _FIELDS)},
     )
 
 
@@ -286,6 +321,7 @@ class Integrator:
         self.phi = self.act.phi
         self.dphi = self.act.dphi if self.act.dphi is not None else _quad_zero()
         self.tau = self.act.exp_type
+        self.variance_max = variance_max
         if self.tau is None:
             # Every inner window lies within 9 sqrt(2 q_max) of the origin.
             half = 1.01 * GAUSS_WINDOW * math.sqrt(2.0 * variance_max) + 10.0
@@ -299,6 +335,20 @@ class Integrator:
         if self.tau is not None:
             return _quad.trapezoid_univariate_many(self.phi, self.dphi, q, self.tau)
         return _quad.univariate_many(self.phi, self.dphi, self.bp, q)
+
+    def outer_rule(self):
+        """Outer nodes in z shared by every q1 of the 3-D table, with weights."""
+        if self.tau is not None:
+            return _quad.trapezoid_z_rule(2.0 * self.tau * math.sqrt(self.variance_max))
+        return _quad.graded_z_rule()
+
+    def inner(self, q2, theta, zs):
+        """H(z) = E[phi(v)] at the nodes zs for every (q2, theta); see _core.quadrature."""
+        q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q2, theta))
+        bp = self.bp if self.tau is None else np.zeros(2)
+        tau = -1.0 if self.tau is None else float(self.tau)
+        return _quad.inner_smoothings(self.phi, self.dphi, bp, tau, q2, np.cos(theta),
+                                      np.sin(theta), zs)
 
     def bivariate(self, q1, q2, theta):
         q1, q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q1, q2, theta))
@@ -318,9 +368,19 @@ def _chunks(n, parts):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def build_table(activation, *, variance_min=DEFAULT_GRID["variance_min"],
-                variance_max=DEFAULT_GRID["variance_max"],
-                n_variance=DEFAULT_GRID["n_variance"], n_angle=DEFAULT_GRID["n_angle"],
+def default_grid(activation):
+    """Default grid of an activation's table (measured errors in the schema document)."""
+    act = get_activation(activation)
+    grid = dict(DEFAULT_GRID)
+    if act.exp_type is not None:
+        # sin, cos: F ~ exp(-q (1 - rho)) varies on a scale 1/q, not ln q, and has Gaussian
+        # layers at rho = +-1; the trapezoid makes the denser grid cheap.
+        grid.update(EXP_TYPE_GRID)
+    return grid
+
+
+def build_table(activation, *, variance_min=None, variance_max=None, n_variance=None,
+                n_angle=None, n_unequal=None, n_unequal_angle=None, unequal_variance_max=None,
                 progress=None):
     """Tabulate F_phi, E[phi'phi'] and the moments of an activation.
 
@@ -328,10 +388,17 @@ def build_table(activation, *, variance_min=DEFAULT_GRID["variance_min"],
     ----------
     activation : str or Activation
         A built-in name, ``leaky_relu(slope=...)``, an expression in x, or an Activation.
-    variance_min, variance_max : float
+    variance_min, variance_max : float, optional
         Variance domain of the table (ignored for homogeneous activations, which scale).
-    n_variance, n_angle : int
-        Nodes of the ln-variance axis and of the warped angle axis.
+    n_variance, n_angle : int, optional
+        Nodes of the ln-variance axis and of the warped angle axis (equal variances).
+    n_unequal, n_unequal_angle : int, optional
+        Nodes of each variance axis and of the angle axis of the 3-D unequal-variance table.
+    unequal_variance_max : float, optional
+        Largest variance of the unequal-variance table (default: variance_max; 25 for sin
+        and cos, whose kernel between unequal variances decays like
+        exp(-(sqrt q1 - sqrt q2)^2 / 2) and is tabulated on a sqrt q axis).
+        Every default comes from :func:`default_grid`.
     progress : callable, optional
         ``progress(done, total)`` is called as the build advances.
 
@@ -344,74 +411,150 @@ def build_table(activation, *, variance_min=DEFAULT_GRID["variance_min"],
     Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, Section 2.5.
     """
     act = get_activation(activation)
-    if not (0.0 < variance_min < variance_max and math.isfinite(variance_max)):
+    spec = default_grid(act)
+    given = dict(variance_min=variance_min, variance_max=variance_max, n_variance=n_variance,
+                 n_angle=n_angle, n_unequal=n_unequal, n_unequal_angle=n_unequal_angle,
+                 unequal_variance_max=unequal_variance_max)
+    spec.update({k: v for k, v in given.items() if v is not None})
+    vmin, vmax = float(spec["variance_min"]), float(spec["variance_max"])
+    if not (0.0 < vmin < vmax and math.isfinite(vmax)):
         raise ValueError("need 0 < variance_min < variance_max")
-    if n_variance < INTERP_POINTS or n_angle < INTERP_POINTS:
-        raise ValueError(f"a table axis needs at least {INTERP_POINTS} nodes")
+    for key in ("n_variance", "n_angle", "n_unequal", "n_unequal_angle"):
+        if int(spec[key]) < INTERP_POINTS:
+            raise ValueError(f"{key} must be at least {INTERP_POINTS}")
     homogeneous = act.degree is not None
     if homogeneous:
         # F(q1, q2, rho) = (q1 q2)^(k/2) F(1, 1, rho): one row at q = 1, theta uniform.
         x = np.zeros(1)
-        n_angle = HOMOGENEOUS_N_ANGLE
-        theta = np.linspace(0.0, math.pi, n_angle)[None, :]
+        theta = np.linspace(0.0, math.pi, HOMOGENEOUS_N_ANGLE)[None, :]
         integ = Integrator(act, 2.0)
+        x3 = np.zeros(1)
     else:
-        x = np.linspace(math.log(variance_min), math.log(variance_max), n_variance)
-        w = np.linspace(0.0, 1.0, n_angle)
-        q = np.exp(x)
-        theta = np.array([[_interp.unwarp(wj, _interp.kappa_of(qi)) for wj in w] for qi in q])
-        theta[:, 0] = 0.0
-        theta[:, -1] = math.pi
-        integ = Integrator(act, variance_max)
+        x = np.linspace(math.log(vmin), math.log(vmax), int(spec["n_variance"]))
+        w = np.linspace(0.0, 1.0, int(spec["n_angle"]))
+        theta = np.array([[_interp.unwarp(wj, _interp.kappa_of(qi)) for wj in w]
+                          for qi in np.exp(x)])
+        theta[:, 0], theta[:, -1] = 0.0, math.pi
+        integ = Integrator(act, vmax)
+        vmax_u = float(spec["unequal_variance_max"] or vmax)
+        if not vmin < vmax_u <= vmax:
+            raise ValueError("need variance_min < unequal_variance_max <= variance_max")
+        n3 = int(spec["n_unequal"])
+        sqrt_axis = act.exp_type is not None
+        x3 = (np.linspace(0.0, math.sqrt(vmax_u), n3) if sqrt_axis
+              else np.linspace(math.log(vmin), math.log(vmax_u), n3))
+    n3w = int(spec["n_unequal_angle"])
+    counter = _Progress(progress, x.size + theta.size + (0 if homogeneous else x3.size * n3w))
+
     q = np.exp(x)
-    total = theta.size + q.size
-    done = 0
     e2, e1, d2 = integ.moments(q)
-    done += q.size
-    if progress:
-        progress(done, total)
+    counter.advance(q.size)
+    f, fd = _equal_block(integ, q, theta, counter)
+    if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
+        raise ValueError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
+    f_n = f / e2[:, None]
+    df_n = fd / d2[:, None] if act.has_derivative else np.full(theta.shape, np.nan)
+    log_d2 = np.log(d2) if act.has_derivative else np.full(q.shape, np.nan)
+    if homogeneous:
+        f3 = df3 = np.full((1, 1, 1), np.nan)
+    else:
+        q3 = x3**2 if sqrt_axis else np.exp(x3)
+        # sin, cos: no boundary layers worth a warp below q = 100, and the warp's own
+        # dependence on q2 near q = 0 costs accuracy on the sqrt axis (measured 1e-4).
+        warp3 = 0.0 if sqrt_axis else WARP_SCALE
+        f3, df3 = _unequal_block(integ, np.maximum(q3, 1e-300), n3w, warp3, counter)
+        if not act.has_derivative:
+            df3 = np.full(f3.shape, np.nan)
+
+    quad = ({"rule": "trapezoid in standard-normal units", "exp_type": act.exp_type}
+            if act.exp_type is not None else
+            {"rule": "composite Gauss-Legendre on an adaptive partition", "gl_order": GL_ORDER,
+             "window_sd": GAUSS_WINDOW, "panel_sd": GAUSS_PANEL,
+             "partition_panels": int(integ.bp.size - 1),
+             "kinks": [float(k) for k in integ.kinks]})
+    meta = {
+        "grid": {"variance_min": vmin, "variance_max": vmax, "n_variance": int(x.size),
+                 "n_angle": int(theta.shape[1]),
+                 "n_unequal": 0 if homogeneous else int(x3.size),
+                 "unequal_variance_max": None if homogeneous else vmax_u,
+                 "unequal_warp_scale": None if homogeneous else warp3,
+                 "unequal_axis": None if homogeneous else
+                 ("sqrt q, uniform" if sqrt_axis else "ln q, uniform"),
+                 "n_unequal_angle": 0 if homogeneous else n3w,
+                 "variance_axis": "q = 1 (scaling law)" if homogeneous else "ln q, uniform",
+                 "angle_axis": "theta = arccos rho, uniform" if homogeneous else
+                 "w = warp(arccos rho; kappa = warp_scale sqrt(q)), uniform on [0, 1]",
+                 "unequal_angle_axis": None if homogeneous else
+                 "w = warp_mixed(arccos rho; kappa = unequal_warp_scale sqrt(q2)), uniform "
+                 "on [0, 1]",
+                 "warp_scale": WARP_SCALE, "warp_linear": WARP_LINEAR,
+                 "interpolation_points": INTERP_POINTS},
+        "quadrature": quad,
+        "homogeneity_degree": act.degree,
+        "has_derivative": act.has_derivative,
+    }
+    table = Table(act.name, act.source, float(act.degree) if homogeneous else -1.0, x,
+                  vmin, vmax, np.log(e2), e1 / np.sqrt(e2), log_d2, f_n, df_n,
+                  x3, f3, df3, meta)
+    table.metadata["measured_error"] = measure_error(table, integ, SELF_CHECK_POINTS)
+    return table
+
+
+class _Progress:
+    def __init__(self, callback, total):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def advance(self, n):
+        self.done += n
+        if self.callback:
+            self.callback(self.done, self.total)
+
+
+def _equal_block(integ, q, theta, counter):
+    """F(q_i, q_i, theta_ij) and E[phi'phi'] on the 2-D grid, in chunks for the progress bar."""
     qq = np.repeat(q, theta.shape[1])
     # Interleave rows so each chunk mixes cheap (small q) and dear (large q) points.
     order = np.argsort(np.tile(np.arange(theta.shape[1]), q.size), kind="stable")
     f = np.empty(theta.size)
     fd = np.empty(theta.size)
-    flat_theta = theta.ravel()
-    for a, b in _chunks(theta.size, 50):
+    flat = theta.ravel()
+    for a, b in _chunks(theta.size, 40):
         idx = order[a:b]
-        f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat_theta[idx])
-        done += b - a
-        if progress:
-            progress(done, total)
-    if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
-        raise ValueError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
-    f_n = (f.reshape(theta.shape) / e2[:, None])
-    if act.has_derivative:
-        df_n = fd.reshape(theta.shape) / d2[:, None]
-        log_d2 = np.log(d2)
-    else:
-        df_n = np.full(theta.shape, np.nan)
-        log_d2 = np.full(q.shape, np.nan)
-    meta = {
-        "grid": {"variance_min": float(variance_min), "variance_max": float(variance_max),
-                 "n_variance": int(x.size), "n_angle": int(theta.shape[1]),
-                 "variance_axis": "ln q, uniform" if not homogeneous else "q = 1 (scaling law)",
-                 "angle_axis": ("w = warp(arccos rho; kappa = warp_scale sqrt(q)), uniform on "
-                                "[0, 1]") if not homogeneous else "theta = arccos rho, uniform",
-                 "warp_scale": WARP_SCALE, "interpolation_points": INTERP_POINTS},
-        "quadrature": ({"rule": "trapezoid in standard-normal units", "exp_type": act.exp_type}
-                       if act.exp_type is not None else
-                       {"rule": "composite Gauss-Legendre on an adaptive partition",
-                        "gl_order": GL_ORDER, "window_sd": GAUSS_WINDOW,
-                        "panel_sd": GAUSS_PANEL, "partition_panels": int(integ.bp.size - 1),
-                        "kinks": [float(k) for k in integ.kinks]}),
-        "homogeneity_degree": act.degree,
-        "has_derivative": act.has_derivative,
-    }
-    table = Table(act.name, act.source, float(act.degree) if homogeneous else -1.0, x,
-                  float(variance_min), float(variance_max), np.log(e2), e1 / np.sqrt(e2),
-                  log_d2, f_n, df_n, meta)
-    table.metadata["measured_error"] = measure_error(table, integ, SELF_CHECK_POINTS)
-    return table
+        f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat[idx])
+        counter.advance(b - a)
+    return f.reshape(theta.shape), fd.reshape(theta.shape)
+
+
+def _unequal_block(integ, q3, n_angle, warp3, counter):
+    """Normalised F(q1_i, q2_j, theta_jk) on the 3-D grid.
+
+    One universal node set in z serves every q1, so each (q2, theta) costs one pass of inner
+    integrals H(z) and each q1 a dot product (see _core.quadrature)."""
+    zs, zw = integ.outer_rule()
+    p, pd = _quad.outer_values(integ.phi, integ.dphi, q3, zs)
+    e2, _, d2 = integ.moments(q3)
+    w = np.linspace(0.0, 1.0, n_angle)
+    theta = np.array([[_interp.unwarp_mixed(wk, warp3 * math.sqrt(qj)) for wk in w]
+                      for qj in q3])
+    theta[:, 0], theta[:, -1] = 0.0, math.pi
+    n = q3.size
+    f3 = np.empty((n, n, n_angle))
+    df3 = np.empty((n, n, n_angle))
+    jj, kk = np.divmod(np.arange(n * n_angle), n_angle)
+    order = np.argsort(kk, kind="stable")  # mix small and large q2 in every chunk
+    for a, b in _chunks(order.size, 40):
+        idx = order[a:b]
+        j, k = jj[idx], kk[idx]
+        th = theta[j, k]
+        h, hd = integ.inner(q3[j], th, zs)
+        f3[:, j, k] = (p * zw) @ h.T
+        df3[:, j, k] = (pd * zw) @ hd.T
+        counter.advance(b - a)
+    r2, rd2 = np.sqrt(e2), np.sqrt(d2)
+    f3 /= r2[:, None, None] * r2[None, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df3 /= rd2[:, None, None] * rd2[None, :, None]
+    return f3, df3
 
 
 def random_points(table, n, seed):
@@ -437,6 +580,16 @@ def measure_error(table, integrator, n, seed=12345):
     if table.has_derivative:
         errd = np.abs(table.dF(q, q, rho) - fd) / table.derivative_second_moment(q)
         out["dF"] = float(errd.max())
+    if not table.homogeneous:
+        top = table.unequal_variance_max
+        q = np.minimum(q, top)
+        q2 = np.minimum(random_points(table, n, seed + 1)[0], top)
+        f, fd = integrator.bivariate(q, q2, theta)
+        norm = np.sqrt(table.second_moment(q) * table.second_moment(q2))
+        out["F_unequal"] = float(np.max(np.abs(table.F(q, q2, rho) - f) / norm))
+        if table.has_derivative:
+            norm = np.sqrt(table.derivative_second_moment(q) * table.derivative_second_moment(q2))
+            out["dF_unequal"] = float(np.max(np.abs(table.dF(q, q2, rho) - fd) / norm))
     return out
 
 
@@ -450,7 +603,7 @@ def cache_dir():
 def cached_table(activation, progress=None, **grid):
     """The table of an activation from the cache, built (once) and stored if absent."""
     act = get_activation(activation)
-    spec = dict(DEFAULT_GRID, **grid)
+    spec = dict(default_grid(act), **grid)
     key = json.dumps([act.name, act.source, FORMAT_VERSION, sorted(spec.items())])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in act.name)[:40]

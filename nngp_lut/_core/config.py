@@ -64,3 +64,15 @@ NUMERICAL_DERIVATIVE_STEP = 1e-3
 INTERP_POINTS = 6
 #: kappa = WARP_SCALE * sqrt(q) in the angle warp (boundary layers of width 1/sqrt(q)).
 WARP_SCALE = 1.0
+
+# --- unequal variances (3-D table) -------------------------------------------------------
+#: The outer integral over z = u / sqrt(q1) uses one node set for every q1: Gauss-Legendre
+#: panels graded geometrically towards z = 0 (where phi(sqrt(q1) z) has its features for
+#: large q1, and the smoothed kinks of the inner integral sit): ratio UNIVERSAL_RATIO from
+#: GAUSS_WINDOW down to UNIVERSAL_FINE, then UNIVERSAL_RATIO_FINE down to UNIVERSAL_FLOOR.
+UNIVERSAL_RATIO = 0.7
+UNIVERSAL_FINE = 1e-3
+UNIVERSAL_RATIO_FINE = 0.25
+UNIVERSAL_FLOOR = 1e-13
+#: Weight of the linear part of the angle warp of the 3-D table (0: pure asinh warp).
+WARP_LINEAR = 0.3

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INTERP_POINTS, JIT, JIT_PARALLEL, WARP_SCALE
+from .config import INTERP_POINTS, JIT, JIT_PARALLEL, WARP_LINEAR, WARP_SCALE
 
 _LO = INTERP_POINTS // 2 - 1  # stencil nodes i - _LO .. i - _LO + INTERP_POINTS - 1
 
@@ -47,6 +47,26 @@ def unwarp(w, kappa):
     for _ in range(80):
         mid = 0.5 * (lo + hi)
         if warp(mid, kappa) < w:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@njit(**JIT)
+def warp_mixed(theta, kappa):
+    """Angle coordinate of the 3-D table: the warp plus WARP_LINEAR * theta / pi, so that
+    nodes stay dense mid-range when kappa (set by q2 alone) overstates the layers."""
+    return (WARP_LINEAR * theta / math.pi + warp(theta, kappa)) / (1.0 + WARP_LINEAR)
+
+
+@njit(**JIT)
+def unwarp_mixed(w, kappa):
+    lo = 0.0
+    hi = math.pi
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if warp_mixed(mid, kappa) < w:
             lo = mid
         else:
             hi = mid
@@ -98,6 +118,26 @@ def interp2(values, x0, dx, x, w, wx, ww):
 
 
 @njit(**JIT)
+def interp3(values, x0, dx, x1, x2, w, wa, wb, wc):
+    """values[(n, n, nw)] on the variance-coordinate grid x0 + dx * i (both axes) and w in
+    [0, 1]."""
+    n1, n2, nw = values.shape
+    i0 = stencil((x1 - x0) / dx, n1, wa)
+    j0 = stencil((x2 - x0) / dx, n2, wb)
+    k0 = stencil(w * (nw - 1), nw, wc)
+    s = 0.0
+    for a in range(INTERP_POINTS):
+        sa = 0.0
+        for b in range(INTERP_POINTS):
+            sb = 0.0
+            for c in range(INTERP_POINTS):
+                sb += wc[c] * values[i0 + a, j0 + b, k0 + c]
+            sa += wb[b] * sb
+        s += wa[a] * sa
+    return s
+
+
+@njit(**JIT)
 def theta_of(rho):
     """arccos with |rho| <= 1 + a few ulps allowed (rounding of K / sqrt(q1 q2))."""
     if rho >= 1.0:
@@ -144,11 +184,24 @@ def normalized_equal(f_n, x0, dx, degree, q, theta, wx, ww):
 
 
 @njit(**JIT_PARALLEL)
-def normalized_many(f_n, x0, dx, degree, q, rho):
-    """F(q, q, rho) / E[phi^2](q) (or the same ratio of the phi' table) at arrays q, rho."""
-    out = np.empty(q.size)
-    for k in prange(q.size):
-        wx = np.empty(INTERP_POINTS)
-        ww = np.empty(INTERP_POINTS)
-        out[k] = normalized_equal(f_n, x0, dx, degree, q[k], theta_of(rho[k]), wx, ww)
+def normalized_many(f_n, x0, dx, degree, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho):
+    """F(q1, q2, rho) / sqrt(E[phi^2](q1) E[phi^2](q2)) (or the same ratio of the phi'
+    tables) at arrays: the 2-D table where q1 == q2 (or phi is homogeneous), else the 3-D
+    (its variance axes in ln q, or in sqrt q when ``sqrt_axis``; its angle warp has
+    kappa = warp3 * sqrt(q2))."""
+    out = np.empty(q1.size)
+    for k in prange(q1.size):
+        wa = np.empty(INTERP_POINTS)
+        wb = np.empty(INTERP_POINTS)
+        wc = np.empty(INTERP_POINTS)
+        theta = theta_of(rho[k])
+        if degree >= 0.0 or q1[k] == q2[k]:
+            out[k] = normalized_equal(f_n, x0, dx, degree, q1[k], theta, wa, wb)
+        else:
+            w = warp_mixed(theta, warp3 * math.sqrt(q2[k]))
+            if sqrt_axis:
+                c1, c2 = math.sqrt(q1[k]), math.sqrt(q2[k])
+            else:
+                c1, c2 = math.log(q1[k]), math.log(q2[k])
+            out[k] = interp3(f3, x30, dx3, c1, c2, w, wa, wb, wc)
     return out

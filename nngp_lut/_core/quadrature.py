@@ -41,6 +41,10 @@ from .config import (
     PARTITION_TOL_DERIVATIVE,
     TRAPEZOID_MARGIN,
     TRAPEZOID_MAX_STEP,
+    UNIVERSAL_FINE,
+    UNIVERSAL_FLOOR,
+    UNIVERSAL_RATIO,
+    UNIVERSAL_RATIO_FINE,
 )
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -393,3 +397,108 @@ def trapezoid_bivariate_many(phi, dphi, q1, q2, theta, tau):
             phi, dphi, q1[k], q2[k], math.cos(theta[k]), math.sin(theta[k]), tau
         )
     return f, fd
+
+
+# --- unequal variances: one outer node set shared by every q1 ------------------------------
+# F(q1, q2, theta) = E_z[phi(sqrt(q1) z) H(z)],  H(z) = E[phi(v)], v ~ N(cos(theta) sqrt(q2) z,
+# q2 sin^2 theta).  H depends on (q2, theta) only, so on a node set in z that serves every q1
+# one (q2, theta) costs one pass of inner integrals and each q1 a dot product.
+
+
+@njit(**JIT)
+def graded_z_rule():
+    """Universal outer nodes/weights in z (weights include the standard normal density)."""
+    edges = [0.0]
+    z = GAUSS_WINDOW
+    while z > UNIVERSAL_FINE:
+        edges.append(z)
+        z *= UNIVERSAL_RATIO
+    while z > UNIVERSAL_FLOOR:
+        edges.append(z)
+        z *= UNIVERSAL_RATIO_FINE
+    e = np.sort(np.array(edges))
+    half = np.concatenate((-e[::-1], e[1:]))
+    n = (half.size - 1) * GL_ORDER
+    xs = np.empty(n)
+    ws = np.empty(n)
+    k = 0
+    for p in range(half.size - 1):
+        a = half[p]
+        b = half[p + 1]
+        for j in range(GL_ORDER):
+            x = 0.5 * (a + b) + 0.5 * (b - a) * GL_X[j]
+            xs[k] = x
+            ws[k] = 0.5 * (b - a) * GL_W[j] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+            k += 1
+    return xs, ws
+
+
+@njit(**JIT)
+def trapezoid_z_rule(scale):
+    """Universal outer nodes for an entire phi: uniform, resolving frequencies up to scale."""
+    h = _trapezoid_step(scale)
+    m = int(GAUSS_WINDOW / h) + 1
+    xs = np.empty(2 * m + 1)
+    ws = np.empty(2 * m + 1)
+    for i in range(-m, m + 1):
+        z = i * h
+        xs[i + m] = z
+        ws[i + m] = h * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+    return xs, ws
+
+
+@njit(**JIT_PARALLEL)
+def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
+    """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz).
+
+    ``tau >= 0`` selects the trapezoid rule (entire phi of exponential type tau), else the
+    partition ``bp``.
+    """
+    n = q2.size
+    nz = zs.size
+    h = np.empty((n, nz))
+    hd = np.empty((n, nz))
+    cap = rule_capacity(bp)
+    for k in prange(n):
+        xs = np.empty(cap)
+        ws = np.empty(cap)
+        s2 = math.sqrt(q2[k])
+        sd = sin_t[k] * s2
+        step = _trapezoid_step(tau * sd) if tau >= 0.0 else 0.0
+        m2 = int(GAUSS_WINDOW / step) + 1 if tau >= 0.0 else 0
+        for i in range(nz):
+            mean = cos_t[k] * s2 * zs[i]
+            g = 0.0
+            gd = 0.0
+            if sin_t[k] <= DEGENERATE_SIN:
+                g = phi(mean)
+                gd = dphi(mean)
+            elif tau >= 0.0:
+                for j in range(-m2, m2 + 1):
+                    z2 = j * step
+                    w = step * _INV_SQRT_2PI * math.exp(-0.5 * z2 * z2)
+                    g += w * phi(mean + sd * z2)
+                    gd += w * dphi(mean + sd * z2)
+            else:
+                nn = gauss_rule(bp, mean, sd, xs, ws)
+                for j in range(nn):
+                    g += ws[j] * phi(xs[j])
+                    gd += ws[j] * dphi(xs[j])
+            h[k, i] = g
+            hd[k, i] = gd
+    return h, hd
+
+
+@njit(**JIT_PARALLEL)
+def outer_values(phi, dphi, q1, zs):
+    """phi(sqrt(q1[i]) z_j) and phi'(...) as (n1, nz) arrays."""
+    n1 = q1.size
+    nz = zs.size
+    p = np.empty((n1, nz))
+    pd = np.empty((n1, nz))
+    for i in prange(n1):
+        s = math.sqrt(q1[i])
+        for j in range(nz):
+            p[i, j] = phi(s * zs[j])
+            pd[i, j] = dphi(s * zs[j])
+    return p, pd

@@ -1,0 +1,78 @@
+"""Slow, obviously correct references for the fast kernels (independent of nngp_lut._core).
+
+``reference_F`` integrates E[phi(u) phi(v)] with scipy's adaptive QUADPACK in standard-normal
+coordinates, splitting the inner integral at the kink images; ``closed_form`` holds the
+closed forms of DESIGN.md section 1.
+"""
+
+import math
+
+import numpy as np
+from scipy import integrate, special
+
+TOL = dict(epsabs=1e-13, epsrel=1e-12, limit=400)
+
+
+def reference_F(phi, q1, q2, rho, kinks=(0.0,)):
+    """E[phi(u) phi(v)] by nested scipy.integrate.quad over z1, z2 in [-10, 10]."""
+    s1, s2 = math.sqrt(q1), math.sqrt(q2)
+    c, s = rho, math.sqrt(max(0.0, 1.0 - rho * rho))
+    pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
+
+    def inner(z1):
+        if s == 0.0:
+            return phi(s2 * c * z1)
+        pts = [(k / s2 - c * z1) / s for k in kinks]
+        pts = [p for p in pts if -10 < p < 10]
+        return integrate.quad(lambda z2: phi(s2 * (c * z1 + s * z2)) * pdf(z2), -10, 10,
+                              points=pts or None, **TOL)[0]
+
+    pts = sorted({k / s1 for k in kinks} | {k / (s2 * c) for k in kinks if c != 0.0})
+    pts = [p for p in pts if -10 < p < 10]
+    return integrate.quad(lambda z1: phi(s1 * z1) * inner(z1) * pdf(z1), -10, 10,
+                          points=pts or None, **TOL)[0]
+
+
+def reference_moment(phi, q, power=2):
+    s = math.sqrt(q)
+    return integrate.quad(lambda z: phi(s * z) ** power * math.exp(-0.5 * z * z)
+                          / math.sqrt(2 * math.pi), -10, 10, points=[0.0], **TOL)[0]
+
+
+def closed_form(name, q1, q2, rho):
+    """Closed forms of F (DESIGN.md section 1), vectorised."""
+    q1, q2, rho = np.broadcast_arrays(*(np.asarray(a, float) for a in (q1, q2, rho)))
+    s = np.sqrt(q1 * q2)
+    th = np.arccos(np.clip(rho, -1, 1))
+    if name == "relu":
+        return s / (2 * np.pi) * (np.sin(th) + (np.pi - th) * rho)
+    if name == "abs":
+        return 2 * s / np.pi * (np.sqrt(1 - rho**2) + rho * np.arcsin(rho))
+    if name == "step":
+        return 0.5 - th / (2 * np.pi)
+    if name == "erf":
+        return 2 / np.pi * np.arcsin(2 * rho * s / np.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+    if name == "identity":
+        return rho * s
+    if name == "sin":  # exp(-(q1+q2)/2) sinh(rho s), overflow-free
+        return 0.5 * (np.exp(-(q1 + q2) / 2 + rho * s) - np.exp(-(q1 + q2) / 2 - rho * s))
+    if name == "cos":
+        return 0.5 * (np.exp(-(q1 + q2) / 2 + rho * s) + np.exp(-(q1 + q2) / 2 - rho * s))
+    raise KeyError(name)
+
+
+def scalar(name):
+    """Plain-Python phi of a built-in, for the reference integrator."""
+    return {
+        "tanh": math.tanh,
+        "sigmoid": lambda x: 1 / (1 + math.exp(-x)) if x > -700 else 0.0,
+        "softplus": lambda x: max(x, 0) + math.log1p(math.exp(-abs(x))),
+        "gelu": lambda x: 0.5 * x * math.erfc(-x / math.sqrt(2)),
+        "silu": lambda x: x / (1 + math.exp(-x)) if x > -700 else 0.0,
+        "elu": lambda x: x if x > 0 else math.expm1(x),
+        "selu": lambda x: 1.0507009873554805 * (x if x > 0 else 1.6732632423543772 * math.expm1(x)),
+        "erf": math.erf,
+    }[name]
+
+
+_ = special  # scipy.special kept for closed forms added later

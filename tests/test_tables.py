@@ -1,0 +1,154 @@
+"""F_phi tables against independent truth: closed forms, a slow scipy integrator, Monte Carlo
+and Price's theorem (issue #2)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nngp_lut import get_activation
+from nngp_lut.tables import random_points
+
+from .conftest import TOL_EQUAL, TOL_UNEQUAL
+from .naive import closed_form, reference_F, reference_moment, scalar
+
+CLOSED = ["relu", "abs", "step", "identity", "erf", "sin", "cos"]
+GENERAL = ["tanh", "sigmoid", "softplus", "gelu", "silu", "elu", "selu"]
+
+
+def _normalised_error(table, q1, q2, rho, exact):
+    norm = np.sqrt(table.second_moment(q1) * table.second_moment(q2))
+    return np.max(np.abs(table.F(q1, q2, rho) - exact) / norm)
+
+
+@pytest.mark.parametrize("name", CLOSED)
+def test_closed_forms_equal_variances(name, table_of):
+    table = table_of(name)
+    q, theta = random_points(table, 4000, seed=7)
+    rho = np.cos(theta)
+    assert _normalised_error(table, q, q, rho, closed_form(name, q, q, rho)) <= TOL_EQUAL
+
+
+@pytest.mark.parametrize("name", ["erf", "sin", "cos"])
+def test_closed_forms_unequal_variances(name, table_of):
+    table = table_of(name)
+    q1, theta = random_points(table, 4000, seed=8)
+    q2, _ = random_points(table, 4000, seed=9)
+    top = table.unequal_variance_max  # 1e4 for erf, 25 for sin and cos
+    q1, q2 = np.minimum(q1, top), np.minimum(q2, top)
+    rho = np.cos(theta)
+    assert _normalised_error(table, q1, q2, rho, closed_form(name, q1, q2, rho)) <= TOL_UNEQUAL
+
+
+def test_unequal_domain_of_sin_is_enforced(table_of):
+    from nngp_lut.tables import DomainError
+
+    table = table_of("sin")
+    table.F(100.0, 100.0, 0.5)  # equal variances: served up to 1e4
+    with pytest.raises(DomainError, match="standardise"):
+        table.F(100.0, 90.0, 0.5)
+
+
+@pytest.mark.parametrize("name", ["relu", "abs", "step", "identity"])
+def test_homogeneous_unequal_variances(name, table_of, rng):
+    table = table_of(name)
+    q1 = np.exp(rng.uniform(np.log(1e-6), np.log(1e4), 2000))
+    q2 = np.exp(rng.uniform(np.log(1e-6), np.log(1e4), 2000))
+    rho = rng.uniform(-1, 1, 2000)
+    assert _normalised_error(table, q1, q2, rho, closed_form(name, q1, q2, rho)) <= TOL_EQUAL
+
+
+def test_leaky_relu_closed_form(table_of, rng):
+    a = 0.2
+    table = table_of(f"leaky_relu(slope={a})")
+    q1 = np.exp(rng.uniform(-5, 5, 500))
+    q2 = np.exp(rng.uniform(-5, 5, 500))
+    rho = rng.uniform(-1, 1, 500)
+    # leaky = a x + (1 - a) relu(x) and E[u relu(v)] = rho sqrt(q1 q2) / 2.
+    exact = a * rho * np.sqrt(q1 * q2) + (1 - a) ** 2 * closed_form("relu", q1, q2, rho)
+    assert _normalised_error(table, q1, q2, rho, exact) <= TOL_EQUAL
+
+
+@pytest.mark.parametrize("name", GENERAL)
+def test_general_builtins_against_slow_reference(name, table_of):
+    table = table_of(name)
+    q, theta = random_points(table, 5, seed=11)
+    q = np.minimum(q, 50.0)  # keeps the nested scipy quadrature to seconds
+    theta[0] = 1e-4
+    rho = np.cos(theta)
+    act = get_activation(name)
+    phi = scalar(name)
+    exact = np.array([reference_F(phi, qi, qi, ri, kinks=act.kinks or (0.0,))
+                      for qi, ri in zip(q, rho)])
+    assert _normalised_error(table, q, q, rho, exact) <= TOL_EQUAL
+    q2 = np.clip(q[::-1] * np.array([3.1, 0.02, 1.0, 40.0, 0.3]), 1e-4, 50.0)
+    exact = np.array([reference_F(phi, a, b, r, kinks=act.kinks or (0.0,))
+                      for a, b, r in zip(q, q2, rho)])
+    assert _normalised_error(table, q, q2, rho, exact) <= TOL_UNEQUAL
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "elu"])
+def test_moments_against_slow_reference(name, table_of):
+    table = table_of(name)
+    phi = scalar(name)
+    for q in (3.7e-5, 0.42, 17.3, 900.0):
+        d = reference_moment(phi, q, 2)
+        assert abs(table.second_moment(np.array([q]))[0] - d) <= TOL_EQUAL * d
+        m = reference_moment(phi, q, 1)
+        assert abs(table.mean(np.array([q]))[0] - m) <= TOL_EQUAL * math.sqrt(d)
+
+
+def test_expression_against_monte_carlo(table_of):
+    table = table_of("x*tanh(x)", variance_min=1e-2, variance_max=1e2, n_variance=40,
+                     n_angle=48, n_unequal=24, n_unequal_angle=32)
+    rng = np.random.default_rng(3)
+    n = 2_000_000
+    for q, rho in ((0.7, 0.3), (5.0, -0.8), (20.0, 0.95)):
+        z1, z2 = rng.standard_normal((2, n))
+        u = math.sqrt(q) * z1
+        v = math.sqrt(q) * (rho * z1 + math.sqrt(1 - rho**2) * z2)
+        prod = u * np.tanh(u) * v * np.tanh(v)
+        se = prod.std() / math.sqrt(n)
+        assert abs(table.F(q, q, rho) - prod.mean()) <= 5 * se
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf", "softplus", "relu"])
+def test_derivative_table_is_dF_drho(name, table_of, rng):
+    """Price's theorem: dF(q, q, rho)/d rho = q E[phi'(u) phi'(v)]."""
+    table = table_of(name)
+    q = np.exp(rng.uniform(np.log(1e-2), np.log(1e2), 40))
+    rho = rng.uniform(-0.9, 0.9, 40)
+    h = 1e-4
+    fd = (table.F(q, q, rho + h) - table.F(q, q, rho - h)) / (2 * h)
+    assert np.max(np.abs(fd - q * table.dF(q, q, rho)) / (q * table.derivative_second_moment(q))) < 1e-5
+
+
+def test_derivative_second_moment_reference(table_of):
+    table = table_of("tanh")
+    for q in (0.01, 1.3, 250.0):
+        ref = reference_moment(lambda x: 1 - math.tanh(x) ** 2, q, 2)
+        assert abs(table.derivative_second_moment(np.array([q]))[0] - ref) <= TOL_EQUAL * ref
+
+
+def test_step_has_no_derivative(table_of):
+    table = table_of("step")
+    assert not table.has_derivative
+    with pytest.raises(ValueError, match="no derivative"):
+        table.dF(1.0, 1.0, 0.5)
+
+
+def test_endpoints_are_exact(table_of):
+    table = table_of("tanh")
+    q = np.array([1e-6, 0.3, 1e4])
+    d = table.second_moment(q)
+    np.testing.assert_allclose(table.F(q, q, np.ones(3)), d, rtol=1e-12)
+    # tanh is odd: F(q, q, -1) = -E[tanh^2].
+    np.testing.assert_allclose(table.F(q, q, -np.ones(3)), -d, rtol=1e-12)
+
+
+def test_domain_error_names_the_fix(table_of):
+    from nngp_lut.tables import DomainError
+
+    table = table_of("tanh")
+    with pytest.raises(DomainError, match="--variance-max"):
+        table.F(2e4, 2e4, 0.5)

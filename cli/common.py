@@ -5,11 +5,12 @@ import contextlib
 import click
 
 from nngp_lut.activations import ExpressionError
+from nngp_lut.data import DataError
 from nngp_lut.tables import DomainError, TableError
 
 #: Library exceptions that are a user's error: one line on stderr, exit status 1.
-EXPECTED_ERRORS = (ExpressionError, TableError, DomainError, FileExistsError, ValueError,
-                   OSError)
+EXPECTED_ERRORS = (ExpressionError, TableError, DomainError, DataError, FileExistsError,
+                   ValueError, OSError, MemoryError)
 
 
 @contextlib.contextmanager

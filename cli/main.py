@@ -6,6 +6,7 @@ from nngp_lut import __version__
 
 from .build import build
 from .info import info
+from .kernel import kernel
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +18,7 @@ def cli():
 
 cli.add_command(build)
 cli.add_command(info)
+cli.add_command(kernel)
 
 
 def main():

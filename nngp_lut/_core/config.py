@@ -76,3 +76,15 @@ UNIVERSAL_RATIO_FINE = 0.25
 UNIVERSAL_FLOOR = 1e-13
 #: Weight of the linear part of the angle warp of the 3-D table (0: pure asinh warp).
 WARP_LINEAR = 0.3
+
+# --- deep-kernel evaluator (nngp_lut/_core/kernel.py) -------------------------------------
+#: Per-layer 1-D slices of the normalised F on a uniform grid in
+#: y = sqrt((1 + rho)/2) - sqrt((1 - rho)/2), interpolated by 4-point (cubic) Lagrange
+#: stored as per-interval Horner coefficients.  4096 intervals (h = 4.9e-4) add well under
+#: 1e-9 for the slices of every built-in at moderate variance (tests/test_kernel.py compares
+#: the fused kernel with the layerwise one that reads the 2-D table directly).
+SLICE_INTERVALS = 4096
+#: Rows of a tile of the deep-kernel evaluator (the Gram panel X1[rows] X2^T is one BLAS call).
+KERNEL_TILE_ROWS = 2048
+#: Columns whose layers are interleaved in the fused kernel (fits in L1 with the slices' rows).
+COLUMN_RUN = 256

@@ -198,10 +198,12 @@ def normalized_many(f_n, x0, dx, degree, f3, x30, dx3, sqrt_axis, warp3, q1, q2,
         if degree >= 0.0 or q1[k] == q2[k]:
             out[k] = normalized_equal(f_n, x0, dx, degree, q1[k], theta, wa, wb)
         else:
-            w = warp_mixed(theta, warp3 * math.sqrt(q2[k]))
+            # F is symmetric: evaluate in one canonical order (smaller variance first).
+            a, b = min(q1[k], q2[k]), max(q1[k], q2[k])
+            w = warp_mixed(theta, warp3 * math.sqrt(b))
             if sqrt_axis:
-                c1, c2 = math.sqrt(q1[k]), math.sqrt(q2[k])
+                c1, c2 = math.sqrt(a), math.sqrt(b)
             else:
-                c1, c2 = math.log(q1[k]), math.log(q2[k])
+                c1, c2 = math.log(a), math.log(b)
             out[k] = interp3(f3, x30, dx3, c1, c2, w, wa, wb, wc)
     return out

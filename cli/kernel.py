@@ -1,0 +1,109 @@
+"""``nngp-lut kernel``: the deep NNGP kernel of input files, to .npy or HDF5."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nngp_lut import tables
+from nngp_lut.data import load_array
+from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
+
+from .common import progress_bar, user_errors
+
+
+def _load(spec, name):
+    path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() \
+        else (spec, "", "")
+    return load_array(path, key or None)
+
+
+@click.command()
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
+              help="Activation (built-in name or expression in x); its table is built once "
+              "and cached.  Give --phi or --table.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="A table file made by nngp-lut build.")
+@click.option("--depth", type=click.IntRange(0), required=True,
+              help="Number of hidden layers L (0: the linear model on the inputs).")
+@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Weight variance sigma_w^2 (weights ~ N(0, sigma_w^2 / fan_in)).")
+@click.option("--bias-var", type=click.FloatRange(min=0), required=True,
+              help="Bias variance sigma_b^2.")
+@click.option("--x1", required=True, metavar="FILE[:KEY]",
+              help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array).")
+@click.option("--x2", default=None, metavar="FILE[:KEY]",
+              help="Second inputs; omitted: the symmetric kernel of x1 with itself.")
+@click.option("--standardize", is_flag=True,
+              help="Standardise each input across its features first (the paper's code).")
+@click.option("--all-depths", is_flag=True,
+              help="Write K^0..K^L (shape (L+1, n1, n2)) from one pass.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output: K.npy (in RAM) or K.h5 (dataset 'kernel'; streamed tile by "
+              "tile when larger than --memory).")
+@click.option("--memory", default=DEFAULT_MEMORY, show_default=True,
+              help="Memory budget for the kernel in RAM, e.g. 500MB or 8GB.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
+           out, memory, force, quiet):
+    """Compute the NNGP kernel K^L(x1, x2) of a deep fully connected network."""
+    if (phi is None) == (table_path is None):
+        raise click.UsageError("give exactly one of --phi and --table")
+    if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
+        raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
+    if out.exists() and not force:
+        raise click.ClickException(f"{out} exists; pass --force to overwrite it")
+    with user_errors():
+        a = _load(x1, "x1")
+        b = None if x2 is None else _load(x2, "x2")
+        table = tables.open_table(table_path) if table_path else None
+        with progress_bar("table", quiet) as progress:
+            source = table if table is not None else tables.cached_table(phi, progress=progress)
+        h5 = out.suffix.lower() != ".npy"
+        with progress_bar("kernel", quiet) as progress:
+            if h5:
+                result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
+                                     bias_var=bias_var, standardize=standardize,
+                                     all_depths=all_depths, memory=memory, out=out,
+                                     progress=progress)
+                if not isinstance(result, str):  # fitted in RAM: write it atomically
+                    _save_h5(result, out)
+            else:
+                result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
+                                     bias_var=bias_var, standardize=standardize,
+                                     all_depths=all_depths, memory=memory, progress=progress)
+                _save_npy(result, out)
+    if not quiet:
+        click.echo(f"wrote {out}", err=True)
+
+
+def _atomic(out, write):
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_npy(arr, out):
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+
+    _atomic(out, write)
+
+
+def _save_h5(arr, out):
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("kernel", data=arr)
+
+    _atomic(out, write)

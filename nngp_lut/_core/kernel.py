@@ -1,0 +1,184 @@
+"""Fused tile kernels of the deep NNGP recursion.
+
+One entry of a tile goes through every layer in registers: the affine step
+K <- bias_var + weight_var * K and the activation step K <- F(q_i, q_j, K / sqrt(q_i q_j)),
+so no full-size temporary is made per layer.  Two activation steps exist:
+
+* ``slice``: F = sqrt(D_i D_j) * s_l(rho), with s_l a 1-D table of the normalised F in
+  y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (rho = y sqrt(2 - y^2)).  Exact when every
+  input has the same variance at layer l (s_l is the table's slice at that variance) and
+  for homogeneous phi (s_l = s for every layer and variance).  y costs two square roots,
+  is an analytic function of theta = arccos rho (so relu's kink at rho = 1 is smooth in it),
+  and is uniform-grid friendly.
+* ``general``: F from the 2-D table where q_i == q_j and the 3-D table otherwise.
+
+References
+----------
+Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eqs. (4)-(5).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .config import COLUMN_RUN, INTERP_POINTS, JIT, JIT_PARALLEL
+from .interp import interp2, interp3, kappa_of, theta_of, warp, warp_mixed
+
+@njit(**JIT)
+def y_of_rho(rho):
+    if rho >= 1.0:
+        return 1.0
+    if rho <= -1.0:
+        return -1.0
+    return math.sqrt(0.5 * (1.0 + rho)) - math.sqrt(0.5 * (1.0 - rho))
+
+
+@njit(**JIT)
+def rho_of_y(y):
+    return y * math.sqrt(max(0.0, 2.0 - y * y))
+
+
+@njit(**JIT)
+def slice_coefficients(values):
+    """Per-interval cubic coefficients (Horner, in t = local coordinate in [0, 1]) of the
+    4-point Lagrange interpolant of ``values`` on the uniform y grid (one-sided at the ends).
+    Returns an (M, 4) array for M = values.size - 1 intervals."""
+    m = values.size - 1
+    c = np.empty((m, 4))
+    for i in range(m):
+        j = min(max(i, 1), m - 2)  # stencil j-1 .. j+2
+        t0 = float(i - j)  # the interval starts at t0 in stencil coordinates
+        f0, f1, f2, f3 = values[j - 1], values[j], values[j + 1], values[j + 2]
+        # Newton form on nodes -1, 0, 1, 2, then re-expanded around t0.
+        d1 = f1 - f0
+        d2 = (f2 - 2.0 * f1 + f0) / 2.0
+        d3 = (f3 - 3.0 * f2 + 3.0 * f1 - f0) / 6.0
+        # p(t) = f0 + d1 (t+1) + d2 (t+1) t + d3 (t+1) t (t-1); shift t = t0 + s.
+        a3 = d3
+        a2 = d2 + d3 * (3.0 * t0)
+        a1 = d1 + d2 * (2.0 * t0 + 1.0) + d3 * (3.0 * t0 * t0 - 1.0)
+        a0 = f0 + d1 * (t0 + 1.0) + d2 * (t0 + 1.0) * t0 + d3 * (t0 + 1.0) * t0 * (t0 - 1.0)
+        c[i, 0] = a0
+        c[i, 1] = a1
+        c[i, 2] = a2
+        c[i, 3] = a3
+    return c
+
+
+@njit(**JIT)
+def slice_eval(c, rho):
+    """The cubic of :func:`slice_coefficients` at rho (through y)."""
+    m = c.shape[0]
+    u = (y_of_rho(rho) + 1.0) * 0.5 * m
+    i = min(int(u), m - 1)
+    t = u - i
+    return c[i, 0] + t * (c[i, 1] + t * (c[i, 2] + t * c[i, 3]))
+
+
+@njit(**JIT_PARALLEL)
+def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq_d_c, slices,
+               depth, out, all_depths, diag_offset):
+    """Deep kernel of one tile on the ``slice`` path.
+
+    gram : (nr, nc) input inner products <x_i, x_j>.
+    inv_sq_r, inv_sq_c : (depth, n) 1 / sqrt(q^l) of the rows' and columns' inputs.
+    sq_d_r, sq_d_c : (depth, n) sqrt(E[phi^2](q^l)).
+    slices : (depth, M, 4) cubic coefficients of the normalised F in y at each layer.
+    out : (1, nr, nc), or (depth + 1, nr, nc) when ``all_depths``.
+    diag_offset : unused here (the caller overwrites the diagonal with the exact one).
+
+    Layers run over a short run of columns at a time: the entries of a run are independent,
+    so their long per-layer dependency chains (two square roots, a table load, a cubic)
+    overlap in the CPU instead of running one after another.
+    """
+    nr, nc = gram.shape
+    m = slices.shape[1]
+    for i in prange(nr):
+        buf = np.empty(COLUMN_RUN)
+        for c0 in range(0, nc, COLUMN_RUN):
+            c1 = min(nc, c0 + COLUMN_RUN)
+            for j in range(c0, c1):
+                buf[j - c0] = bias_var + weight_var * gram[i, j] * inv_d
+            if all_depths:
+                for j in range(c0, c1):
+                    out[0, i, j] = buf[j - c0]
+            for l in range(depth):
+                a = inv_sq_r[l, i]
+                da = sq_d_r[l, i]
+                sl = slices[l]
+                for j in range(c0, c1):
+                    rho = min(1.0, max(-1.0, buf[j - c0] * a * inv_sq_c[l, j]))
+                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                    u = (y + 1.0) * 0.5 * m
+                    k = min(int(u), m - 1)
+                    t = u - k
+                    f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+                    buf[j - c0] = bias_var + weight_var * f * da * sq_d_c[l, j]
+                if all_depths:
+                    for j in range(c0, c1):
+                        out[l + 1, i, j] = buf[j - c0]
+            if not all_depths:
+                for j in range(c0, c1):
+                    out[0, i, j] = buf[j - c0]
+
+
+@njit(**JIT)
+def _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa, wb, wc):
+    theta = theta_of(rho)
+    if q1 == q2:
+        return interp2(f_n, x0, dx, math.log(q1), warp(theta, kappa_of(q1)), wa, wb)
+    if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
+        q1, q2 = q2, q1
+    w = warp_mixed(theta, warp3 * math.sqrt(q2))
+    if sqrt_axis:
+        return interp3(f3, x30, dx3, math.sqrt(q1), math.sqrt(q2), w, wa, wb, wc)
+    return interp3(f3, x30, dx3, math.log(q1), math.log(q2), w, wa, wb, wc)
+
+
+@njit(**JIT_PARALLEL)
+def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_n, x0, dx,
+                 f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths, diag_offset):
+    """Deep kernel of one tile on the ``general`` path (any variances, any phi).
+
+    q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
+    arguments as in :func:`slice_tile` and the table's interpolation grids.
+    """
+    nr, nc = gram.shape
+    for i in prange(nr):
+        wa = np.empty(INTERP_POINTS)
+        wb = np.empty(INTERP_POINTS)
+        wc = np.empty(INTERP_POINTS)
+        for j in range(nc):
+            if diag_offset >= 0 and j == i + diag_offset:
+                continue
+            k = bias_var + weight_var * gram[i, j] * inv_d
+            if all_depths:
+                out[0, i, j] = k
+            for l in range(depth):
+                a = q_r[l, i]
+                b = q_c[l, j]
+                rho = k / math.sqrt(a * b)
+                fn = _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3,
+                                         a, b, rho, wa, wb, wc)
+                k = bias_var + weight_var * fn * sq_d_r[l, i] * sq_d_c[l, j]
+                if all_depths:
+                    out[l + 1, i, j] = k
+            if not all_depths:
+                out[0, i, j] = k
+
+
+
+
+@njit(**JIT_PARALLEL)
+def mirror_lower(a):
+    """a[..., j, i] = a[..., i, j] for j < i, in cache-sized blocks, in parallel."""
+    n = a.shape[-1]
+    b = 64
+    nb = (n + b - 1) // b
+    for layer in range(a.shape[0]):
+        for bi in prange(nb):
+            for bj in range(bi + 1):
+                for i in range(bi * b, min(n, bi * b + b)):
+                    for j in range(bj * b, min(i, bj * b + b)):
+                        a[layer, j, i] = a[layer, i, j]

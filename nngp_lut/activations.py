@@ -96,7 +96,8 @@ def _step(x):
 
 
 @njit(**JIT)
-def _zero(x):
+def zero_function(x):
+    """0 everywhere: stands in for phi' where phi' is not a function (step)."""
     return 0.0
 
 

@@ -27,14 +27,14 @@ from ._core import interp as _interp
 from ._core import quadrature as _quad
 from ._core.config import (GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_LINEAR,
                            WARP_SCALE)
-from .activations import Activation, get_activation
+from .activations import Activation, get_activation, zero_function
 
 FORMAT_NAME = "nngp-lut table"
 FORMAT_VERSION = 1
 
 #: Default variance domain and grid (see the schema document for the measured errors).
-DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=120, n_angle=96,
-                    n_unequal=72, n_unequal_angle=96, unequal_variance_max=None)
+DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=144, n_angle=104,
+                    n_unequal=84, n_unequal_angle=112, unequal_variance_max=None)
 #: Default grid of entire activations of exponential type (sin, cos): denser, and the
 #: unequal-variance table on a sqrt q axis up to 25 (see build_table).
 EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_unequal=80, n_unequal_angle=128,
@@ -319,7 +319,8 @@ class Integrator:
     def __init__(self, activation, variance_max):
         self.act = get_activation(activation)
         self.phi = self.act.phi
-        self.dphi = self.act.dphi if self.act.dphi is not None else _quad_zero()
+        # Without phi' (step) the derivative sums are computed against zero and discarded.
+        self.dphi = self.act.dphi if self.act.dphi is not None else zero_function
         self.tau = self.act.exp_type
         self.variance_max = variance_max
         if self.tau is None:
@@ -355,12 +356,6 @@ class Integrator:
         if self.tau is not None:
             return _quad.trapezoid_bivariate_many(self.phi, self.dphi, q1, q2, theta, self.tau)
         return _quad.bivariate_many(self.phi, self.dphi, self.bp, self.kinks, q1, q2, theta)
-
-
-def _quad_zero():
-    from .activations import _zero
-
-    return _zero
 
 
 def _chunks(n, parts):
@@ -432,7 +427,7 @@ def build_table(activation, *, variance_min=None, variance_max=None, n_variance=
     else:
         x = np.linspace(math.log(vmin), math.log(vmax), int(spec["n_variance"]))
         w = np.linspace(0.0, 1.0, int(spec["n_angle"]))
-        theta = np.array([[_interp.unwarp(wj, _interp.kappa_of(qi)) for wj in w]
+        theta = np.array([[_interp.unwarp_mixed(wj, _interp.kappa_of(qi)) for wj in w]
                           for qi in np.exp(x)])
         theta[:, 0], theta[:, -1] = 0.0, math.pi
         integ = Integrator(act, vmax)
@@ -483,7 +478,7 @@ def build_table(activation, *, variance_min=None, variance_max=None, n_variance=
                  "n_unequal_angle": 0 if homogeneous else n3w,
                  "variance_axis": "q = 1 (scaling law)" if homogeneous else "ln q, uniform",
                  "angle_axis": "theta = arccos rho, uniform" if homogeneous else
-                 "w = warp(arccos rho; kappa = warp_scale sqrt(q)), uniform on [0, 1]",
+                 "w = warp_mixed(arccos rho; kappa = warp_scale sqrt(q)), uniform on [0, 1]",
                  "unequal_angle_axis": None if homogeneous else
                  "w = warp_mixed(arccos rho; kappa = unequal_warp_scale sqrt(q2)), uniform "
                  "on [0, 1]",

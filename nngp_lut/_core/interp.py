@@ -38,39 +38,42 @@ def warp(theta, kappa):
 
 
 @njit(**JIT)
-def unwarp(w, kappa):
-    """theta of angle coordinate w (bisection; used only when a table is built)."""
-    if kappa <= 0.0:
-        return w * math.pi
+def _blend(theta, kappa, linear):
+    return (linear * theta / math.pi + warp(theta, kappa)) / (1.0 + linear)
+
+
+@njit(**JIT)
+def _unblend(w, kappa, linear):
+    """theta with _blend(theta, kappa, linear) = w, by bisection (only when building)."""
     lo = 0.0
     hi = math.pi
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        if warp(mid, kappa) < w:
+        if _blend(mid, kappa, linear) < w:
             lo = mid
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+@njit(**JIT)
+def unwarp(w, kappa):
+    """theta of angle coordinate w (used only when a table is built)."""
+    if kappa <= 0.0:
+        return w * math.pi
+    return _unblend(w, kappa, 0.0)
 
 
 @njit(**JIT)
 def warp_mixed(theta, kappa):
     """Angle coordinate of the 3-D table: the warp plus WARP_LINEAR * theta / pi, so that
     nodes stay dense mid-range when kappa (set by q2 alone) overstates the layers."""
-    return (WARP_LINEAR * theta / math.pi + warp(theta, kappa)) / (1.0 + WARP_LINEAR)
+    return _blend(theta, kappa, WARP_LINEAR)
 
 
 @njit(**JIT)
 def unwarp_mixed(w, kappa):
-    lo = 0.0
-    hi = math.pi
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if warp_mixed(mid, kappa) < w:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return _unblend(w, kappa, WARP_LINEAR)
 
 
 @njit(**JIT)
@@ -180,7 +183,7 @@ def normalized_equal(f_n, x0, dx, degree, q, theta, wx, ww):
     """F(q, q, rho) / E[phi^2](q) at theta = arccos rho."""
     if degree >= 0.0:
         return interp1(f_n[0], 0.0, math.pi / (f_n.shape[1] - 1), theta, ww)
-    return interp2(f_n, x0, dx, math.log(q), warp(theta, kappa_of(q)), wx, ww)
+    return interp2(f_n, x0, dx, math.log(q), warp_mixed(theta, kappa_of(q)), wx, ww)
 
 
 @njit(**JIT_PARALLEL)

@@ -127,7 +127,7 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
 def _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa, wb, wc):
     theta = theta_of(rho)
     if q1 == q2:
-        return interp2(f_n, x0, dx, math.log(q1), warp(theta, kappa_of(q1)), wa, wb)
+        return interp2(f_n, x0, dx, math.log(q1), warp_mixed(theta, kappa_of(q1)), wa, wb)
     if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
         q1, q2 = q2, q1
     w = warp_mixed(theta, warp3 * math.sqrt(q2))

@@ -294,7 +294,8 @@ class _Plan:
         x3 = t.unequal_axis
         _kern.general_tile(gram, inv_d, w, b, self.q_r[:, r0:r1], self.q_c[:, c0:c1],
                            self.sq_d_r[:, r0:r1], self.sq_d_c[:, c0:c1], t.f_normalized,
-                           float(x[0]), float(x[1] - x[0]), t.unequal_f_normalized,
+                           float(x[0]), float(x[1] - x[0]), t.warp_linear,
+                           t.unequal_f_normalized,
                            float(x3[0]), float(x3[1] - x3[0]), t.unequal_sqrt_axis,
                            t.unequal_warp_scale, depth, block, all_depths, diag_offset)
 
@@ -308,7 +309,7 @@ def _normalized(table, q1, q2, rho):
     x3 = table.unequal_axis
     return normalized_many(table.f_normalized, float(x[0]),
                            float(x[1] - x[0]) if x.size > 1 else 1.0, float(table.degree),
-                           table.unequal_f_normalized, float(x3[0]),
+                           table.warp_linear, table.unequal_f_normalized, float(x3[0]),
                            float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
                            table.unequal_sqrt_axis, table.unequal_warp_scale, q1, q2, rho)
 

@@ -38,18 +38,19 @@ def warp(theta, kappa):
 
 
 @njit(**JIT)
-def _blend(theta, kappa, linear):
+def blend(theta, kappa, linear):
+    """warp blended with theta / pi: (linear * theta / pi + warp) / (1 + linear)."""
     return (linear * theta / math.pi + warp(theta, kappa)) / (1.0 + linear)
 
 
 @njit(**JIT)
-def _unblend(w, kappa, linear):
-    """theta with _blend(theta, kappa, linear) = w, by bisection (only when building)."""
+def unblend(w, kappa, linear):
+    """theta with blend(theta, kappa, linear) = w, by bisection (only when building)."""
     lo = 0.0
     hi = math.pi
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        if _blend(mid, kappa, linear) < w:
+        if blend(mid, kappa, linear) < w:
             lo = mid
         else:
             hi = mid
@@ -57,23 +58,15 @@ def _unblend(w, kappa, linear):
 
 
 @njit(**JIT)
-def unwarp(w, kappa):
-    """theta of angle coordinate w (used only when a table is built)."""
-    if kappa <= 0.0:
-        return w * math.pi
-    return _unblend(w, kappa, 0.0)
-
-
-@njit(**JIT)
 def warp_mixed(theta, kappa):
     """Angle coordinate of the 3-D table: the warp plus WARP_LINEAR * theta / pi, so that
     nodes stay dense mid-range when kappa (set by q2 alone) overstates the layers."""
-    return _blend(theta, kappa, WARP_LINEAR)
+    return blend(theta, kappa, WARP_LINEAR)
 
 
 @njit(**JIT)
 def unwarp_mixed(w, kappa):
-    return _unblend(w, kappa, WARP_LINEAR)
+    return unblend(w, kappa, WARP_LINEAR)
 
 
 @njit(**JIT)
@@ -179,15 +172,15 @@ def mean_many(mean_n, log_d, x0, dx, degree, d_at_1, q):
 
 
 @njit(**JIT)
-def normalized_equal(f_n, x0, dx, degree, q, theta, wx, ww):
+def normalized_equal(f_n, x0, dx, degree, lin2, q, theta, wx, ww):
     """F(q, q, rho) / E[phi^2](q) at theta = arccos rho."""
     if degree >= 0.0:
         return interp1(f_n[0], 0.0, math.pi / (f_n.shape[1] - 1), theta, ww)
-    return interp2(f_n, x0, dx, math.log(q), warp_mixed(theta, kappa_of(q)), wx, ww)
+    return interp2(f_n, x0, dx, math.log(q), blend(theta, kappa_of(q), lin2), wx, ww)
 
 
 @njit(**JIT_PARALLEL)
-def normalized_many(f_n, x0, dx, degree, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho):
+def normalized_many(f_n, x0, dx, degree, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho):
     """F(q1, q2, rho) / sqrt(E[phi^2](q1) E[phi^2](q2)) (or the same ratio of the phi'
     tables) at arrays: the 2-D table where q1 == q2 (or phi is homogeneous), else the 3-D
     (its variance axes in ln q, or in sqrt q when ``sqrt_axis``; its angle warp has
@@ -199,7 +192,7 @@ def normalized_many(f_n, x0, dx, degree, f3, x30, dx3, sqrt_axis, warp3, q1, q2,
         wc = np.empty(INTERP_POINTS)
         theta = theta_of(rho[k])
         if degree >= 0.0 or q1[k] == q2[k]:
-            out[k] = normalized_equal(f_n, x0, dx, degree, q1[k], theta, wa, wb)
+            out[k] = normalized_equal(f_n, x0, dx, degree, lin2, q1[k], theta, wa, wb)
         else:
             # F is symmetric: evaluate in one canonical order (smaller variance first).
             a, b = min(q1[k], q2[k]), max(q1[k], q2[k])

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import COLUMN_RUN, INTERP_POINTS, JIT, JIT_PARALLEL
-from .interp import interp2, interp3, kappa_of, theta_of, warp, warp_mixed
+from .interp import blend, interp2, interp3, kappa_of, theta_of, warp_mixed
 
 @njit(**JIT)
 def y_of_rho(rho):
@@ -124,10 +124,11 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
 
 
 @njit(**JIT)
-def _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa, wb, wc):
+def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa,
+                        wb, wc):
     theta = theta_of(rho)
     if q1 == q2:
-        return interp2(f_n, x0, dx, math.log(q1), warp_mixed(theta, kappa_of(q1)), wa, wb)
+        return interp2(f_n, x0, dx, math.log(q1), blend(theta, kappa_of(q1), lin2), wa, wb)
     if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
         q1, q2 = q2, q1
     w = warp_mixed(theta, warp3 * math.sqrt(q2))
@@ -138,7 +139,7 @@ def _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho
 
 @njit(**JIT_PARALLEL)
 def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_n, x0, dx,
-                 f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths, diag_offset):
+                 lin2, f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths, diag_offset):
     """Deep kernel of one tile on the ``general`` path (any variances, any phi).
 
     q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
@@ -159,7 +160,7 @@ def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_
                 a = q_r[l, i]
                 b = q_c[l, j]
                 rho = k / math.sqrt(a * b)
-                fn = _general_normalized(f_n, x0, dx, f3, x30, dx3, sqrt_axis, warp3,
+                fn = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3,
                                          a, b, rho, wa, wb, wc)
                 k = bias_var + weight_var * fn * sq_d_r[l, i] * sq_d_c[l, j]
                 if all_depths:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._core import kernel as _kern
-from ._core.config import KERNEL_TILE_ROWS, SLICE_INTERVALS
+from ._core.config import KERNEL_TILE_ROWS, SHARED_VARIANCE_RTOL, SLICE_INTERVALS
 from ._core.interp import normalized_many
 from .data import parse_size, standardize_rows, validate_inputs
 from .tables import Table, as_table
@@ -262,7 +262,9 @@ class _Plan:
         self.sq_d_r = np.sqrt(table.second_moment(self.q_r))
         self.sq_d_c = np.sqrt(table.second_moment(self.q_c))
         qa = np.concatenate((self.q_r, self.q_c), axis=1)
-        shared = np.all(qa.max(axis=1) == qa.min(axis=1))
+        # Standardised inputs share one variance per layer up to rounding (1e-16): one slice
+        # at that variance serves all (the per-input factors stay exact).
+        shared = np.all(qa.max(axis=1) <= qa.min(axis=1) * (1 + SHARED_VARIANCE_RTOL))
         self.slice = table.homogeneous or shared
         if self.slice:
             y = np.linspace(-1.0, 1.0, SLICE_INTERVALS + 1)
@@ -270,7 +272,7 @@ class _Plan:
             depth = self.q_r.shape[0]
             self.slices = np.empty((depth, SLICE_INTERVALS, 4))
             for l in range(1 if table.homogeneous else depth):
-                q = np.full(y.size, 1.0 if table.homogeneous else self.q_r[l, 0])
+                q = np.full(y.size, 1.0 if table.homogeneous else np.mean(qa[l]))
                 self.slices[l] = _kern.slice_coefficients(_normalized(table, q, q, rho))
             if table.homogeneous:
                 self.slices[:] = self.slices[0]

@@ -84,6 +84,9 @@ WARP_LINEAR = 0.3
 #: 1e-9 for the slices of every built-in at moderate variance (tests/test_kernel.py compares
 #: the fused kernel with the layerwise one that reads the 2-D table directly).
 SLICE_INTERVALS = 4096
+#: Inputs whose variances at a layer agree to this relative tolerance share that layer's
+#: slice (it moves the slice's variance by <= 1e-10 relative: far below the table's error).
+SHARED_VARIANCE_RTOL = 1e-10
 #: Rows of a tile of the deep-kernel evaluator (the Gram panel X1[rows] X2^T is one BLAS call).
 KERNEL_TILE_ROWS = 2048
 #: Columns whose layers are interleaved in the fused kernel (fits in L1 with the slices' rows).

@@ -268,7 +268,7 @@ class _Plan:
         self.slice = table.homogeneous or shared
         if self.slice:
             y = np.linspace(-1.0, 1.0, SLICE_INTERVALS + 1)
-            rho = _kern_rho_of_y(y)
+            rho = y * np.sqrt(2.0 - y * y)  # inverse of y = sqrt((1+rho)/2) - sqrt((1-rho)/2)
             depth = self.q_r.shape[0]
             self.slices = np.empty((depth, SLICE_INTERVALS, 4))
             for l in range(1 if table.homogeneous else depth):
@@ -300,10 +300,6 @@ class _Plan:
                            t.unequal_f_normalized,
                            float(x3[0]), float(x3[1] - x3[0]), t.unequal_sqrt_axis,
                            t.unequal_warp_scale, depth, block, all_depths, diag_offset)
-
-
-def _kern_rho_of_y(y):
-    return y * np.sqrt(np.maximum(0.0, 2.0 - y * y))
 
 
 def _normalized(table, q1, q2, rho):

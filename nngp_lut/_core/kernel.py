@@ -26,20 +26,6 @@ from .config import COLUMN_RUN, INTERP_POINTS, JIT, JIT_PARALLEL
 from .interp import blend, interp2, interp3, kappa_of, theta_of, warp_mixed
 
 @njit(**JIT)
-def y_of_rho(rho):
-    if rho >= 1.0:
-        return 1.0
-    if rho <= -1.0:
-        return -1.0
-    return math.sqrt(0.5 * (1.0 + rho)) - math.sqrt(0.5 * (1.0 - rho))
-
-
-@njit(**JIT)
-def rho_of_y(y):
-    return y * math.sqrt(max(0.0, 2.0 - y * y))
-
-
-@njit(**JIT)
 def slice_coefficients(values):
     """Per-interval cubic coefficients (Horner, in t = local coordinate in [0, 1]) of the
     4-point Lagrange interpolant of ``values`` on the uniform y grid (one-sided at the ends).
@@ -64,16 +50,6 @@ def slice_coefficients(values):
         c[i, 2] = a2
         c[i, 3] = a3
     return c
-
-
-@njit(**JIT)
-def slice_eval(c, rho):
-    """The cubic of :func:`slice_coefficients` at rho (through y)."""
-    m = c.shape[0]
-    u = (y_of_rho(rho) + 1.0) * 0.5 * m
-    i = min(int(u), m - 1)
-    t = u - i
-    return c[i, 0] + t * (c[i, 1] + t * (c[i, 2] + t * c[i, 3]))
 
 
 @njit(**JIT_PARALLEL)

@@ -273,16 +273,15 @@ class _Plan:
             self.slices = np.empty((depth, SLICE_INTERVALS, 4))
             for l in range(1 if table.homogeneous else depth):
                 q = np.full(y.size, 1.0 if table.homogeneous else np.mean(qa[l]))
-                self.slices[l] = _kern.slice_coefficients(_normalized(table, q, q, rho))
+                self.slices[l] = _kern.slice_coefficients(
+                    normalized_many(*table.interpolation_args(), q, q, rho))
             if table.homogeneous:
                 self.slices[:] = self.slices[0]
             self.inv_sq_r = 1.0 / np.sqrt(self.q_r)
             self.inv_sq_c = 1.0 / np.sqrt(self.q_c)
         else:
             # Every variance the general path meets must lie in the table's domain.
-            top = table.unequal_variance_max
-            if qa.max() > top * (1 + 1e-12):
-                table.F(qa.max(), qa.min(), 0.0)  # raises the DomainError with advice
+            table.check_unequal_domain(qa.max())
 
     def run(self, gram, inv_d, w, b, r0, r1, c0, c1, depth, block, all_depths, diag_offset):
         if self.slice:
@@ -291,25 +290,10 @@ class _Plan:
                              self.sq_d_c[:, c0:c1], self.slices, depth, block, all_depths,
                              diag_offset)
             return
-        t = self.table
-        x = t.log_variance
-        x3 = t.unequal_axis
         _kern.general_tile(gram, inv_d, w, b, self.q_r[:, r0:r1], self.q_c[:, c0:c1],
-                           self.sq_d_r[:, r0:r1], self.sq_d_c[:, c0:c1], t.f_normalized,
-                           float(x[0]), float(x[1] - x[0]), t.warp_linear,
-                           t.unequal_f_normalized,
-                           float(x3[0]), float(x3[1] - x3[0]), t.unequal_sqrt_axis,
-                           t.unequal_warp_scale, depth, block, all_depths, diag_offset)
-
-
-def _normalized(table, q1, q2, rho):
-    x = table.log_variance
-    x3 = table.unequal_axis
-    return normalized_many(table.f_normalized, float(x[0]),
-                           float(x[1] - x[0]) if x.size > 1 else 1.0, float(table.degree),
-                           table.warp_linear, table.unequal_f_normalized, float(x3[0]),
-                           float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
-                           table.unequal_sqrt_axis, table.unequal_warp_scale, q1, q2, rho)
+                           self.sq_d_r[:, r0:r1], self.sq_d_c[:, c0:c1],
+                           *self.table.interpolation_args(), depth, block, all_depths,
+                           diag_offset)
 
 
 class _Sink:

@@ -131,6 +131,27 @@ class Table:
     def unequal_sqrt_axis(self):
         return self.metadata["grid"].get("unequal_axis") == "sqrt q, uniform"
 
+    def check_unequal_domain(self, q_max):
+        """Raise DomainError if unequal variances up to ``q_max`` leave the 3-D table."""
+        top = self.unequal_variance_max
+        if not self.homogeneous and q_max > top * (1 + DOMAIN_SLACK):
+            raise DomainError(
+                f"unequal variances above {top:.3g} are outside the unequal-variance "
+                f"domain of this {self.activation_name} table; standardise the inputs "
+                f"(equal variances are served up to {self.variance_max:.3g}) or build with "
+                "a larger --unequal-variance-max")
+
+    def interpolation_args(self, derivative=False):
+        """Grids and values in the argument order of the Numba kernels
+        (``_core.interp.normalized_many``, ``_core.kernel.general_tile``)."""
+        x0, dx = self._x0_dx()
+        x3 = self.unequal_axis
+        return ((self.df_normalized if derivative else self.f_normalized), x0, dx,
+                float(self.degree), self.warp_linear,
+                (self.unequal_df_normalized if derivative else self.unequal_f_normalized),
+                float(x3[0]), float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
+                self.unequal_sqrt_axis, self.unequal_warp_scale)
+
     # -- evaluation -------------------------------------------------------------------------
     def second_moment(self, q):
         """E[phi(u)^2] for u ~ N(0, q), elementwise over an array of variances."""
@@ -188,24 +209,11 @@ class Table:
         q2 = self._check_variance(q2)
         moment = self.derivative_second_moment if derivative else self.second_moment
         norm = np.sqrt(moment(q1) * moment(q2))
-        f_n = self.df_normalized if derivative else self.f_normalized
-        x0, dx = self._x0_dx()
-        f3 = self.unequal_df_normalized if derivative else self.unequal_f_normalized
-        x3 = self.unequal_axis
         if not self.homogeneous:
             unequal = q1 != q2
-            top = self.unequal_variance_max
-            if np.any(unequal & (np.maximum(q1, q2) > top)):
-                raise DomainError(
-                    f"unequal variances above {top:.3g} are outside the unequal-variance "
-                    f"domain of this {self.activation_name} table; standardise the inputs "
-                    "(equal variances are served up to "
-                    f"{self.variance_max:.3g}) or build with a larger --unequal-variance-max")
-        vals = _interp.normalized_many(f_n, x0, dx, float(self.degree), self.warp_linear,
-                                       f3, float(x3[0]),
-                                       float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
-                                       self.unequal_sqrt_axis, self.unequal_warp_scale,
-                                       q1, q2, rho)
+            if np.any(unequal):
+                self.check_unequal_domain(np.maximum(q1, q2)[unequal].max())
+        vals = _interp.normalized_many(*self.interpolation_args(derivative), q1, q2, rho)
         return (norm * vals).reshape(shape)
 
     # -- persistence ------------------------------------------------------------------------

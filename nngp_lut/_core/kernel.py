@@ -115,11 +115,13 @@ def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q
 
 @njit(**JIT_PARALLEL)
 def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_n, x0, dx,
-                 lin2, f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths, diag_offset):
+                 degree, lin2, f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths,
+                 diag_offset):
     """Deep kernel of one tile on the ``general`` path (any variances, any phi).
 
     q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
-    arguments as in :func:`slice_tile` and the table's interpolation grids.
+    arguments as in :func:`slice_tile` and ``Table.interpolation_args()`` (``degree`` is
+    unused: homogeneous tables take the slice path).
     """
     nr, nc = gram.shape
     for i in prange(nr):

@@ -7,6 +7,7 @@ from nngp_lut import __version__
 from .build import build
 from .info import info
 from .kernel import kernel
+from .predict import predict
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,7 @@ def cli():
 cli.add_command(build)
 cli.add_command(info)
 cli.add_command(kernel)
+cli.add_command(predict)
 
 
 def main():

@@ -1,6 +1,7 @@
 """Reading and checking users' data: arrays from .npy / .npz / .h5 / .csv, sizes."""
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,137 @@ def _pick(names, key, path):
     if len(names) != 1:
         raise DataError(f"{path}: holds {len(names)} arrays ({', '.join(names)}); say which")
     return names[0]
+
+
+# --- datasets: train / test (/ validation) splits, class-balanced subsets, the sample --------
+#: The embedded MNIST sample (see nngp_lut/_data/README.md).
+SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
+#: The paper's seed for class-balanced subsets (brain-research/nngp).
+SUBSET_SEED = 9999
+_PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+
+
+@dataclass
+class Dataset:
+    """Inputs (n, d) float64 and targets: integer labels (n,) or float targets (n, m)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_val: np.ndarray = None
+    y_val: np.ndarray = None
+
+    @property
+    def classification(self):
+        """Integer labels mean classification; float targets mean regression."""
+        return self.y_train.dtype.kind in "biu"
+
+
+def load_dataset(path=None):
+    """A :class:`Dataset` from .npz or .h5 holding x_train, y_train, x_test, y_test and
+    optionally x_val, y_val (``path=None``: the embedded MNIST sample)."""
+    p = SAMPLE_PATH if path is None else Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.keys() if k in _PARTS}
+        elif p.suffix.lower() in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(p, "r") as h5:
+                arrays = {k: h5[k][()] for k in h5.keys() if k in _PARTS}
+        else:
+            raise DataError(f"{p}: a dataset must be .npz or .h5")
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{p}: cannot read it ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in _PARTS[:4] if k not in arrays]
+    if missing:
+        raise DataError(f"{p}: missing {', '.join(missing)} (a dataset holds x_train, "
+                        "y_train, x_test, y_test and optionally x_val, y_val)")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise DataError(f"{p}: x_val and y_val go together")
+    parts = {}
+    for split in ("train", "test", "val"):
+        if f"x_{split}" not in arrays:
+            continue
+        x = np.asarray(arrays[f"x_{split}"])
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{p}: x_{split} is not numeric (dtype {x.dtype})")
+        if x.ndim > 2:  # images: one row per example
+            x = x.reshape(x.shape[0], -1)
+        parts[f"x_{split}"] = validate_inputs(x, f"x_{split}")
+        parts[f"y_{split}"] = _targets(arrays[f"y_{split}"], x.shape[0], f"y_{split}", p)
+    data = Dataset(**parts)
+    kinds = {parts[k].dtype.kind in "biu" for k in parts if k.startswith("y_")}
+    if len(kinds) > 1:
+        raise DataError(f"{p}: the targets mix integer labels and float values")
+    for split in ("test", "val"):
+        x = getattr(data, f"x_{split}")
+        if x is not None and x.shape[1] != data.x_train.shape[1]:
+            raise DataError(f"{p}: x_train has {data.x_train.shape[1]} features but x_{split} "
+                            f"has {x.shape[1]}")
+    return data
+
+
+def _targets(y, n, name, path):
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {name} is not numeric (dtype {y.dtype})")
+    if y.shape[0] != n:
+        raise DataError(f"{path}: {name} has {y.shape[0]} rows but x_{name[2:]} has {n}")
+    if y.dtype.kind in "biu":
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise DataError(f"{path}: integer labels {name} must have shape (n,)")
+        y = y.reshape(-1).astype(np.int64)
+        if y.min() < 0:
+            raise DataError(f"{path}: {name} has a negative class label")
+        return y
+    if y.ndim > 2:
+        raise DataError(f"{path}: {name} must have shape (n,) or (n, outputs)")
+    y = y.astype(np.float64).reshape(n, -1)
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"{path}: {name} has a NaN or inf value")
+    return y
+
+
+def balanced_subset(labels, n, seed=SUBSET_SEED):
+    """Indices of the paper's class-balanced subset of size n: the first n / c examples of
+    each of the c classes, in class order, then shuffled with RandomState(seed)."""
+    classes = np.unique(labels)
+    if n % classes.size:
+        raise DataError(f"a class-balanced subset needs a size divisible by the number of "
+                        f"classes ({classes.size}); got {n}")
+    per = n // classes.size
+    idx = []
+    for c in classes:
+        where = np.flatnonzero(labels == c)
+        if where.size < per:
+            raise DataError(f"class {c} has only {where.size} examples; a balanced subset of "
+                            f"{n} needs {per} of each")
+        idx.append(where[:per])
+    idx = np.concatenate(idx)
+    np.random.RandomState(seed).shuffle(idx)
+    return idx
+
+
+def mnist_paper_split(mnist_path):
+    """Lee et al.'s MNIST split of the 60k training images: validation = the first 10k,
+    train = the other 50k; test = the 10k test images (DESIGN.md section 2)."""
+    with np.load(mnist_path, allow_pickle=False) as z:
+        x, y = z["x_train"], z["y_train"]
+        return Dataset(x[10000:], y[10000:], z["x_test"], z["y_test"], x[:10000], y[:10000])
+
+
+def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):
+    """Write the embedded sample: the paper's balanced 1k subset of the 50k train set, the
+    first 1000 validation images and all 10k test images, as uint8 pixels."""
+    split = mnist_paper_split(mnist_path)
+    idx = balanced_subset(split.y_train, n_train)
+    np.savez_compressed(out, x_train=split.x_train[idx], y_train=split.y_train[idx],
+                        x_val=split.x_val[:n_val], y_val=split.y_val[:n_val],
+                        x_test=split.x_test, y_test=split.y_test)

@@ -1,0 +1,150 @@
+"""``nngp-lut predict``: exact NNGP posterior on a dataset; accuracy / MSE, predictions."""
+
+import json
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nngp_lut import tables
+from nngp_lut.data import balanced_subset, load_dataset
+from nngp_lut.gp import PAPER_TABLE1, evaluate
+
+from .common import stage_bars, user_errors
+
+
+@click.command()
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Dataset .npz or .h5 with x_train, y_train, x_test, y_test (optionally "
+              "x_val, y_val).  Integer labels: classification; float targets: regression.  "
+              "Omitted: the embedded MNIST sample (1k train, 10k test) at the paper's "
+              "Table 1 setting.")
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
+              help="Activation (built-in name or expression in x); default relu.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="A table file made by nngp-lut build (instead of --phi).")
+@click.option("--depth", type=click.IntRange(0), default=None,
+              help="Hidden layers L.  [required with --data]")
+@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Weight variance sigma_w^2.  [required with --data]")
+@click.option("--bias-var", type=click.FloatRange(min=0), default=None,
+              help="Bias variance sigma_b^2.  [required with --data]")
+@click.option("--n-train", type=click.IntRange(1), default=None,
+              help="Use the paper's class-balanced subset of N training examples (first "
+              "N/classes of each class, shuffled with RandomState(9999)).")
+@click.option("--n-test", type=click.IntRange(1), default=None,
+              help="Score only the first M test examples.")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Standardise each input across its features (the paper's convention).")
+@click.option("--jitter", default="absolute", show_default=True, metavar="RULE",
+              help="Noise variance: 'absolute' (the paper's: 1e-10, x10 after each failed "
+              "factorisation, up to 0.1), 'relative' (the same times the kernel's mean "
+              "diagonal) or a fixed number.")
+@click.option("--memory", default="auto", show_default=True,
+              help="Memory budget, e.g. 8GB ('auto': 75% of the available memory).  Larger "
+              "factorisations run out of core in --scratch.")
+@click.option("--scratch", type=click.Path(file_okay=False), default=None,
+              help="Directory for out-of-core tiles (default: the system temp directory).")
+@click.option("--resume", is_flag=True,
+              help="Continue a killed out-of-core run of the same job from its finished "
+              "panels.")
+@click.option("--variance", is_flag=True,
+              help="Also compute the predictive variance of every test point.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write predictions to PRED.npz (mean, variance, predicted, y_test).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as one JSON object (the last line of stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
+            standardize, jitter, memory, scratch, resume, variance, out, as_json, quiet):
+    """Exact GP prediction with the NNGP kernel (Lee et al. 2018, eq. 4).
+
+    Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
+    reports test accuracy (classification) and MSE.  With no arguments it runs the paper's
+    MNIST 1k relu setting (Table 1: depth 20, weight_var 1.45, bias_var 0.28) on the
+    embedded sample and prints the accuracy beside the paper's.
+    """
+    if phi is not None and table_path is not None:
+        raise click.UsageError("give at most one of --phi and --table")
+    if out is not None and out.suffix.lower() != ".npz":
+        raise click.UsageError("--out must end in .npz")
+    phi_name = phi if phi is not None else (None if table_path else "relu")
+    paper = None
+    missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
+                              ("--bias-var", bias_var)) if v is None]
+    if data_path is None and (1000, phi_name) in PAPER_TABLE1:
+        paper = PAPER_TABLE1[1000, phi_name]
+        if len(missing) == 3:
+            depth, weight_var, bias_var = paper[:3]
+        missing = []
+    if missing:
+        raise click.UsageError(f"give {', '.join(missing)} (defaults exist only for relu "
+                               "and tanh on the embedded sample)")
+    with user_errors():
+        data = load_dataset(data_path)
+        x_train, y_train = data.x_train, data.y_train
+        if n_train is not None:
+            if not data.classification:
+                raise ValueError("--n-train takes a class-balanced subset: it needs integer "
+                                 "labels")
+            if n_train > len(y_train):
+                raise ValueError(f"--n-train {n_train} is more than the {len(y_train)} "
+                                 "training examples")
+            idx = balanced_subset(y_train, n_train)
+            x_train, y_train = x_train[idx], y_train[idx]
+        x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
+        with stage_bars(quiet) as progress:
+            source = (tables.open_table(table_path) if table_path
+                      else tables.cached_table(phi_name, progress=progress and
+                                               (lambda d, t: progress("table", d, t))))
+            result = evaluate(x_train, y_train, x_test, y_test, phi=source, depth=depth,
+                              weight_var=weight_var, bias_var=bias_var,
+                              standardize=standardize, jitter=jitter, variance=variance,
+                              memory=memory, scratch=scratch, resume=resume,
+                              progress=progress)
+        if out is not None:
+            _save(out, result, y_test)
+    setting = {"data": data_path or "embedded MNIST sample",
+               "phi": source.activation_name, "depth": depth, "weight_var": weight_var,
+               "bias_var": bias_var, "standardize": standardize}
+    if paper is not None and (depth, weight_var, bias_var) == paper[:3] and \
+            result.n_train == 1000 and result.n_test == 10000:
+        result.extra["paper_accuracy"] = paper[3]
+    _report(result, setting, as_json, out)
+
+
+def _report(result, setting, as_json, out):
+    s = setting
+    lines = [f"data: {s['data']}: {result.n_train} train, {result.n_test} test",
+             f"network: {s['phi']}, depth {s['depth']}, weight_var {s['weight_var']:g}, "
+             f"bias_var {s['bias_var']:g}" + (", standardised inputs" if s["standardize"]
+                                              else "")]
+    if result.accuracy is not None:
+        paper = result.extra.get("paper_accuracy")
+        lines.append(f"test accuracy: {result.accuracy:.4f}" + (
+            f"   (paper, Table 1, MNIST 1k: {paper:.4f})" if paper is not None else ""))
+    lines.append(f"test MSE: {result.mse:.6g}")
+    lines.append(f"jitter (noise variance) used: {result.jitter:g}")
+    t = result.timings
+    lines.append(f"time: {t['total']:.1f} s (kernel {t['kernel']:.1f}, cholesky "
+                 f"{t['cholesky']:.1f}, solve {t['solve']:.1f}, predict {t['predict']:.1f})")
+    if out is not None:
+        lines.append(f"predictions written to {out}")
+    if as_json:
+        for line in lines:
+            click.echo(line, err=True)
+        click.echo(json.dumps({**setting, **result.summary()}))
+    else:
+        click.echo("\n".join(lines))
+
+
+def _save(out, result, y_test):
+    arrays = {"mean": result.mean, "y_test": y_test}
+    if result.variance is not None:
+        arrays["variance"] = result.variance
+    if result.predicted is not None:
+        arrays["predicted"] = result.predicted
+    tmp = out.with_name(f".{out.name}.partial.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)

@@ -1,0 +1,380 @@
+"""Blocked Cholesky factorisation and triangular solves on square tiles, in RAM or out of core.
+
+The symmetric positive definite matrix A (n x n) is cut into square tiles of order at most
+``tile``; only the lower triangle of tiles is stored (the packed lower triangle).  The
+factorisation A = L L^T is left-looking by tile columns ("panels"):
+
+    for each panel j:   A[i, j] -= sum_{k < j} L[i, k] L[j, k]^T      (dsyrk, dgemm)
+                        L[j, j]  = chol(A[j, j] + jitter I)            (dpotrf)
+                        L[i, j]  = A[i, j] L[j, j]^{-T},  i > j        (dtrsm)
+
+so every factor tile is written once, and a panel needs only its own tiles plus one factor
+tile at a time in memory.  Every tile operation is one LAPACK/BLAS call on a Fortran-ordered
+tile of order <= 8192 (OpenBLAS in the numpy/scipy wheels crashes in threaded dpotrf/dsyrk of
+order >= 16000).
+
+Tiles live in a :class:`MemoryTiles` store (RAM) or a :class:`DiskTiles` store (a scratch
+directory of .npy files, each written atomically, with ``state.json`` recording finished
+panels so that a killed run resumes where it stopped).  Tiles of A are produced on demand by
+a ``make_tile(i, j)`` callable, so the matrix itself (a kernel, say) is never held whole, and
+each tile task is independent (ready for a task scheduler such as Dask).
+"""
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from scipy.linalg import blas, lapack, solve_triangular
+
+from .data import parse_size
+
+#: Largest tile order: OpenBLAS segfaults on threaded dpotrf/dsyrk of order >= 16000 here.
+MAX_TILE = 8192
+#: Tile order in RAM: large enough for DGEMM to run at full speed, small enough to keep the
+#: serial dpotrf of the diagonal tiles a small share (measured: bench/bench_cholesky.py).
+DEFAULT_TILE = 4096
+#: Smallest tile worth running out of core; a budget that cannot hold a panel of these fails.
+MIN_TILE = 256
+#: The paper's jitter ladder: 1e-10, multiplied by 10 after each failure, up to 0.1.
+PAPER_JITTERS = tuple(10.0 ** -e for e in range(10, 0, -1))
+
+
+class NotPositiveDefinite(np.linalg.LinAlgError):
+    """The matrix (plus the largest jitter tried) is not numerically positive definite."""
+
+
+class ScratchError(OSError):
+    """The scratch directory cannot be used (too little free disk, a previous run's tiles)."""
+
+
+def tile_bounds(n, tile):
+    """[(start, stop), ...] cutting range(n) into tiles of order <= tile (the last shorter)."""
+    if n < 1 or tile < 1:
+        raise ValueError("need n >= 1 and tile >= 1")
+    return [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
+
+
+def packed_bytes(n, tile):
+    """Bytes of the packed lower triangle of tiles (float64)."""
+    return 8 * sum((hi - lo) * (n - lo) for lo, hi in tile_bounds(n, tile))
+
+
+def available_memory():
+    """Bytes of memory available to this process now (MemAvailable, else physical RAM)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resolve_memory(memory):
+    """A memory budget in bytes: "auto" is 75% of the memory available now."""
+    if memory is None or str(memory).lower() == "auto":
+        return int(0.75 * available_memory())
+    return parse_size(memory)
+
+
+def plan(n, memory, *, reserve=0, tile=None):
+    """Where and how to factor an n x n matrix under a memory budget.
+
+    Returns ``(in_ram, tile)``: in RAM with tiles of order ``DEFAULT_TILE`` when the packed
+    lower triangle plus ``reserve`` bytes fits ``memory``; otherwise out of core with the
+    largest tile whose panel (n x tile) plus three tiles fits.  Raises MemoryError when not
+    even a panel of ``MIN_TILE`` columns fits.
+    """
+    budget = resolve_memory(memory) - reserve
+    if tile is None:
+        tile = min(n, DEFAULT_TILE)
+    tile = max(1, min(int(tile), MAX_TILE, n))
+    if packed_bytes(n, tile) <= budget:
+        return True, tile
+    # Out of core: a panel (< n rows x b) plus the factor tile being read and a spare.
+    b = int((-n + math.sqrt(n * n + 12 * max(budget, 0) / 8)) / 6)
+    b = min(b, tile)
+    if b < min(MIN_TILE, n):
+        need = 8 * (n * MIN_TILE + 3 * MIN_TILE**2) + reserve
+        raise MemoryError(f"a memory budget of {resolve_memory(memory) / 1e9:.3g} GB cannot "
+                          f"hold one panel of tiles for n = {n}; give at least "
+                          f"{need / 1e9:.2g} GB (--memory)")
+    return False, b
+
+
+# --- tile stores -------------------------------------------------------------------------------
+class MemoryTiles:
+    """Tiles in RAM, keyed by (kind, i, j) with kind "a" (matrix) or "l" (factor)."""
+
+    def __init__(self):
+        self._tiles = {}
+        self._state = None
+
+    def get(self, kind, i, j):
+        return self._tiles[kind, i, j]
+
+    def put(self, kind, i, j, a):
+        self._tiles[kind, i, j] = a
+
+    def has(self, kind, i, j):
+        return (kind, i, j) in self._tiles
+
+    def drop(self, kind, i, j):
+        self._tiles.pop((kind, i, j), None)
+
+    def load_state(self):
+        return None if self._state is None else dict(self._state)
+
+    def save_state(self, state):
+        self._state = dict(state)
+
+    def remove(self):
+        self._tiles.clear()
+
+
+class DiskTiles:
+    """Tiles as Fortran-ordered .npy files in a scratch directory.
+
+    Each tile is written to a temporary name and renamed, so a killed run leaves only complete
+    tiles; ``state.json`` (also written atomically) records the finished panels.
+    """
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, kind, i, j):
+        return self.dir / f"{kind}_{i}_{j}.npy"
+
+    def get(self, kind, i, j):
+        return np.load(self._path(kind, i, j), allow_pickle=False)
+
+    def put(self, kind, i, j, a):
+        path = self._path(kind, i, j)
+        tmp = path.with_suffix(".partial")
+        with open(tmp, "wb") as f:
+            np.save(f, np.asfortranarray(a), allow_pickle=False)
+        os.replace(tmp, path)
+
+    def has(self, kind, i, j):
+        return self._path(kind, i, j).is_file()
+
+    def drop(self, kind, i, j):
+        self._path(kind, i, j).unlink(missing_ok=True)
+
+    def load_state(self):
+        try:
+            return json.loads((self.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_state(self, state):
+        tmp = self.dir / "state.json.partial"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.dir / "state.json")
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- the factorisation -------------------------------------------------------------------------
+class TiledCholesky:
+    """The factor L of A + jitter I on tiles, with solves.  Made by :func:`cholesky`."""
+
+    def __init__(self, store, bounds, jitter):
+        self.store = store
+        self.bounds = bounds
+        self.n = bounds[-1][1]
+        self.jitter = jitter
+
+    def solve_lower(self, b):
+        """L^{-1} b for b of shape (n,) or (n, m) (forward substitution, one pass)."""
+        y = np.array(b, dtype=np.float64, order="F", copy=True)
+        for j, (lo, hi) in enumerate(self.bounds):
+            for k in range(j):
+                klo, khi = self.bounds[k]
+                y[lo:hi] -= self.store.get("l", j, k) @ y[klo:khi]
+            y[lo:hi] = solve_triangular(self.store.get("l", j, j), y[lo:hi], lower=True,
+                                        check_finite=False)
+        return y
+
+    def solve_upper(self, y):
+        """L^{-T} y (back substitution, one pass)."""
+        x = np.array(y, dtype=np.float64, order="F", copy=True)
+        nt = len(self.bounds)
+        for j in range(nt - 1, -1, -1):
+            lo, hi = self.bounds[j]
+            for i in range(j + 1, nt):
+                ilo, ihi = self.bounds[i]
+                x[lo:hi] -= self.store.get("l", i, j).T @ x[ilo:ihi]
+            x[lo:hi] = solve_triangular(self.store.get("l", j, j), x[lo:hi], lower=True,
+                                        trans="T", check_finite=False)
+        return x
+
+    def solve(self, b):
+        """(A + jitter I)^{-1} b."""
+        return self.solve_upper(self.solve_lower(b))
+
+    def logdet(self):
+        """log det(A + jitter I) = 2 sum log diag L."""
+        return 2.0 * sum(float(np.sum(np.log(np.diag(self.store.get("l", j, j)))))
+                         for j in range(len(self.bounds)))
+
+    def to_dense(self):
+        """L as a dense lower-triangular array (small n only: tests, debugging)."""
+        out = np.zeros((self.n, self.n))
+        for j, (lo, hi) in enumerate(self.bounds):
+            for i in range(j, len(self.bounds)):
+                ilo, ihi = self.bounds[i]
+                out[ilo:ihi, lo:hi] = self.store.get("l", i, j)
+        return out
+
+    def remove(self):
+        """Free the tiles (delete the scratch directory)."""
+        self.store.remove()
+
+
+def cholesky(make_tile, n, *, jitters=(0.0,), memory="auto", reserve=0, tile=None,
+             scratch=None, fingerprint="", resume=False, progress=None):
+    """Blocked Cholesky factor of A + jitter I, trying each jitter in turn until one works.
+
+    Parameters
+    ----------
+    make_tile : callable
+        ``make_tile((lo_i, hi_i), (lo_j, hi_j))`` returns the tile A[lo_i:hi_i, lo_j:hi_j]
+        (i >= j; the diagonal tiles in full) as a float64 array.
+    n : int
+        Order of A.
+    jitters : sequence of float
+        Diagonal shifts tried in order while the factorisation fails (the paper's rule:
+        :data:`PAPER_JITTERS`).
+    memory : int or str
+        Memory budget; the packed lower triangle stays in RAM when it fits (with ``reserve``
+        bytes kept free for the caller), else the tiles go to ``scratch``.
+    tile : int, optional
+        Tile order in RAM (default :data:`DEFAULT_TILE`).
+    scratch : path, optional
+        Directory for out-of-core tiles (default: the system's temporary directory).  The run
+        uses the subdirectory ``nngp-lut-<fingerprint>``.
+    fingerprint : str
+        Identifies the matrix (data and settings) so that ``resume`` continues the same job.
+    resume : bool
+        Continue a killed out-of-core run from its finished panels.
+    progress : callable, optional
+        ``progress(stage, done, total)`` with stage "kernel" (tiles made) or "cholesky"
+        (flops done).
+
+    Returns
+    -------
+    TiledCholesky
+        Its ``jitter`` is the jitter that worked.  Call ``remove()`` to delete scratch tiles.
+
+    Raises
+    ------
+    NotPositiveDefinite
+        If every jitter fails (the scratch tiles are removed).
+    """
+    in_ram, b = plan(n, memory, reserve=reserve, tile=tile)
+    store = MemoryTiles() if in_ram else _open_scratch(scratch, fingerprint, n, b, resume)
+    # A resumed run keeps the tile order it started with.
+    state = store.load_state() or {"n": n, "tile": b, "fingerprint": fingerprint,
+                                   "jitter_index": 0, "panels_done": 0}
+    bounds = tile_bounds(n, state["tile"])
+    jitters = tuple(float(j) for j in jitters)
+    # Out of core, an exception (Ctrl-C, a full disk) leaves the tiles for --resume.
+    for index in range(state["jitter_index"], len(jitters)):
+        state["jitter_index"] = index
+        store.save_state(state)
+        try:
+            _fill(store, bounds, make_tile, state["panels_done"], progress)
+            _factor(store, bounds, jitters[index], state, progress)
+            return TiledCholesky(store, bounds, jitters[index])
+        except NotPositiveDefinite as exc:
+            failed = exc
+        # Start over at the next jitter: the consumed tiles are made again.
+        for j in range(state["panels_done"] + 1):
+            for i in range(j, len(bounds)):
+                store.drop("l", i, j)
+                store.drop("a", i, j)
+        state["panels_done"] = 0
+    store.remove()
+    raise NotPositiveDefinite(f"the matrix is not positive definite even with jitter "
+                              f"{jitters[-1]:g} ({failed}); check the data for duplicates "
+                              "or use a larger jitter")
+
+
+def _open_scratch(scratch, fingerprint, n, tile, resume):
+    import tempfile
+
+    root = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    store = DiskTiles(root / f"nngp-lut-{fingerprint or 'run'}")
+    state = store.load_state()
+    if state is not None and not resume:
+        raise ScratchError(f"{store.dir} holds an unfinished run of this job (panel "
+                           f"{state['panels_done']} of {len(tile_bounds(n, tile))} done); "
+                           "pass --resume to continue it, or delete the directory")
+    if state is not None and (state["n"], state["fingerprint"]) != (n, fingerprint):
+        raise ScratchError(f"{store.dir} holds tiles of another matrix; delete it")
+    if state is None:
+        need = packed_bytes(n, tile) + 8 * n * tile
+        free = shutil.disk_usage(root).free
+        if free < need:
+            store.remove()
+            raise ScratchError(f"the scratch directory {root} has {free / 1e9:.2f} GB free; "
+                               f"the factorisation needs {need / 1e9:.2f} GB: free space or "
+                               "pass --scratch on a larger disk")
+    return store
+
+
+def _fill(store, bounds, make_tile, first_panel, progress):
+    """Make the matrix tiles of every unfinished panel that is not on the store yet."""
+    todo = [(i, j) for j in range(first_panel, len(bounds)) for i in range(j, len(bounds))
+            if not store.has("a", i, j)]
+    for count, (i, j) in enumerate(todo, 1):
+        a = np.asfortranarray(make_tile(bounds[i], bounds[j]), dtype=np.float64)
+        store.put("a", i, j, a)
+        if progress:
+            progress("kernel", count, len(todo))
+
+
+def _panel_flops(bounds, j):
+    lo, hi = bounds[j]
+    b, below = hi - lo, bounds[-1][1] - hi
+    return lo * (b * b + 2.0 * below * b) + b**3 / 3.0 + below * b * b
+
+
+def _factor(store, bounds, jitter, state, progress):
+    """Left-looking panels from ``state["panels_done"]`` on (see the module docstring)."""
+    nt = len(bounds)
+    total = sum(_panel_flops(bounds, j) for j in range(nt))
+    done = sum(_panel_flops(bounds, j) for j in range(state["panels_done"]))
+    for j in range(state["panels_done"], nt):
+        panel = [store.get("a", i, j) for i in range(j, nt)]
+        for k in range(j):
+            ljk = store.get("l", j, k)
+            panel[0] = blas.dsyrk(-1.0, ljk, beta=1.0, c=panel[0], lower=1, overwrite_c=1)
+            for i in range(j + 1, nt):
+                panel[i - j] = blas.dgemm(-1.0, store.get("l", i, k), ljk, beta=1.0,
+                                          c=panel[i - j], trans_b=1, overwrite_c=1)
+        diag = panel[0]
+        diag[np.diag_indices_from(diag)] += jitter
+        panel[0], info = lapack.dpotrf(diag, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise NotPositiveDefinite(f"dpotrf failed in tile column {j} at jitter {jitter:g}")
+        for i in range(1, nt - j):
+            panel[i] = blas.dtrsm(1.0, panel[0], panel[i], side=1, lower=1, trans_a=1,
+                                  overwrite_b=1)
+        for i, tile_ in enumerate(panel):
+            store.put("l", j + i, j, tile_)
+        state["panels_done"] = j + 1
+        store.save_state(state)
+        for i in range(j, nt):
+            store.drop("a", i, j)
+        done += _panel_flops(bounds, j)
+        if progress:
+            progress("cholesky", done, total)

@@ -70,6 +70,8 @@ class NNGPRegressor:
         runs out of core in ``scratch``.
     scratch, resume
         Out-of-core scratch directory, and whether to continue a killed run there.
+    tile : int, optional
+        Tile order of the factorisation (default :data:`nngp_lut.linalg.DEFAULT_TILE`).
     progress : callable, optional
         ``progress(stage, done, total)``, stage in "kernel", "cholesky", "predict".
 
@@ -83,7 +85,7 @@ class NNGPRegressor:
 
     def __init__(self, phi="relu", depth=1, weight_var=1.0, bias_var=0.0, *,
                  standardize=False, jitter="absolute", memory="auto", scratch=None,
-                 resume=False, progress=None):
+                 resume=False, tile=None, progress=None):
         self.network = deep_network(phi, depth, weight_var, bias_var)
         self.settings = dict(depth=depth, weight_var=weight_var, bias_var=bias_var,
                              standardize=standardize, jitter=jitter)
@@ -92,6 +94,7 @@ class NNGPRegressor:
         self.memory = memory
         self.scratch = scratch
         self.resume = resume
+        self.tile = tile
         self.progress = progress
         self.factor_ = None
 
@@ -126,7 +129,7 @@ class NNGPRegressor:
         t0 = time.perf_counter()
         self.factor_ = linalg.cholesky(
             make_tile, n, jitters=ladder, memory=self.memory, reserve=self._reserve(n, y2),
-            scratch=self.scratch, fingerprint=self._fingerprint(x, ladder),
+            tile=self.tile, scratch=self.scratch, fingerprint=self._fingerprint(x, ladder),
             resume=self.resume, progress=self.progress)
         timings["cholesky"] = time.perf_counter() - t0 - timings["kernel"]
         t0 = time.perf_counter()

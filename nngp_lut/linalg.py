@@ -35,7 +35,7 @@ from .data import parse_size
 MAX_TILE = 8192
 #: Tile order in RAM: large enough for DGEMM to run at full speed, small enough to keep the
 #: serial dpotrf of the diagonal tiles a small share (measured: bench/bench_cholesky.py).
-DEFAULT_TILE = 4096
+DEFAULT_TILE = 2048
 #: Smallest tile worth running out of core; a budget that cannot hold a panel of these fails.
 MIN_TILE = 256
 #: The paper's jitter ladder: 1e-10, multiplied by 10 after each failure, up to 0.1.
@@ -86,8 +86,8 @@ def plan(n, memory, *, reserve=0, tile=None):
 
     Returns ``(in_ram, tile)``: in RAM with tiles of order ``DEFAULT_TILE`` when the packed
     lower triangle plus ``reserve`` bytes fits ``memory``; otherwise out of core with the
-    largest tile whose panel (n x tile) plus three tiles fits.  Raises MemoryError when not
-    even a panel of ``MIN_TILE`` columns fits.
+    largest tile (up to ``tile``) whose panel (n x tile) plus three tiles fits.  Raises
+    MemoryError when not even a panel of ``min(MIN_TILE, tile)`` columns fits.
     """
     budget = resolve_memory(memory) - reserve
     if tile is None:
@@ -98,7 +98,7 @@ def plan(n, memory, *, reserve=0, tile=None):
     # Out of core: a panel (< n rows x b) plus the factor tile being read and a spare.
     b = int((-n + math.sqrt(n * n + 12 * max(budget, 0) / 8)) / 6)
     b = min(b, tile)
-    if b < min(MIN_TILE, n):
+    if b < min(MIN_TILE, tile):
         need = 8 * (n * MIN_TILE + 3 * MIN_TILE**2) + reserve
         raise MemoryError(f"a memory budget of {resolve_memory(memory) / 1e9:.3g} GB cannot "
                           f"hold one panel of tiles for n = {n}; give at least "

@@ -124,3 +124,110 @@ def test_kernel_errors(inputs, monkeypatch, extra, code, msg):
     assert res.exit_code == code, res.output
     assert msg in res.output and "Traceback" not in res.output
     assert not (inputs / "k.npy").exists()
+
+
+# --- predict -----------------------------------------------------------------------------------
+def last_json(res):
+    import json
+
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_predict_default_is_the_papers_setting_on_the_sample(tmp_path):
+    import numpy as np
+
+    from nngp_lut.data import load_dataset
+    from nngp_lut.gp import evaluate
+
+    out = tmp_path / "pred.npz"
+    res = run("predict", "--n-test", "300", "--json", "--quiet", "--variance", "--out",
+              str(out))
+    assert res.exit_code == 0, res.output
+    summary = last_json(res)
+    assert (summary["phi"], summary["depth"], summary["weight_var"],
+            summary["bias_var"]) == ("relu", 20, 1.45, 0.28)
+    assert summary["n_train"] == 1000 and summary["n_test"] == 300
+    d = load_dataset()
+    ref = evaluate(d.x_train, d.y_train, d.x_test[:300], d.y_test[:300], phi="relu",
+                   depth=20, weight_var=1.45, bias_var=0.28)
+    assert summary["accuracy"] == ref.accuracy and summary["jitter"] == ref.jitter
+    assert summary["mse"] == pytest.approx(ref.mse, rel=1e-9)
+    with np.load(out) as z:
+        assert np.mean(z["predicted"] == z["y_test"]) == ref.accuracy
+        assert z["variance"].shape == (300,) and np.all(z["variance"] > 0)
+
+
+def test_predict_out_of_core_cleans_its_scratch(tmp_path):
+    # 1000 training images under a 7MB budget: out of core, tiles of ~350.
+    res = run("predict", "--n-test", "200", "--memory", "7MB", "--scratch",
+              str(tmp_path / "s"), "--json", "-q")
+    assert res.exit_code == 0, res.output
+    in_ram = run("predict", "--n-test", "200", "--json", "-q")
+    assert last_json(res)["accuracy"] == last_json(in_ram)["accuracy"]
+    assert last_json(res)["mse"] == pytest.approx(last_json(in_ram)["mse"], rel=1e-9)
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+@pytest.fixture
+def datasets(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    good = dict(x_train=rng.standard_normal((40, 5)), y_train=np.arange(40) % 4,
+                x_test=rng.standard_normal((10, 5)), y_test=np.arange(10) % 4)
+    variants = {
+        "good": {},
+        "nan": dict(x_test=np.where(good["x_test"] > 1, np.nan, good["x_test"])),
+        "labels": dict(y_train=np.arange(39) % 4),
+        "features": dict(x_test=rng.standard_normal((10, 4))),
+        # A rank-2 linear kernel at weight_var 1e16: rounding swamps even jitter 0.1.
+        "singular": dict(x_train=rng.standard_normal((60, 2)), y_train=np.arange(60) % 4,
+                         x_test=rng.standard_normal((5, 2)), y_test=np.arange(5) % 4),
+    }
+    for name, change in variants.items():
+        np.savez(tmp_path / f"{name}.npz", **{**good, **change})
+    return tmp_path
+
+
+NET = ["--phi", "relu", "--depth", "2", "--weight-var", "1.5", "--bias-var", "0.1"]
+
+
+@pytest.mark.parametrize("data,extra,code,msg", [
+    ("nan", [], 1, "NaN"),
+    ("labels", [], 1, "y_train has 39 rows but x_train has 40"),
+    ("features", [], 1, "features"),
+    ("singular", ["--depth", "0", "--weight-var", "1e16", "--no-standardize"], 1,
+     "not positive definite even with jitter 0.1"),
+    ("good", ["--memory", "1KB"], 1, "--memory"),
+    ("good", ["--n-train", "30"], 1, "divisible"),
+    ("good", ["--jitter", "lots"], 1, "jitter"),
+    ("missing", [], 1, "no such file"),
+])
+def test_predict_errors(datasets, monkeypatch, data, extra, code, msg):
+    monkeypatch.chdir(datasets)
+    res = run("predict", "--data", f"{data}.npz", *NET, *extra, "-q", "--out", "p.npz")
+    assert res.exit_code == code, res.output
+    assert msg in res.output and "Traceback" not in res.output
+    assert len([l for l in res.output.splitlines() if l.startswith("Error")]) == 1
+    assert not (datasets / "p.npz").exists()
+
+
+def test_predict_usage(datasets, monkeypatch):
+    monkeypatch.chdir(datasets)
+    res = run("predict", "--data", "good.npz", "--phi", "relu")
+    assert res.exit_code == 2 and "--depth" in res.output
+    res = run("predict", "--data", "good.npz", *NET, "--json", "-q")
+    assert res.exit_code == 0 and last_json(res)["n_train"] == 40
+
+
+def test_predict_checks_free_disk_before_starting(tmp_path, monkeypatch):
+    import shutil
+
+    from nngp_lut import linalg
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(linalg.shutil, "disk_usage", lambda p: usage._replace(free=10**6))
+    res = run("predict", "--n-test", "10", "--memory", "7MB", "--scratch", str(tmp_path),
+              "-q")
+    assert res.exit_code == 1 and "GB free" in res.output
+    assert list(tmp_path.iterdir()) == []

@@ -61,7 +61,9 @@ def main():
     x_test = split.x_test.astype(np.float64)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        idx = balanced_subset(split.y_train, n)
+        # The paper's code takes a balanced subset below 50k and the whole train set at 50k.
+        idx = (np.arange(n) if n == len(split.y_train)
+               else balanced_subset(split.y_train, n))
         x_train, y_train = split.x_train[idx].astype(np.float64), split.y_train[idx]
         for phi in args.phis.split(","):
             depth, w, b, paper = PAPER_TABLE1[n, phi]

@@ -7,7 +7,8 @@ import click
 from nngp_lut.activations import ExpressionError
 import numpy as np
 
-from nngp_lut.data import DataError
+from nngp_lut import tables
+from nngp_lut.data import DataError, balanced_subset, load_dataset
 from nngp_lut.tables import DomainError, TableError
 
 #: Library exceptions that are a user's error: one line on stderr, exit status 1.
@@ -76,3 +77,35 @@ def stage_bars(quiet):
         yield progress
     finally:
         close()
+
+
+def load_data(data_path, n_train=None, n_val=None, need_val=False):
+    """The dataset (default: the embedded sample) with the paper's class-balanced subset of
+    n_train training examples; with ``need_val`` a validation set too: the first n_val of
+    x_val, or, when the file has none, the last n_val (default 1000) training examples."""
+    data = load_dataset(data_path)
+    if need_val and data.x_val is None:
+        n_val = n_val or min(1000, len(data.y_train) // 5)
+        if n_val >= len(data.y_train):
+            raise ValueError(f"--n-val {n_val} leaves no training examples")
+        data.x_val, data.y_val = data.x_train[-n_val:], data.y_train[-n_val:]
+        data.x_train, data.y_train = data.x_train[:-n_val], data.y_train[:-n_val]
+    elif need_val and n_val is not None:
+        data.x_val, data.y_val = data.x_val[:n_val], data.y_val[:n_val]
+    if n_train is not None and n_train != len(data.y_train):
+        if not data.classification:
+            raise ValueError("--n-train takes a class-balanced subset: it needs integer labels")
+        if n_train > len(data.y_train):
+            raise ValueError(f"--n-train {n_train} is more than the {len(data.y_train)} "
+                             "training examples")
+        idx = balanced_subset(data.y_train, n_train)
+        data.x_train, data.y_train = data.x_train[idx], data.y_train[idx]
+    return data
+
+
+def table_for(phi, table_path, progress=None):
+    """The table of --table PATH, or of --phi (built once into the cache)."""
+    if table_path:
+        return tables.open_table(table_path)
+    return tables.cached_table(phi, progress=progress and
+                               (lambda done, total: progress("table", done, total)))

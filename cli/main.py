@@ -7,7 +7,9 @@ from nngp_lut import __version__
 from .build import build
 from .info import info
 from .kernel import kernel
+from .plot import plot
 from .predict import predict
+from .search import search
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +23,8 @@ cli.add_command(build)
 cli.add_command(info)
 cli.add_command(kernel)
 cli.add_command(predict)
+cli.add_command(search)
+cli.add_command(plot)
 
 
 def main():

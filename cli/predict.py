@@ -7,11 +7,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nngp_lut import tables
-from nngp_lut.data import balanced_subset, load_dataset
 from nngp_lut.gp import PAPER_TABLE1, evaluate
 
-from .common import stage_bars, user_errors
+from .common import load_data, stage_bars, table_for, user_errors
 
 
 @click.command()
@@ -32,7 +30,8 @@ from .common import stage_bars, user_errors
               help="Bias variance sigma_b^2.  [required with --data]")
 @click.option("--n-train", type=click.IntRange(1), default=None,
               help="Use the paper's class-balanced subset of N training examples (first "
-              "N/classes of each class, shuffled with RandomState(9999)).")
+              "N/classes of each class, shuffled with RandomState(9999)); N equal to the "
+              "training set's size takes all of it.")
 @click.option("--n-test", type=click.IntRange(1), default=None,
               help="Score only the first M test examples.")
 @click.option("--standardize/--no-standardize", default=True, show_default=True,
@@ -82,22 +81,11 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
         raise click.UsageError(f"give {', '.join(missing)} (defaults exist only for relu "
                                "and tanh on the embedded sample)")
     with user_errors():
-        data = load_dataset(data_path)
+        data = load_data(data_path, n_train)
         x_train, y_train = data.x_train, data.y_train
-        if n_train is not None:
-            if not data.classification:
-                raise ValueError("--n-train takes a class-balanced subset: it needs integer "
-                                 "labels")
-            if n_train > len(y_train):
-                raise ValueError(f"--n-train {n_train} is more than the {len(y_train)} "
-                                 "training examples")
-            idx = balanced_subset(y_train, n_train)
-            x_train, y_train = x_train[idx], y_train[idx]
         x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
         with stage_bars(quiet) as progress:
-            source = (tables.open_table(table_path) if table_path
-                      else tables.cached_table(phi_name, progress=progress and
-                                               (lambda d, t: progress("table", d, t))))
+            source = table_for(phi_name, table_path, progress)
             result = evaluate(x_train, y_train, x_test, y_test, phi=source, depth=depth,
                               weight_var=weight_var, bias_var=bias_var,
                               standardize=standardize, jitter=jitter, variance=variance,

@@ -122,7 +122,7 @@ class Network:
         return q
 
     def kernel(self, x1, x2=None, *, all_depths=False, memory=DEFAULT_MEMORY, out=None,
-               tile_rows=KERNEL_TILE_ROWS, progress=None):
+               tile_rows=KERNEL_TILE_ROWS, gram=None, progress=None):
         """K^L(x1, x2) (or every depth with ``all_depths``), fused over layers.
 
         Parameters
@@ -138,6 +138,9 @@ class Network:
             HDF5 file for a result above the budget (then required).
         tile_rows : int
             Rows per tile.
+        gram : array (n1, n2), optional
+            The input Gram x1 x2^T, when the caller has it already (a hyper-parameter
+            search reuses it for every setting).
         progress : callable, optional
             ``progress(done_rows, total_rows)``.
 
@@ -159,10 +162,14 @@ class Network:
         sink = _Sink(shape, 8 * math.prod(shape), parse_size(memory), out)
         plan = None if depth == 0 or table is None else _Plan(table, q1[:-1], q2[:-1])
         d = x1.shape[1]
+        if gram is not None and np.shape(gram) != (n1, n2):
+            raise ValueError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
+        full_gram = gram
         for r0 in range(0, n1, tile_rows):
             r1 = min(n1, r0 + tile_rows)
             c1 = r1 if same else n2  # symmetric: the lower panel only, mirrored at the end
-            gram = x1[r0:r1] @ x2[:c1].T
+            gram = (x1[r0:r1] @ x2[:c1].T if full_gram is None
+                    else np.ascontiguousarray(full_gram[r0:r1, :c1], dtype=np.float64))
             block = sink.panel(r0, r1, c1)
             diag_offset = r0 if same else -1
             if plan is None:

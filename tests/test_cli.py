@@ -231,3 +231,30 @@ def test_predict_checks_free_disk_before_starting(tmp_path, monkeypatch):
               "-q")
     assert res.exit_code == 1 and "GB free" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+# --- search and plot ---------------------------------------------------------------------------
+def test_search_resume_and_plots(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--n-train", "100", "--n-val", "100", "--depths", "1,2",
+            "--weight-var-grid", "1:2:2", "--bias-var-grid", "0:0.2:2", "--out", "r.csv"]
+    res = run(*args, "--json", "-q")
+    assert res.exit_code == 0, res.output
+    summary = last_json(res)
+    assert summary["rows"] == 8 and summary["n_train"] == 100 and summary["n_val"] == 100
+    assert 0 <= summary["test_accuracy"] <= 1
+    res = run(*args, "-q")
+    assert res.exit_code == 1 and "--resume" in res.output
+    res = run(*args, "--resume", "--json", "-q")
+    assert res.exit_code == 0 and last_json(res)["best"] == summary["best"]
+    pytest.importorskip("matplotlib")
+    res = run("plot", "phase", "--results", "r.csv", "--depth", "2", "--out", "phase.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "phase.png").is_file() and (tmp_path / "phase.csv").is_file()
+    res = run("plot", "calibration", "--n-train", "100", "--n-test", "300", "--out",
+              "cal.png", "-q")
+    assert res.exit_code == 0 and "correlation" in res.output
+    res = run("plot", "table", "--phi", "relu", "--out", "t.png")
+    assert res.exit_code == 0 and (tmp_path / "t.csv").is_file()
+    res = run("plot", "phase", "--results", "r.csv", "--depth", "7", "--out", "p.png")
+    assert res.exit_code == 1 and "depth 7" in res.output

@@ -1,0 +1,100 @@
+"""``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase) and the table."""
+
+import csv
+from pathlib import Path
+
+import click
+
+from nngp_lut import plots
+from nngp_lut.search import COLUMNS
+
+from .common import load_data, stage_bars, table_for, user_errors
+
+_OUT = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                    help="Figure FILE.png; the numbers go to FILE.csv beside it.")
+
+
+@click.group()
+def plot():
+    """Figures as PNG, with the numbers behind them as CSV (needs matplotlib: pip install
+    "nngp-lut[plot]")."""
+
+
+@plot.command()
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Dataset .npz or .h5; omitted: the embedded MNIST sample.")
+@click.option("--phi", metavar="NAME_OR_EXPR", default="relu", show_default=True,
+              help="Activation.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="A table file (instead of --phi).")
+@click.option("--depth", type=click.IntRange(0), default=3, show_default=True,
+              help="Hidden layers (the paper's Figure 2: 3).")
+@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Weight variance (Figure 2: 2.0).")
+@click.option("--bias-var", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="Bias variance (Figure 2: 0.2).")
+@click.option("--n-train", type=click.IntRange(1), default=None,
+              help="The paper's class-balanced subset of N training examples.")
+@click.option("--n-test", type=click.IntRange(1), default=None,
+              help="Use the first M test examples.")
+@click.option("--bin-size", type=click.IntRange(1), default=100, show_default=True,
+              help="Test points per bin.")
+@_OUT
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
+                bin_size, out, quiet):
+    """Predicted variance against realised squared error, test points binned by predicted
+    variance (the paper's Figure 2); prints the correlation coefficient."""
+    with user_errors():
+        data = load_data(data_path, n_train)
+        with stage_bars(quiet) as progress:
+            table = table_for(phi, table_path, progress)
+            res = plots.calibration(data.x_train, data.y_train, data.x_test[:n_test],
+                                    data.y_test[:n_test], out, phi=table, depth=depth,
+                                    weight_var=weight_var, bias_var=bias_var,
+                                    bin_size=bin_size, progress=progress)
+    click.echo(f"correlation of binned predicted variance and squared error: "
+               f"{res['correlation']:.4f} ({res['bins']} bins of {bin_size})")
+    click.echo(f"wrote {res['png']} and {res['csv']}")
+
+
+@plot.command()
+@click.option("--results", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="A results CSV of nngp-lut search.")
+@click.option("--depth", type=click.IntRange(0), required=True, help="The depth to show.")
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
+              help="Activation for the critical line (default: the one in the results).")
+@_OUT
+def phase(results, depth, phi, out):
+    """Validation accuracy over (weight_var, bias_var) at one depth with the order-to-chaos
+    line chi_1 = 1 (the paper's Figure 3)."""
+    with user_errors():
+        rows = _read_results(results)
+        res = plots.phase(rows, depth, out, phi=phi)
+    click.echo(f"wrote {res['png']} and {res['csv']} ({res['points']} settings)")
+
+
+@plot.command("table")
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None, help="Activation (cached table).")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="A table file.")
+@_OUT
+def table_(phi, table_path, out):
+    """F_phi(q, q, rho) over the table's domain and its measured error against direct
+    quadrature at random off-grid points."""
+    if (phi is None) == (table_path is None):
+        raise click.UsageError("give exactly one of --phi and --table")
+    with user_errors():
+        res = plots.table_figure(table_for(phi, table_path), out)
+    click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "
+               f"{res['csv']}")
+
+
+def _read_results(path):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path} is not a results file of nngp-lut search")
+        return [{"phi": r["phi"], "depth": int(r["depth"]),
+                 **{c: float(r[c]) for c in COLUMNS[2:]}} for r in reader]
+

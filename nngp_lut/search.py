@@ -1,0 +1,298 @@
+"""Model selection: a grid search over depth, weight_var and bias_var scored on a validation
+set, the log marginal likelihood, and its optimisation.
+
+The paper (Lee et al. 2018, Section 3) picks (depth, weight_var, bias_var) on a validation set
+from weight_var in linspace(0.1, 5, 30) x bias_var in linspace(0, 2, 30) at several depths.
+:func:`grid_search` shares everything it can: the input Grams (train x train, validation x
+train) are computed once; each (weight_var, bias_var) runs one fused kernel pass that returns
+every depth at once; the table is loaded once.  Rows are appended to a CSV file as soon as a
+setting is scored, so an interrupted search resumes where it stopped.
+"""
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.optimize
+
+from . import linalg
+from .data import standardize_rows, validate_inputs
+from .gp import evaluate, jitter_ladder, one_hot
+from .kernel import deep_network
+from .tables import as_table
+
+#: Columns of the results CSV, in order.
+COLUMNS = ("phi", "depth", "weight_var", "bias_var", "val_accuracy", "val_mse",
+           "log_marginal_likelihood", "jitter")
+#: The paper's grid (Section 3 and Table 1).
+PAPER_DEPTHS = (1, 2, 3, 5, 7, 10, 20, 50, 100)
+PAPER_WEIGHT_VAR = "0.1:5:30"
+PAPER_BIAS_VAR = "0:2:30"
+
+
+def parse_grid(spec):
+    """Values from "a:b:n" (n evenly spaced values from a to b), "x,y,z" or one number."""
+    text = str(spec).strip()
+    try:
+        if text.count(":") == 2:
+            a, b, n = text.split(":")
+            if int(n) < 1:
+                raise ValueError
+            return np.linspace(float(a), float(b), int(n))
+        return np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise ValueError(f"cannot read the grid {spec!r}; write a:b:n (n values from a to b) "
+                         "or a comma-separated list") from None
+
+
+def parse_depths(spec):
+    """Depths from "1,2,3,5" (non-negative integers)."""
+    try:
+        depths = sorted({int(v) for v in str(spec).split(",")})
+    except ValueError:
+        raise ValueError(f"cannot read the depths {spec!r}; write e.g. 1,2,3,5") from None
+    if depths[0] < 0:
+        raise ValueError("depths must be >= 0")
+    return depths
+
+
+@dataclass
+class Problem:
+    """Training and validation data prepared once: inputs, targets, Grams."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    t_train: np.ndarray  # targets (n, outputs): shifted one-hot for classification
+    t_val: np.ndarray
+    labels_val: np.ndarray  # integer labels (classification) or None
+    gram_train: np.ndarray
+    gram_val: np.ndarray
+
+    @classmethod
+    def make(cls, x_train, y_train, x_val, y_val, standardize=True):
+        prep = standardize_rows if standardize else validate_inputs
+        xt, xv = prep(x_train, "x_train"), prep(x_val, "x_val")
+        if xv.shape[1] != xt.shape[1]:
+            raise ValueError(f"x_train has {xt.shape[1]} features but x_val has {xv.shape[1]}")
+        y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+        if y_train.dtype.kind in "biu":
+            k = int(max(y_train.max(), y_val.max())) + 1
+            offset = one_hot(y_train, k).mean(axis=0)
+            tt, tv = one_hot(y_train, k) - offset, one_hot(y_val, k) - offset
+            labels = y_val
+        else:
+            tt = y_train.reshape(len(y_train), -1).astype(np.float64)
+            tv = y_val.reshape(len(y_val), -1).astype(np.float64)
+            labels = None
+        return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
+
+
+def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute"):
+    """One row per depth for one (weight_var, bias_var): every depth from one kernel pass."""
+    p = problem
+    net = deep_network(table, max(depths), weight_var, bias_var)
+    k_train = net.kernel(p.x_train, all_depths=True, gram=p.gram_train, memory=2**62)
+    k_val = net.kernel(p.x_val, p.x_train, all_depths=True, gram=p.gram_val, memory=2**62)
+    n, outputs = p.t_train.shape
+    rows = []
+    for depth in depths:
+        k = k_train[depth]
+        factor = linalg.cholesky(lambda r, c: k[r[0]:r[1], c[0]:c[1]], n,
+                                 jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))))
+        alpha = factor.solve(p.t_train)
+        mean = k_val[depth] @ alpha
+        lml = (-0.5 * float(np.sum(p.t_train * alpha))
+               - 0.5 * outputs * (factor.logdet() + n * math.log(2 * math.pi)))
+        rows.append({
+            "depth": depth, "weight_var": float(weight_var), "bias_var": float(bias_var),
+            "val_accuracy": (float(np.mean(np.argmax(mean, 1) == p.labels_val))
+                             if p.labels_val is not None else float("nan")),
+            "val_mse": float(np.mean((mean - p.t_val) ** 2)),
+            "log_marginal_likelihood": lml, "jitter": factor.jitter})
+    return rows
+
+
+def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
+                weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR, standardize=True,
+                jitter="absolute", out=None, resume=False, progress=None):
+    """Score every (depth, weight_var, bias_var) on the validation set.
+
+    Parameters
+    ----------
+    x_train, y_train, x_val, y_val
+        Training and validation data (integer labels: classification).
+    phi : str, Activation, Table or path
+        The activation or its table.
+    depths, weight_vars, bias_vars
+        Grids: sequences, or strings for :func:`parse_depths` / :func:`parse_grid`.
+    out : path, optional
+        CSV file; each setting's rows are appended as soon as it is scored.
+    resume : bool
+        Keep the rows already in ``out`` and skip their settings.
+    progress : callable, optional
+        ``progress(done, total)`` in (weight_var, bias_var) settings.
+
+    Returns
+    -------
+    list of dict
+        One row per (depth, weight_var, bias_var) with the columns of :data:`COLUMNS`.
+    """
+    depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
+    weight_vars = parse_grid(weight_vars) if isinstance(weight_vars, str) else weight_vars
+    bias_vars = parse_grid(bias_vars) if isinstance(bias_vars, str) else bias_vars
+    table = as_table(phi)
+    problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
+    settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
+    rows = _read_rows(out, table.activation_name) if out is not None and resume else []
+    if out is not None and not resume and Path(out).exists():
+        raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
+                              "remove it")
+    done = {(r["weight_var"], r["bias_var"]) for r in rows}
+    have = {}
+    for r in rows:
+        have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
+    done = {key for key, got in have.items() if set(depths) <= got}
+    writer = _Appender(out) if out is not None else None
+    for count, (w, b) in enumerate(settings, 1):
+        if (w, b) not in done:
+            new = [{"phi": table.activation_name, **r}
+                   for r in score_setting(problem, table, depths, w, b, jitter)]
+            rows += new
+            if writer:
+                writer.append(new)
+        if progress:
+            progress(count, len(settings))
+    wanted = set(settings)
+    return [r for r in rows if (r["weight_var"], r["bias_var"]) in wanted
+            and r["depth"] in depths]
+
+
+def best_row(rows):
+    """The best setting on validation: highest accuracy (classification; ties: lower MSE),
+    else lowest MSE."""
+    classification = not math.isnan(rows[0]["val_accuracy"])
+    key = ((lambda r: (-r["val_accuracy"], r["val_mse"])) if classification
+           else (lambda r: r["val_mse"]))
+    return min(rows, key=key)
+
+
+def test_best(rows, x_train, y_train, x_test, y_test, *, phi, standardize=True,
+              jitter="absolute", **kwargs):
+    """Fit the best validation setting on the training set and score the test set."""
+    best = best_row(rows)
+    return best, evaluate(x_train, y_train, x_test, y_test, phi=phi, depth=best["depth"],
+                          weight_var=best["weight_var"], bias_var=best["bias_var"],
+                          standardize=standardize, jitter=jitter, **kwargs)
+
+
+class _Appender:
+    """Appends rows to a CSV file (header first), flushed to disk after every setting."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+
+    def append(self, rows):
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            for r in rows:
+                w.writerow([r[c] if isinstance(r[c], str) else repr(r[c]) for c in COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _read_rows(path, phi_name):
+    """Rows of an earlier search (a torn last line from a kill is dropped and the file
+    rewritten without it)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, clean = [], True
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return []
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"{path} is not a results file of nngp-lut search (its header "
+                             f"is {','.join(header)})")
+        for line in reader:
+            try:
+                r = dict(zip(COLUMNS, line, strict=True))
+                row = {"phi": r["phi"], "depth": int(r["depth"]),
+                       **{c: float(r[c]) for c in COLUMNS[2:]}}
+            except (ValueError, TypeError):
+                clean = False
+                continue
+            if row["phi"] != phi_name:
+                raise ValueError(f"{path} holds a search of {row['phi']}, not {phi_name}; "
+                                 "use another --out")
+            rows.append(row)
+    if not clean:
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "w", newline="") as f:
+            pass
+        _Appender(tmp).append(rows)
+        os.replace(tmp, path)
+    return rows
+
+
+def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=True,
+                            jitter="absolute"):
+    """log p(t | X) of regression targets (or shifted one-hot targets of integer labels)
+    under the NNGP prior (Rasmussen & Williams, eq. 2.30), summed over outputs."""
+    p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
+    return score_setting(p, as_table(phi), [depth], weight_var, bias_var,
+                         jitter)[0]["log_marginal_likelihood"]
+
+
+def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0.1,
+                                 standardize=True, jitter="absolute",
+                                 bounds=((0.01, 100.0), (1e-6, 10.0)), step=1e-4):
+    """Maximise the log marginal likelihood over (weight_var, bias_var) at one depth.
+
+    L-BFGS-B over (ln weight_var, ln bias_var) within ``bounds``, with central finite
+    differences of step ``step`` in log space (the kernel is a smooth function of both
+    variances; the table's interpolation error, ~1e-7, is far below the step's effect).
+
+    Returns
+    -------
+    dict
+        weight_var, bias_var, log_marginal_likelihood, evaluations, converged.
+    """
+    table = as_table(phi)
+    p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
+    cache = {}
+
+    def f(theta):
+        key = tuple(theta)
+        if key not in cache:
+            w, b = np.exp(theta)
+            cache[key] = -score_setting(p, table, [depth], w, b,
+                                        jitter)[0]["log_marginal_likelihood"]
+        return cache[key]
+
+    lo = np.log([bounds[0][0], bounds[1][0]])
+    hi = np.log([bounds[0][1], bounds[1][1]])
+
+    def grad(theta):
+        g = np.empty(2)
+        for i in range(2):
+            e = np.zeros(2)
+            e[i] = step
+            up, down = np.minimum(theta + e, hi), np.maximum(theta - e, lo)
+            g[i] = (f(up) - f(down)) / (up[i] - down[i])
+        return g
+
+    theta0 = np.clip(np.log([weight_var, max(bias_var, bounds[1][0])]), lo, hi)
+    res = scipy.optimize.minimize(f, theta0, jac=grad, method="L-BFGS-B",
+                                  bounds=list(zip(lo, hi)))
+    w, b = np.exp(res.x)
+    return {"weight_var": float(w), "bias_var": float(b),
+            "log_marginal_likelihood": float(-res.fun), "evaluations": len(cache),
+            "converged": bool(res.success)}

@@ -1,0 +1,164 @@
+"""Model selection (issue #5): the search against a brute-force loop, resume, the marginal
+likelihood optimiser, and the figures' numbers."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from nngp_lut import plots, search
+from nngp_lut.gp import NNGPRegressor, one_hot
+
+#: Search rows against the brute-force loop (relative), stated once.  Both use a fixed noise
+#: variance of 1e-4: with the paper's 1e-10, K_DD has condition numbers ~1e9 here and the
+#: 1e-16 differences between two kernel routes would show up at 1e-7.
+TOL = 1e-8
+NOISE = 1e-4
+GRID = dict(depths=[0, 1, 3], weight_vars=[0.5, 1.5], bias_vars=[0.0, 0.3], jitter=NOISE)
+
+
+@pytest.fixture
+def blobs(rng):
+    centers = rng.standard_normal((3, 6)) * 1.5
+    y = np.arange(90) % 3
+    x = centers[y] + rng.standard_normal((90, 6))
+    return x[:60], y[:60], x[60:], y[60:]
+
+
+def brute_force(x, y, xv, yv, depth, w, b):
+    offset = one_hot(y, 3).mean(0)
+    model = NNGPRegressor("relu", depth, w, b, standardize=True, jitter=NOISE)
+    model.fit(x, one_hot(y, 3) - offset)
+    mean = model.predict(xv)
+    return dict(val_accuracy=np.mean(np.argmax(mean, 1) == yv),
+                val_mse=np.mean((mean - (one_hot(yv, 3) - offset)) ** 2),
+                log_marginal_likelihood=model.log_marginal_likelihood(), jitter=model.jitter_)
+
+
+def test_search_rows_and_best_equal_a_brute_force_loop(blobs):
+    x, y, xv, yv = blobs
+    rows = search.grid_search(x, y, xv, yv, phi="relu", **GRID)
+    assert len(rows) == 12
+    for r in rows:
+        ref = brute_force(x, y, xv, yv, r["depth"], r["weight_var"], r["bias_var"])
+        assert r["val_accuracy"] == ref["val_accuracy"] and r["jitter"] == ref["jitter"]
+        assert r["val_mse"] == pytest.approx(ref["val_mse"], rel=TOL)
+        assert r["log_marginal_likelihood"] == pytest.approx(ref["log_marginal_likelihood"],
+                                                             rel=TOL)
+    best = search.best_row(rows)
+    top = max(rows, key=lambda r: (r["val_accuracy"], -r["val_mse"]))
+    assert best is top
+
+
+def test_interrupted_search_resumes(blobs, tmp_path, monkeypatch):
+    x, y, xv, yv = blobs
+    out = tmp_path / "r.csv"
+    full = search.grid_search(x, y, xv, yv, phi="relu", **GRID)
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search.grid_search(x, y, xv, yv, phi="relu", **GRID, out=out, progress=stop_after_two)
+    with open(out, "a") as f:
+        f.write("relu,3,1.5,0.3,0.9")  # a torn last line, as from a kill mid-write
+    with pytest.raises(FileExistsError, match="--resume"):
+        search.grid_search(x, y, xv, yv, phi="relu", **GRID, out=out)
+    scored = []
+    real = search.score_setting
+    monkeypatch.setattr(search, "score_setting",
+                        lambda p, t, d, w, b, j: scored.append((w, b)) or real(p, t, d, w, b, j))
+    rows = search.grid_search(x, y, xv, yv, phi="relu", **GRID, out=out, resume=True)
+    assert scored == [(1.5, 0.0), (1.5, 0.3)]  # only the two unfinished settings
+    key = lambda r: (r["depth"], r["weight_var"], r["bias_var"])  # noqa: E731
+    assert sorted(map(key, rows)) == sorted(map(key, full))
+    for a, b in zip(sorted(rows, key=key), sorted(full, key=key)):
+        assert a["val_mse"] == b["val_mse"] or math.isclose(a["val_mse"], b["val_mse"],
+                                                            rel_tol=1e-12)
+    with open(out, newline="") as f:
+        lines = list(csv.reader(f))
+    assert tuple(lines[0]) == search.COLUMNS and len(lines) == 13
+
+
+def test_grid_parsing():
+    assert np.allclose(search.parse_grid("0.1:5:30"), np.linspace(0.1, 5, 30))
+    assert np.allclose(search.parse_grid("1,2.5"), [1, 2.5])
+    assert search.parse_depths("3,1,3") == [1, 3]
+    for bad in ("1:2", "a:b:3", "0:1:0"):
+        with pytest.raises(ValueError, match="a:b:n"):
+            search.parse_grid(bad)
+
+
+def test_marginal_likelihood_optimum_beats_a_grid(rng):
+    x = rng.standard_normal((50, 4))
+    y = np.sin(x @ [1.0, -1.0, 0.5, 0.0]) + 0.05 * rng.standard_normal(50)
+    opt = search.optimize_marginal_likelihood(x, y, phi="erf", depth=2, weight_var=1.0,
+                                              bias_var=0.1, jitter=1e-2)
+    grid = [search.log_marginal_likelihood(x, y, phi="erf", depth=2, weight_var=w,
+                                           bias_var=b, jitter=1e-2)
+            for w in np.geomspace(0.05, 50, 9) for b in np.geomspace(1e-4, 5, 9)]
+    assert opt["converged"]
+    assert opt["log_marginal_likelihood"] >= max(grid) - 1e-6 * abs(max(grid))
+    at = search.log_marginal_likelihood(x, y, phi="erf", depth=2, weight_var=opt["weight_var"],
+                                        bias_var=opt["bias_var"], jitter=1e-2)
+    assert at == pytest.approx(opt["log_marginal_likelihood"], rel=1e-12)
+
+
+# --- figures -----------------------------------------------------------------------------------
+def test_chi1_closed_forms():
+    ws, bs = np.array([0.5, 1.5, 2.5]), np.array([0.1, 1.0])
+    chi = plots.chi1("relu", ws, bs)  # E[relu'(u)^2] = 1/2 for every q
+    assert np.allclose(chi[:2], ws[:2, None] / 2, rtol=1e-9)
+    assert np.all(np.isnan(chi[2]))  # weight_var >= 2: q* does not exist
+    chi = plots.chi1("erf", ws, bs)
+    for i, w in enumerate(ws):
+        for j, b in enumerate(bs):
+            q = 1.0
+            for _ in range(5000):  # closed form E[erf(u)^2] = 2/pi arcsin(2q / (1 + 2q))
+                q = b + w * 2 / np.pi * np.arcsin(2 * q / (1 + 2 * q))
+            assert chi[i, j] == pytest.approx(w * 4 / np.pi / np.sqrt(1 + 4 * q), rel=1e-6)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], np.array(rows[1:], dtype=float)
+
+
+def test_figures_are_written_with_their_numbers(blobs, tmp_path):
+    pytest.importorskip("matplotlib")
+    x, y, xv, yv = blobs
+    rows = search.grid_search(x, y, xv, yv, phi="relu", **GRID)
+    res = plots.phase(rows, 1, tmp_path / "phase.png")
+    header, data = read_csv(res["csv"])
+    assert (tmp_path / "phase.png").stat().st_size > 1000
+    assert header == ["weight_var", "bias_var", "val_accuracy", "chi1"]
+    for r in rows:
+        if r["depth"] == 1:
+            hit = data[(data[:, 0] == r["weight_var"]) & (data[:, 1] == r["bias_var"])]
+            assert hit[0, 2] == r["val_accuracy"] and hit[0, 3] == pytest.approx(
+                r["weight_var"] / 2)
+
+    rng = np.random.default_rng(3)
+    xt = np.concatenate([x, xv, x + 0.3 * rng.standard_normal(x.shape)])
+    yt = np.concatenate([y, yv, y])
+    res = plots.calibration(x, y, xt, yt, tmp_path / "cal.png", bin_size=30,
+                            standardize=False)
+    header, data = read_csv(res["csv"])
+    assert header == ["mean_predicted_variance", "mean_squared_error"] and len(data) == 5
+    assert res["correlation"] == pytest.approx(np.corrcoef(data[:, 0], data[:, 1])[0, 1])
+    assert (tmp_path / "cal.png").stat().st_size > 1000
+
+    res = plots.table_figure("relu", tmp_path / "table.png", n_error=200)
+    assert res["max_error"] < 1e-7 and (tmp_path / "table_error.csv").is_file()
+    with pytest.raises(ValueError, match="PNG"):
+        plots.table_figure("relu", tmp_path / "table.pdf")
+
+
+def test_calibration_bins():
+    v = np.arange(10.0)[::-1]
+    e = 2 * v
+    bv, be, r = plots.calibration_bins(v, e, bin_size=5)
+    assert np.allclose(bv, [2, 7]) and np.allclose(be, [4, 14]) and r == pytest.approx(1)

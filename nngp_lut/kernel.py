@@ -121,8 +121,8 @@ class Network:
             q[l + 1] = b + w * table.second_moment(q[l])
         return q
 
-    def kernel(self, x1, x2=None, *, all_depths=False, memory=DEFAULT_MEMORY, out=None,
-               tile_rows=KERNEL_TILE_ROWS, gram=None, progress=None):
+    def kernel(self, x1, x2=None, *, all_depths=False, depths=None, memory=DEFAULT_MEMORY,
+               out=None, tile_rows=KERNEL_TILE_ROWS, gram=None, progress=None):
         """K^L(x1, x2) (or every depth with ``all_depths``), fused over layers.
 
         Parameters
@@ -131,6 +131,8 @@ class Network:
             Inputs; ``x2=None`` is the symmetric case (each pair computed once).
         all_depths : bool
             Return K^0..K^L stacked, shape (L + 1, n1, n2), from one pass.
+        depths : sequence of int, optional
+            Return only these depths (each 0..L), stacked in this order, from one pass.
         memory : int or str
             Budget for the result in RAM ("4GB", "500MB", bytes).  A larger result is
             streamed tile by tile into the HDF5 dataset ``kernel`` of ``out``.
@@ -151,14 +153,24 @@ class Network:
         """
         plain = self._plain()
         if plain is None:
+            if depths is not None:
+                raise ValueError("depths= needs a plain deep_network")
             return self.layerwise(x1, x2, all_depths=all_depths)
         table, depth, w, b = plain
+        stacked = all_depths or depths is not None
+        depths = list(range(depth + 1)) if all_depths else (
+            [depth] if depths is None else [int(l) for l in depths])
+        if not depths or min(depths) < 0 or max(depths) > depth:
+            raise ValueError(f"depths must lie in 0..{depth}")
+        if len(set(depths)) != len(depths):
+            raise ValueError("depths must not repeat")
+        slot = np.full(depth + 1, -1, dtype=np.int64)  # output layer of each depth, or -1
+        slot[depths] = np.arange(len(depths))
         x1, x2, same = _inputs(x1, x2)
         n1, n2 = x1.shape[0], x2.shape[0]
         q1 = self.variances(x1)
         q2 = q1 if same else self.variances(x2)
-        layers = depth + 1 if all_depths else 1
-        shape = (layers, n1, n2)
+        shape = (len(depths), n1, n2)
         sink = _Sink(shape, 8 * math.prod(shape), parse_size(memory), out)
         plan = None if depth == 0 or table is None else _Plan(table, q1[:-1], q2[:-1])
         d = x1.shape[1]
@@ -175,7 +187,7 @@ class Network:
             if plan is None:
                 block[0] = b + w * gram / d
             else:
-                plan.run(gram, 1.0 / d, w, b, r0, r1, 0, c1, depth, block, all_depths,
+                plan.run(gram, 1.0 / d, w, b, r0, r1, 0, c1, depth, block, slot,
                          diag_offset)
             if same:
                 # The diagonal block: mirror its lower triangle (BLAS need not return an
@@ -184,12 +196,12 @@ class Network:
                 iu = np.triu_indices(r1 - r0, 1)
                 diag_block[:, iu[0], iu[1]] = diag_block[:, iu[1], iu[0]]
                 idx = np.arange(r1 - r0)
-                diag_block[:, idx, idx] = q1[:, r0:r1] if all_depths else q1[-1:, r0:r1]
+                diag_block[:, idx, idx] = q1[depths, r0:r1]
             sink.write(block, r0, r1, c1, same)
             if progress:
                 progress(r1, n1)
         result = sink.finish(same)
-        return result if isinstance(result, str) or all_depths else result[0]
+        return result if isinstance(result, str) or stacked else result[0]
 
 
 def deep_network(table, depth, weight_var, bias_var):
@@ -290,16 +302,16 @@ class _Plan:
             # Every variance the general path meets must lie in the table's domain.
             table.check_unequal_domain(qa.max())
 
-    def run(self, gram, inv_d, w, b, r0, r1, c0, c1, depth, block, all_depths, diag_offset):
+    def run(self, gram, inv_d, w, b, r0, r1, c0, c1, depth, block, slot, diag_offset):
         if self.slice:
             _kern.slice_tile(gram, inv_d, w, b, self.inv_sq_r[:, r0:r1],
                              self.inv_sq_c[:, c0:c1], self.sq_d_r[:, r0:r1],
-                             self.sq_d_c[:, c0:c1], self.slices, depth, block, all_depths,
+                             self.sq_d_c[:, c0:c1], self.slices, depth, block, slot,
                              diag_offset)
             return
         _kern.general_tile(gram, inv_d, w, b, self.q_r[:, r0:r1], self.q_c[:, c0:c1],
                            self.sq_d_r[:, r0:r1], self.sq_d_c[:, c0:c1],
-                           *self.table.interpolation_args(), depth, block, all_depths,
+                           *self.table.interpolation_args(), depth, block, slot,
                            diag_offset)
 
 

@@ -94,16 +94,17 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
     """One row per depth for one (weight_var, bias_var): every depth from one kernel pass."""
     p = problem
     net = deep_network(table, max(depths), weight_var, bias_var)
-    k_train = net.kernel(p.x_train, all_depths=True, gram=p.gram_train, memory=2**62)
-    k_val = net.kernel(p.x_val, p.x_train, all_depths=True, gram=p.gram_val, memory=2**62)
+    # Only the wanted depths are stored; the search holds them in RAM by design.
+    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=2**62)
+    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=2**62)
     n, outputs = p.t_train.shape
     rows = []
-    for depth in depths:
-        k = k_train[depth]
+    for slot, depth in enumerate(depths):
+        k = k_train[slot]
         factor = linalg.cholesky(lambda r, c: k[r[0]:r[1], c[0]:c[1]], n,
                                  jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))))
         alpha = factor.solve(p.t_train)
-        mean = k_val[depth] @ alpha
+        mean = k_val[slot] @ alpha
         lml = (-0.5 * float(np.sum(p.t_train * alpha))
                - 0.5 * outputs * (factor.logdet() + n * math.log(2 * math.pi)))
         rows.append({

@@ -134,3 +134,19 @@ def test_feature_mismatch():
     with pytest.raises(ValueError, match="features"):
         nngp_kernel(np.ones((2, 3)), np.ones((2, 4)), phi="relu", depth=1, weight_var=1.0,
                     bias_var=0.1)
+
+
+def test_selected_depths_equal_the_all_depths_stack(rng):
+    x = rng.standard_normal((30, 5))
+    xt = rng.standard_normal((11, 5))
+    for phi in ("relu", "tanh"):  # slice path, and general path (unequal norms)
+        net = deep_network(phi, 6, 1.4, 0.2)
+        full = net.kernel(x, all_depths=True)
+        np.testing.assert_array_equal(net.kernel(x, depths=[5, 0, 2]), full[[5, 0, 2]])
+        cross = net.kernel(xt, x, all_depths=True)
+        np.testing.assert_array_equal(net.kernel(xt, x, depths=[6, 3]), cross[[6, 3]])
+        np.testing.assert_array_equal(net.kernel(x, depths=[6])[0], net.kernel(x))
+    with pytest.raises(ValueError, match="0..6"):
+        net.kernel(x, depths=[7])
+    with pytest.raises(ValueError, match="repeat"):
+        net.kernel(x, depths=[1, 1])

@@ -54,14 +54,15 @@ def slice_coefficients(values):
 
 @njit(**JIT_PARALLEL)
 def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq_d_c, slices,
-               depth, out, all_depths, diag_offset):
+               depth, out, slot, diag_offset):
     """Deep kernel of one tile on the ``slice`` path.
 
     gram : (nr, nc) input inner products <x_i, x_j>.
     inv_sq_r, inv_sq_c : (depth, n) 1 / sqrt(q^l) of the rows' and columns' inputs.
     sq_d_r, sq_d_c : (depth, n) sqrt(E[phi^2](q^l)).
     slices : (depth, M, 4) cubic coefficients of the normalised F in y at each layer.
-    out : (1, nr, nc), or (depth + 1, nr, nc) when ``all_depths``.
+    out : (layers, nr, nc): the kernel at depth l goes to out[slot[l]] (slot[l] >= 0).
+    slot : (depth + 1,) int64, the output layer of each depth, or -1 to skip it.
     diag_offset : unused here (the caller overwrites the diagonal with the exact one).
 
     Layers run over a short run of columns at a time: the entries of a run are independent,
@@ -76,9 +77,9 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
             c1 = min(nc, c0 + COLUMN_RUN)
             for j in range(c0, c1):
                 buf[j - c0] = bias_var + weight_var * gram[i, j] * inv_d
-            if all_depths:
+            if slot[0] >= 0:
                 for j in range(c0, c1):
-                    out[0, i, j] = buf[j - c0]
+                    out[slot[0], i, j] = buf[j - c0]
             for l in range(depth):
                 a = inv_sq_r[l, i]
                 da = sq_d_r[l, i]
@@ -91,12 +92,9 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
                     t = u - k
                     f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
                     buf[j - c0] = bias_var + weight_var * f * da * sq_d_c[l, j]
-                if all_depths:
+                if slot[l + 1] >= 0:
                     for j in range(c0, c1):
-                        out[l + 1, i, j] = buf[j - c0]
-            if not all_depths:
-                for j in range(c0, c1):
-                    out[0, i, j] = buf[j - c0]
+                        out[slot[l + 1], i, j] = buf[j - c0]
 
 
 @njit(**JIT)
@@ -115,8 +113,7 @@ def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q
 
 @njit(**JIT_PARALLEL)
 def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_n, x0, dx,
-                 degree, lin2, f3, x30, dx3, sqrt_axis, warp3, depth, out, all_depths,
-                 diag_offset):
+                 degree, lin2, f3, x30, dx3, sqrt_axis, warp3, depth, out, slot, diag_offset):
     """Deep kernel of one tile on the ``general`` path (any variances, any phi).
 
     q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
@@ -132,8 +129,8 @@ def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_
             if diag_offset >= 0 and j == i + diag_offset:
                 continue
             k = bias_var + weight_var * gram[i, j] * inv_d
-            if all_depths:
-                out[0, i, j] = k
+            if slot[0] >= 0:
+                out[slot[0], i, j] = k
             for l in range(depth):
                 a = q_r[l, i]
                 b = q_c[l, j]
@@ -141,10 +138,8 @@ def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_
                 fn = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3,
                                          a, b, rho, wa, wb, wc)
                 k = bias_var + weight_var * fn * sq_d_r[l, i] * sq_d_c[l, j]
-                if all_depths:
-                    out[l + 1, i, j] = k
-            if not all_depths:
-                out[0, i, j] = k
+                if slot[l + 1] >= 0:
+                    out[slot[l + 1], i, j] = k
 
 
 

@@ -52,6 +52,24 @@ def slice_coefficients(values):
     return c
 
 
+@njit(**JIT)
+def _row_of(p, half, nr, triangle):
+    """Row of prange step p, half 0 or 1: on a triangle rows p and nr - 1 - p pair up (equal
+    work per step); -1 when there is no such row."""
+    p = np.int64(p)  # prange indices are unsigned
+    if half == 0:
+        return p
+    q = np.int64(nr) - 1 - p
+    return q if triangle and q != p else -1
+
+
+@njit(**JIT)
+def _row_end(i, nc, diag_offset):
+    """Columns of row i: all, or on a diagonal block only j <= i + diag_offset (the upper
+    triangle is mirrored afterwards)."""
+    return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
+
+
 @njit(**JIT_PARALLEL)
 def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq_d_c, slices,
                depth, out, slot, diag_offset):
@@ -63,7 +81,8 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
     slices : (depth, M, 4) cubic coefficients of the normalised F in y at each layer.
     out : (layers, nr, nc): the kernel at depth l goes to out[slot[l]] (slot[l] >= 0).
     slot : (depth + 1,) int64, the output layer of each depth, or -1 to skip it.
-    diag_offset : unused here (the caller overwrites the diagonal with the exact one).
+    diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
+        panel): only j <= i + diag_offset is computed; -1 for a full tile.
 
     Layers run over a short run of columns at a time: the entries of a run are independent,
     so their long per-layer dependency chains (two square roots, a table load, a cubic)
@@ -71,30 +90,37 @@ def slice_tile(gram, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c, sq_d_r, sq
     """
     nr, nc = gram.shape
     m = slices.shape[1]
-    for i in prange(nr):
+    triangle = diag_offset >= 0
+    steps = (nr + 1) // 2 if triangle else nr
+    for p in prange(steps):
         buf = np.empty(COLUMN_RUN)
-        for c0 in range(0, nc, COLUMN_RUN):
-            c1 = min(nc, c0 + COLUMN_RUN)
-            for j in range(c0, c1):
-                buf[j - c0] = bias_var + weight_var * gram[i, j] * inv_d
-            if slot[0] >= 0:
+        for half in range(2):
+            i = _row_of(p, half, nr, triangle)
+            if i < 0:
+                continue
+            ncol = _row_end(i, nc, diag_offset)
+            for c0 in range(0, ncol, COLUMN_RUN):
+                c1 = min(ncol, c0 + COLUMN_RUN)
                 for j in range(c0, c1):
-                    out[slot[0], i, j] = buf[j - c0]
-            for l in range(depth):
-                a = inv_sq_r[l, i]
-                da = sq_d_r[l, i]
-                sl = slices[l]
-                for j in range(c0, c1):
-                    rho = min(1.0, max(-1.0, buf[j - c0] * a * inv_sq_c[l, j]))
-                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                    u = (y + 1.0) * 0.5 * m
-                    k = min(int(u), m - 1)
-                    t = u - k
-                    f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
-                    buf[j - c0] = bias_var + weight_var * f * da * sq_d_c[l, j]
-                if slot[l + 1] >= 0:
+                    buf[j - c0] = bias_var + weight_var * gram[i, j] * inv_d
+                if slot[0] >= 0:
                     for j in range(c0, c1):
-                        out[slot[l + 1], i, j] = buf[j - c0]
+                        out[slot[0], i, j] = buf[j - c0]
+                for l in range(depth):
+                    a = inv_sq_r[l, i]
+                    da = sq_d_r[l, i]
+                    sl = slices[l]
+                    for j in range(c0, c1):
+                        rho = min(1.0, max(-1.0, buf[j - c0] * a * inv_sq_c[l, j]))
+                        y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                        u = (y + 1.0) * 0.5 * m
+                        k = min(int(u), m - 1)
+                        t = u - k
+                        f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+                        buf[j - c0] = bias_var + weight_var * f * da * sq_d_c[l, j]
+                    if slot[l + 1] >= 0:
+                        for j in range(c0, c1):
+                            out[slot[l + 1], i, j] = buf[j - c0]
 
 
 @njit(**JIT)
@@ -121,27 +147,31 @@ def general_tile(gram, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r, sq_d_c, f_
     unused: homogeneous tables take the slice path).
     """
     nr, nc = gram.shape
-    for i in prange(nr):
+    triangle = diag_offset >= 0
+    steps = (nr + 1) // 2 if triangle else nr
+    for p in prange(steps):
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
-        for j in range(nc):
-            if diag_offset >= 0 and j == i + diag_offset:
+        for half in range(2):
+            i = _row_of(p, half, nr, triangle)
+            if i < 0:
                 continue
-            k = bias_var + weight_var * gram[i, j] * inv_d
-            if slot[0] >= 0:
-                out[slot[0], i, j] = k
-            for l in range(depth):
-                a = q_r[l, i]
-                b = q_c[l, j]
-                rho = k / math.sqrt(a * b)
-                fn = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3,
-                                         a, b, rho, wa, wb, wc)
-                k = bias_var + weight_var * fn * sq_d_r[l, i] * sq_d_c[l, j]
-                if slot[l + 1] >= 0:
-                    out[slot[l + 1], i, j] = k
-
-
+            for j in range(_row_end(i, nc, diag_offset)):
+                if triangle and j == i + diag_offset:
+                    continue  # the diagonal comes from the variance recursion
+                k = bias_var + weight_var * gram[i, j] * inv_d
+                if slot[0] >= 0:
+                    out[slot[0], i, j] = k
+                for l in range(depth):
+                    a = q_r[l, i]
+                    b = q_c[l, j]
+                    rho = k / math.sqrt(a * b)
+                    fn = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
+                                             warp3, a, b, rho, wa, wb, wc)
+                    k = bias_var + weight_var * fn * sq_d_r[l, i] * sq_d_c[l, j]
+                    if slot[l + 1] >= 0:
+                        out[slot[l + 1], i, j] = k
 
 
 @njit(**JIT_PARALLEL)

@@ -90,9 +90,33 @@ class Problem:
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
 
 
+def reachable_depth(table, x, depth, weight_var, bias_var):
+    """The deepest l <= depth whose recursion keeps every input's variance inside the
+    table's domain on layers 0..l-1 (with bias_var = 0 and a contracting weight_var the
+    variances of a saturating phi decay geometrically towards 0 and leave any table)."""
+    if table.homogeneous:
+        return depth
+    q = bias_var + weight_var * np.einsum("ij,ij->i", x, x) / x.shape[1]
+    for layer in range(depth):
+        if q.min() < table.variance_min or q.max() > table.variance_max:
+            return layer
+        q = bias_var + weight_var * table.second_moment(q)
+    return depth
+
+
 def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute"):
-    """One row per depth for one (weight_var, bias_var): every depth from one kernel pass."""
+    """One row per depth for one (weight_var, bias_var): every depth from one kernel pass.
+
+    Depths the table cannot reach (see :func:`reachable_depth`) get rows of NaN scores.
+    """
     p = problem
+    top = min(reachable_depth(table, p.x_train, max(depths), weight_var, bias_var),
+              reachable_depth(table, p.x_val, max(depths), weight_var, bias_var))
+    unreachable = [{"depth": d, "weight_var": float(weight_var), "bias_var": float(bias_var),
+                    **{c: float("nan") for c in COLUMNS[4:]}} for d in depths if d > top]
+    depths = [d for d in depths if d <= top]
+    if not depths:
+        return unreachable
     net = deep_network(table, max(depths), weight_var, bias_var)
     # Only the wanted depths are stored; the search holds them in RAM by design.
     k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=2**62)
@@ -113,7 +137,7 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
                              if p.labels_val is not None else float("nan")),
             "val_mse": float(np.mean((mean - p.t_val) ** 2)),
             "log_marginal_likelihood": lml, "jitter": factor.jitter})
-    return rows
+    return rows + unreachable
 
 
 def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
@@ -173,7 +197,10 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
 
 def best_row(rows):
     """The best setting on validation: highest accuracy (classification; ties: lower MSE),
-    else lowest MSE."""
+    else lowest MSE.  Rows without scores (unreachable depths) are ignored."""
+    rows = [r for r in rows if not math.isnan(r["val_mse"])]
+    if not rows:
+        raise ValueError("no setting of the search could be scored")
     classification = not math.isnan(rows[0]["val_accuracy"])
     key = ((lambda r: (-r["val_accuracy"], r["val_mse"])) if classification
            else (lambda r: r["val_mse"]))

@@ -82,6 +82,17 @@ def test_interrupted_search_resumes(blobs, tmp_path, monkeypatch):
     assert tuple(lines[0]) == search.COLUMNS and len(lines) == 13
 
 
+def test_depths_beyond_the_tables_domain_get_empty_rows(blobs):
+    x, y, xv, yv = blobs
+    # tanh with bias_var 0 and weight_var 0.1: q^l ~ 0.1^l leaves the domain (1e-6) at l = 6.
+    rows = search.grid_search(x, y, xv, yv, phi="tanh", depths=[1, 3, 50],
+                              weight_vars=[0.1, 1.0], bias_vars=[0.0], jitter=NOISE)
+    by = {(r["depth"], r["weight_var"]): r for r in rows}
+    assert math.isnan(by[50, 0.1]["val_mse"]) and math.isnan(by[50, 0.1]["val_accuracy"])
+    assert not math.isnan(by[3, 0.1]["val_mse"]) and not math.isnan(by[50, 1.0]["val_mse"])
+    assert not math.isnan(search.best_row(rows)["val_mse"])
+
+
 def test_grid_parsing():
     assert np.allclose(search.parse_grid("0.1:5:30"), np.linspace(0.1, 5, 30))
     assert np.allclose(search.parse_grid("1,2.5"), [1, 2.5])

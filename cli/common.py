@@ -30,24 +30,9 @@ def user_errors():
 
 @contextlib.contextmanager
 def progress_bar(label, quiet):
-    """A ``progress(done, total)`` callback drawing a bar on stderr (nothing if quiet)."""
-    if quiet:
-        yield None
-        return
-    state = {"bar": None, "done": 0}
-
-    def progress(done, total):
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        state["bar"].update(done - state["done"])
-        state["done"] = done
-
-    try:
-        yield progress
-    finally:
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
+    """A ``progress(done, total)`` callback drawing one bar on stderr (nothing if quiet)."""
+    with stage_bars(quiet) as progress:
+        yield progress and (lambda done, total: progress(label, done, total))
 
 
 @contextlib.contextmanager

@@ -1,12 +1,11 @@
 """``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase) and the table."""
 
-import csv
 from pathlib import Path
 
 import click
 
 from nngp_lut import plots
-from nngp_lut.search import COLUMNS
+from nngp_lut.search import read_results
 
 from .common import load_data, stage_bars, table_for, user_errors
 
@@ -69,7 +68,7 @@ def phase(results, depth, phi, out):
     """Validation accuracy over (weight_var, bias_var) at one depth with the order-to-chaos
     line chi_1 = 1 (the paper's Figure 3)."""
     with user_errors():
-        rows = _read_results(results)
+        rows, _ = read_results(results)
         res = plots.phase(rows, depth, out, phi=phi)
     click.echo(f"wrote {res['png']} and {res['csv']} ({res['points']} settings)")
 
@@ -88,13 +87,4 @@ def table_(phi, table_path, out):
         res = plots.table_figure(table_for(phi, table_path), out)
     click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "
                f"{res['csv']}")
-
-
-def _read_results(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path} is not a results file of nngp-lut search")
-        return [{"phi": r["phi"], "depth": int(r["depth"]),
-                 **{c: float(r[c]) for c in COLUMNS[2:]}} for r in reader]
 

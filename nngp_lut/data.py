@@ -66,29 +66,40 @@ def load_array(path, key=None):
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     suffix = p.suffix.lower()
-    try:
-        if suffix == ".npy":
-            a = np.load(p, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                a = z[_pick(list(z.keys()), key, p)]
-        elif suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(p, "r") as h5:
-                names = [k for k in h5.keys() if isinstance(h5[k], h5py.Dataset)]
-                a = h5[_pick(names, key, p)][()]
-        elif suffix == ".csv":
-            a = np.loadtxt(p, delimiter=",", ndmin=2)
-        else:
-            raise DataError(f"{p}: unknown format (use .npy, .npz, .h5 or .csv)")
-    except DataError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{p}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if suffix in (".npz", ".h5", ".hdf5"):
+        (a,) = _read_container(p, lambda names: [_pick(names, key, p)]).values()
+    elif suffix in (".npy", ".csv"):
+        try:
+            a = (np.load(p, allow_pickle=False) if suffix == ".npy"
+                 else np.loadtxt(p, delimiter=",", ndmin=2))
+        except (ValueError, OSError) as exc:
+            raise _unreadable(p, exc) from None
+    else:
+        raise DataError(f"{p}: unknown format (use .npy, .npz, .h5 or .csv)")
     if a.dtype.kind not in "biuf":
         raise DataError(f"{p}: the data are not numeric (dtype {a.dtype})")
     return a
+
+
+def _read_container(path, choose):
+    """The arrays of an .npz or .h5 file named by ``choose(names of all its arrays)``."""
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in choose(list(z.keys()))}
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            names = [k for k in h5.keys() if isinstance(h5[k], h5py.Dataset)]
+            return {k: h5[k][()] for k in choose(names)}
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path, exc):
+    return DataError(f"{path}: cannot read it ({str(exc).splitlines()[0]})")
 
 
 def _pick(names, key, path):
@@ -132,21 +143,9 @@ def load_dataset(path=None):
     p = SAMPLE_PATH if path is None else Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    try:
-        if p.suffix.lower() == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.keys() if k in _PARTS}
-        elif p.suffix.lower() in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(p, "r") as h5:
-                arrays = {k: h5[k][()] for k in h5.keys() if k in _PARTS}
-        else:
-            raise DataError(f"{p}: a dataset must be .npz or .h5")
-    except DataError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{p}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if p.suffix.lower() not in (".npz", ".h5", ".hdf5"):
+        raise DataError(f"{p}: a dataset must be .npz or .h5")
+    arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
     missing = [k for k in _PARTS[:4] if k not in arrays]
     if missing:
         raise DataError(f"{p}: missing {', '.join(missing)} (a dataset holds x_train, "

@@ -226,6 +226,19 @@ def one_hot(labels, n_classes):
     return np.eye(n_classes)[labels]
 
 
+def regression_targets(y_train, y_other):
+    """The (n, outputs) targets the GP regresses on, for the training set and another set:
+    integer labels become one-hot rows minus the training mean (-0.1 / 0.9 for ten balanced
+    classes); float targets are used as they are."""
+    y_train, y_other = np.asarray(y_train), np.asarray(y_other)
+    if y_train.dtype.kind in "biu":
+        n_classes = int(max(y_train.max(), y_other.max())) + 1
+        offset = one_hot(y_train, n_classes).mean(axis=0)
+        return one_hot(y_train, n_classes) - offset, one_hot(y_other, n_classes) - offset
+    return (y_train.reshape(len(y_train), -1).astype(np.float64),
+            y_other.reshape(len(y_other), -1).astype(np.float64))
+
+
 def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_var,
              standardize=True, jitter="absolute", variance=False, memory="auto",
              scratch=None, resume=False, progress=None):
@@ -239,14 +252,7 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_v
     t_start = time.perf_counter()
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classification = y_train.dtype.kind in "biu"
-    if classification:
-        n_classes = int(max(y_train.max(), y_test.max())) + 1
-        t_train = one_hot(y_train, n_classes)
-        offset = t_train.mean(axis=0)
-        t_train, t_test = t_train - offset, one_hot(y_test, n_classes) - offset
-    else:
-        t_train = y_train.reshape(len(y_train), -1).astype(np.float64)
-        t_test = y_test.reshape(len(y_test), -1).astype(np.float64)
+    t_train, t_test = regression_targets(y_train, y_test)
     gp = NNGPRegressor(phi, depth, weight_var, bias_var, standardize=standardize,
                        jitter=jitter, memory=memory, scratch=scratch, resume=resume,
                        progress=progress)

@@ -176,18 +176,17 @@ class Network:
         d = x1.shape[1]
         if gram is not None and np.shape(gram) != (n1, n2):
             raise ValueError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
-        full_gram = gram
         for r0 in range(0, n1, tile_rows):
             r1 = min(n1, r0 + tile_rows)
             c1 = r1 if same else n2  # symmetric: the lower panel only, mirrored at the end
-            gram = (x1[r0:r1] @ x2[:c1].T if full_gram is None
-                    else np.ascontiguousarray(full_gram[r0:r1, :c1], dtype=np.float64))
+            panel_gram = (x1[r0:r1] @ x2[:c1].T if gram is None
+                          else np.ascontiguousarray(gram[r0:r1, :c1], dtype=np.float64))
             block = sink.panel(r0, r1, c1)
             diag_offset = r0 if same else -1
             if plan is None:
-                block[0] = b + w * gram / d
+                block[0] = b + w * panel_gram / d
             else:
-                plan.run(gram, 1.0 / d, w, b, r0, r1, 0, c1, depth, block, slot,
+                plan.run(panel_gram, 1.0 / d, w, b, r0, r1, 0, c1, depth, block, slot,
                          diag_offset)
             if same:
                 # The diagonal block: mirror its lower triangle (BLAS need not return an

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -308,8 +309,6 @@ def cholesky(make_tile, n, *, jitters=(0.0,), memory="auto", reserve=0, tile=Non
 
 
 def _open_scratch(scratch, fingerprint, n, tile, resume):
-    import tempfile
-
     root = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     store = DiskTiles(root / f"nngp-lut-{fingerprint or 'run'}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .gp import evaluate
+from .gp import evaluate, regression_targets
 from .tables import Integrator, as_table, random_points
 
 #: The paper's Figure 2 setting.
@@ -74,12 +74,7 @@ def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=1
     setting = {**CALIBRATION_SETTING, **setting}
     res = evaluate(x_train, y_train, x_test, y_test, phi=phi, standardize=standardize,
                    variance=True, progress=progress, **setting)
-    y_test = np.asarray(y_test)
-    if res.accuracy is not None:  # the shifted one-hot space the GP regressed on
-        k = res.mean.shape[1]
-        target = np.eye(k)[y_test] - np.eye(k)[np.asarray(y_train)].mean(axis=0)
-    else:
-        target = y_test.reshape(len(y_test), -1)
+    _, target = regression_targets(y_train, y_test)
     sq_err = np.mean((res.mean - target) ** 2, axis=1)
     v, e, r = calibration_bins(res.variance, sq_err, bin_size)
     _write_csv(table_csv, ["mean_predicted_variance", "mean_squared_error"], [v, e])

@@ -20,7 +20,7 @@ import scipy.optimize
 
 from . import linalg
 from .data import standardize_rows, validate_inputs
-from .gp import evaluate, jitter_ladder, one_hot
+from .gp import evaluate, jitter_ladder, regression_targets
 from .kernel import deep_network
 from .tables import as_table
 
@@ -77,16 +77,8 @@ class Problem:
         xt, xv = prep(x_train, "x_train"), prep(x_val, "x_val")
         if xv.shape[1] != xt.shape[1]:
             raise ValueError(f"x_train has {xt.shape[1]} features but x_val has {xv.shape[1]}")
-        y_train, y_val = np.asarray(y_train), np.asarray(y_val)
-        if y_train.dtype.kind in "biu":
-            k = int(max(y_train.max(), y_val.max())) + 1
-            offset = one_hot(y_train, k).mean(axis=0)
-            tt, tv = one_hot(y_train, k) - offset, one_hot(y_val, k) - offset
-            labels = y_val
-        else:
-            tt = y_train.reshape(len(y_train), -1).astype(np.float64)
-            tv = y_val.reshape(len(y_val), -1).astype(np.float64)
-            labels = None
+        tt, tv = regression_targets(y_train, y_val)
+        labels = np.asarray(y_val) if np.asarray(y_train).dtype.kind in "biu" else None
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
 
 
@@ -168,14 +160,13 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
     depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
     weight_vars = parse_grid(weight_vars) if isinstance(weight_vars, str) else weight_vars
     bias_vars = parse_grid(bias_vars) if isinstance(bias_vars, str) else bias_vars
-    table = as_table(phi)
-    problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
-    settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
-    rows = _read_rows(out, table.activation_name) if out is not None and resume else []
     if out is not None and not resume and Path(out).exists():
         raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
                               "remove it")
-    done = {(r["weight_var"], r["bias_var"]) for r in rows}
+    table = as_table(phi)
+    problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
+    settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
+    rows = _resume_rows(out, table.activation_name) if out is not None and resume else []
     have = {}
     for r in rows:
         have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
@@ -234,37 +225,41 @@ class _Appender:
             os.fsync(f.fileno())
 
 
-def _read_rows(path, phi_name):
-    """Rows of an earlier search (a torn last line from a kill is dropped and the file
-    rewritten without it)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows, clean = [], True
+def read_results(path):
+    """The rows of a results CSV, and whether every line was whole (a kill mid-write can
+    leave a torn last line, which is skipped)."""
+    rows, whole = [], True
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            return []
+            return rows, whole
         if tuple(header) != COLUMNS:
             raise ValueError(f"{path} is not a results file of nngp-lut search (its header "
                              f"is {','.join(header)})")
         for line in reader:
             try:
                 r = dict(zip(COLUMNS, line, strict=True))
-                row = {"phi": r["phi"], "depth": int(r["depth"]),
-                       **{c: float(r[c]) for c in COLUMNS[2:]}}
+                rows.append({"phi": r["phi"], "depth": int(r["depth"]),
+                             **{c: float(r[c]) for c in COLUMNS[2:]}})
             except (ValueError, TypeError):
-                clean = False
-                continue
-            if row["phi"] != phi_name:
-                raise ValueError(f"{path} holds a search of {row['phi']}, not {phi_name}; "
-                                 "use another --out")
-            rows.append(row)
-    if not clean:
+                whole = False
+    return rows, whole
+
+
+def _resume_rows(path, phi_name):
+    """Rows of an earlier search of phi_name; a torn line is dropped from the file too."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, whole = read_results(path)
+    other = {r["phi"] for r in rows} - {phi_name}
+    if other:
+        raise ValueError(f"{path} holds a search of {other.pop()}, not {phi_name}; "
+                         "use another --out")
+    if not whole:
         tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "w", newline="") as f:
-            pass
+        tmp.unlink(missing_ok=True)
         _Appender(tmp).append(rows)
         os.replace(tmp, path)
     return rows

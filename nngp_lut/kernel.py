@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._core import kernel as _kern
-from ._core.config import KERNEL_TILE_ROWS, SHARED_VARIANCE_RTOL, SLICE_INTERVALS
+from ._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS, SHARED_VARIANCE_RTOL, SLICE_INTERVALS
 from ._core.interp import normalized_many
 from .data import parse_size, standardize_rows, validate_inputs
 from .tables import Table, as_table
@@ -144,7 +144,8 @@ class Network:
             The input Gram x1 x2^T, when the caller has it already (a hyper-parameter
             search reuses it for every setting).
         progress : callable, optional
-            ``progress(done_rows, total_rows)``.
+            ``progress(done, total)``, in rows: each row counts twice (its Gram, then its
+            layers).
 
         Returns
         -------
@@ -176,29 +177,53 @@ class Network:
         d = x1.shape[1]
         if gram is not None and np.shape(gram) != (n1, n2):
             raise ValueError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
-        for r0 in range(0, n1, tile_rows):
-            r1 = min(n1, r0 + tile_rows)
-            c1 = r1 if same else n2  # symmetric: the lower panel only, mirrored at the end
-            panel_gram = (x1[r0:r1] @ x2[:c1].T if gram is None
-                          else np.ascontiguousarray(gram[r0:r1, :c1], dtype=np.float64))
-            block = sink.panel(r0, r1, c1)
-            diag_offset = r0 if same else -1
-            if plan is None:
-                block[0] = b + w * panel_gram / d
-            else:
-                plan.run(panel_gram, 1.0 / d, w, b, r0, r1, 0, c1, depth, block, slot,
-                         diag_offset)
-            if same:
-                # The diagonal block: mirror its lower triangle (BLAS need not return an
-                # exactly symmetric Gram), then the exact diagonal from the recursion.
-                diag_block = block[:, :, r0:r1]
-                iu = np.triu_indices(r1 - r0, 1)
-                diag_block[:, iu[0], iu[1]] = diag_block[:, iu[1], iu[0]]
-                idx = np.arange(r1 - r0)
-                diag_block[:, idx, idx] = q1[depths, r0:r1]
-            sink.write(block, r0, r1, c1, same)
+        gslot = slot[min(depths)]  # the layer the input Gram goes to, transformed in place
+        panels = [(r0, min(n1, r0 + tile_rows)) for r0 in range(0, n1, tile_rows)]
+        done = 0
+
+        def step(rows):
+            nonlocal done
+            done += rows
             if progress:
-                progress(r1, n1)
+                progress(done, 2 * n1)
+
+        def gram_panel(block, row0, r0, r1):
+            c1 = r1 if same else n2  # symmetric: the lower panel only, mirrored at the end
+            dest = block[gslot, row0:row0 + r1 - r0, :c1]
+            if gram is None:
+                _gram_into(dest, x1, x2, r0, r1, c1, same)
+            else:
+                dest[...] = gram[r0:r1, :c1]
+            step(r1 - r0)
+
+        def layers_panel(block, row0, r0, r1):
+            if plan is None:
+                dest = block[gslot, row0:row0 + r1 - r0, :r1 if same else n2]
+                dest *= w  # the order of slice_tile's b + w * g / d, for identical rounding
+                dest *= 1.0 / d
+                dest += b
+            else:
+                plan.run(block, row0, r0, r1, 1.0 / d, w, b, depth, slot,
+                         r0 if same else -1)
+            if same:  # the exact diagonal, from the variance recursion
+                idx = np.arange(r1 - r0)
+                block[:, row0 + idx, r0 + idx] = q1[depths, r0:r1]
+            step(r1 - r0)
+
+        if sink.h5 is None:
+            # In RAM: every Gram panel (BLAS), then every panel's layers (Numba).  Interleaved,
+            # each switch would cost up to ~0.1 s: OpenBLAS's idle thread spins that long
+            # after a call and takes a core from Numba (relu n = 10000: 1.58 s -> 1.10 s).
+            for r0, r1 in panels:
+                gram_panel(sink.array, r0, r0, r1)
+            for r0, r1 in panels:
+                layers_panel(sink.array, r0, r0, r1)
+        else:
+            for r0, r1 in panels:
+                block = sink.buffer(r0, r1, r1 if same else n2)
+                gram_panel(block, 0, r0, r1)
+                layers_panel(block, 0, r0, r1)
+                sink.write(block, r0, r1, same)
         result = sink.finish(same)
         return result if isinstance(result, str) or stacked else result[0]
 
@@ -269,6 +294,20 @@ def _inputs(x1, x2):
     return x1, x2, False
 
 
+def _gram_into(dest, x1, x2, r0, r1, c1, same):
+    """dest = x1[r0:r1] x2[:c1]^T by BLAS, written in place (no temporary).  Symmetric
+    panels make only the lower triangle of their diagonal block, in strips of
+    GRAM_DIAG_ROWS rows (the upper triangle is mirrored later)."""
+    if not same:
+        np.matmul(x1[r0:r1], x2[:c1].T, out=dest)
+        return
+    if r0:
+        np.matmul(x1[r0:r1], x1[:r0].T, out=dest[:, :r0])
+    for a in range(r0, r1, GRAM_DIAG_ROWS):
+        e = min(r1, a + GRAM_DIAG_ROWS)
+        np.matmul(x1[a:e], x1[r0:e].T, out=dest[a - r0:e - r0, r0:e])
+
+
 class _Plan:
     """What the tile kernel needs per layer: the slice path when every input shares one
     variance per layer (or phi is homogeneous), else the general path."""
@@ -301,17 +340,17 @@ class _Plan:
             # Every variance the general path meets must lie in the table's domain.
             table.check_unequal_domain(qa.max())
 
-    def run(self, gram, inv_d, w, b, r0, r1, c0, c1, depth, block, slot, diag_offset):
+    def run(self, out, out_row0, r0, r1, inv_d, w, b, depth, slot, diag_offset):
+        """Rows r0..r1 - 1 of the kernel, in place in out[:, out_row0:...] (the input Gram
+        in the layer of the first requested depth)."""
         if self.slice:
-            _kern.slice_tile(gram, inv_d, w, b, self.inv_sq_r[:, r0:r1],
-                             self.inv_sq_c[:, c0:c1], self.sq_d_r[:, r0:r1],
-                             self.sq_d_c[:, c0:c1], self.slices, depth, block, slot,
-                             diag_offset)
+            _kern.slice_tile(out, out_row0, r0, r1 - r0, inv_d, w, b, self.inv_sq_r,
+                             self.inv_sq_c, self.sq_d_r, self.sq_d_c, self.slices, depth,
+                             slot, diag_offset)
             return
-        _kern.general_tile(gram, inv_d, w, b, self.q_r[:, r0:r1], self.q_c[:, c0:c1],
-                           self.sq_d_r[:, r0:r1], self.sq_d_c[:, c0:c1],
-                           *self.table.interpolation_args(), depth, block, slot,
-                           diag_offset)
+        _kern.general_tile(out, out_row0, r0, r1 - r0, inv_d, w, b, self.q_r, self.q_c,
+                           self.sq_d_r, self.sq_d_c, *self.table.interpolation_args(), depth,
+                           slot, diag_offset)
 
 
 class _Sink:
@@ -337,15 +376,18 @@ class _Sink:
                                       dtype="f8", chunks=chunk if shape[0] > 1 else chunk[1:])
         self.array = dset
 
-    def panel(self, r0, r1, c1):
-        if self.h5 is None:
-            return self.array[:, r0:r1, :c1]
-        return np.empty((self.array.shape[0] if self.array.ndim == 3 else 1, r1 - r0, c1))
+    def buffer(self, r0, r1, c1):
+        """A C-contiguous buffer for rows r0..r1 - 1, columns :c1 of every layer (HDF5)."""
+        layers = self.array.shape[0] if self.array.ndim == 3 else 1
+        return np.empty((layers, r1 - r0, c1))
 
-    def write(self, block, r0, r1, c1, same):
-        if self.h5 is None:
-            return  # computed in place
+    def write(self, block, r0, r1, same):
+        """Write a buffer's rows (and, symmetric, their mirror) to the HDF5 dataset."""
+        c1 = block.shape[-1]
         data = block if self.array.ndim == 3 else block[0]
+        if same:  # the diagonal block holds its lower triangle only: mirror it
+            diag = data[..., r0:r1]
+            diag[...] = np.tril(diag) + np.swapaxes(np.tril(diag, -1), -1, -2)
         self.array[..., r0:r1, :c1] = data
         if same:  # mirror the lower panel into the upper triangle now (no second pass)
             self.array[..., :c1, r0:r1] = np.swapaxes(data, -1, -2)

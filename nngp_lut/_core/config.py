@@ -89,5 +89,9 @@ SLICE_INTERVALS = 4096
 SHARED_VARIANCE_RTOL = 1e-10
 #: Rows of a tile of the deep-kernel evaluator (the Gram panel X1[rows] X2^T is one BLAS call).
 KERNEL_TILE_ROWS = 2048
-#: Columns whose layers are interleaved in the fused kernel (fits in L1 with the slices' rows).
+#: Rows per BLAS call on the diagonal block of a symmetric panel: its lower triangle is made
+#: in strips of this height, so only ~1/16 of the block's upper triangle is computed.
+GRAM_DIAG_ROWS = 256
+#: Entries of a row that go through the layers together in the fused kernel (its three
+#: buffers of this length stay in L1).
 COLUMN_RUN = 256

@@ -7,6 +7,10 @@ F_phi(q1, q2, rho) = E[phi(u) phi(v)], which nngp-lut tabulates once per activat
 
 __version__ = "0.1.0"
 
+from ._openblas import set_thread_timeout  # noqa: E402
+
+set_thread_timeout()  # before anything imports numpy: OpenBLAS reads it once
+
 from .activations import Activation, builtin_names, get_activation  # noqa: E402
 from .tables import Table, build_table, cached_table, open_table  # noqa: E402
 

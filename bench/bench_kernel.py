@@ -12,7 +12,7 @@ Speed, same inputs in one run (d = 784, depth 3, float64): nngp-lut against neur
 closed-form relu (n = 10000) and ElementwiseNumerical tanh, degree 25 (n = 2000); entries x
 layers per second and the share of time in X1 X2^T.
 
-    python bench/bench_kernel.py [--n-relu 10000] [--n-tanh 2000] [--repeat 3] [--no-peer]
+    python bench/bench_kernel.py [--n-relu 10000] [--n-tanh 2000] [--repeat 5] [--no-peer]
 
 The peer runs in its own environment: PY=$(bash bench/envs/neural_tangents.sh | tail -1),
 passed as --peer-python (default: that environment if it exists).
@@ -28,11 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nngp_lut.kernel import deep_network  # noqa: E402
+import nngp_lut  # noqa: E402,F401  (first: it tunes OpenBLAS before numpy loads it)
+import numpy as np  # noqa: E402
+from nngp_lut._core.config import KERNEL_TILE_ROWS  # noqa: E402
+from nngp_lut.kernel import _gram_into, deep_network  # noqa: E402
 from nngp_lut.tables import Integrator  # noqa: E402
 from tests.naive import closed_form  # noqa: E402
 
@@ -98,13 +99,26 @@ def accuracy(images):
     return rows, t1, un
 
 
-def gram_share(x, tile=2048):
+def gram_seconds(x, tile=KERNEL_TILE_ROWS):
+    """Time of the input Gram as the evaluator makes it: the lower triangle, in place."""
     n = len(x)
+    out = np.empty((n, n))
     t = time.perf_counter()
     for r0 in range(0, n, tile):
         r1 = min(n, r0 + tile)
-        x[r0:r1] @ x[:r1].T
+        _gram_into(out[r0:r1, :r1], x, x, r0, r1, r1, True)
     return time.perf_counter() - t
+
+
+def blas_description():
+    """OpenBLAS's kernel family (threadpoolctl, when installed) and OPENBLAS_CORETYPE."""
+    try:
+        from threadpoolctl import threadpool_info
+        core = ", ".join(str(lib.get("architecture")) for lib in threadpool_info()
+                         if lib.get("internal_api") == "openblas")
+    except ImportError:
+        core = "unknown"
+    return f"OpenBLAS kernels {core} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')})"
 
 
 def ours(phi, x, depth, w, b, repeat):
@@ -135,7 +149,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-relu", type=int, default=10000)
     ap.add_argument("--n-tanh", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--peer-python", default=str(PEER_DEFAULT))
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
@@ -157,13 +171,13 @@ def main():
 
     peer_ok = not args.no_peer and Path(args.peer_python).exists()
     print(f"speed: d = 784, depth 3, weight_var 1.6, bias_var 0.2, standardised MNIST, "
-          f"median of {args.repeat}")
+          f"median of {args.repeat}; {blas_description()}")
     print(f"  {'case':<22}{'nngp-lut s':>12}{'peer s':>10}{'speed-up':>10}"
           f"{'entries*layers/s':>18}{'Gram share':>12}{'max |diff|':>12}")
     for phi, n in (("relu", args.n_relu), ("tanh", args.n_tanh)):
         x = standardize(images[:n])
         t_ours, k = ours(phi, x, 3, 1.6, 0.2, args.repeat)
-        share = gram_share(x) / t_ours
+        share = float(np.median([gram_seconds(x) for _ in range(args.repeat)])) / t_ours
         rate = n * (n + 1) / 2 * 3 / t_ours
         t_peer, diff = math.nan, math.nan
         if peer_ok:

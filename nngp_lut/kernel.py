@@ -203,7 +203,7 @@ class Network:
                 dest *= 1.0 / d
                 dest += b
             else:
-                plan.run(block, row0, r0, r1, 1.0 / d, w, b, depth, slot,
+                plan.run(block, row0, r0, r1, 1.0 / d, w, b, depth, slot, gslot,
                          r0 if same else -1)
             if same:  # the exact diagonal, from the variance recursion
                 idx = np.arange(r1 - r0)
@@ -340,17 +340,17 @@ class _Plan:
             # Every variance the general path meets must lie in the table's domain.
             table.check_unequal_domain(qa.max())
 
-    def run(self, out, out_row0, r0, r1, inv_d, w, b, depth, slot, diag_offset):
+    def run(self, out, out_row0, r0, r1, inv_d, w, b, depth, slot, gslot, diag_offset):
         """Rows r0..r1 - 1 of the kernel, in place in out[:, out_row0:...] (the input Gram
-        in the layer of the first requested depth)."""
+        in layer ``gslot``)."""
         if self.slice:
             _kern.slice_tile(out, out_row0, r0, r1 - r0, inv_d, w, b, self.inv_sq_r,
                              self.inv_sq_c, self.sq_d_r, self.sq_d_c, self.slices, depth,
-                             slot, diag_offset)
+                             slot, gslot, diag_offset)
             return
         _kern.general_tile(out, out_row0, r0, r1 - r0, inv_d, w, b, self.q_r, self.q_c,
                            self.sq_d_r, self.sq_d_c, *self.table.interpolation_args(), depth,
-                           slot, diag_offset)
+                           slot, gslot, diag_offset)
 
 
 class _Sink:

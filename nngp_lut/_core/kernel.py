@@ -72,28 +72,20 @@ def _row_end(i, nc, diag_offset):
     return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
 
 
-@njit(**JIT)
-def _first_slot(slot):
-    """The output layer of the first requested depth (where the input Gram arrives)."""
-    for s in slot:
-        if s >= 0:
-            return s
-    return -1
-
-
 @njit(**JIT_PARALLEL)
 def slice_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c,
-               sq_d_r, sq_d_c, slices, depth, slot, diag_offset):
+               sq_d_r, sq_d_c, slices, depth, slot, gslot, diag_offset):
     """Deep kernel of one tile on the ``slice`` path, in place.
 
     out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
-        On entry the input inner products <x_i, x_j> are in the layer of the first requested
-        depth; the kernel at depth l goes to out[slot[l]] (slot[l] >= 0).
+        On entry the input inner products <x_i, x_j> are in layer ``gslot``; the kernel at
+        depth l goes to out[slot[l]] (slot[l] >= 0).
     row0 : index of the tile's first row in the per-row arrays.
     inv_sq_r, inv_sq_c : (depth, n) 1 / sqrt(q^l) of the rows' and columns' inputs.
     sq_d_r, sq_d_c : (depth, n) sqrt(E[phi^2](q^l)).
     slices : (depth, M, 4) cubic coefficients of the normalised F in y at each layer.
     slot : (depth + 1,) int64, the output layer of each depth, or -1 to skip it.
+    gslot : the layer holding the input Gram (read before anything is written there).
     diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
         panel): only j <= i + diag_offset is computed; -1 for a full tile.
 
@@ -103,7 +95,6 @@ def slice_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, inv_sq_r, i
     none (3.5x slower, measured).
     """
     m = slices.shape[1]
-    gslot = _first_slot(slot)
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
     for p in prange(steps):
@@ -163,14 +154,13 @@ def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q
 @njit(**JIT_PARALLEL)
 def general_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r,
                  sq_d_c, f_n, x0, dx, degree, lin2, f3, x30, dx3, sqrt_axis, warp3, depth,
-                 slot, diag_offset):
+                 slot, gslot, diag_offset):
     """Deep kernel of one tile on the ``general`` path (any variances, any phi), in place.
 
     q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
     arguments as in :func:`slice_tile` and ``Table.interpolation_args()`` (``degree`` is
     unused: homogeneous tables take the slice path).
     """
-    gslot = _first_slot(slot)
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
     for p in prange(steps):

@@ -120,6 +120,11 @@ SUBSET_SEED = 9999
 _PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
 
 
+def is_labels(y):
+    """Integer targets are class labels (classification); float targets are regression."""
+    return np.asarray(y).dtype.kind in "biu"
+
+
 @dataclass
 class Dataset:
     """Inputs (n, d) float64 and targets: integer labels (n,) or float targets (n, m)."""
@@ -134,7 +139,7 @@ class Dataset:
     @property
     def classification(self):
         """Integer labels mean classification; float targets mean regression."""
-        return self.y_train.dtype.kind in "biu"
+        return is_labels(self.y_train)
 
 
 def load_dataset(path=None):
@@ -164,7 +169,7 @@ def load_dataset(path=None):
         parts[f"x_{split}"] = validate_inputs(x, f"x_{split}")
         parts[f"y_{split}"] = _targets(arrays[f"y_{split}"], x.shape[0], f"y_{split}", p)
     data = Dataset(**parts)
-    kinds = {parts[k].dtype.kind in "biu" for k in parts if k.startswith("y_")}
+    kinds = {is_labels(parts[k]) for k in parts if k.startswith("y_")}
     if len(kinds) > 1:
         raise DataError(f"{p}: the targets mix integer labels and float values")
     for split in ("test", "val"):
@@ -181,7 +186,7 @@ def _targets(y, n, name, path):
         raise DataError(f"{path}: {name} is not numeric (dtype {y.dtype})")
     if y.shape[0] != n:
         raise DataError(f"{path}: {name} has {y.shape[0]} rows but x_{name[2:]} has {n}")
-    if y.dtype.kind in "biu":
+    if is_labels(y):
         if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
             raise DataError(f"{path}: integer labels {name} must have shape (n,)")
         y = y.reshape(-1).astype(np.int64)

@@ -17,13 +17,14 @@ the kernel's diagonal, so that it does not depend on the kernel's scale.
 """
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import linalg
-from .data import standardize_rows, validate_inputs
+from .data import is_labels, standardize_rows, validate_inputs
 from .kernel import deep_network
 
 #: The paper's best settings on MNIST (Table 1): (n_train, phi) -> (depth, weight_var,
@@ -186,9 +187,7 @@ class NNGPRegressor:
     def log_marginal_likelihood(self):
         """log p(t | X) = -1/2 t^T alpha - 1/2 log det(K + jitter I) - n/2 log 2 pi, summed
         over the outputs (Rasmussen & Williams, eq. 2.30)."""
-        n, outputs = self.y_train_.shape
-        fit = float(np.sum(self.y_train_ * self.alpha_))
-        return -0.5 * fit - 0.5 * outputs * (self.factor_.logdet() + n * np.log(2 * np.pi))
+        return log_evidence(self.y_train_, self.alpha_, self.factor_.logdet())
 
     def close(self):
         """Delete the factor's tiles (the scratch directory when out of core)."""
@@ -221,6 +220,14 @@ class Result:
         return {**out, **self.extra}
 
 
+def log_evidence(targets, alpha, logdet):
+    """log N(t | 0, K) summed over the outputs of targets t (n, outputs), from
+    alpha = K^{-1} t and log det K (Rasmussen & Williams, eq. 2.30)."""
+    n, outputs = targets.shape
+    return (-0.5 * float(np.sum(targets * alpha))
+            - 0.5 * outputs * (logdet + n * math.log(2 * math.pi)))
+
+
 def one_hot(labels, n_classes):
     """Rows of the identity: one-hot targets for integer labels."""
     return np.eye(n_classes)[labels]
@@ -231,7 +238,7 @@ def regression_targets(y_train, y_other):
     integer labels become one-hot rows minus the training mean (-0.1 / 0.9 for ten balanced
     classes); float targets are used as they are."""
     y_train, y_other = np.asarray(y_train), np.asarray(y_other)
-    if y_train.dtype.kind in "biu":
+    if is_labels(y_train):
         n_classes = int(max(y_train.max(), y_other.max())) + 1
         offset = one_hot(y_train, n_classes).mean(axis=0)
         return one_hot(y_train, n_classes) - offset, one_hot(y_other, n_classes) - offset
@@ -251,7 +258,7 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_v
     """
     t_start = time.perf_counter()
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    classification = y_train.dtype.kind in "biu"
+    classification = is_labels(y_train)
     t_train, t_test = regression_targets(y_train, y_test)
     gp = NNGPRegressor(phi, depth, weight_var, bias_var, standardize=standardize,
                        jitter=jitter, memory=memory, scratch=scratch, resume=resume,

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.optimize
 
 from . import linalg
-from .data import standardize_rows, validate_inputs
-from .gp import evaluate, jitter_ladder, regression_targets
+from .data import is_labels, standardize_rows, validate_inputs
+from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
 from .tables import as_table
 
@@ -78,7 +78,7 @@ class Problem:
         if xv.shape[1] != xt.shape[1]:
             raise ValueError(f"x_train has {xt.shape[1]} features but x_val has {xv.shape[1]}")
         tt, tv = regression_targets(y_train, y_val)
-        labels = np.asarray(y_val) if np.asarray(y_train).dtype.kind in "biu" else None
+        labels = np.asarray(y_val) if is_labels(y_train) else None
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
 
 
@@ -113,7 +113,7 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
     # Only the wanted depths are stored; the search holds them in RAM by design.
     k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=2**62)
     k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=2**62)
-    n, outputs = p.t_train.shape
+    n = p.t_train.shape[0]
     rows = []
     for slot, depth in enumerate(depths):
         k = k_train[slot]
@@ -121,14 +121,13 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
                                  jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))))
         alpha = factor.solve(p.t_train)
         mean = k_val[slot] @ alpha
-        lml = (-0.5 * float(np.sum(p.t_train * alpha))
-               - 0.5 * outputs * (factor.logdet() + n * math.log(2 * math.pi)))
         rows.append({
             "depth": depth, "weight_var": float(weight_var), "bias_var": float(bias_var),
             "val_accuracy": (float(np.mean(np.argmax(mean, 1) == p.labels_val))
                              if p.labels_val is not None else float("nan")),
             "val_mse": float(np.mean((mean - p.t_val) ** 2)),
-            "log_marginal_likelihood": lml, "jitter": factor.jitter})
+            "log_marginal_likelihood": log_evidence(p.t_train, alpha, factor.logdet()),
+            "jitter": factor.jitter})
     return rows + unreachable
 
 

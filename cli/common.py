@@ -3,11 +3,10 @@
 import contextlib
 
 import click
-
-from nngp_lut.activations import ExpressionError
 import numpy as np
 
 from nngp_lut import tables
+from nngp_lut.activations import ExpressionError
 from nngp_lut.data import DataError, balanced_subset, load_dataset
 from nngp_lut.tables import DomainError, TableError
 
@@ -86,6 +85,16 @@ def load_data(data_path, n_train=None, n_val=None, need_val=False):
         idx = balanced_subset(data.y_train, n_train)
         data.x_train, data.y_train = data.x_train[idx], data.y_train[idx]
     return data
+
+
+def phi_or_table(phi, table_path, default=None):
+    """Check --phi / --table: at most one, and one of them unless --phi has a default.
+    Returns the --phi to use (``default`` when neither is given; None with --table)."""
+    both, neither = phi is not None and table_path is not None, phi is None and table_path is None
+    if both or (neither and default is None):
+        raise click.UsageError(f"give {'at most' if default else 'exactly'} one of --phi and "
+                               "--table")
+    return default if neither else phi
 
 
 def table_for(phi, table_path, progress=None):

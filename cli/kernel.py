@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nngp_lut import tables
 from nngp_lut.data import load_array
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import progress_bar, user_errors
+from .common import phi_or_table, stage_bars, table_for, user_errors
 
 
 def _load(spec, name):
@@ -50,8 +49,7 @@ def _load(spec, name):
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
            out, memory, force, quiet):
     """Compute the NNGP kernel K^L(x1, x2) of a deep fully connected network."""
-    if (phi is None) == (table_path is None):
-        raise click.UsageError("give exactly one of --phi and --table")
+    phi = phi_or_table(phi, table_path)
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
     if out.exists() and not force:
@@ -59,23 +57,19 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     with user_errors():
         a = _load(x1, "x1")
         b = None if x2 is None else _load(x2, "x2")
-        table = tables.open_table(table_path) if table_path else None
-        with progress_bar("table", quiet) as progress:
-            source = table if table is not None else tables.cached_table(phi, progress=progress)
         h5 = out.suffix.lower() != ".npy"
-        with progress_bar("kernel", quiet) as progress:
-            if h5:
-                result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
-                                     bias_var=bias_var, standardize=standardize,
-                                     all_depths=all_depths, memory=memory, out=out,
-                                     progress=progress)
-                if not isinstance(result, str):  # fitted in RAM: write it atomically
-                    _save_h5(result, out)
-            else:
-                result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
-                                     bias_var=bias_var, standardize=standardize,
-                                     all_depths=all_depths, memory=memory, progress=progress)
-                _save_npy(result, out)
+        with stage_bars(quiet) as progress:
+            source = table_for(phi, table_path, progress)
+            result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
+                                 bias_var=bias_var, standardize=standardize,
+                                 all_depths=all_depths, memory=memory,
+                                 out=out if h5 else None,
+                                 progress=progress and (lambda done, total:
+                                                        progress("kernel", done, total)))
+        if not h5:
+            _save_npy(result, out)
+        elif not isinstance(result, str):  # fitted in RAM: write it atomically
+            _save_h5(result, out)
     if not quiet:
         click.echo(f"wrote {out}", err=True)
 

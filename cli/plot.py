@@ -7,7 +7,7 @@ import click
 from nngp_lut import plots
 from nngp_lut.search import read_results
 
-from .common import load_data, stage_bars, table_for, user_errors
+from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
 
 _OUT = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
                     help="Figure FILE.png; the numbers go to FILE.csv beside it.")
@@ -22,8 +22,8 @@ def plot():
 @plot.command()
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
               help="Dataset .npz or .h5; omitted: the embedded MNIST sample.")
-@click.option("--phi", metavar="NAME_OR_EXPR", default="relu", show_default=True,
-              help="Activation.")
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
+              help="Activation; default relu.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="A table file (instead of --phi).")
 @click.option("--depth", type=click.IntRange(0), default=3, show_default=True,
@@ -44,6 +44,7 @@ def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train
                 bin_size, out, quiet):
     """Predicted variance against realised squared error, test points binned by predicted
     variance (the paper's Figure 2); prints the correlation coefficient."""
+    phi = phi_or_table(phi, table_path, default="relu")
     with user_errors():
         data = load_data(data_path, n_train)
         with stage_bars(quiet) as progress:
@@ -81,8 +82,7 @@ def phase(results, depth, phi, out):
 def table_(phi, table_path, out):
     """F_phi(q, q, rho) over the table's domain and its measured error against direct
     quadrature at random off-grid points."""
-    if (phi is None) == (table_path is None):
-        raise click.UsageError("give exactly one of --phi and --table")
+    phi = phi_or_table(phi, table_path)
     with user_errors():
         res = plots.table_figure(table_for(phi, table_path), out)
     click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "

@@ -9,7 +9,7 @@ import numpy as np
 
 from nngp_lut.gp import PAPER_TABLE1, evaluate
 
-from .common import load_data, stage_bars, table_for, user_errors
+from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
 
 
 @click.command()
@@ -64,11 +64,9 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     MNIST 1k relu setting (Table 1: depth 20, weight_var 1.45, bias_var 0.28) on the
     embedded sample and prints the accuracy beside the paper's.
     """
-    if phi is not None and table_path is not None:
-        raise click.UsageError("give at most one of --phi and --table")
+    phi_name = phi_or_table(phi, table_path, default="relu")
     if out is not None and out.suffix.lower() != ".npz":
         raise click.UsageError("--out must end in .npz")
-    phi_name = phi if phi is not None else (None if table_path else "relu")
     paper = None
     missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
                               ("--bias-var", bias_var)) if v is None]

@@ -7,7 +7,7 @@ import click
 
 from nngp_lut import search as searching
 
-from .common import load_data, progress_bar, table_for, user_errors
+from .common import load_data, phi_or_table, progress_bar, table_for, user_errors
 
 
 @click.command()
@@ -49,8 +49,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  At the end, the best setting on
     validation is fitted on the training set and scored on the test set."""
-    if phi is not None and table_path is not None:
-        raise click.UsageError("give at most one of --phi and --table")
+    phi = phi_or_table(phi, table_path, default="relu")
     with user_errors():
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
@@ -59,7 +58,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
             raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
                                   "choose another --out")
         data = load_data(data_path, n_train, n_val, need_val=True)
-        table = table_for(phi or "relu", table_path)
+        table = table_for(phi, table_path)
         with progress_bar("search", quiet) as progress:
             rows = searching.grid_search(
                 data.x_train, data.y_train, data.x_val, data.y_val, phi=table,

@@ -35,6 +35,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, png):
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
 def _write_csv(path, header, columns):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -88,9 +94,7 @@ def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=1
     ax.set_title(f"{res.n_train} train, depth {setting['depth']}, "
                  f"$\\sigma_w^2$={setting['weight_var']:g}, $\\sigma_b^2$={setting['bias_var']:g}"
                  f"\ncorrelation {r:.3f}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, png)
     return {"correlation": r, "bins": len(v), "accuracy": res.accuracy, "mse": res.mse,
             "png": str(png), "csv": str(table_csv)}
 
@@ -151,9 +155,7 @@ def phase(rows, depth, out, *, phi=None):
     ax.set_xlabel("bias_var $\\sigma_b^2$")
     ax.set_ylabel("weight_var $\\sigma_w^2$")
     ax.set_title(f"{table.activation_name}, depth {depth}; dashed: $\\chi_1 = 1$", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, png)
     return {"png": str(png), "csv": str(table_csv), "points": int(np.isfinite(grid).sum())}
 
 
@@ -191,7 +193,5 @@ def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7):
     a2.set_xlabel("variance q")
     a2.set_ylabel("|F_table - F_quadrature| / E[phi^2]")
     a2.set_title(f"measured error, max {err.max():.1e}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, png)
     return {"png": str(png), "csv": str(table_csv), "max_error": float(err.max())}

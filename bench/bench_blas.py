@@ -18,11 +18,9 @@ import sys
 CHILD = r"""
 import json, statistics, sys, time
 import numpy as np
-try:
-    from threadpoolctl import threadpool_info
-    core = [l.get("architecture") for l in threadpool_info() if l.get("internal_api") == "openblas"][0]
-except ImportError:
-    core = "?"
+sys.path.insert(0, sys.argv[2])
+from bench_blas import openblas_core
+core = openblas_core()
 rng = np.random.default_rng(0)
 a = rng.standard_normal((4096, 4096))
 x = rng.standard_normal((10000, 784))
@@ -39,6 +37,21 @@ print(json.dumps({"core": core, "gemm": rate(lambda: a @ a, 2 * 4096.0 ** 3, rep
 """
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def openblas_core():
+    """OpenBLAS's kernel family ('Haswell', 'SkylakeX', ...; threadpoolctl, a scikit-learn
+    dependency, tells), or '?'."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    cores = {lib.get("architecture") for lib in threadpool_info()
+             if lib.get("internal_api") == "openblas"}
+    return ", ".join(sorted(map(str, cores))) or "?"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", nargs="+", default=["auto", "Haswell", "SkylakeX"],
@@ -52,7 +65,7 @@ def main():
         env.pop("OPENBLAS_CORETYPE", None)
         if core != "auto":
             env["OPENBLAS_CORETYPE"] = core
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeat)], env=env,
+        out = subprocess.run([sys.executable, "-c", CHILD, str(args.repeat), HERE], env=env,
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"{core:<20}{r['core']:<12}{r['gemm']:>9.1f} GF/s{r['gram']:>12.1f} GF/s")

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from nngp_lut._core.config import KERNEL_TILE_ROWS  # noqa: E402
 from nngp_lut.kernel import _gram_into, deep_network  # noqa: E402
 from nngp_lut.tables import Integrator  # noqa: E402
+from bench.bench_blas import openblas_core  # noqa: E402
 from tests.naive import closed_form  # noqa: E402
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
@@ -111,14 +112,9 @@ def gram_seconds(x, tile=KERNEL_TILE_ROWS):
 
 
 def blas_description():
-    """OpenBLAS's kernel family (threadpoolctl, when installed) and OPENBLAS_CORETYPE."""
-    try:
-        from threadpoolctl import threadpool_info
-        core = ", ".join(str(lib.get("architecture")) for lib in threadpool_info()
-                         if lib.get("internal_api") == "openblas")
-    except ImportError:
-        core = "unknown"
-    return f"OpenBLAS kernels {core} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')})"
+    """OpenBLAS's kernel family and OPENBLAS_CORETYPE, for the header."""
+    return (f"OpenBLAS kernels {openblas_core()} "
+            f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')})")
 
 
 def ours(phi, x, depth, w, b, repeat):

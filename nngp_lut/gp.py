@@ -25,7 +25,7 @@ import numpy as np
 
 from . import linalg
 from .data import is_labels, standardize_rows, validate_inputs
-from .kernel import deep_network
+from .kernel import Activation, deep_network
 
 #: The paper's best settings on MNIST (Table 1): (n_train, phi) -> (depth, weight_var,
 #: bias_var, test accuracy).
@@ -152,10 +152,11 @@ class NNGPRegressor:
     def _fingerprint(self, x, ladder):
         h = hashlib.sha1()
         h.update(np.ascontiguousarray(x).tobytes())
-        table = self.network.steps[1].table if len(self.network.steps) > 1 else None
-        if table is not None:
-            h.update(f"{table.activation_name}|{table.activation_source}".encode())
-            h.update(np.ascontiguousarray(table.f_normalized).tobytes())
+        for layer in self.network.layer.layers():
+            if isinstance(layer, Activation):
+                h.update(repr(layer.key).encode())
+                h.update(np.ascontiguousarray(layer.table.f_normalized).tobytes())
+        h.update(repr(self.network).encode())
         h.update(repr((sorted(self.settings.items()), ladder)).encode())
         return h.hexdigest()[:16]
 

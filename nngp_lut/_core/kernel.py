@@ -1,9 +1,10 @@
-"""Fused tile kernels of the deep NNGP recursion.
+"""The fused tile executor: one Numba loop that interprets a compiled network.
 
-A tile arrives holding the input Gram and is transformed in place: a short run of entries at
-a time goes through every layer in buffers that stay in L1 (the affine step
-K <- bias_var + weight_var * K and the activation step K <- F(q_i, q_j, K / sqrt(q_i q_j))),
-so no full-size temporary is made per layer.  Two activation steps exist:
+A network of the layer algebra (nngp_lut/kernel/layers.py) compiles to a short program of
+ops on registers (nngp_lut/kernel/program.py).  A tile arrives holding the input Gram and is
+transformed in place: a short run of entries at a time goes through every op in registers
+that stay in L1 (NNGP and NTK side by side), so no full-size temporary is made per layer.
+Two activation steps exist:
 
 * ``slice``: F = sqrt(D_i D_j) * s_l(rho), with s_l a 1-D table of the normalised F in
   y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (rho = y sqrt(2 - y^2)).  Exact when every
@@ -72,71 +73,6 @@ def _row_end(i, nc, diag_offset):
     return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
 
 
-@njit(**JIT_PARALLEL)
-def slice_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, inv_sq_r, inv_sq_c,
-               sq_d_r, sq_d_c, slices, depth, slot, gslot, diag_offset):
-    """Deep kernel of one tile on the ``slice`` path, in place.
-
-    out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
-        On entry the input inner products <x_i, x_j> are in layer ``gslot``; the kernel at
-        depth l goes to out[slot[l]] (slot[l] >= 0).
-    row0 : index of the tile's first row in the per-row arrays.
-    inv_sq_r, inv_sq_c : (depth, n) 1 / sqrt(q^l) of the rows' and columns' inputs.
-    sq_d_r, sq_d_c : (depth, n) sqrt(E[phi^2](q^l)).
-    slices : (depth, M, 4) cubic coefficients of the normalised F in y at each layer.
-    slot : (depth + 1,) int64, the output layer of each depth, or -1 to skip it.
-    gslot : the layer holding the input Gram (read before anything is written there).
-    diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
-        panel): only j <= i + diag_offset is computed; -1 for a full tile.
-
-    Each row goes through the layers a run of COLUMN_RUN columns at a time, in three loops
-    per layer: the square roots (SIMD), the table look-ups (a gather, scalar), the scaling
-    (SIMD).  Split this way the compiler vectorises the first and last; fused it vectorises
-    none (3.5x slower, measured).
-    """
-    m = slices.shape[1]
-    triangle = diag_offset >= 0
-    steps = (nr + 1) // 2 if triangle else nr
-    for p in prange(steps):
-        buf = np.empty(COLUMN_RUN)
-        cell = np.empty(COLUMN_RUN, dtype=np.int64)
-        frac = np.empty(COLUMN_RUN)
-        for half in range(2):
-            i = _row_of(p, half, nr, triangle)
-            if i < 0:
-                continue
-            oi = out_row0 + i
-            ri = row0 + i
-            ncol = _row_end(i, out.shape[2], diag_offset)
-            for c0 in range(0, ncol, COLUMN_RUN):
-                r = min(ncol, c0 + COLUMN_RUN) - c0
-                for j in range(r):
-                    buf[j] = bias_var + weight_var * out[gslot, oi, c0 + j] * inv_d
-                if slot[0] >= 0:
-                    out[slot[0], oi, c0:c0 + r] = buf[:r]
-                for l in range(depth):
-                    a = inv_sq_r[l, ri]
-                    col_inv = inv_sq_c[l, c0:c0 + r]
-                    for j in range(r):
-                        rho = min(1.0, max(-1.0, buf[j] * a * col_inv[j]))
-                        y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                        u = (y + 1.0) * 0.5 * m
-                        k = min(int(u), m - 1)
-                        cell[j] = k
-                        frac[j] = u - k
-                    sl = slices[l]
-                    for j in range(r):
-                        k = cell[j]
-                        t = frac[j]
-                        frac[j] = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
-                    scale = weight_var * sq_d_r[l, ri]
-                    col_d = sq_d_c[l, c0:c0 + r]
-                    for j in range(r):
-                        buf[j] = bias_var + scale * frac[j] * col_d[j]
-                    if slot[l + 1] >= 0:
-                        out[slot[l + 1], oi, c0:c0 + r] = buf[:r]
-
-
 @njit(**JIT)
 def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa,
                         wb, wc):
@@ -151,19 +87,59 @@ def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q
     return interp3(f3, x30, dx3, math.log(q1), math.log(q2), w, wa, wb, wc)
 
 
-@njit(**JIT_PARALLEL)
-def general_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, q_r, q_c, sq_d_r,
-                 sq_d_c, f_n, x0, dx, degree, lin2, f3, x30, dx3, sqrt_axis, warp3, depth,
-                 slot, gslot, diag_offset):
-    """Deep kernel of one tile on the ``general`` path (any variances, any phi), in place.
+# Op codes of a compiled network (nngp_lut/kernel/program.py writes them; one row of
+# ``ops`` is [code, register a, argument b, argument c]).
+OP_INPUT = 0  # K[a] = <x_i, x_j> / d (the Gram in layer gslot), Theta[a] = 0
+OP_DENSE = 1  # Theta[a] = p2 K[a] + p3 + p0 Theta[a];  K[a] = p1 + p0 K[a]
+OP_ACTIVATION = 2  # K[a] = F(q_i, q_j, rho), Theta[a] *= Fdot; vectors from b, slice c or -1
+OP_NORMALIZE = 3  # K[a], Theta[a] *= v_i v_j with v = rows/cols vector b
+OP_COPY = 4  # register b = register a
+OP_ADD = 5  # register b += register a
+OP_SCALE = 6  # register a *= p0
+OP_OUTPUT = 7  # out[b] = K[a] (b >= 0), out[c] = Theta[a] (c >= 0)
 
-    q_r, q_c : (depth, n) variances q^l of the rows' and columns' inputs; the other
-    arguments as in :func:`slice_tile` and ``Table.interpolation_args()`` (``degree`` is
-    unused: homogeneous tables take the slice path).
+
+@njit(**JIT)
+def _cubic(sl, k, t):
+    return sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+
+
+@njit(**JIT_PARALLEL)
+def program_tile(out, out_row0, row0, nr, inv_d, ops, params, rows, cols, slices_f,
+                 slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3,
+                 n_regs, with_ntk, gslot, diag_offset):
+    """One tile of any compiled network, NNGP and (``with_ntk``) NTK, in place.
+
+    out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
+        On entry the input inner products <x_i, x_j> are in layer ``gslot``; OP_OUTPUT
+        writes the layers it names.
+    row0 : index of the tile's first row in ``rows``.
+    ops, params : (n_ops, 4) int64 and float64, the program (see the OP_ codes).
+    rows, cols : (n_vectors, n1), (n_vectors, n2) per-input vectors of the program: for an
+        activation at b, q, 1 / sqrt(q), sqrt(E[phi^2](q)), sqrt(E[phi'^2](q)).
+    slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
+        in y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (see slice_coefficients).
+    f_n ... warp3 : the table that activations without a slice (c = -1) interpolate
+        directly, as in ``Table.interpolation_args`` (F and Fdot share the grids).
+    diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
+        panel): only j <= i + diag_offset is computed; -1 for a full tile.
+
+    Each row runs through the program COLUMN_RUN columns at a time; the registers of a run
+    stay in L1.  Each op is a few short loops; the activation splits into square roots
+    (SIMD), look-ups (a gather, scalar) and scaling (SIMD), which the compiler vectorises
+    only when they are separate loops (3.5x faster than fused, measured).
     """
+    m = slices_f.shape[1]
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
+    n_ops = ops.shape[0]
     for p in prange(steps):
+        kk = np.empty((n_regs, COLUMN_RUN))
+        tt = np.empty((n_regs, COLUMN_RUN))
+        cell = np.empty(COLUMN_RUN, dtype=np.int64)
+        frac = np.empty(COLUMN_RUN)
+        f_val = np.empty(COLUMN_RUN)
+        d_val = np.empty(COLUMN_RUN)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
@@ -173,21 +149,100 @@ def general_tile(out, out_row0, row0, nr, inv_d, weight_var, bias_var, q_r, q_c,
                 continue
             oi = out_row0 + i
             ri = row0 + i
-            for j in range(_row_end(i, out.shape[2], diag_offset)):
-                if triangle and j == i + diag_offset:
-                    continue  # the diagonal comes from the variance recursion
-                k = bias_var + weight_var * out[gslot, oi, j] * inv_d
-                if slot[0] >= 0:
-                    out[slot[0], oi, j] = k
-                for l in range(depth):
-                    a = q_r[l, ri]
-                    b = q_c[l, j]
-                    rho = k / math.sqrt(a * b)
-                    fn = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
-                                             warp3, a, b, rho, wa, wb, wc)
-                    k = bias_var + weight_var * fn * sq_d_r[l, ri] * sq_d_c[l, j]
-                    if slot[l + 1] >= 0:
-                        out[slot[l + 1], oi, j] = k
+            ncol = _row_end(i, out.shape[2], diag_offset)
+            for c0 in range(0, ncol, COLUMN_RUN):
+                r = min(ncol, c0 + COLUMN_RUN) - c0
+                for o in range(n_ops):
+                    code = ops[o, 0]
+                    a = ops[o, 1]
+                    ka = kk[a]
+                    ta = tt[a]
+                    if code == OP_INPUT:
+                        for j in range(r):
+                            ka[j] = out[gslot, oi, c0 + j] * inv_d
+                            ta[j] = 0.0
+                    elif code == OP_DENSE:
+                        w = params[o, 0]
+                        b = params[o, 1]
+                        if with_ntk:
+                            ak = params[o, 2]
+                            c = params[o, 3]
+                            for j in range(r):
+                                ta[j] = ak * ka[j] + c + w * ta[j]
+                        for j in range(r):
+                            ka[j] = b + w * ka[j]
+                    elif code == OP_ACTIVATION:
+                        v = ops[o, 2]
+                        s = ops[o, 3]
+                        if s >= 0:
+                            inv_r = rows[v + 1, ri]
+                            inv_c = cols[v + 1, c0:c0 + r]
+                            for j in range(r):
+                                rho = min(1.0, max(-1.0, ka[j] * inv_r * inv_c[j]))
+                                y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                                u = (y + 1.0) * 0.5 * m
+                                k = min(int(u), m - 1)
+                                cell[j] = k
+                                frac[j] = u - k
+                            sf = slices_f[s]
+                            for j in range(r):
+                                f_val[j] = _cubic(sf, cell[j], frac[j])
+                            if with_ntk:
+                                sd = slices_df[s]
+                                for j in range(r):
+                                    d_val[j] = _cubic(sd, cell[j], frac[j])
+                        else:
+                            qa = rows[v, ri]
+                            for j in range(r):
+                                qb = cols[v, c0 + j]
+                                rho = min(1.0, max(-1.0, ka[j] / math.sqrt(qa * qb)))
+                                f_val[j] = _general_normalized(f_n, x0, dx, lin2, f3, x30,
+                                                               dx3, sqrt_axis, warp3, qa, qb,
+                                                               rho, wa, wb, wc)
+                                if with_ntk:
+                                    d_val[j] = _general_normalized(df_n, x0, dx, lin2, df3,
+                                                                   x30, dx3, sqrt_axis, warp3,
+                                                                   qa, qb, rho, wa, wb, wc)
+                        sr = rows[v + 2, ri]
+                        sc = cols[v + 2, c0:c0 + r]
+                        for j in range(r):
+                            ka[j] = sr * f_val[j] * sc[j]
+                        if with_ntk:
+                            er = rows[v + 3, ri]
+                            ec = cols[v + 3, c0:c0 + r]
+                            for j in range(r):
+                                ta[j] *= er * d_val[j] * ec[j]
+                    elif code == OP_NORMALIZE:
+                        v = ops[o, 2]
+                        sr = rows[v, ri]
+                        sc = cols[v, c0:c0 + r]
+                        for j in range(r):
+                            ka[j] *= sr * sc[j]
+                        if with_ntk:
+                            for j in range(r):
+                                ta[j] *= sr * sc[j]
+                    elif code == OP_COPY:
+                        kb = kk[ops[o, 2]]
+                        tb = tt[ops[o, 2]]
+                        for j in range(r):
+                            kb[j] = ka[j]
+                            tb[j] = ta[j]
+                    elif code == OP_ADD:
+                        kb = kk[ops[o, 2]]
+                        tb = tt[ops[o, 2]]
+                        for j in range(r):
+                            kb[j] += ka[j]
+                            tb[j] += ta[j]
+                    elif code == OP_SCALE:
+                        g = params[o, 0]
+                        for j in range(r):
+                            ka[j] *= g
+                            ta[j] *= g
+                    elif code == OP_OUTPUT:
+                        if ops[o, 2] >= 0:
+                            out[ops[o, 2], oi, c0:c0 + r] = ka[:r]
+                        if ops[o, 3] >= 0:
+                            out[ops[o, 3], oi, c0:c0 + r] = ta[:r]
 
 
 @njit(**JIT_PARALLEL)

@@ -1,0 +1,27 @@
+"""NNGP and NTK kernels of any network of layers, from F_phi tables.
+
+The package shows the split of the work:
+
+    record.py     the kernel record (NNGP, NTK, both diagonals) that layers map
+    layers.py     the layer algebra: Dense, Activation, LayerNorm, ..., serial, parallel
+    program.py    a network compiled into ops for the fused tile executor
+    executor.py   tiling, memory budget, HDF5 streaming and progress around any kernel
+    network.py    Network (fused and layer-by-layer kernels) and the public functions
+
+References
+----------
+Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
+Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
+Novak et al., "Neural Tangents: Fast and Easy Infinite Neural Networks in Python", ICLR 2020.
+"""
+
+from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
+                     FanOut, Identity, Layer, LayerNorm, parallel, repeat, serial)
+from .network import (DEFAULT_MEMORY, Network, _gram_into, deep_network, nngp_diag,
+                      nngp_kernel, ntk_kernel)
+from .record import Kernels
+
+__all__ = ["DEFAULT_MEMORY", "Activation", "ArchitectureError", "Dense", "Dropout",
+           "FanInConcat", "FanInSum", "FanOut", "Identity", "Kernels", "Layer", "LayerNorm",
+           "Network", "deep_network", "nngp_diag", "nngp_kernel", "ntk_kernel", "parallel",
+           "repeat", "serial"]

@@ -1,0 +1,304 @@
+"""Networks: NNGP and NTK kernels of any composition of layers, fused or layer by layer.
+
+:class:`Network` wraps a layer of the algebra (nngp_lut/kernel/layers.py).  Its
+:meth:`~Network.kernel` compiles the layers into a program (program.py) that one Numba tile
+loop interprets, after BLAS has written the input Gram X1 X2^T into the result; the tiling,
+the memory budget and HDF5 streaming come from executor.py.  :meth:`~Network.layerwise`
+applies the layers to full matrices one after another: the readable reference that the
+fused path is tested against.
+
+References
+----------
+Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
+Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
+"""
+
+import numpy as np
+
+from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
+from ..data import standardize_rows, validate_inputs
+from . import executor
+from .layers import Activation, Dense, Layer, deep_network as _deep_layers, readouts
+from .program import NotFusable, compile_network, run_program
+from .record import input_kernels
+
+#: Default memory budget for a kernel matrix kept in RAM.
+DEFAULT_MEMORY = "4GB"
+#: The kernels a network gives.
+KINDS = ("nngp", "ntk")
+
+
+def _kinds(get):
+    kinds = (get,) if isinstance(get, str) else tuple(get)
+    if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise ValueError(f"get must be 'nngp', 'ntk' or both as a tuple, got {get!r}")
+    return kinds
+
+
+class Network:
+    """The NNGP and NTK of a network of layers.
+
+    Parameters
+    ----------
+    layer : Layer
+        The network (usually a ``serial(...)``); its *depths* are the Dense layers of its
+        main chain, numbered from 0 (for ``deep_network`` depth l is the l-th hidden layer's
+        pre-activation, l = 0..L).
+    """
+
+    def __init__(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"expected a layer, got {type(layer).__name__}")
+        self.layer = layer
+        self.depth = len(readouts(layer)) - 1
+
+    def __repr__(self):
+        return f"Network({self.layer!r})"
+
+    # -- the layer-by-layer reference --------------------------------------------------------
+    def _walk(self, k, kinds, all_depths, pairs):
+        outs, chain = [], self.layer.layers()
+        for layer in chain:
+            k = layer.apply(k)
+            if isinstance(layer, Dense):
+                outs.append(k)
+        if not all_depths:
+            outs = [k]
+        if isinstance(k, tuple):
+            raise ValueError("the network ends in branches: join them with FanInSum()")
+        field = {"nngp": "nngp", "ntk": "ntk"} if pairs else {"nngp": "var1", "ntk": "ntk_var1"}
+        res = tuple(np.stack([getattr(o, field[kind]) for o in outs]) for kind in kinds)
+        res = res if all_depths else tuple(r[0] for r in res)
+        return res
+
+    def layerwise(self, x1, x2=None, *, get="nngp", all_depths=False):
+        """The kernel step by step on full matrices (the reference of :meth:`kernel`).
+
+        Returns one array per kind of ``get`` (a tuple when ``get`` is a tuple); with
+        ``all_depths`` each is stacked over the depths, shape (depth + 1, n1, n2).
+        """
+        kinds = _kinds(get)
+        x1, x2, same = _inputs(x1, x2)
+        k = input_kernels(x1, None if same else x2, ntk="ntk" in kinds)
+        res = self._walk(k, kinds, all_depths, True)
+        return res[0] if isinstance(get, str) else res
+
+    def diagonal(self, x, *, get="nngp", all_depths=False):
+        """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
+        kinds = _kinds(get)
+        x = validate_inputs(x, "x")
+        res = self._walk(input_kernels(x, ntk="ntk" in kinds, pairs=False), kinds, all_depths,
+                         False)
+        return res[0] if isinstance(get, str) else res
+
+    def variances(self, x):
+        """K^l(x, x) for every depth l, shape (depth + 1, n)."""
+        return self.diagonal(x, all_depths=True)
+
+    # -- fused --------------------------------------------------------------------------------
+    def kernel(self, x1, x2=None, *, get="nngp", all_depths=False, depths=None,
+               memory=DEFAULT_MEMORY, out=None, tile_rows=KERNEL_TILE_ROWS, gram=None,
+               progress=None):
+        """The kernel(s) of x1 against x2, fused over layers.
+
+        Parameters
+        ----------
+        x1, x2 : array_like (n1, d), (n2, d)
+            Inputs; ``x2=None`` is the symmetric case (each pair computed once).
+        get : {"nngp", "ntk"} or tuple of them
+            Which kernels; both come from one pass that shares the table look-ups.
+        all_depths : bool
+            Every depth 0..depth stacked, shape (depth + 1, n1, n2), from one pass.
+        depths : sequence of int, optional
+            Only these depths, stacked in this order, from one pass.
+        memory : int or str
+            Budget for the result in RAM ("4GB", "500MB", bytes); a larger result is
+            streamed tile by tile into the HDF5 dataset ``kernel`` of ``out`` (one kind).
+        out : path, optional
+            HDF5 file for a result above the budget (then required).
+        tile_rows : int
+            Rows per tile.
+        gram : array (n1, n2), optional
+            The input Gram x1 x2^T, when the caller has it already (a hyper-parameter
+            search reuses it for every setting).
+        progress : callable, optional
+            ``progress(done, total)``, in rows (each row counts once per phase).
+
+        Returns
+        -------
+        numpy.ndarray, tuple of them, or str
+            One array per kind of ``get`` (a tuple when ``get`` is a tuple), or the path of
+            the HDF5 file the result was streamed to.
+        """
+        kinds = _kinds(get)
+        stacked = all_depths or depths is not None
+        wanted = list(range(self.depth + 1)) if all_depths else (
+            [self.depth] if depths is None else [int(l) for l in depths])
+        if not wanted or min(wanted) < 0 or max(wanted) > self.depth:
+            raise ValueError(f"depths must lie in 0..{self.depth}")
+        if len(set(wanted)) != len(wanted):
+            raise ValueError("depths must not repeat")
+        x1, x2, same = _inputs(x1, x2)
+        n1, n2 = x1.shape[0], x2.shape[0]
+        if gram is not None and np.shape(gram) != (n1, n2):
+            raise ValueError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
+        if out is not None and len(kinds) > 1:
+            raise ValueError("stream one kernel at a time to HDF5 (get='nngp' or 'ntk')")
+        n_layers = len(wanted) * len(kinds)
+        slot = {depth: tuple(s * len(kinds) + kinds.index(k) if k in kinds else -1
+                             for k in KINDS) for s, depth in enumerate(wanted)}
+        with_ntk = "ntk" in kinds
+        d1 = input_kernels(x1, ntk=with_ntk, pairs=False)
+        d2 = d1 if same else input_kernels(x2, ntk=with_ntk, pairs=False)
+        try:
+            prog = compile_network(self.layer, d1, d2, slot, with_ntk)
+        except NotFusable:
+            phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
+        else:
+            phases = [self._gram_phase(x1, x2, same, gram),
+                      self._program_phase(prog, x1, same, kinds, wanted)]
+        result = executor.tiled(phases, n_layers, n1, n2, same, memory=memory, out=out,
+                                tile_rows=tile_rows, progress=progress)
+        if isinstance(result, str):
+            return result
+        res = tuple(result[kinds.index(k)::len(kinds)] for k in kinds)
+        res = res if stacked else tuple(r[0] for r in res)
+        return res[0] if isinstance(get, str) else res
+
+    @staticmethod
+    def _gram_phase(x1, x2, same, gram):
+        def phase(block, row0, r0, r1):
+            c1 = r1 if same else x2.shape[0]  # symmetric: the lower panel only
+            dest = block[0, row0:row0 + r1 - r0, :c1]
+            if gram is None:
+                _gram_into(dest, x1, x2, r0, r1, c1, same)
+            else:
+                dest[...] = gram[r0:r1, :c1]
+        return phase
+
+    @staticmethod
+    def _program_phase(prog, x1, same, kinds, wanted):
+        inv_d = 1.0 / x1.shape[1]
+        # The exact diagonal of a symmetric result, from the diagonal recursion.
+        diag = [getattr(prog.diag1[depth], {"nngp": "var1", "ntk": "ntk_var1"}[k])
+                for depth in wanted for k in kinds] if same else None
+
+        def phase(block, row0, r0, r1):
+            run_program(prog, block, row0, r0, r1 - r0, inv_d, 0, r0 if same else -1)
+            if same:
+                idx = np.arange(r1 - r0)
+                for layer, values in enumerate(diag):
+                    block[layer, row0 + idx, r0 + idx] = values[r0:r1]
+        return phase
+
+    def _layerwise_phase(self, x1, x2, kinds, wanted):
+        def phase(block, row0, r0, r1):
+            res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
+            for s, depth in enumerate(wanted):
+                for i, kind in enumerate(kinds):
+                    block[s * len(kinds) + i, row0:row0 + r1 - r0] = \
+                        res[i][depth][:, :block.shape[2]]
+        return phase
+
+
+def deep_network(phi, depth, weight_var, bias_var):
+    """The fully connected network of ``depth`` hidden layers (DESIGN.md section 1) as a
+    :class:`Network`; ``phi`` is an activation, a :class:`~nngp_lut.Table` or a path."""
+    return Network(_deep_layers(phi, depth, weight_var, bias_var))
+
+
+def _network(network, phi, depth, weight_var, bias_var):
+    if network is not None:
+        if any(v is not None for v in (depth, weight_var, bias_var)):
+            raise ValueError("give either network= or depth/weight_var/bias_var, not both")
+        return network if isinstance(network, Network) else Network(network)
+    if None in (depth, weight_var, bias_var):
+        raise ValueError("give network=, or depth, weight_var and bias_var")
+    return deep_network(phi, depth, weight_var, bias_var)
+
+
+def nngp_kernel(x1, x2=None, *, phi="relu", depth=None, weight_var=None, bias_var=None,
+                network=None, get="nngp", standardize=False, all_depths=False,
+                memory=DEFAULT_MEMORY, out=None, progress=None):
+    """The NNGP kernel K(x1, x2) of a deep fully connected network, or of any ``network``.
+
+    Parameters
+    ----------
+    x1, x2 : array_like (n, d)
+        Inputs; ``x2=None`` computes the symmetric kernel of x1 with itself.
+    phi : str, Activation, Table or path
+        The activation, or its table (the fully connected network).
+    depth : int
+        Hidden layers L (0: the linear model on the inputs).
+    weight_var, bias_var : float
+        sigma_w^2 and sigma_b^2.
+    network : Network or Layer, optional
+        Any network of the layer algebra instead of the fully connected one.
+    get : {"nngp", "ntk"} or tuple
+        The kernel(s) to return (:func:`ntk_kernel` is ``get="ntk"``).
+    standardize : bool
+        Standardise each input across its features first (subtract its mean, divide by its
+        standard deviation), as the paper's code does; off by default.
+    all_depths, memory, out, progress
+        See :meth:`Network.kernel`.
+
+    References
+    ----------
+    Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
+    """
+    if standardize:
+        x1 = standardize_rows(x1, "x1")
+        x2 = None if x2 is None else standardize_rows(x2, "x2")
+    net = _network(network, phi, depth, weight_var, bias_var)
+    return net.kernel(x1, x2, get=get, all_depths=all_depths, memory=memory, out=out,
+                      progress=progress)
+
+
+def ntk_kernel(x1, x2=None, **kwargs):
+    """The neural tangent kernel Theta(x1, x2) (NTK parameterisation unless the network's
+    Dense layers say otherwise); arguments as :func:`nngp_kernel`.
+
+    References
+    ----------
+    Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1:
+    Theta^l = K^l + weight_var * E[phi'(u) phi'(v)] * Theta^{l-1}.
+    """
+    return nngp_kernel(x1, x2, get="ntk", **kwargs)
+
+
+def nngp_diag(x, *, phi="relu", depth=None, weight_var=None, bias_var=None, network=None,
+              get="nngp", standardize=False):
+    """K(x, x) for each input (the diagonal of :func:`nngp_kernel`; ``get="ntk"`` for the
+    NTK's)."""
+    if standardize:
+        x = standardize_rows(x, "x")
+    return _network(network, phi, depth, weight_var, bias_var).diagonal(x, get=get)
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+def _inputs(x1, x2):
+    x1 = validate_inputs(x1, "x1")
+    if x2 is None:
+        return x1, x1, True
+    x2 = validate_inputs(x2, "x2")
+    if x2.shape[1] != x1.shape[1]:
+        raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
+    return x1, x2, False
+
+
+def _gram_into(dest, x1, x2, r0, r1, c1, same):
+    """dest = x1[r0:r1] x2[:c1]^T by BLAS, written in place (no temporary).  Symmetric
+    panels make only the lower triangle of their diagonal block, in strips of
+    GRAM_DIAG_ROWS rows (the upper triangle is mirrored later)."""
+    if not same:
+        np.matmul(x1[r0:r1], x2[:c1].T, out=dest)
+        return
+    if r0:
+        np.matmul(x1[r0:r1], x1[:r0].T, out=dest[:, :r0])
+    for a in range(r0, r1, GRAM_DIAG_ROWS):
+        e = min(r1, a + GRAM_DIAG_ROWS)
+        np.matmul(x1[a:e], x1[r0:e].T, out=dest[a - r0:e - r0, r0:e])
+
+
+__all__ = ["DEFAULT_MEMORY", "Activation", "Network", "deep_network", "nngp_diag",
+           "nngp_kernel", "ntk_kernel"]

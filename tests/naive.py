@@ -61,6 +61,42 @@ def closed_form(name, q1, q2, rho):
     raise KeyError(name)
 
 
+def closed_form_dot(name, q1, q2, rho):
+    """Closed forms of Fdot = E[phi'(u) phi'(v)] (DESIGN.md section 6), vectorised."""
+    q1, q2, rho = np.broadcast_arrays(*(np.asarray(a, float) for a in (q1, q2, rho)))
+    if name == "relu":
+        return (np.pi - np.arccos(np.clip(rho, -1, 1))) / (2 * np.pi)
+    if name == "erf":
+        c = rho * np.sqrt(q1 * q2)
+        return 4 / (np.pi * np.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c))
+    if name == "identity":
+        return np.ones_like(rho)
+    raise KeyError(name)
+
+
+def exact_kernels(name, x1, x2, depth, w, b):
+    """NNGP and NTK of the fully connected network by the recursions of DESIGN.md sections 1
+    and 6 with the closed forms (numpy, full matrices).  ``x2=None``: the symmetric case,
+    whose diagonal correlations are exactly 1."""
+    same = x2 is None
+    x2 = x1 if same else x2
+    d = x1.shape[1]
+    k = b + w * x1 @ x2.T / d
+    q1 = b + w * np.sum(x1 * x1, 1) / d
+    q2 = b + w * np.sum(x2 * x2, 1) / d
+    t = k.copy()
+    for _ in range(depth):
+        rho = np.clip(k / np.sqrt(np.outer(q1, q2)), -1, 1)
+        if same:
+            np.fill_diagonal(rho, 1.0)
+        t = b + w * closed_form(name, q1[:, None], q2[None, :], rho) + \
+            w * closed_form_dot(name, q1[:, None], q2[None, :], rho) * t
+        k = b + w * closed_form(name, q1[:, None], q2[None, :], rho)
+        q1 = b + w * closed_form(name, q1, q1, 1.0)
+        q2 = b + w * closed_form(name, q2, q2, 1.0)
+    return k, t
+
+
 def scalar(name):
     """Plain-Python phi of a built-in, for the reference integrator."""
     return {

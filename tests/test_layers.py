@@ -13,8 +13,14 @@ from .naive import exact_kernels
 #: max |Theta - Theta_exact| / sqrt(Theta(x,x) Theta(x',x')) against the closed forms.
 TOL_RELU = 1e-9
 TOL_ERF = 1e-6
+#: The same on raw inputs (the 3-D derivative table, 1e-6 per layer, adds up over 20 layers).
+TOL_ERF_UNEQUAL = 1e-5
 #: Fused against layer-by-layer (the same tables; relative to the diagonal scale).
 TOL_FUSED = 1e-7
+#: K(X) against K(X, X): equal up to BLAS summation order, except that K(X, X) meets the
+#: correlation 1 - O(1e-16) at identical inputs, where E[phi'(u) phi'(v)] of a kinked phi
+#: has a square-root singularity (relu: (pi - arccos rho) / 2 pi), so the NTK moves ~1e-8.
+TOL_SAME = {"nngp": 1e-12, "ntk": 1e-7}
 
 
 def relative_error(k, exact):
@@ -74,8 +80,9 @@ def test_erf_ntk_closed_form(data, which, depth):
     k, t = nngp_kernel(x, phi="erf", depth=depth, weight_var=1.6, bias_var=0.1,
                        get=("nngp", "ntk"))
     ek, et = exact_kernels("erf", x, None, depth, 1.6, 0.1)
-    assert relative_error(t, et) <= TOL_ERF
-    assert relative_error(k, ek) <= TOL_ERF
+    tol = TOL_ERF if which == "std" else TOL_ERF_UNEQUAL
+    assert relative_error(t, et) <= tol
+    assert relative_error(k, ek) <= tol
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
@@ -100,7 +107,7 @@ def test_kernel_identities(data, name):
         k = net.kernel(raw, get=kind)
         np.testing.assert_array_equal(k, k.T)
         np.testing.assert_allclose(k, net.kernel(raw, raw, get=kind), rtol=0,
-                                   atol=1e-12 * np.abs(k).max())
+                                   atol=TOL_SAME[kind] * np.abs(k).max())
         np.testing.assert_array_equal(np.diag(k), net.diagonal(raw, get=kind))
         assert np.linalg.eigvalsh(k).min() >= -1e-10 * np.trace(k)
 

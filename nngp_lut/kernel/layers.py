@@ -354,7 +354,15 @@ def deep_network(phi, depth, weight_var, bias_var):
     return serial(dense, repeat(serial(Activation(phi), dense), int(depth)))
 
 
-def readouts(network):
-    """The Dense layers of the network's main chain, in order: the points where
-    ``all_depths`` reads the kernel (depth l is the l-th of them, from 0)."""
-    return [layer for layer in network.layers() if isinstance(layer, Dense)]
+def readout_points(network):
+    """Where the kernel is read out along the network's main chain (the top-level serial,
+    nested serials flattened): after each Dense, and at the end.  ``all_depths`` returns
+    one kernel per point; depth l is the l-th (for ``deep_network``, the pre-activations of
+    hidden layer l, l = 0..L).  Returns the chain and the indices of its readout layers."""
+    chain = network.layers()
+    if not chain:
+        raise ArchitectureError("the network has no layers")
+    points = [i for i, layer in enumerate(chain) if isinstance(layer, Dense)]
+    if not points or points[-1] != len(chain) - 1:
+        points.append(len(chain) - 1)
+    return chain, points

@@ -18,7 +18,7 @@ import numpy as np
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
 from . import executor
-from .layers import Activation, Dense, Layer, deep_network as _deep_layers, readouts
+from .layers import Activation, ArchitectureError, Layer, deep_network as _deep_layers, readout_points
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
 
@@ -50,22 +50,22 @@ class Network:
         if not isinstance(layer, Layer):
             raise TypeError(f"expected a layer, got {type(layer).__name__}")
         self.layer = layer
-        self.depth = len(readouts(layer)) - 1
+        self.depth = len(readout_points(layer)[1]) - 1
 
     def __repr__(self):
         return f"Network({self.layer!r})"
 
     # -- the layer-by-layer reference --------------------------------------------------------
     def _walk(self, k, kinds, all_depths, pairs):
-        outs, chain = [], self.layer.layers()
-        for layer in chain:
+        chain, points = readout_points(self.layer)
+        outs = []
+        for index, layer in enumerate(chain):
             k = layer.apply(k)
-            if isinstance(layer, Dense):
+            if index in points and (all_depths or index == points[-1]):
+                if isinstance(k, tuple):
+                    raise ArchitectureError("the network ends in branches: join them with "
+                                            "FanInSum() or FanInConcat()")
                 outs.append(k)
-        if not all_depths:
-            outs = [k]
-        if isinstance(k, tuple):
-            raise ValueError("the network ends in branches: join them with FanInSum()")
         field = {"nngp": "nngp", "ntk": "ntk"} if pairs else {"nngp": "var1", "ntk": "ntk_var1"}
         res = tuple(np.stack([getattr(o, field[kind]) for o in outs]) for kind in kinds)
         res = res if all_depths else tuple(r[0] for r in res)

@@ -15,7 +15,7 @@ from .._core import kernel as _kern
 from .._core.config import SHARED_VARIANCE_RTOL, SLICE_INTERVALS
 from .._core.interp import normalized_many
 from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
-                     FanOut, Identity, LayerNorm, Parallel, Serial)
+                     FanOut, Identity, LayerNorm, Parallel, Serial, readout_points)
 
 #: Registers a program may use (a branch each): fixed so the interpreter's buffers are small.
 MAX_REGISTERS = 16
@@ -48,17 +48,14 @@ def _slice_grid():
 
 
 class _Compiler:
-    def __init__(self, with_ntk, readouts):
+    def __init__(self, with_ntk):
         self.with_ntk = with_ntk
-        self.readouts = readouts  # {index of a Dense in the main chain: (nngp slot, ntk slot)}
         self.ops, self.params = [], []
         self.rows, self.cols = [], []
         self.slices_f, self.slices_df, self.slice_keys = [], [], {}
         self.general = None
-        self.free = list(range(MAX_REGISTERS))
+        self.free = list(range(1, MAX_REGISTERS))  # register 0 holds the main chain
         self.n_regs = 1
-        self.diag1, self.diag2 = {}, {}
-        self.chain_index = 0
 
     def emit(self, code, a, b=0, c=0, params=(0.0, 0.0, 0.0, 0.0)):
         self.ops.append((code, a, b, c))
@@ -80,29 +77,23 @@ class _Compiler:
         return reg
 
     # -- one layer ----------------------------------------------------------------------------
-    def layer(self, layer, reg, d1, d2, main):
+    def layer(self, layer, reg, d1, d2):
         """Emit ``layer`` on register(s) ``reg`` with diagonal records d1, d2 (tuples for
         branches).  Returns the new (reg, d1, d2)."""
         if isinstance(layer, Serial):
             for child in layer.children:
-                reg, d1, d2 = self.layer(child, reg, d1, d2, main)
+                reg, d1, d2 = self.layer(child, reg, d1, d2)
             return reg, d1, d2
         if isinstance(layer, Parallel):
             if not isinstance(reg, tuple) or len(reg) != len(layer.children):
                 layer.apply(d1)  # raises the ArchitectureError that says what is wrong
-            out = [self.layer(ch, r, a, b, False)
+            out = [self.layer(ch, r, a, b)
                    for ch, r, a, b in zip(layer.children, reg, d1, d2)]
             return tuple(zip(*out))
         new1, new2 = layer.apply(d1), layer.apply(d2)
         if isinstance(layer, Dense):
             a, c = layer.ntk_coefficients(d1.width) if self.with_ntk else (0.0, 0.0)
             self.emit(_kern.OP_DENSE, reg, params=(layer.weight_var, layer.bias, a, c))
-            if main:
-                slots = self.readouts.get(self.chain_index)
-                if slots is not None:
-                    self.emit(_kern.OP_OUTPUT, reg, *slots)
-                    self.diag1[self.chain_index], self.diag2[self.chain_index] = new1, new2
-                self.chain_index += 1
         elif isinstance(layer, Activation):
             self.activation(layer.table, reg, d1, d2)
         elif isinstance(layer, LayerNorm):
@@ -178,8 +169,8 @@ def compile_network(network, d1, d2, readouts, with_ntk):
     d1, d2 : Kernels
         Diagonal-only records of the two input sets (``record.input_kernels(pairs=False)``).
     readouts : dict
-        {index of a Dense in the main chain: (nngp output layer, ntk output layer)}, -1 for
-        "not wanted".
+        {depth: (nngp output layer, ntk output layer)} (-1: not wanted), depths numbered as
+        ``layers.readout_points`` does.
     with_ntk : bool
 
     Raises
@@ -187,16 +178,19 @@ def compile_network(network, d1, d2, readouts, with_ntk):
     NotFusable
         When a layer has no op (the caller then runs the network layer by layer).
     """
-    comp = _Compiler(with_ntk, readouts)
+    comp = _Compiler(with_ntk)
     comp.emit(_kern.OP_INPUT, 0)
-    reg, _, _ = comp.layer(network, 0, d1, d2, True)
-    if isinstance(reg, tuple):
-        raise ArchitectureError("the network ends in branches: join them with FanInSum() or "
-                                "FanInConcat()")
-    missing = set(readouts) - set(comp.diag1)
-    if missing:
-        raise ArchitectureError(f"the network has {comp.chain_index} Dense layers in its "
-                                f"main chain; depth {max(missing)} does not exist")
+    chain, points = readout_points(network)
+    reg, diag1, diag2 = 0, {}, {}
+    for index, layer in enumerate(chain):
+        reg, d1, d2 = comp.layer(layer, reg, d1, d2)
+        depth = points.index(index) if index in points else None
+        if depth in readouts:
+            if isinstance(reg, tuple):
+                raise ArchitectureError("the network ends in branches: join them with "
+                                        "FanInSum() or FanInConcat()")
+            comp.emit(_kern.OP_OUTPUT, reg, *readouts[depth])
+            diag1[depth], diag2[depth] = d1, d2
     n_slices = max(1, len(comp.slices_f))
     empty = np.zeros((n_slices, SLICE_INTERVALS, 4))
     slices_f = np.stack(comp.slices_f) if comp.slices_f else empty
@@ -205,8 +199,7 @@ def compile_network(network, d1, d2, readouts, with_ntk):
     cols = np.stack(comp.cols) if comp.cols else np.zeros((1, d2.var1.size))
     return Program(np.array(comp.ops, dtype=np.int64), np.array(comp.params, dtype=np.float64),
                    np.ascontiguousarray(rows), np.ascontiguousarray(cols), slices_f, slices_df,
-                   comp.table_args(), comp.n_regs, with_ntk,
-                   comp.diag1, comp.diag2)
+                   comp.table_args(), comp.n_regs, with_ntk, diag1, diag2)
 
 
 def run_program(prog, out, out_row0, row0, nr, inv_d, gslot, diag_offset):

@@ -1,10 +1,18 @@
-"""Exact GP regression and classification with deep NNGP kernels.
+"""Exact GP regression and classification with deep NNGP and NTK kernels.
 
 The posterior of Lee et al. (2018), eq. (4), with train inputs D, targets t and noise
 variance sigma_eps^2 (the "jitter"):
 
     mean(x*) = K_{x*,D} (K_{D,D} + sigma_eps^2 I)^{-1} t
     var(x*)  = K_{x*,x*} - K_{x*,D} (K_{D,D} + sigma_eps^2 I)^{-1} K_{D,x*}
+
+With ``kernel="ntk"`` it is the distribution of an infinitely wide network trained to
+convergence by gradient descent on the squared loss from random initialisation (Lee et al.
+2019, "Wide neural networks of any depth evolve as linear models", eq. 16 at t = infinity),
+with Theta the NTK, K the NNGP and a(x*) = (Theta_{D,D} + sigma_eps^2 I)^{-1} Theta_{D,x*}:
+
+    mean(x*) = Theta_{x*,D} (Theta_{D,D} + sigma_eps^2 I)^{-1} t
+    var(x*)  = K_{x*,x*} + a^T K_{D,D} a - 2 a^T K_{D,x*}
 
 K_{D,D} is factored by the blocked Cholesky of :mod:`nngp_lut.linalg` (in RAM or out of
 core) from kernel tiles made on demand; K_{x*,D} is made in row blocks and never held whole.
@@ -25,7 +33,8 @@ import numpy as np
 
 from . import linalg
 from .data import is_labels, standardize_rows, validate_inputs
-from .kernel import Activation, deep_network
+from .kernel import Activation, Network, deep_network
+from .kernel.network import KINDS
 
 #: The paper's best settings on MNIST (Table 1): (n_train, phi) -> (depth, weight_var,
 #: bias_var, test accuracy).
@@ -54,14 +63,19 @@ def jitter_ladder(rule, diag_mean=1.0):
 
 
 class NNGPRegressor:
-    """Exact GP regression with the deep NNGP kernel of a fully connected network.
+    """Exact GP regression with the NNGP (or NTK) of a deep network.
 
     Parameters
     ----------
     phi : str, Activation, Table or path
         The activation or its table.
     depth, weight_var, bias_var
-        The network (DESIGN.md section 1).
+        The fully connected network (DESIGN.md section 1).
+    network : Network or Layer, optional
+        Any network of the layer algebra (:mod:`nngp_lut.kernel`); it replaces phi, depth,
+        weight_var and bias_var.
+    kernel : {"nngp", "ntk"}
+        The Bayesian posterior of the NNGP, or the NTK's gradient-descent ensemble.
     standardize : bool
         Standardise each input across its features first (the paper's code).
     jitter : "absolute", "relative" or float
@@ -84,11 +98,17 @@ class NNGPRegressor:
         Seconds in "kernel" (train tiles), "cholesky" and "solve".
     """
 
-    def __init__(self, phi="relu", depth=1, weight_var=1.0, bias_var=0.0, *,
-                 standardize=False, jitter="absolute", memory="auto", scratch=None,
-                 resume=False, tile=None, progress=None):
-        self.network = deep_network(phi, depth, weight_var, bias_var)
-        self.settings = dict(depth=depth, weight_var=weight_var, bias_var=bias_var,
+    def __init__(self, phi="relu", depth=1, weight_var=1.0, bias_var=0.0, *, network=None,
+                 kernel="nngp", standardize=False, jitter="absolute", memory="auto",
+                 scratch=None, resume=False, tile=None, progress=None):
+        if kernel not in KINDS:
+            raise ValueError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
+        if network is None:
+            self.network = deep_network(phi, depth, weight_var, bias_var)
+        else:
+            self.network = network if isinstance(network, Network) else Network(network)
+        self.kernel = kernel
+        self.settings = dict(network=repr(self.network), kernel=kernel,
                              standardize=standardize, jitter=jitter)
         self.standardize = standardize
         self.jitter = jitter
@@ -113,16 +133,16 @@ class NNGPRegressor:
             raise ValueError("the targets have a NaN or inf value")
         n = x.shape[0]
         self.x_train_ = x
-        self.diag_train_ = self.network.variances(x)[-1]
+        self.diag_train_ = self.network.diagonal(x, get=self.kernel)
         timings = {"kernel": 0.0}
-        net = self.network
+        net, get = self.network, self.kernel
 
         def make_tile(rows, cols):
             t0 = time.perf_counter()
             # net.kernel returns C order; the transpose of K(cols, rows) is the
             # Fortran-ordered tile K(rows, cols) that LAPACK wants, without a copy.
-            tile = (net.kernel(x[rows[0]:rows[1]]) if rows == cols
-                    else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]])).T
+            tile = (net.kernel(x[rows[0]:rows[1]], get=get) if rows == cols
+                    else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]], get=get)).T
             timings["kernel"] += time.perf_counter() - t0
             return tile
 
@@ -172,22 +192,41 @@ class NNGPRegressor:
         n, m = self.x_train_.shape[0], x.shape[0]
         mean = np.empty((m, self.alpha_.shape[1]))
         var = np.empty(m) if return_variance else None
-        prior = self.network.variances(x)[-1] if return_variance else None
+        prior = self.network.diagonal(x) if return_variance else None
+        ntk = self.kernel == "ntk"
+        get = ("ntk", "nngp") if ntk and return_variance else self.kernel
         rows = self._block_rows(n)
         for r0 in range(0, m, rows):
             r1 = min(m, r0 + rows)
-            k = self.network.kernel(x[r0:r1], self.x_train_)  # (block, n)
-            mean[r0:r1] = k @ self.alpha_
-            if return_variance:
+            k = self.network.kernel(x[r0:r1], self.x_train_, get=get)  # (block, n)
+            mean[r0:r1] = (k[0] if isinstance(get, tuple) else k) @ self.alpha_
+            if return_variance and not ntk:
                 v = self.factor_.solve_lower(k.T)
                 var[r0:r1] = prior[r0:r1] - np.einsum("ij,ij->j", v, v)
+            elif return_variance:
+                theta, nngp = k
+                a = self.factor_.solve(theta.T)  # (n, block)
+                var[r0:r1] = (prior[r0:r1] + np.einsum("ij,ij->j", a, self._nngp_train_dot(a))
+                              - 2.0 * np.einsum("ji,ij->j", nngp, a))
             if self.progress:
                 self.progress("predict", r1, m)
         return (mean, var) if return_variance else mean
 
+    def _nngp_train_dot(self, a):
+        """K_{D,D} a, with K_{D,D} the NNGP of the training inputs made in row panels."""
+        x, out = self.x_train_, np.empty_like(a)
+        rows = self._block_rows(x.shape[0])
+        for r0 in range(0, x.shape[0], rows):
+            r1 = min(x.shape[0], r0 + rows)
+            out[r0:r1] = self.network.kernel(x[r0:r1], x) @ a
+        return out
+
     def log_marginal_likelihood(self):
         """log p(t | X) = -1/2 t^T alpha - 1/2 log det(K + jitter I) - n/2 log 2 pi, summed
-        over the outputs (Rasmussen & Williams, eq. 2.30)."""
+        over the outputs (Rasmussen & Williams, eq. 2.30).  NNGP only: the NTK is not a
+        prior covariance."""
+        if self.kernel != "nngp":
+            raise ValueError("the marginal likelihood is defined for kernel='nngp' only")
         return log_evidence(self.y_train_, self.alpha_, self.factor_.logdet())
 
     def close(self):
@@ -247,10 +286,11 @@ def regression_targets(y_train, y_other):
             y_other.reshape(len(y_other), -1).astype(np.float64))
 
 
-def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_var,
-             standardize=True, jitter="absolute", variance=False, memory="auto",
-             scratch=None, resume=False, progress=None):
-    """Fit on the training set and score the test set.
+def evaluate(x_train, y_train, x_test, y_test, *, phi="relu", depth=None, weight_var=None,
+             bias_var=None, network=None, kernel="nngp", standardize=True, jitter="absolute",
+             variance=False, memory="auto", scratch=None, resume=False, progress=None):
+    """Fit on the training set and score the test set, with the fully connected network
+    (phi, depth, weight_var, bias_var) or any ``network``, and the NNGP or NTK ``kernel``.
 
     Integer labels are classification: regression on one-hot targets minus the training mean
     (-0.1 / 0.9 for ten balanced classes), accuracy of the argmax of the posterior mean, and
@@ -261,9 +301,11 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_v
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classification = is_labels(y_train)
     t_train, t_test = regression_targets(y_train, y_test)
-    gp = NNGPRegressor(phi, depth, weight_var, bias_var, standardize=standardize,
-                       jitter=jitter, memory=memory, scratch=scratch, resume=resume,
-                       progress=progress)
+    if network is None and None in (depth, weight_var, bias_var):
+        raise ValueError("give network=, or depth, weight_var and bias_var")
+    gp = NNGPRegressor(phi, depth, weight_var, bias_var, network=network, kernel=kernel,
+                       standardize=standardize, jitter=jitter, memory=memory,
+                       scratch=scratch, resume=resume, progress=progress)
     try:
         gp.fit(x_train, t_train)
         t0 = time.perf_counter()

@@ -16,7 +16,8 @@ LOG_STEP = 1e-4
 
 
 class NNGPKernel(Kernel):
-    """NNGP kernel of a fully connected network with ``depth`` hidden layers.
+    """NNGP (or NTK) kernel of a fully connected network with ``depth`` hidden layers, or of
+    any network of the layer algebra.
 
     Parameters
     ----------
@@ -28,6 +29,11 @@ class NNGPKernel(Kernel):
         sigma_w^2 and sigma_b^2 (hyperparameters).
     weight_var_bounds, bias_var_bounds : pair of float or "fixed"
         Search bounds for the optimiser.
+    network : nngp_lut.kernel.Network or Layer, optional
+        Any network instead of the fully connected one; its variances are its own, so the
+        kernel then has no tunable hyperparameters.
+    kernel : {"nngp", "ntk"}
+        Which kernel of the network.
 
     References
     ----------
@@ -40,7 +46,10 @@ class NNGPKernel(Kernel):
     """
 
     def __init__(self, phi="relu", depth=1, weight_var=1.0, bias_var=0.1,
-                 weight_var_bounds=(1e-2, 1e2), bias_var_bounds=(1e-8, 1e1)):
+                 weight_var_bounds=(1e-2, 1e2), bias_var_bounds=(1e-8, 1e1), network=None,
+                 kernel="nngp"):
+        self.network = network
+        self.kernel = kernel
         self.phi = phi
         self.depth = depth
         self.weight_var = weight_var
@@ -50,14 +59,21 @@ class NNGPKernel(Kernel):
 
     @property
     def hyperparameter_weight_var(self):
-        return Hyperparameter("weight_var", "numeric", self.weight_var_bounds)
+        return Hyperparameter("weight_var", "numeric", self._bounds(self.weight_var_bounds))
 
     @property
     def hyperparameter_bias_var(self):
-        return Hyperparameter("bias_var", "numeric", self.bias_var_bounds)
+        return Hyperparameter("bias_var", "numeric", self._bounds(self.bias_var_bounds))
+
+    def _bounds(self, bounds):
+        return "fixed" if self.network is not None else bounds
+
+    def _net(self, w, b):
+        return dict(network=self.network) if self.network is not None else dict(
+            phi=self.phi, depth=self.depth, weight_var=w, bias_var=b)
 
     def _k(self, X, Y, w, b):
-        return nngp_kernel(X, Y, phi=self.phi, depth=self.depth, weight_var=w, bias_var=b)
+        return nngp_kernel(X, Y, get=self.kernel, **self._net(w, b))
 
     def __call__(self, X, Y=None, eval_gradient=False):
         X = np.atleast_2d(X)
@@ -81,12 +97,14 @@ class NNGPKernel(Kernel):
         return K, (np.dstack(grads) if grads else np.empty(K.shape + (0,)))
 
     def diag(self, X):
-        return nngp_diag(np.atleast_2d(X), phi=self.phi, depth=self.depth,
-                         weight_var=self.weight_var, bias_var=self.bias_var)
+        return nngp_diag(np.atleast_2d(X), get=self.kernel,
+                         **self._net(self.weight_var, self.bias_var))
 
     def is_stationary(self):
         return False
 
     def __repr__(self):
-        return (f"NNGPKernel(phi={self.phi!r}, depth={self.depth}, "
+        if self.network is not None:
+            return f"NNGPKernel(network={self.network!r}, kernel={self.kernel!r})"
+        return (f"NNGPKernel(phi={self.phi!r}, depth={self.depth}, kernel={self.kernel!r}, "
                 f"weight_var={self.weight_var:.3g}, bias_var={self.bias_var:.3g})")

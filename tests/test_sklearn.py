@@ -52,3 +52,18 @@ def test_gaussian_process_regressor(xy):
     np.testing.assert_allclose(mean, expected, rtol=1e-8, atol=1e-10)
     fitted = GaussianProcessRegressor(NNGPKernel("relu", depth=1), alpha=1e-4).fit(x, y)
     assert np.isfinite(fitted.log_marginal_likelihood_value_)
+
+
+def test_any_network_and_the_ntk(xy):
+    from nngp_lut.kernel import Activation, Dense, LayerNorm, Network, serial
+
+    x, y = xy
+    net = Network(serial(Dense(1.3, 0.1), LayerNorm(), Activation("relu"), Dense(1.3, 0.1)))
+    kern = NNGPKernel(network=net, kernel="ntk")
+    assert kern.n_dims == 0  # the network's variances are its own: nothing to tune
+    np.testing.assert_array_equal(kern(x[:10], x[10:]), net.kernel(x[:10], x[10:], get="ntk"))
+    np.testing.assert_allclose(kern.diag(x), np.diag(kern(x)), atol=1e-12)
+    ref = net.layerwise(x[:10], x[10:], get="ntk")
+    np.testing.assert_allclose(kern(x[:10], x[10:]), ref, rtol=0, atol=1e-7 * np.abs(ref).max())
+    gp = GaussianProcessRegressor(kern, alpha=1e-4).fit(x, y)
+    assert np.isfinite(gp.predict(x[:3])).all()

@@ -12,7 +12,7 @@ Architectures (NTK parameterisation, W_std = sqrt(weight_var), b_std = sqrt(bias
 * relu, erf, tanh: serial([Dense(512), act] * depth, Dense(1)) with act = Relu() and Erf()
   (closed forms) or ElementwiseNumerical(tanh, deg=--deg) (Gauss-Hermite);
 * residual: Dense, then --blocks times serial(FanOut(2), parallel(serial(Relu(), Dense),
-  Identity()), FanInSum(), LayerNorm()), then Relu(), Dense(1).
+  Identity()), FanInSum(), LayerNorm()), then Dense(1).
 
 Timing: jax.jit'ed kernel_fn, float64 on CPU; a warm-up on --warmup-n rows, the first call on
 the real input, then --repeat calls whose median is time_s.  One JSON line on stdout.
@@ -50,7 +50,7 @@ def make_kernel_fn(arch, depth, weight_var, bias_var, deg, blocks):
         block = stax.serial(stax.FanOut(2),
                             stax.parallel(stax.serial(stax.Relu(), dense()), stax.Identity()),
                             stax.FanInSum(), stax.LayerNorm())
-        return stax.serial(dense(), *[block] * blocks, stax.Relu(), dense(1))[2]
+        return stax.serial(dense(), *[block] * blocks, dense(1))[2]
     if arch == "relu":
         act = stax.Relu()
     elif arch == "erf":

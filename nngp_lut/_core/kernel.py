@@ -89,9 +89,12 @@ def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q
 
 # Op codes of a compiled network (nngp_lut/kernel/program.py writes them; one row of
 # ``ops`` is [code, register a, argument b, argument c]).
-OP_INPUT = 0  # K[a] = <x_i, x_j> / d (the Gram in layer gslot), Theta[a] = 0
+# OP_INPUT and OP_ACTIVATION end with the affine step of a Dense (p0..p3 as OP_DENSE; the
+# compiler folds a Dense that follows them into them, which saves a pass over the registers).
+OP_INPUT = 0  # K[a] = <x_i, x_j> / d (the Gram in layer gslot), Theta[a] = 0; then affine
 OP_DENSE = 1  # Theta[a] = p2 K[a] + p3 + p0 Theta[a];  K[a] = p1 + p0 K[a]
-OP_ACTIVATION = 2  # K[a] = F(q_i, q_j, rho), Theta[a] *= Fdot; vectors from b, slice c or -1
+OP_ACTIVATION = 2  # K[a] = F(q_i, q_j, rho), Theta[a] *= Fdot, then affine; vectors from b,
+#                    slice c or -1
 OP_NORMALIZE = 3  # K[a], Theta[a] *= v_i v_j with v = rows/cols vector b
 OP_COPY = 4  # register b = register a
 OP_ADD = 5  # register b += register a
@@ -158,9 +161,15 @@ def program_tile(out, out_row0, row0, nr, inv_d, ops, params, rows, cols, slices
                     ka = kk[a]
                     ta = tt[a]
                     if code == OP_INPUT:
+                        w = params[o, 0]
+                        b = params[o, 1]
+                        ak = params[o, 2] * inv_d
+                        c = params[o, 3]
+                        wd = w * inv_d
                         for j in range(r):
-                            ka[j] = out[gslot, oi, c0 + j] * inv_d
-                            ta[j] = 0.0
+                            g = out[gslot, oi, c0 + j]
+                            ta[j] = ak * g + c
+                            ka[j] = b + wd * g
                     elif code == OP_DENSE:
                         w = params[o, 0]
                         b = params[o, 1]
@@ -203,15 +212,21 @@ def program_tile(out, out_row0, row0, nr, inv_d, ops, params, rows, cols, slices
                                     d_val[j] = _general_normalized(df_n, x0, dx, lin2, df3,
                                                                    x30, dx3, sqrt_axis, warp3,
                                                                    qa, qb, rho, wa, wb, wc)
-                        sr = rows[v + 2, ri]
+                        # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine
+                        # step of a Dense that follows (w, b, ak, c; identity: 1, 0, 0, 0).
+                        w = params[o, 0]
+                        b = params[o, 1]
+                        ws = w * rows[v + 2, ri]
                         sc = cols[v + 2, c0:c0 + r]
-                        for j in range(r):
-                            ka[j] = sr * f_val[j] * sc[j]
                         if with_ntk:
-                            er = rows[v + 3, ri]
+                            ak = params[o, 2] * rows[v + 2, ri]
+                            c = params[o, 3]
+                            we = w * rows[v + 3, ri]
                             ec = cols[v + 3, c0:c0 + r]
                             for j in range(r):
-                                ta[j] *= er * d_val[j] * ec[j]
+                                ta[j] = ak * f_val[j] * sc[j] + c + we * ta[j] * d_val[j] * ec[j]
+                        for j in range(r):
+                            ka[j] = b + ws * f_val[j] * sc[j]
                     elif code == OP_NORMALIZE:
                         v = ops[o, 2]
                         sr = rows[v, ri]

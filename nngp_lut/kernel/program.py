@@ -19,6 +19,8 @@ from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat,
 
 #: Registers a program may use (a branch each): fixed so the interpreter's buffers are small.
 MAX_REGISTERS = 16
+#: (w, b, a, c) of the affine step that changes nothing: K' = K, Theta' = Theta.
+IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0)
 
 
 class NotFusable(ArchitectureError):
@@ -61,6 +63,16 @@ class _Compiler:
         self.ops.append((code, a, b, c))
         self.params.append(params)
 
+    def affine(self, reg, params):
+        """A Dense on register ``reg``: folded into the op before it when that op is an
+        input or activation on the same register with no affine step yet."""
+        last = self.ops[-1]
+        if (last[0] in (_kern.OP_INPUT, _kern.OP_ACTIVATION) and last[1] == reg
+                and self.params[-1] == IDENTITY_AFFINE):
+            self.params[-1] = params
+        else:
+            self.emit(_kern.OP_DENSE, reg, params=params)
+
     def vector(self, *pairs):
         """Store per-input vectors (row, column) pairs; the index of the first."""
         base = len(self.rows)
@@ -93,7 +105,7 @@ class _Compiler:
         new1, new2 = layer.apply(d1), layer.apply(d2)
         if isinstance(layer, Dense):
             a, c = layer.ntk_coefficients(d1.width) if self.with_ntk else (0.0, 0.0)
-            self.emit(_kern.OP_DENSE, reg, params=(layer.weight_var, layer.bias, a, c))
+            self.affine(reg, (layer.weight_var, layer.bias, a, c))
         elif isinstance(layer, Activation):
             self.activation(layer.table, reg, d1, d2)
         elif isinstance(layer, LayerNorm):
@@ -140,7 +152,7 @@ class _Compiler:
                 self.slices_df.append(_kern.slice_coefficients(
                     normalized_many(*table.interpolation_args(True), qq, qq, rho))
                     if ntk else self.slices_f[-1])
-            self.emit(_kern.OP_ACTIVATION, reg, v, self.slice_keys[key])
+            self.emit(_kern.OP_ACTIVATION, reg, v, self.slice_keys[key], IDENTITY_AFFINE)
             return
         if self.general is not None and self.general is not table:
             raise NotFusable("two activations need their unequal-variance tables")
@@ -148,7 +160,7 @@ class _Compiler:
         if ntk:
             table._require_derivative()
         self.general = table
-        self.emit(_kern.OP_ACTIVATION, reg, v, -1)
+        self.emit(_kern.OP_ACTIVATION, reg, v, -1, IDENTITY_AFFINE)
 
     def table_args(self):
         t = self.general
@@ -179,7 +191,7 @@ def compile_network(network, d1, d2, readouts, with_ntk):
         When a layer has no op (the caller then runs the network layer by layer).
     """
     comp = _Compiler(with_ntk)
-    comp.emit(_kern.OP_INPUT, 0)
+    comp.emit(_kern.OP_INPUT, 0, params=IDENTITY_AFFINE)
     chain, points = readout_points(network)
     reg, diag1, diag2 = 0, {}, {}
     for index, layer in enumerate(chain):

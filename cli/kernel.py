@@ -1,16 +1,15 @@
 """``nngp-lut kernel``: the deep NNGP kernel of input files, to .npy or HDF5."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
 import numpy as np
 
-from nngp_lut.data import load_array
+from nngp_lut import _files
+from nngp_lut.data import DataError, load_array
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import phi_or_table, stage_bars, table_for, user_errors
+from .common import check_output, phi_or_table, stage_bars, table_for, user_errors
 
 
 def _load(spec, name):
@@ -52,11 +51,12 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     phi = phi_or_table(phi, table_path)
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
-    if out.exists() and not force:
-        raise click.ClickException(f"{out} exists; pass --force to overwrite it")
-    with user_errors():
+    check_output(out, force)
+    with user_errors(), _files.lock(out), _streamed_leftover(out):
         a = _load(x1, "x1")
         b = None if x2 is None else _load(x2, "x2")
+        if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
+            raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
             source = table_for(phi, table_path, progress)
@@ -74,15 +74,26 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         click.echo(f"wrote {out}", err=True)
 
 
-def _atomic(out, write):
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _streamed_leftover:
+    """The HDF5 file that nngp_kernel streams to (``.NAME.partial``, under the output's
+    lock): one left by a killed run is removed first, and one of a failed run after it.
+    TODO(kernel package): drop this once the kernel's sink writes through
+    nngp_lut._files (its temporary files are then cleaned like every other)."""
+
+    def __init__(self, out):
+        self.partial = out.with_name(f".{out.name}.partial")
+
+    def __enter__(self):
+        if self.partial.exists():
+            self.partial.unlink()
+            click.echo(f"removed {self.partial}, left by an earlier run that was killed",
+                       err=True)
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None:
+            self.partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _files.os_failure(exc, self.partial) from None
 
 
 def _save_npy(arr, out):
@@ -90,7 +101,7 @@ def _save_npy(arr, out):
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
 
-    _atomic(out, write)
+    _files.atomic_write(out, write)
 
 
 def _save_h5(arr, out):
@@ -100,4 +111,4 @@ def _save_h5(arr, out):
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("kernel", data=arr)
 
-    _atomic(out, write)
+    _files.atomic_write(out, write)

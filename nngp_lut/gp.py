@@ -19,12 +19,14 @@ the kernel's diagonal, so that it does not depend on the kernel's scale.
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import linalg
 from .data import is_labels, standardize_rows, validate_inputs
+from .errors import DataError, DegenerateKernelWarning, OneClassWarning, ParameterError
 from .kernel import deep_network
 
 #: The paper's best settings on MNIST (Table 1): (n_train, phi) -> (depth, weight_var,
@@ -34,6 +36,11 @@ PAPER_TABLE1 = {
     (10000, "relu"): (7, 0.61, 0.07, 0.9765), (10000, "tanh"): (2, 1.62, 0.28, 0.9773),
     (50000, "relu"): (1, 0.10, 0.48, 0.9875), (50000, "tanh"): (1, 1.28, 0.00, 0.9879),
 }
+#: A kernel whose correlations between training inputs all agree to within this spread has
+#: collapsed to the recursion's fixed point: what is left of the inputs is rounding noise.
+DEGENERATE_SPREAD = 1e-10
+#: Training inputs (the first ones) on which the collapse is checked.
+DEGENERATE_CHECK_POINTS = 256
 
 
 def jitter_ladder(rule, diag_mean=1.0):
@@ -46,10 +53,10 @@ def jitter_ladder(rule, diag_mean=1.0):
     try:
         value = float(rule)
     except (TypeError, ValueError):
-        raise ValueError(f"jitter must be 'absolute', 'relative' or a number; got {rule!r}") \
-            from None
+        raise ParameterError(f"jitter must be 'absolute', 'relative' or a number; got "
+                             f"{rule!r}") from None
     if not value >= 0.0:
-        raise ValueError("a fixed jitter must be >= 0")
+        raise ParameterError("a fixed jitter must be >= 0")
     return (value,)
 
 
@@ -108,14 +115,15 @@ class NNGPRegressor:
         y = np.asarray(y, dtype=np.float64)
         y2 = y.reshape(len(y), -1)
         if y2.shape[0] != x.shape[0]:
-            raise ValueError(f"{y2.shape[0]} targets for {x.shape[0]} training inputs")
+            raise DataError(f"{y2.shape[0]} targets for {x.shape[0]} training inputs")
         if not np.all(np.isfinite(y2)):
-            raise ValueError("the targets have a NaN or inf value")
+            raise DataError("the targets have a NaN or inf value")
         n = x.shape[0]
         self.x_train_ = x
         self.diag_train_ = self.network.variances(x)[-1]
         timings = {"kernel": 0.0}
         net = self.network
+        checked = []
 
         def make_tile(rows, cols):
             t0 = time.perf_counter()
@@ -124,6 +132,9 @@ class NNGPRegressor:
             tile = (net.kernel(x[rows[0]:rows[1]]) if rows == cols
                     else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]])).T
             timings["kernel"] += time.perf_counter() - t0
+            if rows[0] == cols[0] == 0 and not checked:
+                checked.append(True)  # once: the tile is made again for each jitter
+                self._check_degenerate(tile)
             return tile
 
         ladder = jitter_ladder(self.jitter, float(np.mean(self.diag_train_)))
@@ -140,6 +151,25 @@ class NNGPRegressor:
         self.jitter_ = self.factor_.jitter
         self.timings_ = timings
         return self
+
+    def _check_degenerate(self, tile):
+        """Warn (DegenerateKernelWarning) when the kernel of the first training inputs has
+        collapsed: all their correlations equal to within DEGENERATE_SPREAD."""
+        k = tile[:DEGENERATE_CHECK_POINTS, :DEGENERATE_CHECK_POINTS]
+        if k.shape[0] < 2:
+            return
+        s = 1.0 / np.sqrt(np.diag(k))
+        corr = k * s[:, None] * s[None, :]
+        off = corr[~np.eye(k.shape[0], dtype=bool)]
+        spread = float(off.max() - off.min())
+        if spread <= DEGENERATE_SPREAD:
+            warnings.warn(
+                f"the kernel has collapsed at depth {self.settings['depth']}: the "
+                f"correlations of the first {k.shape[0]} training inputs all equal "
+                f"{float(off.mean()):.12g} (spread {spread:.1e}), the fixed point of the "
+                "recursion, so the predictions no longer depend on the inputs; use a "
+                "smaller depth (see the order-to-chaos line of nngp-lut plot phase)",
+                DegenerateKernelWarning, stacklevel=4)
 
     def _reserve(self, n, y2):
         """Bytes kept beside the factor: targets, solves and a test-kernel block."""
@@ -194,6 +224,17 @@ class NNGPRegressor:
         if self.factor_ is not None:
             self.factor_.remove()
             self.factor_ = None
+
+    def keep(self, exc=None):
+        """Keep the factor's tiles (out of core) for a later ``resume=True`` and release
+        their lock; with ``exc``, note on it what was kept."""
+        store = None if self.factor_ is None else self.factor_.store
+        if isinstance(store, linalg.DiskTiles):
+            if exc is not None:
+                exc.add_note(linalg.kept_note(store, len(self.factor_.bounds),
+                                              len(self.factor_.bounds)))
+            store.close()
+        self.factor_ = None
 
 
 @dataclass
@@ -259,6 +300,10 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_v
     t_start = time.perf_counter()
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classification = is_labels(y_train)
+    if classification and np.unique(y_train).size == 1:
+        warnings.warn(f"the training labels hold a single class ({int(y_train[0])}): every "
+                      "prediction is that class, so the accuracy says nothing about the model",
+                      OneClassWarning, stacklevel=2)
     t_train, t_test = regression_targets(y_train, y_test)
     gp = NNGPRegressor(phi, depth, weight_var, bias_var, standardize=standardize,
                        jitter=jitter, memory=memory, scratch=scratch, resume=resume,
@@ -268,8 +313,11 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi, depth, weight_var, bias_v
         t0 = time.perf_counter()
         pred = gp.predict(x_test, return_variance=variance)
         t_predict = time.perf_counter() - t0
-    finally:
-        gp.close()
+    except BaseException as exc:
+        # Out of core, a finished factorisation is kept for resume=True (Ctrl-C, full disk).
+        gp.keep(exc)
+        raise
+    gp.close()
     mean, var = pred if variance else (pred, None)
     timings = {**gp.timings_, "predict": t_predict, "total": time.perf_counter() - t_start}
     result = Result(n_train=len(t_train), n_test=len(t_test),

@@ -1,5 +1,7 @@
 """``nngp-lut kernel``: the deep NNGP kernel of input files, to .npy or HDF5."""
 
+import errno
+import shutil
 from pathlib import Path
 
 import click
@@ -7,6 +9,7 @@ import numpy as np
 
 from nngp_lut import _files
 from nngp_lut.data import DataError, load_array
+from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
 from .common import check_output, phi_or_table, stage_bars, table_for, user_errors
@@ -57,6 +60,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         b = None if x2 is None else _load(x2, "x2")
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
+        _check_room(out, np.shape(a), None if b is None else np.shape(b),
+                    depth + 1 if all_depths else 1)
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
             source = table_for(phi, table_path, progress)
@@ -92,8 +97,23 @@ class _streamed_leftover:
     def __exit__(self, kind, exc, tb):
         if kind is not None:
             self.partial.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _files.os_failure(exc, self.partial) from None
+            new = _files.os_failure(exc, self.partial)
+            if new is not exc:
+                raise new from None
+
+
+def _check_room(out, shape1, shape2, layers):
+    """Refuse before the work when the output's folder has too little free disk.  (A full
+    disk met while h5py streams the kernel leaves HDF5 in a state that crashes Python.)"""
+    if len(shape1) != 2:
+        return  # not inputs: the library's validation says why
+    n1 = shape1[0]
+    n2 = n1 if shape2 is None else shape2[0]
+    need = 8 * layers * n1 * n2
+    free = shutil.disk_usage(out.parent).free
+    if free < need * 1.01 + 2**20:
+        raise DiskFull(errno.ENOSPC, f"{out.parent} has {free / 1e9:.3g} GB free; the kernel "
+                       f"needs {need / 1e9:.3g} GB: free space or write elsewhere")
 
 
 def _save_npy(arr, out):

@@ -20,6 +20,7 @@ that grows row by row, is created by it and appended to under :func:`lock`.
 import contextlib
 import errno
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -43,18 +44,18 @@ _ADVICE = {
 
 
 def os_failure(exc, path, action="write"):
-    """The NNGPError for an OSError met while ``action``-ing ``path``: DiskFull for ENOSPC
-    and EDQUOT, else FileFailure, with one line of advice.  Other errors are returned as
-    they are (they are not an expected failure)."""
-    if isinstance(exc, FileFailure) or not isinstance(exc, OSError):
+    """The NNGPError for an OSError (or h5py's RuntimeError carrying an errno) met while
+    ``action``-ing ``path``: DiskFull for ENOSPC and EDQUOT, else FileFailure, with one line
+    of advice.  Other errors are returned as they are (they are not expected failures)."""
+    if isinstance(exc, FileFailure) or not isinstance(exc, (OSError, RuntimeError)):
         return exc
-    code = exc.errno
-    if code is None:  # h5py puts the C library's errno in the message only
-        for code, text in ((errno.ENOSPC, "No space left"), (errno.EACCES, "ermission denied"),
-                           (errno.EROFS, "Read-only file system"), (errno.EDQUOT, "quota"),
-                           (None, "")):
-            if text and text in str(exc):
-                break
+    code = getattr(exc, "errno", None)
+    if code is None:
+        # h5py puts the C library's errno in its message only ("errno = 28"), in an OSError
+        # or a RuntimeError; numpy reports a short write as "N requested and M written".
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = (int(found.group(1)) if found else
+                errno.ENOSPC if re.search(r"requested and \d+ written", str(exc)) else None)
     advice = _ADVICE.get(code)
     if advice is None:
         return exc

@@ -536,3 +536,15 @@ def test_written_files_get_the_umask(user):
         os.umask(old)
     assert (user / "out.npy").stat().st_mode & 0o777 == 0o644
     assert (user / "out.h5").stat().st_mode & 0o777 == 0o644
+
+
+def test_kernel_checks_free_disk_before_the_work(user, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(user)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=10**5))
+    before = snapshot(user)
+    res = run("kernel", "--table", "tanh.h5", *NET, "--x1", "big.npz:x_train", "--memory",
+              "1MB", "--out", "k.h5")
+    assert res.exit_code == 1 and "GB free" in one_error_line(res)
+    assert snapshot(user) == before and leftovers(user) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import os_failure
+from ._files import atomic_write, os_failure
 from .errors import DataError, ParameterError
 
 __all__ = ["DataError", "Dataset", "balanced_subset", "is_labels", "load_array",
@@ -244,6 +244,12 @@ def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):
     first 1000 validation images and all 10k test images, as uint8 pixels."""
     split = mnist_paper_split(mnist_path)
     idx = balanced_subset(split.y_train, n_train)
-    np.savez_compressed(out, x_train=split.x_train[idx], y_train=split.y_train[idx],
-                        x_val=split.x_val[:n_val], y_val=split.y_val[:n_val],
-                        x_test=split.x_test, y_test=split.y_test)
+    arrays = dict(x_train=split.x_train[idx], y_train=split.y_train[idx],
+                  x_val=split.x_val[:n_val], y_val=split.y_val[:n_val], x_test=split.x_test,
+                  y_test=split.y_test)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(out, write)

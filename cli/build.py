@@ -8,7 +8,7 @@ import click
 from nngp_lut import tables
 from nngp_lut.activations import builtin_names, get_activation
 
-from .common import progress_bar, user_errors
+from .common import check_output, progress_bar, user_errors
 
 G = tables.DEFAULT_GRID
 E = dict(G, **tables.EXP_TYPE_GRID)
@@ -52,8 +52,7 @@ def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angl
         if out is None:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in act.name)
             out = Path(f"{safe}.h5")
-        if out.exists() and not force:
-            raise click.ClickException(f"{out} exists; pass --force to overwrite it")
+        check_output(out, force)
         start = time.perf_counter()
         with progress_bar(f"building {act.name}", quiet) as progress:
             table = tables.build_table(act, variance_min=variance_min,

@@ -1,30 +1,123 @@
-"""Helpers shared by the commands: progress bars and turning library errors into one line."""
+"""Helpers shared by the commands: the error boundary, output checks, progress bars.
+
+Exit status: 0 success; 1 an expected failure (an NNGPError of the library, a click error,
+running out of memory), printed as one line "Error: ..."; 2 a usage error (bad flags);
+3 a bug (any other exception), printed with its traceback; 130 interrupted (Ctrl-C), with
+what was kept and the command that resumes.
+"""
 
 import contextlib
+import json
+import math
+import shlex
+import sys
+import traceback
+import warnings
 
 import click
-import numpy as np
 
-from nngp_lut import tables
-from nngp_lut.activations import ExpressionError
-from nngp_lut.data import DataError, balanced_subset, load_dataset
-from nngp_lut.tables import DomainError, TableError
+from nngp_lut import _files, tables
+from nngp_lut.data import balanced_subset, load_dataset
+from nngp_lut.errors import DataError, NNGPError, NNGPWarning
 
-#: Library exceptions that are a user's error: one line on stderr, exit status 1.
-EXPECTED_ERRORS = (ExpressionError, TableError, DomainError, DataError, FileExistsError,
-                   ValueError, OSError, MemoryError, np.linalg.LinAlgError)
+#: Exit status of a bug (an unexpected exception); Python's own uncaught-exception status
+#: is 1, which is that of an expected error.
+EXIT_BUG = 3
+#: Exit status after Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+
+def one_line(exc):
+    """The first line of an exception's message, then its notes (what was kept)."""
+    # OSError(errno, message) prints as "[Errno 28] message": keep the message.
+    text = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return "\n".join([first, *getattr(exc, "__notes__", ())])
 
 
 @contextlib.contextmanager
 def user_errors():
-    """Re-raise expected library errors as click.ClickException (one line, exit 1)."""
+    """Re-raise expected library errors (NNGPError) as click.ClickException: one line,
+    exit status 1."""
     try:
         yield
-    except click.ClickException:
-        raise
-    except EXPECTED_ERRORS as exc:
-        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else repr(exc)) \
-            from None
+    except NNGPError as exc:
+        raise click.ClickException(one_line(exc)) from None
+
+
+def resume_command(ctx):
+    """The exact command line that continues this run: the same arguments with --resume
+    (and without --force, which would start over)."""
+    argv = [a for a in ctx.find_root().meta.get("nngp_lut.argv", []) if a != "--force"]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(["nngp-lut", *argv])
+
+
+class Boundary(click.Group):
+    """The command group that draws the error boundary around every command (module
+    docstring): expected failures become one line, bugs keep their traceback."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["nngp_lut.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", NNGPWarning)
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
+                raise
+            except NNGPError as exc:
+                raise click.ClickException(one_line(exc)) from None
+            except MemoryError as exc:
+                raise click.ClickException(f"out of memory: {one_line(exc)}; lower --memory "
+                                           "or use a smaller problem") from None
+            except KeyboardInterrupt as exc:
+                notes = list(getattr(exc, "__notes__", ()))
+                lines = ["Interrupted."]
+                if notes:
+                    lines += notes + [f"To continue: {resume_command(ctx)}"]
+                else:
+                    lines.append("Nothing was written: outputs are written only once "
+                                 "complete.")
+                click.echo("\n".join(lines), err=True)
+                ctx.exit(EXIT_INTERRUPTED)
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+                click.echo("nngp-lut: this is a bug in nngp-lut (an unexpected error, shown "
+                           "above); please report it with the command you ran.", err=True)
+                ctx.exit(EXIT_BUG)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, NNGPWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line),
+                   err=True, nl=False)
+
+
+def to_json(obj):
+    """Strict JSON (one line): NaN and infinities, which JSON lacks, become null."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False, default=str)
+
+
+def check_output(path, force, what="--out"):
+    """Before any work: the output can be written and exists only with --force."""
+    with user_errors():
+        _files.check_output(path, force=force, what=what)
 
 
 @contextlib.contextmanager
@@ -71,16 +164,16 @@ def load_data(data_path, n_train=None, n_val=None, need_val=False):
     if need_val and data.x_val is None:
         n_val = n_val or min(1000, len(data.y_train) // 5)
         if n_val >= len(data.y_train):
-            raise ValueError(f"--n-val {n_val} leaves no training examples")
+            raise DataError(f"--n-val {n_val} leaves no training examples")
         data.x_val, data.y_val = data.x_train[-n_val:], data.y_train[-n_val:]
         data.x_train, data.y_train = data.x_train[:-n_val], data.y_train[:-n_val]
     elif need_val and n_val is not None:
         data.x_val, data.y_val = data.x_val[:n_val], data.y_val[:n_val]
     if n_train is not None and n_train != len(data.y_train):
         if not data.classification:
-            raise ValueError("--n-train takes a class-balanced subset: it needs integer labels")
+            raise DataError("--n-train takes a class-balanced subset: it needs integer labels")
         if n_train > len(data.y_train):
-            raise ValueError(f"--n-train {n_train} is more than the {len(data.y_train)} "
+            raise DataError(f"--n-train {n_train} is more than the {len(data.y_train)} "
                              "training examples")
         idx = balanced_subset(data.y_train, n_train)
         data.x_train, data.y_train = data.x_train[idx], data.y_train[idx]

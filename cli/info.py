@@ -1,13 +1,12 @@
 """``nngp-lut info``: what a table file holds, after validating it."""
 
-import json
 from pathlib import Path
 
 import click
 
 from nngp_lut import tables
 
-from .common import user_errors
+from .common import to_json, user_errors
 
 
 @click.command()
@@ -18,7 +17,7 @@ def info(path, as_json):
     with user_errors():
         data = tables.read_info(path)
     if as_json:
-        click.echo(json.dumps(data, sort_keys=True, default=str))
+        click.echo(to_json(dict(sorted(data.items()))))
         return
     meta = data["metadata"]
     grid = meta["grid"]

@@ -1,16 +1,18 @@
 """``nngp-lut kernel``: the deep NNGP kernel of input files, to .npy or HDF5."""
 
-import os
-import tempfile
+import errno
+import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
-from nngp_lut.data import load_array
+from nngp_lut import _files
+from nngp_lut.data import DataError, load_array
+from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import phi_or_table, stage_bars, table_for, user_errors
+from .common import check_output, phi_or_table, stage_bars, table_for, user_errors
 
 
 def _load(spec, name):
@@ -52,11 +54,14 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     phi = phi_or_table(phi, table_path)
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
-    if out.exists() and not force:
-        raise click.ClickException(f"{out} exists; pass --force to overwrite it")
-    with user_errors():
+    check_output(out, force)
+    with user_errors(), _files.lock(out):
         a = _load(x1, "x1")
         b = None if x2 is None else _load(x2, "x2")
+        if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
+            raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
+        _check_room(out, np.shape(a), None if b is None else np.shape(b),
+                    depth + 1 if all_depths else 1)
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
             source = table_for(phi, table_path, progress)
@@ -74,15 +79,18 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         click.echo(f"wrote {out}", err=True)
 
 
-def _atomic(out, write):
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _check_room(out, shape1, shape2, layers):
+    """Refuse before the work when the output's folder has too little free disk.  (A full
+    disk met while h5py streams the kernel leaves HDF5 in a state that crashes Python.)"""
+    if len(shape1) != 2:
+        return  # not inputs: the library's validation says why
+    n1 = shape1[0]
+    n2 = n1 if shape2 is None else shape2[0]
+    need = 8 * layers * n1 * n2
+    free = shutil.disk_usage(out.parent).free
+    if free < need * 1.01 + 2**20:
+        raise DiskFull(errno.ENOSPC, f"{out.parent} has {free / 1e9:.3g} GB free; the kernel "
+                       f"needs {need / 1e9:.3g} GB: free space or write elsewhere")
 
 
 def _save_npy(arr, out):
@@ -90,7 +98,7 @@ def _save_npy(arr, out):
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
 
-    _atomic(out, write)
+    _files.atomic_write(out, write)
 
 
 def _save_h5(arr, out):
@@ -100,4 +108,4 @@ def _save_h5(arr, out):
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("kernel", data=arr)
 
-    _atomic(out, write)
+    _files.atomic_write(out, write)

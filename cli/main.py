@@ -5,6 +5,7 @@ import click
 from nngp_lut import __version__
 
 from .build import build
+from .common import Boundary
 from .info import info
 from .kernel import kernel
 from .plot import plot
@@ -12,7 +13,7 @@ from .predict import predict
 from .search import search
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="nngp-lut")
 def cli():
     """Exact Bayesian inference with infinitely wide deep networks (NNGP) on CPU, from

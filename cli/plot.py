@@ -11,6 +11,8 @@ from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
 
 _OUT = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
                     help="Figure FILE.png; the numbers go to FILE.csv beside it.")
+_FORCE = click.option("--force", is_flag=True,
+                      help="Overwrite existing FILE.png and FILE.csv (never the input).")
 
 
 @click.group()
@@ -39,20 +41,22 @@ def plot():
 @click.option("--bin-size", type=click.IntRange(1), default=100, show_default=True,
               help="Test points per bin.")
 @_OUT
+@_FORCE
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
-                bin_size, out, quiet):
+                bin_size, out, force, quiet):
     """Predicted variance against realised squared error, test points binned by predicted
     variance (the paper's Figure 2); prints the correlation coefficient."""
     phi = phi_or_table(phi, table_path, default="relu")
     with user_errors():
+        plots.check_outputs(out, force=force)
         data = load_data(data_path, n_train)
         with stage_bars(quiet) as progress:
             table = table_for(phi, table_path, progress)
             res = plots.calibration(data.x_train, data.y_train, data.x_test[:n_test],
                                     data.y_test[:n_test], out, phi=table, depth=depth,
                                     weight_var=weight_var, bias_var=bias_var,
-                                    bin_size=bin_size, progress=progress)
+                                    bin_size=bin_size, progress=progress, force=force)
     click.echo(f"correlation of binned predicted variance and squared error: "
                f"{res['correlation']:.4f} ({res['bins']} bins of {bin_size})")
     click.echo(f"wrote {res['png']} and {res['csv']}")
@@ -65,12 +69,17 @@ def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation for the critical line (default: the one in the results).")
 @_OUT
-def phase(results, depth, phi, out):
+@_FORCE
+def phase(results, depth, phi, out, force):
     """Validation accuracy over (weight_var, bias_var) at one depth with the order-to-chaos
     line chi_1 = 1 (the paper's Figure 3)."""
     with user_errors():
-        rows, _ = read_results(results)
-        res = plots.phase(rows, depth, out, phi=phi)
+        plots.check_outputs(out, force=force, inputs=[results])
+        rows, whole = read_results(results)
+        if not whole:
+            click.echo(f"Warning: {results} has a torn or unreadable line (a search killed "
+                       "mid-write?); it is left out", err=True)
+        res = plots.phase(rows, depth, out, phi=phi, force=force, inputs=[results])
     click.echo(f"wrote {res['png']} and {res['csv']} ({res['points']} settings)")
 
 
@@ -79,12 +88,14 @@ def phase(results, depth, phi, out):
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="A table file.")
 @_OUT
-def table_(phi, table_path, out):
+@_FORCE
+def table_(phi, table_path, out, force):
     """F_phi(q, q, rho) over the table's domain and its measured error against direct
     quadrature at random off-grid points."""
     phi = phi_or_table(phi, table_path)
     with user_errors():
-        res = plots.table_figure(table_for(phi, table_path), out)
+        plots.check_outputs(out, kind="table", force=force)
+        res = plots.table_figure(table_for(phi, table_path), out, force=force)
     click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "
                f"{res['csv']}")
 

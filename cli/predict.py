@@ -1,15 +1,14 @@
 """``nngp-lut predict``: exact NNGP posterior on a dataset; accuracy / MSE, predictions."""
 
-import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
+from nngp_lut import _files
 from nngp_lut.gp import PAPER_TABLE1, evaluate
 
-from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
+from .common import check_output, load_data, to_json, phi_or_table, stage_bars, table_for, user_errors
 
 
 @click.command()
@@ -52,11 +51,12 @@ from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
               help="Also compute the predictive variance of every test point.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write predictions to PRED.npz (mean, variance, predicted, y_test).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results as one JSON object (the last line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
-            standardize, jitter, memory, scratch, resume, variance, out, as_json, quiet):
+            standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet):
     """Exact GP prediction with the NNGP kernel (Lee et al. 2018, eq. 4).
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
@@ -78,6 +78,8 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     if missing:
         raise click.UsageError(f"give {', '.join(missing)} (defaults exist only for relu "
                                "and tanh on the embedded sample)")
+    if out is not None:
+        check_output(out, force)  # before the work, not after it
     with user_errors():
         data = load_data(data_path, n_train)
         x_train, y_train = data.x_train, data.y_train
@@ -89,15 +91,18 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
                               standardize=standardize, jitter=jitter, variance=variance,
                               memory=memory, scratch=scratch, resume=resume,
                               progress=progress)
-        if out is not None:
-            _save(out, result, y_test)
     setting = {"data": data_path or "embedded MNIST sample",
                "phi": source.activation_name, "depth": depth, "weight_var": weight_var,
                "bias_var": bias_var, "standardize": standardize}
     if paper is not None and (depth, weight_var, bias_var) == paper[:3] and \
             result.n_train == 1000 and result.n_test == 10000:
         result.extra["paper_accuracy"] = paper[3]
+    # The results are printed first: a failure to write --out cannot lose them.
     _report(result, setting, as_json, out)
+    if out is not None:
+        with user_errors():
+            _save(out, result, y_test, force)
+        click.echo(f"predictions written to {out}", err=as_json)
 
 
 def _report(result, setting, as_json, out):
@@ -115,22 +120,23 @@ def _report(result, setting, as_json, out):
     t = result.timings
     lines.append(f"time: {t['total']:.1f} s (kernel {t['kernel']:.1f}, cholesky "
                  f"{t['cholesky']:.1f}, solve {t['solve']:.1f}, predict {t['predict']:.1f})")
-    if out is not None:
-        lines.append(f"predictions written to {out}")
     if as_json:
         for line in lines:
             click.echo(line, err=True)
-        click.echo(json.dumps({**setting, **result.summary()}))
+        click.echo(to_json({**setting, **result.summary()}))
     else:
         click.echo("\n".join(lines))
 
 
-def _save(out, result, y_test):
+def _save(out, result, y_test, force):
     arrays = {"mean": result.mean, "y_test": y_test}
     if result.variance is not None:
         arrays["variance"] = result.variance
     if result.predicted is not None:
         arrays["predicted"] = result.predicted
-    tmp = out.with_name(f".{out.name}.partial.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+            np.savez(f, **arrays)
+
+    _files.atomic_write(out, write, force=force)

@@ -1,13 +1,14 @@
 """``nngp-lut search``: grid search over depth, weight_var and bias_var on a validation set."""
 
-import json
+import math
 from pathlib import Path
 
 import click
 
 from nngp_lut import search as searching
 
-from .common import load_data, phi_or_table, progress_bar, table_for, user_errors
+from .common import (check_output, load_data, phi_or_table, progress_bar, table_for, to_json,
+                     user_errors)
 
 
 @click.command()
@@ -39,26 +40,35 @@ from .common import load_data, phi_or_table, progress_bar, table_for, user_error
               "each setting finishes.")
 @click.option("--resume", is_flag=True,
               help="Keep the rows already in --out and skip their settings.")
+@click.option("--force", is_flag=True,
+              help="Start over: replace an existing --out (its rows are lost).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the best setting and its test scores as one JSON object (the last "
               "line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
-           bias_var_grid, standardize, jitter, out, resume, as_json, quiet):
+           bias_var_grid, standardize, jitter, out, resume, force, as_json, quiet):
     """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  At the end, the best setting on
     validation is fitted on the training set and scored on the test set."""
     phi = phi_or_table(phi, table_path, default="relu")
+    if resume and force:
+        raise click.UsageError("--resume keeps the rows of --out and --force discards them: "
+                               "give one")
+    if out.exists() and not (resume or force):
+        raise click.ClickException(f"{out} exists; pass --resume to continue that search, "
+                                   "--force to start over, or choose another --out")
+    if not resume or not out.exists():
+        check_output(out, force=True)  # writable, checked before the work
     with user_errors():
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
         bs = searching.parse_grid(bias_var_grid)
-        if out.exists() and not resume:
-            raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
-                                  "choose another --out")
         data = load_data(data_path, n_train, n_val, need_val=True)
         table = table_for(phi, table_path)
+        if force and out.exists():
+            out.unlink()
         with progress_bar("search", quiet) as progress:
             rows = searching.grid_search(
                 data.x_train, data.y_train, data.x_val, data.y_val, phi=table,
@@ -74,11 +84,12 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     lines = [f"{len(rows)} rows ({len(ws)} x {len(bs)} settings x {len(depth_list)} depths) "
              f"in {out}",
              f"best on validation ({len(data.y_val)} examples): depth {best['depth']}, "
-             f"weight_var {best['weight_var']:.4g}, bias_var {best['bias_var']:.4g}: accuracy "
-             f"{best['val_accuracy']:.4f}, MSE {best['val_mse']:.5g}"]
+             f"weight_var {best['weight_var']:.4g}, bias_var {best['bias_var']:.4g}: "
+             + ("" if math.isnan(best["val_accuracy"]) else
+                f"accuracy {best['val_accuracy']:.4f}, ") + f"MSE {best['val_mse']:.5g}"]
     lines.append(f"its test scores ({test.n_test} examples, {test.n_train} training): "
                  + (f"accuracy {test.accuracy:.4f}, " if test.accuracy is not None else "")
                  + f"MSE {test.mse:.5g}")
     click.echo("\n".join(lines), err=as_json)
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(to_json(summary))

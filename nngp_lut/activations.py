@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from ._core.config import JIT, NUMERICAL_DERIVATIVE_STEP
+from .errors import ExpressionError
 
 
 @dataclass(frozen=True)
@@ -261,10 +262,6 @@ _FUNCTIONS = {
 _NONSMOOTH = {"abs", "maximum", "minimum", "sign", "heaviside"}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
-
-
-class ExpressionError(ValueError):
-    """An activation expression that is not a formula in x of the allowed functions."""
 
 
 def _to_source(node):

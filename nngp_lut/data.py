@@ -1,14 +1,17 @@
 """Reading and checking users' data: arrays from .npy / .npz / .h5 / .csv, sizes."""
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_write, os_failure
+from .errors import DataError, ParameterError
 
-class DataError(ValueError):
-    """Input data that cannot be used (missing, empty, non-numeric, NaN, wrong shape)."""
+__all__ = ["DataError", "Dataset", "balanced_subset", "is_labels", "load_array",
+           "load_dataset", "parse_size", "standardize_rows", "validate_inputs"]
 
 
 def validate_inputs(x, name="x"):
@@ -48,14 +51,14 @@ def parse_size(size):
     """Bytes from 4000000, "4MB", "2.5GB", "1GiB"."""
     if isinstance(size, (int, float)) and not isinstance(size, bool):
         if size <= 0:
-            raise ValueError("a memory size must be positive")
+            raise ParameterError("a memory size must be positive")
         return int(size)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(size))
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read the size {size!r}; write e.g. 500MB, 4GB or 1GiB")
+        raise ParameterError(f"cannot read the size {size!r}; write e.g. 500MB, 4GB or 1GiB")
     value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if value <= 0:
-        raise ValueError("a memory size must be positive")
+        raise ParameterError("a memory size must be positive")
     return value
 
 
@@ -72,7 +75,7 @@ def load_array(path, key=None):
         try:
             a = (np.load(p, allow_pickle=False) if suffix == ".npy"
                  else np.loadtxt(p, delimiter=",", ndmin=2))
-        except (ValueError, OSError) as exc:
+        except _DAMAGE as exc:
             raise _unreadable(p, exc) from None
     else:
         raise DataError(f"{p}: unknown format (use .npy, .npz, .h5 or .csv)")
@@ -94,12 +97,19 @@ def _read_container(path, choose):
             return {k: h5[k][()] for k in choose(names)}
     except DataError:
         raise
-    except (ValueError, OSError) as exc:
+    except _DAMAGE as exc:
         raise _unreadable(path, exc) from None
 
 
+#: What numpy, zipfile and h5py raise on a truncated, bit-flipped or wrong-format file.
+_DAMAGE = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile)
+
+
 def _unreadable(path, exc):
-    return DataError(f"{path}: cannot read it ({str(exc).splitlines()[0]})")
+    if isinstance(exc, (PermissionError, IsADirectoryError)):
+        return os_failure(exc, path, "read")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: cannot read it ({first}); is it damaged or truncated?")
 
 
 def _pick(names, key, path):
@@ -234,6 +244,12 @@ def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):
     first 1000 validation images and all 10k test images, as uint8 pixels."""
     split = mnist_paper_split(mnist_path)
     idx = balanced_subset(split.y_train, n_train)
-    np.savez_compressed(out, x_train=split.x_train[idx], y_train=split.y_train[idx],
-                        x_val=split.x_val[:n_val], y_val=split.y_val[:n_val],
-                        x_test=split.x_test, y_test=split.y_test)
+    arrays = dict(x_train=split.x_train[idx], y_train=split.y_train[idx],
+                  x_val=split.x_val[:n_val], y_val=split.y_val[:n_val], x_test=split.x_test,
+                  y_test=split.y_test)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(out, write)

@@ -27,12 +27,14 @@ the kernel's diagonal, so that it does not depend on the kernel's scale.
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import linalg
 from .data import is_labels, standardize_rows, validate_inputs
+from .errors import DataError, DegenerateKernelWarning, OneClassWarning, ParameterError
 from .kernel import Activation, Network, deep_network
 from .kernel.network import KINDS
 
@@ -43,6 +45,11 @@ PAPER_TABLE1 = {
     (10000, "relu"): (7, 0.61, 0.07, 0.9765), (10000, "tanh"): (2, 1.62, 0.28, 0.9773),
     (50000, "relu"): (1, 0.10, 0.48, 0.9875), (50000, "tanh"): (1, 1.28, 0.00, 0.9879),
 }
+#: A kernel whose correlations between training inputs all agree to within this spread has
+#: collapsed to the recursion's fixed point: what is left of the inputs is rounding noise.
+DEGENERATE_SPREAD = 1e-10
+#: Training inputs (the first ones) on which the collapse is checked.
+DEGENERATE_CHECK_POINTS = 256
 
 
 def jitter_ladder(rule, diag_mean=1.0):
@@ -55,10 +62,10 @@ def jitter_ladder(rule, diag_mean=1.0):
     try:
         value = float(rule)
     except (TypeError, ValueError):
-        raise ValueError(f"jitter must be 'absolute', 'relative' or a number; got {rule!r}") \
-            from None
+        raise ParameterError(f"jitter must be 'absolute', 'relative' or a number; got "
+                             f"{rule!r}") from None
     if not value >= 0.0:
-        raise ValueError("a fixed jitter must be >= 0")
+        raise ParameterError("a fixed jitter must be >= 0")
     return (value,)
 
 
@@ -102,7 +109,7 @@ class NNGPRegressor:
                  kernel="nngp", standardize=False, jitter="absolute", memory="auto",
                  scratch=None, resume=False, tile=None, progress=None):
         if kernel not in KINDS:
-            raise ValueError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
+            raise ParameterError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
         if network is None:
             self.network = deep_network(phi, depth, weight_var, bias_var)
         else:
@@ -128,14 +135,15 @@ class NNGPRegressor:
         y = np.asarray(y, dtype=np.float64)
         y2 = y.reshape(len(y), -1)
         if y2.shape[0] != x.shape[0]:
-            raise ValueError(f"{y2.shape[0]} targets for {x.shape[0]} training inputs")
+            raise DataError(f"{y2.shape[0]} targets for {x.shape[0]} training inputs")
         if not np.all(np.isfinite(y2)):
-            raise ValueError("the targets have a NaN or inf value")
+            raise DataError("the targets have a NaN or inf value")
         n = x.shape[0]
         self.x_train_ = x
         self.diag_train_ = self.network.diagonal(x, get=self.kernel)
         timings = {"kernel": 0.0}
         net, get = self.network, self.kernel
+        checked = []
 
         def make_tile(rows, cols):
             t0 = time.perf_counter()
@@ -144,6 +152,9 @@ class NNGPRegressor:
             tile = (net.kernel(x[rows[0]:rows[1]], get=get) if rows == cols
                     else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]], get=get)).T
             timings["kernel"] += time.perf_counter() - t0
+            if rows[0] == cols[0] == 0 and not checked:
+                checked.append(True)  # once: the tile is made again for each jitter
+                self._check_degenerate(tile)
             return tile
 
         ladder = jitter_ladder(self.jitter, float(np.mean(self.diag_train_)))
@@ -160,6 +171,25 @@ class NNGPRegressor:
         self.jitter_ = self.factor_.jitter
         self.timings_ = timings
         return self
+
+    def _check_degenerate(self, tile):
+        """Warn (DegenerateKernelWarning) when the kernel of the first training inputs has
+        collapsed: all their correlations equal to within DEGENERATE_SPREAD."""
+        k = tile[:DEGENERATE_CHECK_POINTS, :DEGENERATE_CHECK_POINTS]
+        if k.shape[0] < 2:
+            return
+        s = 1.0 / np.sqrt(np.diag(k))
+        corr = k * s[:, None] * s[None, :]
+        off = corr[~np.eye(k.shape[0], dtype=bool)]
+        spread = float(off.max() - off.min())
+        if spread <= DEGENERATE_SPREAD:
+            warnings.warn(
+                f"the kernel has collapsed at depth {self.settings['depth']}: the "
+                f"correlations of the first {k.shape[0]} training inputs all equal "
+                f"{float(off.mean()):.12g} (spread {spread:.1e}), the fixed point of the "
+                "recursion, so the predictions no longer depend on the inputs; use a "
+                "smaller depth (see the order-to-chaos line of nngp-lut plot phase)",
+                DegenerateKernelWarning, stacklevel=4)
 
     def _reserve(self, n, y2):
         """Bytes kept beside the factor: targets, solves and a test-kernel block."""
@@ -226,7 +256,7 @@ class NNGPRegressor:
         over the outputs (Rasmussen & Williams, eq. 2.30).  NNGP only: the NTK is not a
         prior covariance."""
         if self.kernel != "nngp":
-            raise ValueError("the marginal likelihood is defined for kernel='nngp' only")
+            raise ParameterError("the marginal likelihood is defined for kernel='nngp' only")
         return log_evidence(self.y_train_, self.alpha_, self.factor_.logdet())
 
     def close(self):
@@ -234,6 +264,17 @@ class NNGPRegressor:
         if self.factor_ is not None:
             self.factor_.remove()
             self.factor_ = None
+
+    def keep(self, exc=None):
+        """Keep the factor's tiles (out of core) for a later ``resume=True`` and release
+        their lock; with ``exc``, note on it what was kept."""
+        store = None if self.factor_ is None else self.factor_.store
+        if isinstance(store, linalg.DiskTiles):
+            if exc is not None:
+                exc.add_note(linalg.kept_note(store, len(self.factor_.bounds),
+                                              len(self.factor_.bounds)))
+            store.close()
+        self.factor_ = None
 
 
 @dataclass
@@ -300,9 +341,13 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi="relu", depth=None, weight
     t_start = time.perf_counter()
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classification = is_labels(y_train)
+    if classification and np.unique(y_train).size == 1:
+        warnings.warn(f"the training labels hold a single class ({int(y_train[0])}): every "
+                      "prediction is that class, so the accuracy says nothing about the model",
+                      OneClassWarning, stacklevel=2)
     t_train, t_test = regression_targets(y_train, y_test)
     if network is None and None in (depth, weight_var, bias_var):
-        raise ValueError("give network=, or depth, weight_var and bias_var")
+        raise ParameterError("give network=, or depth, weight_var and bias_var")
     gp = NNGPRegressor(phi, depth, weight_var, bias_var, network=network, kernel=kernel,
                        standardize=standardize, jitter=jitter, memory=memory,
                        scratch=scratch, resume=resume, progress=progress)
@@ -311,8 +356,11 @@ def evaluate(x_train, y_train, x_test, y_test, *, phi="relu", depth=None, weight
         t0 = time.perf_counter()
         pred = gp.predict(x_test, return_variance=variance)
         t_predict = time.perf_counter() - t0
-    finally:
-        gp.close()
+    except BaseException as exc:
+        # Out of core, a finished factorisation is kept for resume=True (Ctrl-C, full disk).
+        gp.keep(exc)
+        raise
+    gp.close()
     mean, var = pred if variance else (pred, None)
     timings = {**gp.timings_, "predict": t_predict, "total": time.perf_counter() - t_start}
     result = Result(n_train=len(t_train), n_test=len(t_test),

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import blas, lapack, solve_triangular
 
+from . import _files
 from .data import parse_size
+from .errors import MemoryBudgetError, NotPositiveDefinite, ScratchError
 
 #: Largest tile order: OpenBLAS segfaults on threaded dpotrf/dsyrk of order >= 16000 here.
 MAX_TILE = 8192
@@ -41,14 +43,6 @@ DEFAULT_TILE = 2048
 MIN_TILE = 256
 #: The paper's jitter ladder: 1e-10, multiplied by 10 after each failure, up to 0.1.
 PAPER_JITTERS = tuple(10.0 ** -e for e in range(10, 0, -1))
-
-
-class NotPositiveDefinite(np.linalg.LinAlgError):
-    """The matrix (plus the largest jitter tried) is not numerically positive definite."""
-
-
-class ScratchError(OSError):
-    """The scratch directory cannot be used (too little free disk, a previous run's tiles)."""
 
 
 def tile_bounds(n, tile):
@@ -88,7 +82,7 @@ def plan(n, memory, *, reserve=0, tile=None):
     Returns ``(in_ram, tile)``: in RAM with tiles of order ``DEFAULT_TILE`` when the packed
     lower triangle plus ``reserve`` bytes fits ``memory``; otherwise out of core with the
     largest tile (up to ``tile``) whose panel (n x tile) plus three tiles fits.  Raises
-    MemoryError when not even a panel of ``min(MIN_TILE, tile)`` columns fits.
+    MemoryBudgetError (a MemoryError) when not even a panel of ``min(MIN_TILE, tile)`` columns fits.
     """
     budget = resolve_memory(memory) - reserve
     if tile is None:
@@ -101,7 +95,7 @@ def plan(n, memory, *, reserve=0, tile=None):
     b = min(b, tile)
     if b < min(MIN_TILE, tile):
         need = 8 * (n * MIN_TILE + 3 * MIN_TILE**2) + reserve
-        raise MemoryError(f"a memory budget of {resolve_memory(memory) / 1e9:.3g} GB cannot "
+        raise MemoryBudgetError(f"a memory budget of {resolve_memory(memory) / 1e9:.3g} GB cannot "
                           f"hold one panel of tiles for n = {n}; give at least "
                           f"{need / 1e9:.2g} GB (--memory)")
     return False, b
@@ -127,6 +121,12 @@ class MemoryTiles:
     def drop(self, kind, i, j):
         self._tiles.pop((kind, i, j), None)
 
+    def open(self):
+        return self
+
+    def close(self):
+        pass
+
     def load_state(self):
         return None if self._state is None else dict(self._state)
 
@@ -140,13 +140,33 @@ class MemoryTiles:
 class DiskTiles:
     """Tiles as Fortran-ordered .npy files in a scratch directory.
 
-    Each tile is written to a temporary name and renamed, so a killed run leaves only complete
-    tiles; ``state.json`` (also written atomically) records the finished panels.
+    Each tile is written atomically (:func:`nngp_lut._files.atomic_write`), so a killed run
+    leaves only complete tiles; ``state.json`` (also written atomically) records the finished
+    panels.  The store holds an exclusive lock (``lock`` in the directory) from
+    :meth:`open` to :meth:`close`, so a second run on the same directory is refused.
     """
 
     def __init__(self, directory):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = None
+
+    def open(self):
+        """Create the directory, take its lock and remove temporary files of killed runs."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _files.os_failure(exc, self.dir, "create") from None
+        self._lock = _files.Lock(self.dir / "lock", what=f"the scratch directory {self.dir}")
+        self._lock.acquire()
+        for tmp in self.dir.glob(f".*{_files.TEMP_TAG}*"):
+            _files.clean_stale(tmp.parent / tmp.name[1:].partition(_files.TEMP_TAG)[0])
+        return self
+
+    def close(self):
+        """Release the lock, keeping the tiles (for a later resume)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _path(self, kind, i, j):
         return self.dir / f"{kind}_{i}_{j}.npy"
@@ -155,11 +175,11 @@ class DiskTiles:
         return np.load(self._path(kind, i, j), allow_pickle=False)
 
     def put(self, kind, i, j, a):
-        path = self._path(kind, i, j)
-        tmp = path.with_suffix(".partial")
-        with open(tmp, "wb") as f:
-            np.save(f, np.asfortranarray(a), allow_pickle=False)
-        os.replace(tmp, path)
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.save(f, np.asfortranarray(a), allow_pickle=False)
+
+        _files.atomic_write(self._path(kind, i, j), write)
 
     def has(self, kind, i, j):
         return self._path(kind, i, j).is_file()
@@ -174,12 +194,12 @@ class DiskTiles:
             return None
 
     def save_state(self, state):
-        tmp = self.dir / "state.json.partial"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.dir / "state.json")
+        _files.write_bytes(self.dir / "state.json", json.dumps(state).encode())
 
     def remove(self):
+        # Removed under the lock, which is released (its file gone) last.
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.close()
 
 
 # --- the factorisation -------------------------------------------------------------------------
@@ -287,31 +307,54 @@ def cholesky(make_tile, n, *, jitters=(0.0,), memory="auto", reserve=0, tile=Non
     bounds = tile_bounds(n, state["tile"])
     jitters = tuple(float(j) for j in jitters)
     # Out of core, an exception (Ctrl-C, a full disk) leaves the tiles for --resume.
-    for index in range(state["jitter_index"], len(jitters)):
-        state["jitter_index"] = index
-        store.save_state(state)
-        try:
-            _fill(store, bounds, make_tile, state["panels_done"], progress)
-            _factor(store, bounds, jitters[index], state, progress)
-            return TiledCholesky(store, bounds, jitters[index])
-        except NotPositiveDefinite as exc:
-            failed = exc
-        # Start over at the next jitter: the consumed tiles are made again.
-        for j in range(state["panels_done"] + 1):
-            for i in range(j, len(bounds)):
-                store.drop("l", i, j)
-                store.drop("a", i, j)
-        state["panels_done"] = 0
+    try:
+        for index in range(state["jitter_index"], len(jitters)):
+            state["jitter_index"] = index
+            store.save_state(state)
+            try:
+                _fill(store, bounds, make_tile, state["panels_done"], progress)
+                _factor(store, bounds, jitters[index], state, progress)
+                return TiledCholesky(store, bounds, jitters[index])
+            except NotPositiveDefinite as exc:
+                failed = exc
+            # Start over at the next jitter: the consumed tiles are made again.
+            for j in range(state["panels_done"] + 1):
+                for i in range(j, len(bounds)):
+                    store.drop("l", i, j)
+                    store.drop("a", i, j)
+            state["panels_done"] = 0
+    except BaseException as exc:
+        if isinstance(store, DiskTiles):
+            exc.add_note(kept_note(store, state["panels_done"], len(bounds)))
+            store.close()
+        raise
     store.remove()
     raise NotPositiveDefinite(f"the matrix is not positive definite even with jitter "
                               f"{jitters[-1]:g} ({failed}); check the data for duplicates "
                               "or use a larger jitter")
 
 
+def kept_note(store, panels_done, panels):
+    """What an interrupted out-of-core factorisation keeps, for the exception's notes."""
+    return (f"kept: {panels_done} of {panels} tile columns of the factorisation in "
+            f"{store.dir} (continue with resume=True, --resume)")
+
+
 def _open_scratch(scratch, fingerprint, n, tile, resume):
     root = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
-    root.mkdir(parents=True, exist_ok=True)
-    store = DiskTiles(root / f"nngp-lut-{fingerprint or 'run'}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _files.os_failure(exc, root, "create") from None
+    store = DiskTiles(root / f"nngp-lut-{fingerprint or 'run'}").open()
+    try:
+        return _check_scratch(store, root, fingerprint, n, tile, resume)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _check_scratch(store, root, fingerprint, n, tile, resume):
     state = store.load_state()
     if state is not None and not resume:
         raise ScratchError(f"{store.dir} holds an unfinished run of this job (panel "

@@ -7,16 +7,21 @@
   q = bias_var + weight_var E[phi(u)^2], u ~ N(0, q) (Schoenholz et al. 2017);
 * table: F_phi(q, q, rho) over the table's domain and its measured interpolation error.
 
-matplotlib is an optional extra (``pip install "nngp-lut[plot]"``); the numbers are computed
-without it.
+matplotlib is an optional extra (``pip install "nngp-lut[plot]"``), checked before any work.
+Every file is written atomically; existing files are overwritten only with ``force=True``,
+and a figure's numbers never overwrite one of its inputs.
 """
 
 import csv
+import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
+from . import _files
+from .errors import MissingDependency, OutputExists, ParameterError
 from .gp import evaluate, regression_targets
 from .tables import Integrator, as_table, random_points
 
@@ -28,7 +33,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError('plots need matplotlib: pip install "nngp-lut[plot]"') from None
+        raise MissingDependency('plots need matplotlib: pip install "nngp-lut[plot]"') \
+            from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -37,23 +43,45 @@ def _pyplot():
 
 def _save(plt, fig, png):
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    try:
+        _files.atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _write_csv(path, header, columns):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for row in zip(*columns):
-            w.writerow([repr(float(v)) for v in row])
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    for row in zip(*columns):
+        w.writerow([repr(float(v)) for v in row])
+    _files.write_bytes(path, buf.getvalue().encode())
 
 
-def _outputs(out):
+def output_paths(out, kind=None):
+    """The files a figure writes: FILE.png, FILE.csv (and FILE_error.csv for the table)."""
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise ValueError(f"{out}: the figure is written as PNG (name it *.png)")
-    return out, out.with_suffix(".csv")
+        raise ParameterError(f"{out}: the figure is written as PNG (name it *.png)")
+    paths = [out, out.with_suffix(".csv")]
+    if kind == "table":
+        paths.append(out.with_name(out.stem + "_error.csv"))
+    return paths
+
+
+def check_outputs(out, *, kind=None, force=False, inputs=()):
+    """Before any work: matplotlib is installed, every output can be written, none
+    exists unless ``force``, and none is one of the ``inputs`` (a figure's numbers must
+    never overwrite its own data, even with ``force``).  Returns the output paths."""
+    _pyplot()
+    paths = output_paths(out, kind)
+    for path in paths:
+        for source in inputs:
+            if Path(source).exists() and path.exists() and os.path.samefile(source, path):
+                raise OutputExists(f"the figure's numbers would be written to {path}, which is "
+                                   f"its input {source}; choose another --out")
+        _files.check_output(path, force=force)
+    return paths
 
 
 # --- calibration (Figure 2) ------------------------------------------------------------------
@@ -63,7 +91,7 @@ def calibration_bins(variance, squared_error, bin_size=100):
     order = np.argsort(variance, kind="stable")
     groups = len(order) // bin_size
     if groups < 2:
-        raise ValueError(f"calibration needs at least {2 * bin_size} test points "
+        raise ParameterError(f"calibration needs at least {2 * bin_size} test points "
                          f"(bins of {bin_size}); got {len(order)}")
     idx = order[: groups * bin_size].reshape(groups, bin_size)
     v, e = variance[idx].mean(axis=1), squared_error[idx].mean(axis=1)
@@ -71,12 +99,12 @@ def calibration_bins(variance, squared_error, bin_size=100):
 
 
 def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=100,
-                standardize=True, progress=None, **setting):
+                standardize=True, progress=None, force=False, **setting):
     """Write the calibration figure and CSV; returns {"correlation", "bins", "png", "csv"}.
 
     ``setting`` (depth, weight_var, bias_var) defaults to the paper's Figure 2 setting.
     """
-    png, table_csv = _outputs(out)
+    png, table_csv = check_outputs(out, force=force)
     setting = {**CALIBRATION_SETTING, **setting}
     res = evaluate(x_train, y_train, x_test, y_test, phi=phi, standardize=standardize,
                    variance=True, progress=progress, **setting)
@@ -84,7 +112,7 @@ def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=1
     sq_err = np.mean((res.mean - target) ** 2, axis=1)
     v, e, r = calibration_bins(res.variance, sq_err, bin_size)
     _write_csv(table_csv, ["mean_predicted_variance", "mean_squared_error"], [v, e])
-    plt = _pyplot()
+    plt = _pyplot()  # checked before the work by check_outputs
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(v, e, "o", ms=4)
     lim = [0, max(v.max(), e.max()) * 1.05]
@@ -127,13 +155,14 @@ def chi1(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
     return out
 
 
-def phase(rows, depth, out, *, phi=None):
+def phase(rows, depth, out, *, phi=None, force=False, inputs=()):
     """Validation accuracy (or MSE for regression) of a search's rows at one depth over the
-    (weight_var, bias_var) grid, with the order-to-chaos line chi_1 = 1 overlaid."""
-    png, table_csv = _outputs(out)
+    (weight_var, bias_var) grid, with the order-to-chaos line chi_1 = 1 overlaid.
+    ``inputs``: the results file(s) the rows come from, which are never overwritten."""
+    png, table_csv = check_outputs(out, force=force, inputs=inputs)
     rows = [r for r in rows if r["depth"] == depth]
     if not rows:
-        raise ValueError(f"the results hold no rows at depth {depth}")
+        raise ParameterError(f"the results hold no rows at depth {depth}")
     ws = np.array(sorted({r["weight_var"] for r in rows}))
     bs = np.array(sorted({r["bias_var"] for r in rows}))
     classification = not math.isnan(rows[0]["val_accuracy"])
@@ -160,10 +189,10 @@ def phase(rows, depth, out, *, phi=None):
 
 
 # --- the table -------------------------------------------------------------------------------
-def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7):
+def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7, force=False):
     """F_phi(q, q, rho) / E[phi^2](q) over ln q x rho, and |F_table - F_quadrature| /
     E[phi^2](q) at ``n_error`` random off-grid points (direct quadrature as truth)."""
-    png, table_csv = _outputs(out)
+    png, table_csv, error_csv = check_outputs(out, kind="table", force=force)
     table = as_table(table)
     lo, hi = (table.variance_min, table.variance_max) if not table.homogeneous else (1e-2, 1e2)
     q = np.geomspace(lo, hi, n_q)
@@ -177,7 +206,7 @@ def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7):
         "expr:") else table.activation_source, table.variance_max).bivariate(pq, pq, theta)
     err = np.abs(table.F(pq, pq, np.cos(theta)) - truth) / table.second_moment(pq)
     _write_csv(table_csv, ["q", "rho", "F_normalized"], [qq.ravel(), rr.ravel(), f.ravel()])
-    _write_csv(png.with_name(png.stem + "_error.csv"), ["q", "rho", "abs_error_normalized"],
+    _write_csv(error_csv, ["q", "rho", "abs_error_normalized"],
                [pq, np.cos(theta), err])
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))

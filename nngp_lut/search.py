@@ -10,6 +10,7 @@ setting is scored, so an interrupted search resumes where it stopped.
 """
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import scipy.optimize
 
-from . import linalg
-from .data import is_labels, standardize_rows, validate_inputs
+from . import _files, linalg
+from .data import DataError, is_labels, standardize_rows, validate_inputs
+from .errors import NNGPError, OutputExists, ParameterError
 from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
 from .tables import as_table
@@ -44,7 +46,7 @@ def parse_grid(spec):
             return np.linspace(float(a), float(b), int(n))
         return np.array([float(v) for v in text.split(",")])
     except ValueError:
-        raise ValueError(f"cannot read the grid {spec!r}; write a:b:n (n values from a to b) "
+        raise ParameterError(f"cannot read the grid {spec!r}; write a:b:n (n values from a to b) "
                          "or a comma-separated list") from None
 
 
@@ -53,9 +55,9 @@ def parse_depths(spec):
     try:
         depths = sorted({int(v) for v in str(spec).split(",")})
     except ValueError:
-        raise ValueError(f"cannot read the depths {spec!r}; write e.g. 1,2,3,5") from None
+        raise ParameterError(f"cannot read the depths {spec!r}; write e.g. 1,2,3,5") from None
     if depths[0] < 0:
-        raise ValueError("depths must be >= 0")
+        raise ParameterError("depths must be >= 0")
     return depths
 
 
@@ -76,7 +78,7 @@ class Problem:
         prep = standardize_rows if standardize else validate_inputs
         xt, xv = prep(x_train, "x_train"), prep(x_val, "x_val")
         if xv.shape[1] != xt.shape[1]:
-            raise ValueError(f"x_train has {xt.shape[1]} features but x_val has {xv.shape[1]}")
+            raise DataError(f"x_train has {xt.shape[1]} features but x_val has {xv.shape[1]}")
         tt, tv = regression_targets(y_train, y_val)
         labels = np.asarray(y_val) if is_labels(y_train) else None
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
@@ -145,9 +147,11 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
     depths, weight_vars, bias_vars
         Grids: sequences, or strings for :func:`parse_depths` / :func:`parse_grid`.
     out : path, optional
-        CSV file; each setting's rows are appended as soon as it is scored.
+        CSV file; each setting's rows are appended as soon as it is scored.  It is locked
+        for the search (a second search on it is refused with :class:`~nngp_lut.errors.Busy`).
     resume : bool
-        Keep the rows already in ``out`` and skip their settings.
+        Keep the rows already in ``out`` and skip their settings (a line torn by a kill,
+        and the rows of a setting scored at only some of the depths, are dropped).
     progress : callable, optional
         ``progress(done, total)`` in (weight_var, bias_var) settings.
 
@@ -159,27 +163,45 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
     depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
     weight_vars = parse_grid(weight_vars) if isinstance(weight_vars, str) else weight_vars
     bias_vars = parse_grid(bias_vars) if isinstance(bias_vars, str) else bias_vars
-    if out is not None and not resume and Path(out).exists():
-        raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
-                              "remove it")
+    if out is None:
+        return _grid_search(None, x_train, y_train, x_val, y_val, phi, depths, weight_vars,
+                            bias_vars, standardize, jitter, resume, progress)
+    if not resume and Path(out).exists():
+        raise OutputExists(f"{out} exists; pass --resume to continue that search, or "
+                           "remove it")
+    with _files.lock(out, what=f"the results file {out}"):
+        return _grid_search(Path(out), x_train, y_train, x_val, y_val, phi, depths,
+                            weight_vars, bias_vars, standardize, jitter, resume, progress)
+
+
+def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, bias_vars,
+                 standardize, jitter, resume, progress):
     table = as_table(phi)
     problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
     settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
-    rows = _resume_rows(out, table.activation_name) if out is not None and resume else []
+    rows = _resume_rows(out, table.activation_name, depths) if out and resume else []
     have = {}
     for r in rows:
         have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
     done = {key for key, got in have.items() if set(depths) <= got}
     writer = _Appender(out) if out is not None else None
-    for count, (w, b) in enumerate(settings, 1):
-        if (w, b) not in done:
-            new = [{"phi": table.activation_name, **r}
-                   for r in score_setting(problem, table, depths, w, b, jitter)]
-            rows += new
-            if writer:
-                writer.append(new)
-        if progress:
-            progress(count, len(settings))
+    scored = len(done & set(settings))
+    try:
+        for count, (w, b) in enumerate(settings, 1):
+            if (w, b) not in done:
+                new = [{"phi": table.activation_name, **r}
+                       for r in score_setting(problem, table, depths, w, b, jitter)]
+                rows += new
+                if writer:
+                    writer.append(new)
+                scored += 1
+            if progress:
+                progress(count, len(settings))
+    except BaseException as exc:
+        if writer:
+            exc.add_note(f"kept: {scored} of {len(settings)} settings scored, in {out} "
+                         "(continue with resume=True, --resume)")
+        raise
     wanted = set(settings)
     return [r for r in rows if (r["weight_var"], r["bias_var"]) in wanted
             and r["depth"] in depths]
@@ -190,7 +212,8 @@ def best_row(rows):
     else lowest MSE.  Rows without scores (unreachable depths) are ignored."""
     rows = [r for r in rows if not math.isnan(r["val_mse"])]
     if not rows:
-        raise ValueError("no setting of the search could be scored")
+        raise NNGPError("no setting of the search could be scored (every depth was outside "
+                        "the table's domain)")
     classification = not math.isnan(rows[0]["val_accuracy"])
     key = ((lambda r: (-r["val_accuracy"], r["val_mse"])) if classification
            else (lambda r: r["val_mse"]))
@@ -212,56 +235,80 @@ class _Appender:
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.exists() or self.path.stat().st_size == 0:
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+            _files.write_bytes(self.path, _csv_text([COLUMNS]).encode())
 
     def append(self, rows):
-        with open(self.path, "a", newline="") as f:
-            w = csv.writer(f)
-            for r in rows:
-                w.writerow([r[c] if isinstance(r[c], str) else repr(r[c]) for c in COLUMNS])
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", newline="") as f:
+                f.write(_csv_text([[r[c] if isinstance(r[c], str) else repr(r[c])
+                                    for c in COLUMNS] for r in rows]))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _files.os_failure(exc, self.path, "append to") from None
+
+
+def _csv_text(lines):
+    buf = io.StringIO()
+    csv.writer(buf).writerows(lines)
+    return buf.getvalue()
 
 
 def read_results(path):
     """The rows of a results CSV, and whether every line was whole (a kill mid-write can
     leave a torn last line, which is skipped)."""
     rows, whole = [], True
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            return rows, whole
-        if tuple(header) != COLUMNS:
-            raise ValueError(f"{path} is not a results file of nngp-lut search (its header "
-                             f"is {','.join(header)})")
-        for line in reader:
-            try:
-                r = dict(zip(COLUMNS, line, strict=True))
-                rows.append({"phi": r["phi"], "depth": int(r["depth"]),
-                             **{c: float(r[c]) for c in COLUMNS[2:]}})
-            except (ValueError, TypeError):
-                whole = False
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except OSError as exc:
+        raise _files.os_failure(exc, path, "read") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a results file of nngp-lut search (not text)") \
+            from None
+    if text and not text.endswith("\n"):
+        # Rows are written whole with their newline: a last line without one was cut by a
+        # kill, even if what is left of it still parses (1e-10 cut to 1e-1).
+        text, whole = text[:text.rfind("\n") + 1], False
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return rows, whole
+    if tuple(header) != COLUMNS:
+        raise DataError(f"{path} is not a results file of nngp-lut search (its header "
+                        f"is {','.join(header)[:80]})")
+    for line in reader:
+        try:
+            r = dict(zip(COLUMNS, line, strict=True))
+            rows.append({"phi": r["phi"], "depth": int(r["depth"]),
+                         **{c: float(r[c]) for c in COLUMNS[2:]}})
+        except (ValueError, TypeError):
+            whole = False
     return rows, whole
 
 
-def _resume_rows(path, phi_name):
-    """Rows of an earlier search of phi_name; a torn line is dropped from the file too."""
+def _resume_rows(path, phi_name, depths):
+    """Rows of an earlier search of phi_name.  A torn line, and the rows of a setting
+    scored at only some of ``depths`` (it is scored again), are dropped from the file too."""
     path = Path(path)
     if not path.exists():
         return []
     rows, whole = read_results(path)
     other = {r["phi"] for r in rows} - {phi_name}
     if other:
-        raise ValueError(f"{path} holds a search of {other.pop()}, not {phi_name}; "
-                         "use another --out")
-    if not whole:
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.unlink(missing_ok=True)
-        _Appender(tmp).append(rows)
-        os.replace(tmp, path)
-    return rows
+        raise ParameterError(f"{path} holds a search of {other.pop()}, not {phi_name}; "
+                             "use another --out")
+    have = {}
+    for r in rows:
+        have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
+    partial = {key for key, got in have.items() if not set(depths) <= got}
+    kept = [r for r in rows if not ((r["weight_var"], r["bias_var"]) in partial
+                                    and r["depth"] in depths)]
+    if not whole or len(kept) != len(rows):
+        lines = [COLUMNS] + [[r[c] if isinstance(r[c], str) else repr(r[c]) for c in COLUMNS]
+                             for r in kept]
+        _files.write_bytes(path, _csv_text(lines).encode())
+    return kept
 
 
 def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=True,

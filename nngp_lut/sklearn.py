@@ -7,9 +7,16 @@ through a table has no closed-form derivative in the variances.
 """
 
 import numpy as np
-from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-from .kernel import nngp_diag, nngp_kernel
+from .errors import MissingDependency
+
+try:
+    from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+except ImportError:
+    raise MissingDependency('nngp_lut.sklearn needs scikit-learn: pip install '
+                            '"nngp-lut[sklearn]"') from None
+
+from .kernel import nngp_diag, nngp_kernel  # noqa: E402
 
 #: Step in log(weight_var), log(bias_var) of the finite-difference gradient.
 LOG_STEP = 1e-4

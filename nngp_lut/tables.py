@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,9 @@ from ._core import interp as _interp
 from ._core import quadrature as _quad
 from ._core.config import (GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_LINEAR,
                            WARP_SCALE)
+from ._files import atomic_write, os_failure
 from .activations import Activation, get_activation, zero_function
+from .errors import DomainError, ExpressionError, NNGPWarning, ParameterError, TableError
 
 FORMAT_NAME = "nngp-lut table"
 FORMAT_VERSION = 1
@@ -45,14 +47,6 @@ HOMOGENEOUS_N_ANGLE = 513
 DOMAIN_SLACK = 1e-12
 #: Random off-grid points at which a new table is checked against direct quadrature.
 SELF_CHECK_POINTS = 256
-
-
-class TableError(Exception):
-    """A table file that cannot be used: not HDF5, not a table, wrong version, damaged."""
-
-
-class DomainError(ValueError):
-    """A variance outside the domain a table covers."""
 
 
 @dataclass
@@ -195,7 +189,7 @@ class Table:
 
     def _require_derivative(self):
         if not self.has_derivative:
-            raise ValueError(f"{self.activation_name} has no derivative table "
+            raise ParameterError(f"{self.activation_name} has no derivative table "
                              "(phi' is not a function, e.g. for a step)")
 
     def _expectation(self, q1, q2, rho, derivative):
@@ -204,7 +198,7 @@ class Table:
         shape = q1.shape
         q1, q2, rho = (np.ascontiguousarray(a).ravel() for a in (q1, q2, rho))
         if not np.all(np.isfinite(rho)) or np.any(np.abs(rho) > 1.0 + 1e-12):
-            raise ValueError("correlations must lie in [-1, 1]")
+            raise DomainError("correlations must lie in [-1, 1]")
         q1 = self._check_variance(q1)
         q2 = self._check_variance(q2)
         moment = self.derivative_second_moment if derivative else self.second_moment
@@ -220,20 +214,12 @@ class Table:
     def save(self, path, *, force=False):
         """Write the table to ``path`` atomically (temporary file in the same folder, then
         rename), so an interrupted write never leaves a partial file under the final name."""
-        path = Path(path)
-        if path.exists() and not force:
-            raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+
+        def write(tmp):
             with h5py.File(tmp, "w") as h5:
                 _write(h5, self)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(path, write, force=force, mkdir=True)
 
 
 # --- HDF5 ------------------------------------------------------------------------------------
@@ -272,6 +258,24 @@ def open_table(path):
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path}: no such table file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise os_failure(exc, path, "read") from None
+    try:
+        return _read_table(path)
+    except TableError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # h5py reports damaged headers in many ways ("message not aligned", bad symbol
+        # tables, ...): every one of them means the same thing to the user.
+        raise TableError(f"{path}: the file is damaged ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); rebuild the "
+                         "table") from None
+
+
+def _read_table(path):
     try:
         h5 = h5py.File(path, "r")
     except OSError:
@@ -316,9 +320,13 @@ def open_table(path):
 def read_info(path):
     """Attributes and metadata of a table file, validated, as a plain dict."""
     t = open_table(path)
-    with h5py.File(path, "r") as h5:
-        info = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()
-                if k != "metadata"}
+    try:
+        with h5py.File(path, "r") as h5:
+            info = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()
+                    if k != "metadata"}
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise TableError(f"{path}: the file is damaged ({type(exc).__name__}); rebuild the "
+                         "table") from None
     info["metadata"] = t.metadata
     return info
 
@@ -343,7 +351,8 @@ class Integrator:
             self.bp, self.kinks, bad = _quad.build_partition(
                 self.phi, self.dphi, half, np.array(self.act.kinks, dtype=np.float64))
             if not math.isnan(bad):
-                raise ValueError(f"activation {self.act.name} is not finite at x = {bad:.6g}")
+                raise ExpressionError(f"activation {self.act.name} is not finite at x = "
+                                      f"{bad:.6g}")
 
     def moments(self, q):
         q = np.ascontiguousarray(q, dtype=np.float64)
@@ -427,10 +436,10 @@ def build_table(activation, *, variance_min=None, variance_max=None, n_variance=
     spec.update({k: v for k, v in given.items() if v is not None})
     vmin, vmax = float(spec["variance_min"]), float(spec["variance_max"])
     if not (0.0 < vmin < vmax and math.isfinite(vmax)):
-        raise ValueError("need 0 < variance_min < variance_max")
+        raise ParameterError("need 0 < variance_min < variance_max")
     for key in ("n_variance", "n_angle", "n_unequal", "n_unequal_angle"):
         if int(spec[key]) < INTERP_POINTS:
-            raise ValueError(f"{key} must be at least {INTERP_POINTS}")
+            raise ParameterError(f"{key} must be at least {INTERP_POINTS}")
     homogeneous = act.degree is not None
     if homogeneous:
         # F(q1, q2, rho) = (q1 q2)^(k/2) F(1, 1, rho): one row at q = 1, theta uniform.
@@ -450,7 +459,7 @@ def build_table(activation, *, variance_min=None, variance_max=None, n_variance=
         integ = Integrator(act, vmax)
         vmax_u = float(spec["unequal_variance_max"] or vmax)
         if not vmin < vmax_u <= vmax:
-            raise ValueError("need variance_min < unequal_variance_max <= variance_max")
+            raise ParameterError("need variance_min < unequal_variance_max <= variance_max")
         n3 = int(spec["n_unequal"])
         sqrt_axis = act.exp_type is not None
         x3 = (np.linspace(0.0, math.sqrt(vmax_u), n3) if sqrt_axis
@@ -463,7 +472,7 @@ def build_table(activation, *, variance_min=None, variance_max=None, n_variance=
     counter.advance(q.size)
     f, fd = _equal_block(integ, q, theta, counter)
     if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
-        raise ValueError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
+        raise ExpressionError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
     f_n = f / e2[:, None]
     df_n = fd / d2[:, None] if act.has_derivative else np.full(theta.shape, np.nan)
     log_d2 = np.log(d2) if act.has_derivative else np.full(q.shape, np.nan)
@@ -625,8 +634,9 @@ def cached_table(activation, progress=None, **grid):
     if path.is_file():
         try:
             return open_table(path)
-        except TableError:
-            pass  # a damaged cache entry is rebuilt below
+        except TableError as exc:  # a damaged cache entry is rebuilt below
+            warnings.warn(f"rebuilding a damaged cached table ({exc})", NNGPWarning,
+                          stacklevel=2)
     table = build_table(act, progress=progress, **spec)
     table.save(path, force=True)
     return table

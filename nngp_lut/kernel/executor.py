@@ -10,14 +10,19 @@ each diagonal block; the rest is mirrored here.  This is the role of ``nt.batch`
 neural-tangents: the kernel function knows nothing of memory or files.
 """
 
+import errno
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from .._core import kernel as _kern
 from .._core.config import KERNEL_TILE_ROWS
 from ..data import parse_size
+from ..errors import DiskFull, MemoryBudgetError
 
 
 def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TILE_ROWS,
@@ -63,19 +68,27 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
             for r0, r1 in panels:
                 phase(sink.array, r0, r0, r1)
                 advance(r1 - r0)
-    else:
+        return sink.finish(same)
+    try:
         for r0, r1 in panels:
             block = np.empty((layers, r1 - r0, r1 if same else n2))
             for phase in phases:
                 phase(block, 0, r0, r1)
                 advance(r1 - r0)
             sink.write(block, r0, r1, same)
-    return sink.finish(same)
+        return sink.finish(same)
+    except BaseException as exc:
+        sink.abort()
+        new = _files.os_failure(exc, out)
+        if new is exc:
+            raise
+        raise new from None
 
 
 class _Sink:
     """Where panels go: an array in RAM (computed in place), or an HDF5 dataset when over
-    the memory budget (written from a buffer, under a temporary name until complete)."""
+    the memory budget (written from a buffer under this process's temporary name, renamed
+    when complete; removed on failure)."""
 
     def __init__(self, shape, nbytes, budget, out):
         self.h5 = None
@@ -83,14 +96,27 @@ class _Sink:
             self.array = np.empty(shape)
             return
         if out is None:
-            raise MemoryError(f"the kernel needs {nbytes / 1e9:.2f} GB, more than the memory "
-                              f"budget of {budget / 1e9:.2f} GB; give an HDF5 output path "
-                              "(out=..., --out K.h5) to stream it to disk, or raise --memory")
+            raise MemoryBudgetError(
+                f"the kernel needs {nbytes / 1e9:.2f} GB, more than the memory budget of "
+                f"{budget / 1e9:.2f} GB; give an HDF5 output path (out=..., --out K.h5) to "
+                "stream it to disk, or raise --memory")
         import h5py
 
         self.path = Path(out)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.h5 = h5py.File(self.tmp, "w")
+        # A full disk met while h5py streams leaves HDF5 in a state that crashes Python:
+        # refuse before the work.
+        free = shutil.disk_usage(self.path.parent).free
+        if free < nbytes * 1.01 + 2**20:
+            raise DiskFull(errno.ENOSPC, f"{self.path.parent} has {free / 1e9:.3g} GB free; "
+                           f"the kernel needs {nbytes / 1e9:.3g} GB: free space or write "
+                           "elsewhere")
+        _files.clean_stale(self.path)
+        self.tmp = _files.temp_path(self.path)
+        self.tmp.unlink(missing_ok=True)
+        try:
+            self.h5 = h5py.File(self.tmp, "w")
+        except OSError as exc:
+            raise _files.os_failure(exc, self.path) from None
         chunk = (1,) + tuple(min(s, 512) for s in shape[1:])
         self.array = self.h5.create_dataset(
             "kernel", shape=shape if shape[0] > 1 else shape[1:], dtype="f8",
@@ -113,5 +139,19 @@ class _Sink:
                 _kern.mirror_lower(self.array)
             return self.array
         self.h5.close()
-        self.tmp.replace(self.path)
+        fd = os.open(self.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.tmp, self.path)
+        _files.fsync_dir(self.path.parent)
         return str(self.path)
+
+    def abort(self):
+        """Close and remove the temporary file of a failed or interrupted stream."""
+        try:
+            self.h5.close()
+        except Exception:  # already broken (a full disk): removing the file is what counts
+            pass
+        self.tmp.unlink(missing_ok=True)

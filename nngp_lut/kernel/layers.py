@@ -38,10 +38,12 @@ from functools import cached_property
 
 import numpy as np
 
+from ..errors import ParameterError
+
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(ParameterError):
     """A network description that cannot be evaluated (a layer in the wrong place)."""
 
 

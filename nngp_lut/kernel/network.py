@@ -17,6 +17,7 @@ import numpy as np
 
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
+from ..errors import DataError, ParameterError
 from . import executor
 from .layers import Activation, ArchitectureError, Layer, deep_network as _deep_layers, readout_points
 from .program import NotFusable, compile_network, run_program
@@ -31,7 +32,7 @@ KINDS = ("nngp", "ntk")
 def _kinds(get):
     kinds = (get,) if isinstance(get, str) else tuple(get)
     if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-        raise ValueError(f"get must be 'nngp', 'ntk' or both as a tuple, got {get!r}")
+        raise ParameterError(f"get must be 'nngp', 'ntk' or both as a tuple, got {get!r}")
     return kinds
 
 
@@ -135,15 +136,15 @@ class Network:
         wanted = list(range(self.depth + 1)) if all_depths else (
             [self.depth] if depths is None else [int(l) for l in depths])
         if not wanted or min(wanted) < 0 or max(wanted) > self.depth:
-            raise ValueError(f"depths must lie in 0..{self.depth}")
+            raise ParameterError(f"depths must lie in 0..{self.depth}")
         if len(set(wanted)) != len(wanted):
-            raise ValueError("depths must not repeat")
+            raise ParameterError("depths must not repeat")
         x1, x2, same = _inputs(x1, x2)
         n1, n2 = x1.shape[0], x2.shape[0]
         if gram is not None and np.shape(gram) != (n1, n2):
-            raise ValueError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
+            raise DataError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
         if out is not None and len(kinds) > 1:
-            raise ValueError("stream one kernel at a time to HDF5 (get='nngp' or 'ntk')")
+            raise ParameterError("stream one kernel at a time to HDF5 (get='nngp' or 'ntk')")
         n_layers = len(wanted) * len(kinds)
         slot = {depth: tuple(s * len(kinds) + kinds.index(k) if k in kinds else -1
                              for k in KINDS) for s, depth in enumerate(wanted)}
@@ -210,10 +211,10 @@ def deep_network(phi, depth, weight_var, bias_var):
 def _network(network, phi, depth, weight_var, bias_var):
     if network is not None:
         if any(v is not None for v in (depth, weight_var, bias_var)):
-            raise ValueError("give either network= or depth/weight_var/bias_var, not both")
+            raise ParameterError("give either network= or depth/weight_var/bias_var, not both")
         return network if isinstance(network, Network) else Network(network)
     if None in (depth, weight_var, bias_var):
-        raise ValueError("give network=, or depth, weight_var and bias_var")
+        raise ParameterError("give network=, or depth, weight_var and bias_var")
     return deep_network(phi, depth, weight_var, bias_var)
 
 
@@ -282,7 +283,7 @@ def _inputs(x1, x2):
         return x1, x1, True
     x2 = validate_inputs(x2, "x2")
     if x2.shape[1] != x1.shape[1]:
-        raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
+        raise DataError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
     return x1, x2, False
 
 

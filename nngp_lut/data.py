@@ -1,10 +1,13 @@
 """Reading and checking users' data: arrays from .npy / .npz / .h5 / .csv, sizes."""
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import paper
 
 
 class DataError(ValueError):
@@ -30,9 +33,28 @@ def validate_inputs(x, name="x"):
     return np.ascontiguousarray(a)
 
 
+#: Below this many features, standardising each input across its features (the paper's
+#: convention for images) throws away most of what an input says, and warns.
+STANDARDIZE_MIN_FEATURES = 50
+
+
+class StandardizeWarning(UserWarning):
+    """Per-example standardisation of inputs with few features."""
+
+
 def standardize_rows(x, name="x"):
-    """Each input minus its mean, divided by its standard deviation (the paper's code)."""
+    """Each input minus its mean, divided by its standard deviation (the paper's code).
+
+    Warns (:class:`StandardizeWarning`) when the inputs have fewer than
+    :data:`STANDARDIZE_MIN_FEATURES` features: a d-feature input keeps only d - 2 degrees of
+    freedom, and for tabular features on different scales the result is rarely meaningful.
+    """
     a = validate_inputs(x, name)
+    if a.shape[1] < STANDARDIZE_MIN_FEATURES:
+        warnings.warn(f"standardising each input across its {a.shape[1]} features "
+                      "(the paper's convention for images) loses information on "
+                      "low-dimensional data; consider leaving it off (--no-standardize)",
+                      StandardizeWarning, stacklevel=2)
     sd = a.std(axis=1, keepdims=True)
     if np.any(sd == 0.0):
         raise DataError(f"{name} row {int(np.argmin(sd))} is constant: it cannot be "
@@ -116,7 +138,7 @@ def _pick(names, key, path):
 #: The embedded MNIST sample (see nngp_lut/_data/README.md).
 SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
 #: The paper's seed for class-balanced subsets (brain-research/nngp).
-SUBSET_SEED = 9999
+SUBSET_SEED = paper.SUBSET_SEED
 _PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
 
 
@@ -226,7 +248,8 @@ def mnist_paper_split(mnist_path):
     train = the other 50k; test = the 10k test images (DESIGN.md section 2)."""
     with np.load(mnist_path, allow_pickle=False) as z:
         x, y = z["x_train"], z["y_train"]
-        return Dataset(x[10000:], y[10000:], z["x_test"], z["y_test"], x[:10000], y[:10000])
+        v = paper.MNIST_N_VAL
+        return Dataset(x[v:], y[v:], z["x_test"], z["y_test"], x[:v], y[:v])
 
 
 def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import blas, lapack, solve_triangular
 
+from . import paper
 from .data import parse_size
 
 #: Largest tile order: OpenBLAS segfaults on threaded dpotrf/dsyrk of order >= 16000 here.
@@ -40,7 +41,7 @@ DEFAULT_TILE = 2048
 #: Smallest tile worth running out of core; a budget that cannot hold a panel of these fails.
 MIN_TILE = 256
 #: The paper's jitter ladder: 1e-10, multiplied by 10 after each failure, up to 0.1.
-PAPER_JITTERS = tuple(10.0 ** -e for e in range(10, 0, -1))
+PAPER_JITTERS = paper.JITTERS
 
 
 class NotPositiveDefinite(np.linalg.LinAlgError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.optimize
 
-from . import linalg
+from . import linalg, paper
 from .data import is_labels, standardize_rows, validate_inputs
 from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
@@ -27,10 +27,10 @@ from .tables import as_table
 #: Columns of the results CSV, in order.
 COLUMNS = ("phi", "depth", "weight_var", "bias_var", "val_accuracy", "val_mse",
            "log_marginal_likelihood", "jitter")
-#: The paper's grid (Section 3 and Table 1).
-PAPER_DEPTHS = (1, 2, 3, 5, 7, 10, 20, 50, 100)
-PAPER_WEIGHT_VAR = "0.1:5:30"
-PAPER_BIAS_VAR = "0:2:30"
+#: The paper's grid (Section 3 and Table 1), from :mod:`nngp_lut.paper`.
+PAPER_DEPTHS = paper.DEPTHS
+PAPER_WEIGHT_VAR = paper.WEIGHT_VAR_GRID
+PAPER_BIAS_VAR = paper.BIAS_VAR_GRID
 
 
 def parse_grid(spec):
@@ -72,7 +72,7 @@ class Problem:
     gram_val: np.ndarray
 
     @classmethod
-    def make(cls, x_train, y_train, x_val, y_val, standardize=True):
+    def make(cls, x_train, y_train, x_val, y_val, standardize=False):
         prep = standardize_rows if standardize else validate_inputs
         xt, xv = prep(x_train, "x_train"), prep(x_val, "x_val")
         if xv.shape[1] != xt.shape[1]:
@@ -96,10 +96,14 @@ def reachable_depth(table, x, depth, weight_var, bias_var):
     return depth
 
 
-def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute"):
+def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute",
+                  memory="auto"):
     """One row per depth for one (weight_var, bias_var): every depth from one kernel pass.
 
     Depths the table cannot reach (see :func:`reachable_depth`) get rows of NaN scores.
+    The kernels of every depth (train x train and validation x train) are held in RAM with
+    the factor of one of them; ``memory`` ("auto", "8GB", bytes) bounds them all, and a
+    larger problem raises MemoryError with advice.
     """
     p = problem
     top = min(reachable_depth(table, p.x_train, max(depths), weight_var, bias_var),
@@ -111,14 +115,23 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
         return unreachable
     net = deep_network(table, max(depths), weight_var, bias_var)
     # Only the wanted depths are stored; the search holds them in RAM by design.
-    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=2**62)
-    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=2**62)
-    n = p.t_train.shape[0]
+    n, n_val = p.t_train.shape[0], p.t_val.shape[0]
+    budget = linalg.resolve_memory(memory)
+    kernels = 8 * len(depths) * n * (n + n_val)
+    need = kernels + linalg.packed_bytes(n, min(n, linalg.DEFAULT_TILE))
+    if need > budget:
+        raise MemoryError(f"the search holds the kernels of {len(depths)} depths and one "
+                          f"factor for {n} training examples: {need / 1e9:.2f} GB, more than "
+                          f"the memory budget of {budget / 1e9:.2f} GB; raise --memory, or "
+                          "use fewer --depths or a smaller --n-train")
+    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=budget)
+    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=budget)
     rows = []
     for slot, depth in enumerate(depths):
         k = k_train[slot]
         factor = linalg.cholesky(lambda r, c: k[r[0]:r[1], c[0]:c[1]], n,
-                                 jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))))
+                                 jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))),
+                                 memory=budget - kernels)
         alpha = factor.solve(p.t_train)
         mean = k_val[slot] @ alpha
         rows.append({
@@ -132,8 +145,8 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
 
 
 def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
-                weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR, standardize=True,
-                jitter="absolute", out=None, resume=False, progress=None):
+                weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR, standardize=False,
+                jitter="absolute", memory="auto", out=None, resume=False, progress=None):
     """Score every (depth, weight_var, bias_var) on the validation set.
 
     Parameters
@@ -144,6 +157,8 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
         The activation or its table.
     depths, weight_vars, bias_vars
         Grids: sequences, or strings for :func:`parse_depths` / :func:`parse_grid`.
+    memory : int or str
+        Budget for the kernels held at once ("auto": 75% of the available memory).
     out : path, optional
         CSV file; each setting's rows are appended as soon as it is scored.
     resume : bool
@@ -174,7 +189,7 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
     for count, (w, b) in enumerate(settings, 1):
         if (w, b) not in done:
             new = [{"phi": table.activation_name, **r}
-                   for r in score_setting(problem, table, depths, w, b, jitter)]
+                   for r in score_setting(problem, table, depths, w, b, jitter, memory)]
             rows += new
             if writer:
                 writer.append(new)
@@ -197,7 +212,7 @@ def best_row(rows):
     return min(rows, key=key)
 
 
-def test_best(rows, x_train, y_train, x_test, y_test, *, phi, standardize=True,
+def test_best(rows, x_train, y_train, x_test, y_test, *, phi, standardize=False,
               jitter="absolute", **kwargs):
     """Fit the best validation setting on the training set and score the test set."""
     best = best_row(rows)
@@ -264,28 +279,45 @@ def _resume_rows(path, phi_name):
     return rows
 
 
-def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=True,
-                            jitter="absolute"):
+def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=False,
+                            jitter="absolute", memory="auto"):
     """log p(t | X) of regression targets (or shifted one-hot targets of integer labels)
     under the NNGP prior (Rasmussen & Williams, eq. 2.30), summed over outputs."""
     p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
     return score_setting(p, as_table(phi), [depth], weight_var, bias_var,
-                         jitter)[0]["log_marginal_likelihood"]
+                         jitter, memory)[0]["log_marginal_likelihood"]
+
+
+#: What the optimiser sees where the recursion leaves the table's domain (the depth is
+#: unreachable there): a wall it turns back from.
+OUTSIDE_DOMAIN = -1e100
 
 
 def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0.1,
-                                 standardize=True, jitter="absolute",
-                                 bounds=((0.01, 100.0), (1e-6, 10.0)), step=1e-4):
+                                 standardize=False, jitter="absolute",
+                                 bounds=((0.01, 100.0), (1e-6, 10.0)), step=1e-4,
+                                 memory="auto", progress=None):
     """Maximise the log marginal likelihood over (weight_var, bias_var) at one depth.
 
     L-BFGS-B over (ln weight_var, ln bias_var) within ``bounds``, with central finite
     differences of step ``step`` in log space (the kernel is a smooth function of both
     variances; the table's interpolation error, ~1e-7, is far below the step's effect).
+    Settings whose variances leave the table's domain score :data:`OUTSIDE_DOMAIN`.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(evaluations, weight_var, bias_var, log_marginal_likelihood)`` after each
+        new evaluation.
 
     Returns
     -------
     dict
         weight_var, bias_var, log_marginal_likelihood, evaluations, converged.
+
+    References
+    ----------
+    Rasmussen & Williams, "Gaussian Processes for Machine Learning", 2006, Section 5.4.1.
     """
     table = as_table(phi)
     p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
@@ -295,12 +327,18 @@ def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0
         key = tuple(theta)
         if key not in cache:
             w, b = np.exp(theta)
-            cache[key] = -score_setting(p, table, [depth], w, b,
-                                        jitter)[0]["log_marginal_likelihood"]
+            lml = score_setting(p, table, [depth], w, b, jitter,
+                                memory)[0]["log_marginal_likelihood"]
+            lml = lml if math.isfinite(lml) else OUTSIDE_DOMAIN
+            cache[key] = -lml
+            if progress:
+                progress(len(cache), float(w), float(b), lml)
         return cache[key]
 
     lo = np.log([bounds[0][0], bounds[1][0]])
     hi = np.log([bounds[0][1], bounds[1][1]])
+    if not np.all(lo < hi):
+        raise ValueError(f"empty bounds {bounds}: need low < high for both variances")
 
     def grad(theta):
         g = np.empty(2)
@@ -318,3 +356,55 @@ def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0
     return {"weight_var": float(w), "bias_var": float(b),
             "log_marginal_likelihood": float(-res.fun), "evaluations": len(cache),
             "converged": bool(res.success)}
+
+
+def optimize_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
+                    weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR,
+                    standardize=False, jitter="absolute", memory="auto", out=None,
+                    resume=False, progress=None, on_depth=None):
+    """Per depth, the (weight_var, bias_var) of highest marginal likelihood on the training
+    set (:func:`optimize_marginal_likelihood`), scored on the validation set.
+
+    The optimiser searches within the range of each grid (``weight_vars``, ``bias_vars``:
+    sequences or "a:b:n" strings; a bias_var bound of 0 becomes 1e-6, since it works in log
+    space) from the geometric middle of that range.  Rows have the columns of
+    :data:`COLUMNS` (one per depth; the same CSV as :func:`grid_search`, appended as each
+    depth finishes; ``resume`` skips depths already in ``out``), so :func:`best_row` and
+    :func:`test_best` apply unchanged.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(done, total)`` in depths.
+    on_depth : callable, optional
+        ``on_depth(row, result)`` when a depth is done: its CSV row and the optimiser's dict.
+    """
+    depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
+    ws = parse_grid(weight_vars) if isinstance(weight_vars, str) else np.asarray(weight_vars)
+    bs = parse_grid(bias_vars) if isinstance(bias_vars, str) else np.asarray(bias_vars)
+    bounds = ((max(float(np.min(ws)), 1e-6), float(np.max(ws))),
+              (max(float(np.min(bs)), 1e-6), float(np.max(bs))))
+    start = [math.sqrt(lo * hi) for lo, hi in bounds]
+    if out is not None and not resume and Path(out).exists():
+        raise FileExistsError(f"{out} exists; pass --resume to continue that search, or "
+                              "remove it")
+    table = as_table(phi)
+    problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
+    rows = _resume_rows(out, table.activation_name) if out is not None and resume else []
+    done = {r["depth"] for r in rows}
+    writer = _Appender(out) if out is not None else None
+    for count, depth in enumerate(depths, 1):
+        if depth not in done:
+            opt = optimize_marginal_likelihood(
+                problem.x_train, y_train, phi=table, depth=depth, weight_var=start[0],
+                bias_var=start[1], jitter=jitter, bounds=bounds, memory=memory)
+            (row,) = [{"phi": table.activation_name, **r} for r in score_setting(
+                problem, table, [depth], opt["weight_var"], opt["bias_var"], jitter, memory)]
+            rows.append(row)
+            if writer:
+                writer.append([row])
+            if on_depth:
+                on_depth(row, opt)
+        if progress:
+            progress(count, len(depths))
+    return [r for r in rows if r["depth"] in depths]

@@ -13,7 +13,7 @@ _OUT = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), re
                     help="Figure FILE.png; the numbers go to FILE.csv beside it.")
 
 
-@click.group()
+@click.group(short_help="The paper's figures and the table, as PNG and CSV.")
 def plot():
     """Figures as PNG, with the numbers behind them as CSV (needs matplotlib: pip install
     "nngp-lut[plot]")."""

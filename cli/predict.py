@@ -15,8 +15,7 @@ from nngp_lut.gp import evaluate
 from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
 
 
-@click.command(short_help="Exact GP prediction with the NNGP kernel on a dataset (Lee et "
-               "al. 2018, eq. 4).")
+@click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset: .npz or .h5 with x_train, y_train, x_test, y_test (optionally "
               "x_val, y_val); a folder or files of MNIST-style IDX files; the CIFAR-10 python "

@@ -12,7 +12,7 @@ from nngp_lut import search as searching
 from .common import load_data, phi_or_table, progress_bar, table_for, user_errors
 
 
-@click.command()
+@click.command(short_help="Choose depth, weight_var, bias_var on validation data.")
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset in any format predict reads (.npz/.h5, IDX, CIFAR-10, CSV).  "
               "Omitted: the embedded MNIST sample (1k train, 1k validation).")

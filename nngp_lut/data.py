@@ -1,20 +1,32 @@
 """Reading and checking users' data: arrays from .npy / .npz / .h5 / .csv, sizes."""
 
+from __future__ import annotations
+
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import paper
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike
+
+__all__ = ["DataError", "Dataset", "STANDARDIZE_MIN_FEATURES", "StandardizeWarning",
+           "balanced_subset", "is_labels", "load_array", "load_dataset", "make_sample",
+           "mnist_paper_split", "parse_size", "standardize_rows", "validate_inputs"]
 
 
 class DataError(ValueError):
     """Input data that cannot be used (missing, empty, non-numeric, NaN, wrong shape)."""
 
 
-def validate_inputs(x, name="x"):
+def validate_inputs(x: ArrayLike, name: str = "x") -> np.ndarray:
     """A C-contiguous float64 (n, d) array with n, d >= 1 and finite entries."""
     try:
         a = np.asarray(x, dtype=np.float64)
@@ -42,7 +54,7 @@ class StandardizeWarning(UserWarning):
     """Per-example standardisation of inputs with few features."""
 
 
-def standardize_rows(x, name="x"):
+def standardize_rows(x: ArrayLike, name: str = "x") -> np.ndarray:
     """Each input minus its mean, divided by its standard deviation (the paper's code).
 
     Warns (:class:`StandardizeWarning`) when the inputs have fewer than
@@ -66,7 +78,7 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
           "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_size(size):
+def parse_size(size: int | float | str) -> int:
     """Bytes from 4000000, "4MB", "2.5GB", "1GiB"."""
     if isinstance(size, (int, float)) and not isinstance(size, bool):
         if size <= 0:
@@ -81,7 +93,7 @@ def parse_size(size):
     return value
 
 
-def load_array(path, key=None):
+def load_array(path: PathLike, key: str | None = None) -> np.ndarray:
     """A 2-D float64 array from .npy, .npz (``key`` or the only array), .h5 (``key`` or the
     only dataset) or .csv (comma separated numbers, no header)."""
     p = Path(path)
@@ -142,7 +154,7 @@ SUBSET_SEED = paper.SUBSET_SEED
 _PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
 
 
-def is_labels(y):
+def is_labels(y: ArrayLike) -> bool:
     """Integer targets are class labels (classification); float targets are regression."""
     return np.asarray(y).dtype.kind in "biu"
 
@@ -164,7 +176,7 @@ class Dataset:
         return is_labels(self.y_train)
 
 
-def load_dataset(path=None):
+def load_dataset(path: PathLike | None = None) -> Dataset:
     """A :class:`Dataset` from .npz or .h5 holding x_train, y_train, x_test, y_test and
     optionally x_val, y_val (``path=None``: the embedded MNIST sample)."""
     p = SAMPLE_PATH if path is None else Path(path)
@@ -223,7 +235,7 @@ def _targets(y, n, name, path):
     return y
 
 
-def balanced_subset(labels, n, seed=SUBSET_SEED):
+def balanced_subset(labels: ArrayLike, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
     """Indices of the paper's class-balanced subset of size n: the first n / c examples of
     each of the c classes, in class order, then shuffled with RandomState(seed)."""
     classes = np.unique(labels)
@@ -243,7 +255,7 @@ def balanced_subset(labels, n, seed=SUBSET_SEED):
     return idx
 
 
-def mnist_paper_split(mnist_path):
+def mnist_paper_split(mnist_path: PathLike) -> Dataset:
     """Lee et al.'s MNIST split of the 60k training images: validation = the first 10k,
     train = the other 50k; test = the 10k test images (DESIGN.md section 2)."""
     with np.load(mnist_path, allow_pickle=False) as z:
@@ -252,7 +264,8 @@ def mnist_paper_split(mnist_path):
         return Dataset(x[v:], y[v:], z["x_test"], z["y_test"], x[:v], y[:v])
 
 
-def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):
+def make_sample(mnist_path: PathLike, out: PathLike = SAMPLE_PATH, n_train: int = 1000,
+                n_val: int = 1000) -> None:
     """Write the embedded sample: the paper's balanced 1k subset of the 50k train set, the
     first 1000 validation images and all 10k test images, as uint8 pixels."""
     split = mnist_paper_split(mnist_path)

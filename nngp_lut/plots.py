@@ -13,15 +13,28 @@ matplotlib is an optional extra (``pip install "nngp-lut[plot]"``); the numbers 
 without it.
 """
 
+from __future__ import annotations
+
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import paper
 from .gp import evaluate, regression_targets
 from .tables import Integrator, as_table, random_points
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike, PhiLike
+
+__all__ = ["CALIBRATION_SETTING", "calibration", "calibration_bins", "chi1", "fixed_point",
+           "phase", "table_figure"]
 
 #: The paper's Figure 2 setting (from :mod:`nngp_lut.paper`).
 CALIBRATION_SETTING = paper.FIGURE2_SETTING
@@ -60,7 +73,8 @@ def _outputs(out):
 
 
 # --- calibration (Figure 2) ------------------------------------------------------------------
-def calibration_bins(variance, squared_error, bin_size=100):
+def calibration_bins(variance: np.ndarray, squared_error: np.ndarray, bin_size: int = 100
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
     """Test points sorted by predicted variance, in consecutive groups of ``bin_size``:
     (mean predicted variance, mean squared error) per group, and their correlation."""
     order = np.argsort(variance, kind="stable")
@@ -73,8 +87,9 @@ def calibration_bins(variance, squared_error, bin_size=100):
     return v, e, float(np.corrcoef(v, e)[0, 1])
 
 
-def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=100,
-                standardize=False, progress=None, **setting):
+def calibration(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike,
+                out: PathLike, *, phi: PhiLike = "relu", bin_size: int = 100,
+                standardize: bool = False, progress: Callable | None = None, **setting) -> dict:
     """Write the calibration figure and CSV; returns {"correlation", "bins", "png", "csv"}.
 
     ``setting`` (depth, weight_var, bias_var) defaults to the paper's Figure 2 setting.
@@ -103,7 +118,8 @@ def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=1
 
 
 # --- order to chaos (Figure 3) ---------------------------------------------------------------
-def fixed_point(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
+def fixed_point(table: PhiLike, weight_vars: ArrayLike, bias_vars: ArrayLike,
+                iterations: int = 5000, rtol: float = 1e-12) -> np.ndarray:
     """q*, the fixed point of q = bias_var + weight_var E[phi(u)^2], u ~ N(0, q), on the grid
     (len(w), len(b)), reached by iterating from q = 1 (the variance of standardised inputs).
 
@@ -137,7 +153,8 @@ def fixed_point(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
     return np.where(ok, q, np.inf)
 
 
-def chi1(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
+def chi1(table: PhiLike, weight_vars: ArrayLike, bias_vars: ArrayLike, iterations: int = 5000,
+         rtol: float = 1e-12) -> np.ndarray:
     """chi_1 = weight_var E[phi'(u)^2], u ~ N(0, q*), on the grid (len(w), len(b)).
 
     q* is :func:`fixed_point`.  For an activation homogeneous of degree 1, E[phi'(u)^2] does
@@ -161,7 +178,7 @@ def chi1(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
     return out
 
 
-def phase(rows, depth, out, *, phi=None):
+def phase(rows: list[dict], depth: int, out: PathLike, *, phi: PhiLike | None = None) -> dict:
     """Validation accuracy (or MSE for regression) of a search's rows at one depth over the
     (weight_var, bias_var) grid, with the order-to-chaos line chi_1 = 1 (dashed, where the
     grid crosses it) and the settings without a finite fixed point q* (hatched).  The CSV
@@ -211,7 +228,8 @@ def phase(rows, depth, out, *, phi=None):
 
 
 # --- the table -------------------------------------------------------------------------------
-def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7):
+def table_figure(table: PhiLike, out: PathLike, *, n_q: int = 120, n_rho: int = 121,
+                 n_error: int = 2000, seed: int = 7) -> dict:
     """F_phi(q, q, rho) / E[phi^2](q) over ln q x rho, and |F_table - F_quadrature| /
     E[phi^2](q) at ``n_error`` random off-grid points (direct quadrature as truth)."""
     png, table_csv = _outputs(out)

@@ -9,11 +9,14 @@ every depth at once; the table is loaded once.  Rows are appended to a CSV file 
 setting is scored, so an interrupted search resumes where it stopped.
 """
 
+from __future__ import annotations
+
 import csv
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.optimize
@@ -24,6 +27,20 @@ from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
 from .tables import as_table
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike, PhiLike
+    from .gp import Result
+    from .tables import Table
+
+__all__ = ["COLUMNS", "OUTSIDE_DOMAIN", "PAPER_BIAS_VAR", "PAPER_DEPTHS", "PAPER_WEIGHT_VAR",
+           "Problem", "best_row", "grid_search", "log_marginal_likelihood",
+           "optimize_marginal_likelihood", "optimize_search", "parse_depths", "parse_grid",
+           "read_results", "reachable_depth", "score_setting", "test_best"]
+
 #: Columns of the results CSV, in order.
 COLUMNS = ("phi", "depth", "weight_var", "bias_var", "val_accuracy", "val_mse",
            "log_marginal_likelihood", "jitter")
@@ -33,7 +50,7 @@ PAPER_WEIGHT_VAR = paper.WEIGHT_VAR_GRID
 PAPER_BIAS_VAR = paper.BIAS_VAR_GRID
 
 
-def parse_grid(spec):
+def parse_grid(spec: str | float) -> np.ndarray:
     """Values from "a:b:n" (n evenly spaced values from a to b), "x,y,z" or one number."""
     text = str(spec).strip()
     try:
@@ -48,7 +65,7 @@ def parse_grid(spec):
                          "or a comma-separated list") from None
 
 
-def parse_depths(spec):
+def parse_depths(spec: str | int) -> list[int]:
     """Depths from "1,2,3,5" (non-negative integers)."""
     try:
         depths = sorted({int(v) for v in str(spec).split(",")})
@@ -82,7 +99,8 @@ class Problem:
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
 
 
-def reachable_depth(table, x, depth, weight_var, bias_var):
+def reachable_depth(table: Table, x: np.ndarray, depth: int, weight_var: float,
+                    bias_var: float) -> int:
     """The deepest l <= depth whose recursion keeps every input's variance inside the
     table's domain on layers 0..l-1 (with bias_var = 0 and a contracting weight_var the
     variances of a saturating phi decay geometrically towards 0 and leave any table)."""
@@ -96,8 +114,9 @@ def reachable_depth(table, x, depth, weight_var, bias_var):
     return depth
 
 
-def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute",
-                  memory="auto"):
+def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_var: float,
+                  bias_var: float, jitter: str | float = "absolute",
+                  memory: int | str = "auto") -> list[dict]:
     """One row per depth for one (weight_var, bias_var): every depth from one kernel pass.
 
     Depths the table cannot reach (see :func:`reachable_depth`) get rows of NaN scores.
@@ -144,9 +163,13 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
     return rows + unreachable
 
 
-def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
-                weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR, standardize=False,
-                jitter="absolute", memory="auto", out=None, resume=False, progress=None):
+def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike, *,
+                phi: PhiLike, depths: Sequence[int] | str = PAPER_DEPTHS,
+                weight_vars: ArrayLike | str = PAPER_WEIGHT_VAR,
+                bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
+                jitter: str | float = "absolute", memory: int | str = "auto",
+                out: PathLike | None = None, resume: bool = False,
+                progress: Callable | None = None) -> list[dict]:
     """Score every (depth, weight_var, bias_var) on the validation set.
 
     Parameters
@@ -200,7 +223,7 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
             and r["depth"] in depths]
 
 
-def best_row(rows):
+def best_row(rows: list[dict]) -> dict:
     """The best setting on validation: highest accuracy (classification; ties: lower MSE),
     else lowest MSE.  Rows without scores (unreachable depths) are ignored."""
     rows = [r for r in rows if not math.isnan(r["val_mse"])]
@@ -212,8 +235,9 @@ def best_row(rows):
     return min(rows, key=key)
 
 
-def test_best(rows, x_train, y_train, x_test, y_test, *, phi, standardize=False,
-              jitter="absolute", **kwargs):
+def test_best(rows: list[dict], x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+              y_test: ArrayLike, *, phi: PhiLike, standardize: bool = False,
+              jitter: str | float = "absolute", **kwargs) -> tuple[dict, Result]:
     """Fit the best validation setting on the training set and score the test set."""
     best = best_row(rows)
     return best, evaluate(x_train, y_train, x_test, y_test, phi=phi, depth=best["depth"],
@@ -239,7 +263,7 @@ class _Appender:
             os.fsync(f.fileno())
 
 
-def read_results(path):
+def read_results(path: PathLike) -> tuple[list[dict], bool]:
     """The rows of a results CSV, and whether every line was whole (a kill mid-write can
     leave a torn last line, which is skipped)."""
     rows, whole = [], True
@@ -279,8 +303,10 @@ def _resume_rows(path, phi_name):
     return rows
 
 
-def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=False,
-                            jitter="absolute", memory="auto"):
+def log_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, depth: int,
+                            weight_var: float, bias_var: float, standardize: bool = False,
+                            jitter: str | float = "absolute", memory: int | str = "auto"
+                            ) -> float:
     """log p(t | X) of regression targets (or shifted one-hot targets of integer labels)
     under the NNGP prior (Rasmussen & Williams, eq. 2.30), summed over outputs."""
     p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
@@ -293,10 +319,12 @@ def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardi
 OUTSIDE_DOMAIN = -1e100
 
 
-def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0.1,
-                                 standardize=False, jitter="absolute",
-                                 bounds=((0.01, 100.0), (1e-6, 10.0)), step=1e-4,
-                                 memory="auto", progress=None):
+def optimize_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, depth: int,
+                                 weight_var: float = 1.0, bias_var: float = 0.1,
+                                 standardize: bool = False, jitter: str | float = "absolute",
+                                 bounds: tuple = ((0.01, 100.0), (1e-6, 10.0)),
+                                 step: float = 1e-4, memory: int | str = "auto",
+                                 progress: Callable | None = None) -> dict:
     """Maximise the log marginal likelihood over (weight_var, bias_var) at one depth.
 
     L-BFGS-B over (ln weight_var, ln bias_var) within ``bounds``, with central finite
@@ -358,10 +386,14 @@ def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0
             "converged": bool(res.success)}
 
 
-def optimize_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
-                    weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR,
-                    standardize=False, jitter="absolute", memory="auto", out=None,
-                    resume=False, progress=None, on_depth=None):
+def optimize_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike,
+                    *, phi: PhiLike, depths: Sequence[int] | str = PAPER_DEPTHS,
+                    weight_vars: ArrayLike | str = PAPER_WEIGHT_VAR,
+                    bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
+                    jitter: str | float = "absolute", memory: int | str = "auto",
+                    out: PathLike | None = None, resume: bool = False,
+                    progress: Callable | None = None, on_depth: Callable | None = None
+                    ) -> list[dict]:
     """Per depth, the (weight_var, bias_var) of highest marginal likelihood on the training
     set (:func:`optimize_marginal_likelihood`), scored on the validation set.
 

@@ -7,9 +7,16 @@ through a table has no closed-form derivative in the variances.
 """
 
 import numpy as np
-from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+
+try:
+    from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+except ImportError:  # pragma: no cover - exercised in a subprocess without scikit-learn
+    raise ImportError('nngp_lut.sklearn needs scikit-learn: pip install "nngp-lut[sklearn]"') \
+        from None
 
 from .kernel import nngp_diag, nngp_kernel
+
+__all__ = ["NNGPKernel", "LOG_STEP"]
 
 #: Step in log(weight_var), log(bias_var) of the finite-difference gradient.
 LOG_STEP = 1e-4

@@ -17,8 +17,8 @@ from ._openblas import set_openblas_idle_timeout
 __version__ = "0.1.0"
 
 #: Public submodules, imported on first attribute access.
-SUBMODULES = ("activations", "data", "gp", "kernel", "linalg", "paper", "plots", "search",
-              "sklearn", "tables")
+SUBMODULES = ("activations", "data", "formats", "gp", "kernel", "linalg", "paper", "plots",
+              "search", "sklearn", "tables")
 #: Public names of submodules, re-exported here (name -> submodule).
 _EXPORTS = {"Activation": "activations", "builtin_names": "activations",
             "get_activation": "activations", "Table": "tables", "build_table": "tables",

@@ -177,14 +177,36 @@ class Dataset:
 
 
 def load_dataset(path: PathLike | None = None) -> Dataset:
-    """A :class:`Dataset` from .npz or .h5 holding x_train, y_train, x_test, y_test and
-    optionally x_val, y_val (``path=None``: the embedded MNIST sample)."""
+    """A :class:`Dataset` from a file or folder (``path=None``: the embedded MNIST sample).
+
+    Formats, recognised by name (see :mod:`nngp_lut.formats`):
+
+    * .npz or .h5 holding x_train, y_train, x_test, y_test and optionally x_val, y_val;
+    * MNIST-style IDX files (a folder, or one of its files; gzipped or not): MNIST,
+      Fashion-MNIST, KMNIST;
+    * the CIFAR-10 python batches (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``);
+    * CSV with a header row (train.csv / test.csv in a folder, NAME_train.csv beside
+      NAME_test.csv, or a ``split`` column).
+
+    Images with more than two dimensions become one row per example; IDX and CIFAR-10
+    pixels are read as floats in [0, 1].
+    """
+    from . import formats
+
     p = SAMPLE_PATH if path is None else Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    if p.suffix.lower() not in (".npz", ".h5", ".hdf5"):
-        raise DataError(f"{p}: a dataset must be .npz or .h5")
-    arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    kind = "container" if p.is_file() and p.suffix.lower() in (".npz", ".h5", ".hdf5") \
+        else formats.sniff(p)
+    if kind is None:
+        raise DataError(f"{p}: unknown dataset format (use .npz or .h5, a folder or the files "
+                        "of MNIST-style IDX files, the CIFAR-10 python batches or their "
+                        ".tar.gz, or CSV with a header row)")
+    if kind == "container":
+        arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
+    else:
+        arrays = {"idx": formats.read_idx_dataset, "cifar10": formats.read_cifar10,
+                  "csv": formats.read_csv_dataset}[kind](p)
     missing = [k for k in _PARTS[:4] if k not in arrays]
     if missing:
         raise DataError(f"{p}: missing {', '.join(missing)} (a dataset holds x_train, "

@@ -324,7 +324,7 @@ def optimize_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, de
                                  standardize: bool = False, jitter: str | float = "absolute",
                                  bounds: tuple = ((0.01, 100.0), (1e-6, 10.0)),
                                  step: float = 1e-4, memory: int | str = "auto",
-                                 progress: Callable | None = None) -> dict:
+                                 maxiter: int = 200, progress: Callable | None = None) -> dict:
     """Maximise the log marginal likelihood over (weight_var, bias_var) at one depth.
 
     L-BFGS-B over (ln weight_var, ln bias_var) within ``bounds``, with central finite
@@ -334,6 +334,9 @@ def optimize_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, de
 
     Parameters
     ----------
+    maxiter : int
+        Most L-BFGS-B iterations (each costs about five evaluations: the point and the
+        finite-difference gradient); ``converged`` is False when it stops there.
     progress : callable, optional
         ``progress(evaluations, weight_var, bias_var, log_marginal_likelihood)`` after each
         new evaluation.
@@ -379,7 +382,7 @@ def optimize_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, de
 
     theta0 = np.clip(np.log([weight_var, max(bias_var, bounds[1][0])]), lo, hi)
     res = scipy.optimize.minimize(f, theta0, jac=grad, method="L-BFGS-B",
-                                  bounds=list(zip(lo, hi)))
+                                  bounds=list(zip(lo, hi)), options={"maxiter": maxiter})
     w, b = np.exp(res.x)
     return {"weight_var": float(w), "bias_var": float(b),
             "log_marginal_likelihood": float(-res.fun), "evaluations": len(cache),

@@ -181,7 +181,8 @@ def test_phase_draws_the_relu_critical_line_and_marks_no_fixed_point(tmp_path):
     assert res["critical_line"] and res["no_fixed_point"] == 4
     header, data = read_csv(res["csv"])
     assert np.allclose(data[:, 3], data[:, 0] / 2)
-    assert np.all(np.isinf(data[data[:, 0] > 2, 4])) and np.all(np.isfinite(data[data[:, 0] < 2, 4]))
+    above, below = data[:, 0] > 2, data[:, 0] < 2
+    assert np.all(np.isinf(data[above, 4])) and np.all(np.isfinite(data[below, 4]))
 
 
 def test_chi1_is_nan_where_there_is_no_fixed_point():

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nngp_lut import paper, plots, search  # noqa: E402

@@ -19,13 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nngp_lut import plots, search  # noqa: E402
+from nngp_lut import paper, plots, search  # noqa: E402
 from nngp_lut.data import balanced_subset, mnist_paper_split  # noqa: E402
-from nngp_lut.gp import PAPER_TABLE1  # noqa: E402
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 
@@ -54,12 +51,14 @@ def main():
         rows = search.grid_search(
             x, y, xv, yv, phi=phi, depths=args.depths,
             weight_vars=f"0.1:5:{args.grid}", bias_vars=f"0:2:{args.grid}", out=csv_path,
+            standardize=paper.STANDARDIZE,
             progress=lambda d, t: print(f"  {phi} {d}/{t}", file=sys.stderr, flush=True)
             if d % 30 == 0 else None)
         wall = time.perf_counter() - t0
-        best, test = search.test_best(rows, x, y, split.x_test, split.y_test, phi=phi)
-        paper = PAPER_TABLE1[1000, phi]
-        ok = test.accuracy >= paper[3] - 0.003
+        best, test = search.test_best(rows, x, y, split.x_test, split.y_test, phi=phi,
+                                      standardize=paper.STANDARDIZE)
+        reference = paper.TABLE1_MNIST[1000, phi]
+        ok = test.accuracy >= reference[3] - 0.003
         lines.append(
             f"{phi}: {len(rows)} rows ({settings} settings x {len(search.parse_depths(args.depths))}"
             f" depths) in {wall:.0f} s = {wall / settings:.2f} s per (weight_var, bias_var), "
@@ -67,14 +66,15 @@ def main():
             f"  best on validation: depth {best['depth']}, weight_var {best['weight_var']:.3f}, "
             f"bias_var {best['bias_var']:.3f} (val accuracy {best['val_accuracy']:.4f})\n"
             f"  test accuracy {test.accuracy:.4f}, MSE {test.mse:.5f}; paper "
-            f"{paper[3]:.4f} at {paper[0]}-{paper[1]}-{paper[2]}: "
-            f"{'ok' if ok else 'MISS'} (target >= {paper[3] - 0.003:.4f})")
+            f"{reference[3]:.4f} at {reference[0]}-{reference[1]}-{reference[2]}: "
+            f"{'ok' if ok else 'MISS'} (target >= {reference[3] - 0.003:.4f})")
         print(lines[-1], flush=True)
     for n in [int(s) for s in args.calibration_sizes.split(",") if s]:
         sub = balanced_subset(split.y_train, n)
         t0 = time.perf_counter()
         res = plots.calibration(split.x_train[sub], split.y_train[sub], split.x_test,
-                                split.y_test, out_dir / f"calibration_{n}.png", phi="relu")
+                                split.y_test, out_dir / f"calibration_{n}.png", phi="relu",
+                                standardize=paper.STANDARDIZE)
         lines.append(f"calibration relu 3-2.0-0.2, {n} train, 10000 test: correlation "
                      f"{res['correlation']:.4f} over {res['bins']} bins of 100 (accuracy "
                      f"{res['accuracy']:.4f}; {time.perf_counter() - t0:.0f} s)")

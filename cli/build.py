@@ -14,7 +14,7 @@ G = tables.DEFAULT_GRID
 E = dict(G, **tables.EXP_TYPE_GRID)
 
 
-@click.command()
+@click.command(short_help="Tabulate F_phi of an activation into an HDF5 file.")
 @click.option("--phi", "phi", required=True, metavar="NAME_OR_EXPR",
               help="Activation: a built-in name (" + ", ".join(builtin_names()) + "), "
               "leaky_relu(slope=0.1), or an expression in x such as 'x*tanh(x)'.")

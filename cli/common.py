@@ -11,6 +11,7 @@ import json
 import math
 import shlex
 import sys
+import time
 import traceback
 import warnings
 
@@ -127,28 +128,56 @@ def progress_bar(label, quiet):
         yield progress and (lambda done, total: progress(label, done, total))
 
 
+#: Seconds between progress lines when stderr is not a terminal (logs, batch jobs, CI).
+PROGRESS_INTERVAL = 5.0
+
+
 @contextlib.contextmanager
 def stage_bars(quiet):
-    """A ``progress(stage, done, total)`` callback: one bar per stage, on stderr."""
+    """A ``progress(stage, done, total)`` callback on stderr: one bar per stage on a
+    terminal; otherwise plain lines, one every PROGRESS_INTERVAL seconds and one when a stage
+    ends, with its time."""
     if quiet:
         yield None
         return
-    state = {"stage": None, "bar": None, "done": 0}
+    stream = sys.stderr
+    tty = stream.isatty()
+    state = {"stage": None, "bar": None, "done": 0, "total": 1, "start": 0.0, "last": 0.0,
+             "ended": True}
+
+    def line(text):
+        click.echo(text, err=True)
 
     def close():
         if state["bar"] is not None:
             state["bar"].__exit__(None, None, None)
             state["bar"] = None
+        if not tty and not state["ended"]:
+            pct = 100.0 * state["done"] / max(state["total"], 1)
+            line(f"{state['stage']}: stopped at {pct:.0f}% after "
+                 f"{time.perf_counter() - state['start']:.1f} s")
+            state["ended"] = True
 
     def progress(stage, done, total):
-        if stage != state["stage"]:
+        now = time.perf_counter()
+        if stage != state["stage"] or (not tty and state["ended"] and done < total):
             close()
-            state.update(stage=stage, done=0)
-            state["bar"] = click.progressbar(length=int(total), label=f"{stage:<8}",
-                                             file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        state["bar"].update(int(done) - state["done"])
-        state["done"] = int(done)
+            state.update(stage=stage, done=0, start=now, last=now, ended=False)
+            if tty:
+                state["bar"] = click.progressbar(length=int(total), label=f"{stage:<8}",
+                                                 file=stream)
+                state["bar"].__enter__()
+        if tty:
+            state["bar"].update(int(done) - state["done"])
+        elif not state["ended"]:
+            if done >= total:
+                line(f"{stage}: done in {now - state['start']:.1f} s")
+                state["ended"] = True
+            elif now - state["last"] >= PROGRESS_INTERVAL:
+                line(f"{stage}: {100.0 * done / max(total, 1):.0f}% ({int(done)}/{int(total)}) "
+                     f"after {now - state['start']:.0f} s")
+                state["last"] = now
+        state.update(done=int(done), total=int(total))
 
     try:
         yield progress

@@ -9,7 +9,7 @@ from nngp_lut import tables
 from .common import to_json, user_errors
 
 
-@click.command()
+@click.command(short_help="Validate a table file and describe it.")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(path, as_json):

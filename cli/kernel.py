@@ -21,7 +21,7 @@ def _load(spec, name):
     return load_array(path, key or None)
 
 
-@click.command()
+@click.command(short_help="The deep NNGP kernel of input files.")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation (built-in name or expression in x); its table is built once "
               "and cached.  Give --phi or --table.")

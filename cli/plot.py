@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from nngp_lut import plots
+from nngp_lut import paper, plots
 from nngp_lut.search import read_results
 
 from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
@@ -15,15 +15,15 @@ _FORCE = click.option("--force", is_flag=True,
                       help="Overwrite existing FILE.png and FILE.csv (never the input).")
 
 
-@click.group()
+@click.group(short_help="The paper's figures and the table, as PNG and CSV.")
 def plot():
     """Figures as PNG, with the numbers behind them as CSV (needs matplotlib: pip install
     "nngp-lut[plot]")."""
 
 
 @plot.command()
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Dataset .npz or .h5; omitted: the embedded MNIST sample.")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Dataset in any format predict reads; omitted: the embedded MNIST sample.")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation; default relu.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
@@ -40,14 +40,20 @@ def plot():
               help="Use the first M test examples.")
 @click.option("--bin-size", type=click.IntRange(1), default=100, show_default=True,
               help="Test points per bin.")
+@click.option("--standardize/--no-standardize", default=None,
+              help="Standardise each input across its features (the paper's convention for "
+              "images).  Default: off; on for the embedded sample (no --data), as in the "
+              "paper's Figure 2.")
 @_OUT
 @_FORCE
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
-                bin_size, out, force, quiet):
+                bin_size, standardize, out, force, quiet):
     """Predicted variance against realised squared error, test points binned by predicted
     variance (the paper's Figure 2); prints the correlation coefficient."""
     phi = phi_or_table(phi, table_path, default="relu")
+    if standardize is None:
+        standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
         plots.check_outputs(out, force=force)
         data = load_data(data_path, n_train)
@@ -56,10 +62,12 @@ def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train
             res = plots.calibration(data.x_train, data.y_train, data.x_test[:n_test],
                                     data.y_test[:n_test], out, phi=table, depth=depth,
                                     weight_var=weight_var, bias_var=bias_var,
-                                    bin_size=bin_size, progress=progress, force=force)
+                                    bin_size=bin_size, standardize=standardize,
+                                    progress=progress, force=force)
     click.echo(f"correlation of binned predicted variance and squared error: "
                f"{res['correlation']:.4f} ({res['bins']} bins of {bin_size})")
-    click.echo(f"wrote {res['png']} and {res['csv']}")
+    click.echo(f"wrote {res['png']} and {res['csv']}"
+               + ("; inputs standardised per example" if standardize else ""))
 
 
 @plot.command()

@@ -5,16 +5,17 @@ from pathlib import Path
 
 import click
 
+from nngp_lut import paper
 from nngp_lut import search as searching
 
 from .common import (check_output, load_data, phi_or_table, progress_bar, table_for, to_json,
                      user_errors)
 
 
-@click.command()
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Dataset .npz or .h5 (x_train, y_train, x_test, y_test, optionally x_val, "
-              "y_val).  Omitted: the embedded MNIST sample (1k train, 1k validation).")
+@click.command(short_help="Choose depth, weight_var, bias_var on validation data.")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Dataset in any format predict reads (.npz/.h5, IDX, CIFAR-10, CSV).  "
+              "Omitted: the embedded MNIST sample (1k train, 1k validation).")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation (built-in name or expression in x); default relu.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
@@ -30,8 +31,18 @@ from .common import (check_output, load_data, phi_or_table, progress_bar, table_
               help="weight_var values: a:b:n (n values from a to b) or a comma list.")
 @click.option("--bias-var-grid", default=searching.PAPER_BIAS_VAR, show_default=True,
               help="bias_var values: a:b:n or a comma list.")
-@click.option("--standardize/--no-standardize", default=True, show_default=True,
-              help="Standardise each input across its features (the paper's convention).")
+@click.option("--standardize/--no-standardize", default=None,
+              help="Standardise each input across its features (the paper's convention for "
+              "images).  Default: off; on for the embedded sample (no --data).")
+@click.option("--optimize", is_flag=True,
+              help="Instead of the grid: per depth, maximise the log marginal likelihood on "
+              "the training set over weight_var and bias_var (L-BFGS-B, finite differences "
+              "in log space, within the range of --weight-var-grid and --bias-var-grid, "
+              "from its geometric middle), then score the optimum on validation; one CSV "
+              "row per depth.")
+@click.option("--memory", default="auto", show_default=True,
+              help="Memory budget for the kernels held at once, e.g. 8GB ('auto': 75% of "
+              "the available memory).")
 @click.option("--jitter", default="absolute", show_default=True, metavar="RULE",
               help="Noise variance rule: absolute, relative or a number (see predict).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -47,11 +58,13 @@ from .common import (check_output, load_data, phi_or_table, progress_bar, table_
               "line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
-           bias_var_grid, standardize, jitter, out, resume, force, as_json, quiet):
+           bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
+           quiet):
     """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
-    comes from one kernel pass per (weight_var, bias_var).  At the end, the best setting on
-    validation is fitted on the training set and scored on the test set."""
+    comes from one kernel pass per (weight_var, bias_var).  With --optimize, each depth's
+    (weight_var, bias_var) maximises the marginal likelihood instead.  At the end, the best
+    setting on validation is fitted on the training set and scored on the test set."""
     phi = phi_or_table(phi, table_path, default="relu")
     if resume and force:
         raise click.UsageError("--resume keeps the rows of --out and --force discards them: "
@@ -61,6 +74,8 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
                                    "--force to start over, or choose another --out")
     if not resume or not out.exists():
         check_output(out, force=True)  # writable, checked before the work
+    if standardize is None:
+        standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
@@ -69,20 +84,38 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         table = table_for(phi, table_path)
         if force and out.exists():
             out.unlink()
-        with progress_bar("search", quiet) as progress:
-            rows = searching.grid_search(
-                data.x_train, data.y_train, data.x_val, data.y_val, phi=table,
-                depths=depth_list, weight_vars=ws, bias_vars=bs, standardize=standardize,
-                jitter=jitter, out=out, resume=resume, progress=progress)
+        common = dict(phi=table, depths=depth_list, weight_vars=ws, bias_vars=bs,
+                      standardize=standardize, jitter=jitter, memory=memory, out=out,
+                      resume=resume)
+        if optimize:
+            def on_depth(row, opt):
+                if not quiet:
+                    click.echo(f"depth {row['depth']}: weight_var {row['weight_var']:.4g}, "
+                               f"bias_var {row['bias_var']:.4g}, log marginal likelihood "
+                               f"{row['log_marginal_likelihood']:.6g} ({opt['evaluations']} "
+                               f"evaluations{'' if opt['converged'] else ', not converged'})"
+                               f"; validation MSE {row['val_mse']:.5g}", err=True)
+
+            with progress_bar("optimize", quiet) as progress:
+                rows = searching.optimize_search(data.x_train, data.y_train, data.x_val,
+                                                 data.y_val, progress=progress,
+                                                 on_depth=on_depth, **common)
+        else:
+            with progress_bar("search", quiet) as progress:
+                rows = searching.grid_search(data.x_train, data.y_train, data.x_val,
+                                             data.y_val, progress=progress, **common)
         best, test = searching.test_best(rows, data.x_train, data.y_train, data.x_test,
                                          data.y_test, phi=table, standardize=standardize,
-                                         jitter=jitter)
-    summary = {"phi": table.activation_name, "settings": len(ws) * len(bs),
+                                         jitter=jitter, memory=memory)
+    summary = {"phi": table.activation_name, "optimize": optimize, "standardize": standardize,
+               "settings": len(depth_list) if optimize else len(ws) * len(bs),
                "rows": len(rows), "n_train": len(data.y_train), "n_val": len(data.y_val),
                "best": best, "test_accuracy": test.accuracy, "test_mse": test.mse,
                "results": str(out)}
-    lines = [f"{len(rows)} rows ({len(ws)} x {len(bs)} settings x {len(depth_list)} depths) "
-             f"in {out}",
+    what = (f"one optimum per depth, {len(depth_list)} depths" if optimize else
+            f"{len(ws)} x {len(bs)} settings x {len(depth_list)} depths")
+    lines = [f"{len(rows)} rows ({what}) in {out}"
+             + ("; inputs standardised per example" if standardize else ""),
              f"best on validation ({len(data.y_val)} examples): depth {best['depth']}, "
              f"weight_var {best['weight_var']:.4g}, bias_var {best['bias_var']:.4g}: "
              + ("" if math.isnan(best["val_accuracy"]) else

@@ -12,15 +12,24 @@ or any Numba-jittable callable (then phi' is taken by central differences).  Exp
 named by their normalised source, so two different activations never share a name.
 """
 
+from __future__ import annotations
+
 import ast
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
 from ._core.config import JIT, NUMERICAL_DERIVATIVE_STEP
 from .errors import ExpressionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["Activation", "ExpressionError", "builtin_names", "from_callable", "get_activation",
+           "parse_expression", "zero_function"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def _step(x):
 
 
 @njit(**JIT)
-def zero_function(x):
+def zero_function(x: float) -> float:
     """0 everywhere: stands in for phi' where phi' is not a function (step)."""
     return 0.0
 
@@ -244,7 +253,7 @@ _BUILTINS = {
 LEAKY_RELU_SLOPE = 0.01
 
 
-def builtin_names():
+def builtin_names() -> list[str]:
     """Names of the built-in activations (``leaky_relu`` takes ``leaky_relu(slope=...)``)."""
     return sorted(list(_BUILTINS) + ["leaky_relu"])
 
@@ -318,7 +327,7 @@ def _central_difference(phi):
     return dphi
 
 
-def parse_expression(text):
+def parse_expression(text: str) -> Activation:
     """Compile an expression in ``x`` into an :class:`Activation`.
 
     Parameters
@@ -355,7 +364,8 @@ def parse_expression(text):
     )
 
 
-def from_callable(func, name, *, dphi=None, kinks=()):
+def from_callable(func: Callable, name: str, *, dphi: Callable | None = None,
+                  kinks: Sequence[float] = ()) -> Activation:
     """Wrap a Numba-jittable scalar function (or an ``@njit`` one) as an activation.
 
     ``name`` is mandatory: it is what the table records, and Python names of lambdas collide.
@@ -374,7 +384,7 @@ def from_callable(func, name, *, dphi=None, kinks=()):
     )
 
 
-def get_activation(spec):
+def get_activation(spec: str | Activation) -> Activation:
     """Resolve a name, ``leaky_relu(slope=0.2)``, an expression, or pass an Activation on.
 
     Examples

@@ -1,20 +1,31 @@
 """Reading and checking users' data: arrays from .npy / .npz / .h5 / .csv, sizes."""
 
+from __future__ import annotations
+
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import paper
 from ._files import atomic_write, os_failure
-from .errors import DataError, ParameterError
+from .errors import DataError, NNGPWarning, ParameterError
 
-__all__ = ["DataError", "Dataset", "balanced_subset", "is_labels", "load_array",
-           "load_dataset", "parse_size", "standardize_rows", "validate_inputs"]
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike
+
+__all__ = ["DataError", "Dataset", "STANDARDIZE_MIN_FEATURES", "StandardizeWarning",
+           "balanced_subset", "is_labels", "load_array", "load_dataset", "make_sample",
+           "mnist_paper_split", "parse_size", "standardize_rows", "validate_inputs"]
 
 
-def validate_inputs(x, name="x"):
+def validate_inputs(x: ArrayLike, name: str = "x") -> np.ndarray:
     """A C-contiguous float64 (n, d) array with n, d >= 1 and finite entries."""
     try:
         a = np.asarray(x, dtype=np.float64)
@@ -33,9 +44,28 @@ def validate_inputs(x, name="x"):
     return np.ascontiguousarray(a)
 
 
-def standardize_rows(x, name="x"):
-    """Each input minus its mean, divided by its standard deviation (the paper's code)."""
+#: Below this many features, standardising each input across its features (the paper's
+#: convention for images) throws away most of what an input says, and warns.
+STANDARDIZE_MIN_FEATURES = 50
+
+
+class StandardizeWarning(NNGPWarning):
+    """Per-example standardisation of inputs with few features."""
+
+
+def standardize_rows(x: ArrayLike, name: str = "x") -> np.ndarray:
+    """Each input minus its mean, divided by its standard deviation (the paper's code).
+
+    Warns (:class:`StandardizeWarning`) when the inputs have fewer than
+    :data:`STANDARDIZE_MIN_FEATURES` features: a d-feature input keeps only d - 2 degrees of
+    freedom, and for tabular features on different scales the result is rarely meaningful.
+    """
     a = validate_inputs(x, name)
+    if a.shape[1] < STANDARDIZE_MIN_FEATURES:
+        warnings.warn(f"standardising each input across its {a.shape[1]} features "
+                      "(the paper's convention for images) loses information on "
+                      "low-dimensional data; consider leaving it off (--no-standardize)",
+                      StandardizeWarning, stacklevel=2)
     sd = a.std(axis=1, keepdims=True)
     if np.any(sd == 0.0):
         raise DataError(f"{name} row {int(np.argmin(sd))} is constant: it cannot be "
@@ -47,7 +77,7 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
           "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_size(size):
+def parse_size(size: int | float | str) -> int:
     """Bytes from 4000000, "4MB", "2.5GB", "1GiB"."""
     if isinstance(size, (int, float)) and not isinstance(size, bool):
         if size <= 0:
@@ -62,7 +92,7 @@ def parse_size(size):
     return value
 
 
-def load_array(path, key=None):
+def load_array(path: PathLike, key: str | None = None) -> np.ndarray:
     """A 2-D float64 array from .npy, .npz (``key`` or the only array), .h5 (``key`` or the
     only dataset) or .csv (comma separated numbers, no header)."""
     p = Path(path)
@@ -126,11 +156,11 @@ def _pick(names, key, path):
 #: The embedded MNIST sample (see nngp_lut/_data/README.md).
 SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
 #: The paper's seed for class-balanced subsets (brain-research/nngp).
-SUBSET_SEED = 9999
+SUBSET_SEED = paper.SUBSET_SEED
 _PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
 
 
-def is_labels(y):
+def is_labels(y: ArrayLike) -> bool:
     """Integer targets are class labels (classification); float targets are regression."""
     return np.asarray(y).dtype.kind in "biu"
 
@@ -152,15 +182,37 @@ class Dataset:
         return is_labels(self.y_train)
 
 
-def load_dataset(path=None):
-    """A :class:`Dataset` from .npz or .h5 holding x_train, y_train, x_test, y_test and
-    optionally x_val, y_val (``path=None``: the embedded MNIST sample)."""
+def load_dataset(path: PathLike | None = None) -> Dataset:
+    """A :class:`Dataset` from a file or folder (``path=None``: the embedded MNIST sample).
+
+    Formats, recognised by name (see :mod:`nngp_lut.formats`):
+
+    * .npz or .h5 holding x_train, y_train, x_test, y_test and optionally x_val, y_val;
+    * MNIST-style IDX files (a folder, or one of its files; gzipped or not): MNIST,
+      Fashion-MNIST, KMNIST;
+    * the CIFAR-10 python batches (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``);
+    * CSV with a header row (train.csv / test.csv in a folder, NAME_train.csv beside
+      NAME_test.csv, or a ``split`` column).
+
+    Images with more than two dimensions become one row per example; IDX and CIFAR-10
+    pixels are read as floats in [0, 1].
+    """
+    from . import formats
+
     p = SAMPLE_PATH if path is None else Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    if p.suffix.lower() not in (".npz", ".h5", ".hdf5"):
-        raise DataError(f"{p}: a dataset must be .npz or .h5")
-    arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    kind = "container" if p.is_file() and p.suffix.lower() in (".npz", ".h5", ".hdf5") \
+        else formats.sniff(p)
+    if kind is None:
+        raise DataError(f"{p}: unknown dataset format (use .npz or .h5, a folder or the files "
+                        "of MNIST-style IDX files, the CIFAR-10 python batches or their "
+                        ".tar.gz, or CSV with a header row)")
+    if kind == "container":
+        arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
+    else:
+        arrays = {"idx": formats.read_idx_dataset, "cifar10": formats.read_cifar10,
+                  "csv": formats.read_csv_dataset}[kind](p)
     missing = [k for k in _PARTS[:4] if k not in arrays]
     if missing:
         raise DataError(f"{p}: missing {', '.join(missing)} (a dataset holds x_train, "
@@ -211,7 +263,7 @@ def _targets(y, n, name, path):
     return y
 
 
-def balanced_subset(labels, n, seed=SUBSET_SEED):
+def balanced_subset(labels: ArrayLike, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
     """Indices of the paper's class-balanced subset of size n: the first n / c examples of
     each of the c classes, in class order, then shuffled with RandomState(seed)."""
     classes = np.unique(labels)
@@ -231,15 +283,17 @@ def balanced_subset(labels, n, seed=SUBSET_SEED):
     return idx
 
 
-def mnist_paper_split(mnist_path):
+def mnist_paper_split(mnist_path: PathLike) -> Dataset:
     """Lee et al.'s MNIST split of the 60k training images: validation = the first 10k,
     train = the other 50k; test = the 10k test images (DESIGN.md section 2)."""
     with np.load(mnist_path, allow_pickle=False) as z:
         x, y = z["x_train"], z["y_train"]
-        return Dataset(x[10000:], y[10000:], z["x_test"], z["y_test"], x[:10000], y[:10000])
+        v = paper.MNIST_N_VAL
+        return Dataset(x[v:], y[v:], z["x_test"], z["y_test"], x[:v], y[:v])
 
 
-def make_sample(mnist_path, out=SAMPLE_PATH, n_train=1000, n_val=1000):
+def make_sample(mnist_path: PathLike, out: PathLike = SAMPLE_PATH, n_train: int = 1000,
+                n_val: int = 1000) -> None:
     """Write the embedded sample: the paper's balanced 1k subset of the 50k train set, the
     first 1000 validation images and all 10k test images, as uint8 pixels."""
     split = mnist_paper_split(mnist_path)

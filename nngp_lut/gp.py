@@ -24,27 +24,35 @@ failed factorisation, up to 0.1 ("absolute"); "relative" scales that ladder by t
 the kernel's diagonal, so that it does not depend on the kernel's scale.
 """
 
+from __future__ import annotations
+
 import hashlib
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import linalg
+from . import linalg, paper
 from .data import is_labels, standardize_rows, validate_inputs
 from .errors import DataError, DegenerateKernelWarning, OneClassWarning, ParameterError
 from .kernel import Activation, Network, deep_network
 from .kernel.network import KINDS
 
-#: The paper's best settings on MNIST (Table 1): (n_train, phi) -> (depth, weight_var,
-#: bias_var, test accuracy).
-PAPER_TABLE1 = {
-    (1000, "relu"): (20, 1.45, 0.28, 0.9279), (1000, "tanh"): (20, 1.96, 0.62, 0.9266),
-    (10000, "relu"): (7, 0.61, 0.07, 0.9765), (10000, "tanh"): (2, 1.62, 0.28, 0.9773),
-    (50000, "relu"): (1, 0.10, 0.48, 0.9875), (50000, "tanh"): (1, 1.28, 0.00, 0.9879),
-}
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike, PhiLike
+
+__all__ = ["NNGPRegressor", "PAPER_TABLE1", "Result", "evaluate", "jitter_ladder",
+           "log_evidence", "one_hot", "regression_targets"]
+
+#: The paper's best settings on MNIST (Table 1), from :mod:`nngp_lut.paper`.
+PAPER_TABLE1 = paper.TABLE1_MNIST
 #: A kernel whose correlations between training inputs all agree to within this spread has
 #: collapsed to the recursion's fixed point: what is left of the inputs is rounding noise.
 DEGENERATE_SPREAD = 1e-10
@@ -52,7 +60,7 @@ DEGENERATE_SPREAD = 1e-10
 DEGENERATE_CHECK_POINTS = 256
 
 
-def jitter_ladder(rule, diag_mean=1.0):
+def jitter_ladder(rule: str | float, diag_mean: float = 1.0) -> tuple[float, ...]:
     """The noise variances to try: "absolute" (the paper's), "relative" (times the mean of
     the kernel's diagonal) or one fixed value (a float, or a string holding one)."""
     if rule == "absolute":
@@ -143,14 +151,16 @@ class NNGPRegressor:
         self.diag_train_ = self.network.diagonal(x, get=self.kernel)
         timings = {"kernel": 0.0}
         net, get = self.network, self.kernel
+        budget = linalg.resolve_memory(self.memory)  # one budget, kernel tiles included
         checked = []
 
         def make_tile(rows, cols):
             t0 = time.perf_counter()
             # net.kernel returns C order; the transpose of K(cols, rows) is the
             # Fortran-ordered tile K(rows, cols) that LAPACK wants, without a copy.
-            tile = (net.kernel(x[rows[0]:rows[1]], get=get) if rows == cols
-                    else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]], get=get)).T
+            tile = (net.kernel(x[rows[0]:rows[1]], get=get, memory=budget) if rows == cols
+                    else net.kernel(x[cols[0]:cols[1]], x[rows[0]:rows[1]], get=get,
+                                    memory=budget)).T
             timings["kernel"] += time.perf_counter() - t0
             if rows[0] == cols[0] == 0 and not checked:
                 checked.append(True)  # once: the tile is made again for each jitter
@@ -160,7 +170,7 @@ class NNGPRegressor:
         ladder = jitter_ladder(self.jitter, float(np.mean(self.diag_train_)))
         t0 = time.perf_counter()
         self.factor_ = linalg.cholesky(
-            make_tile, n, jitters=ladder, memory=self.memory, reserve=self._reserve(n, y2),
+            make_tile, n, jitters=ladder, memory=budget, reserve=self._reserve(n, y2),
             tile=self.tile, scratch=self.scratch, fingerprint=self._fingerprint(x, ladder),
             resume=self.resume, progress=self.progress)
         timings["cholesky"] = time.perf_counter() - t0 - timings["kernel"]
@@ -226,9 +236,11 @@ class NNGPRegressor:
         ntk = self.kernel == "ntk"
         get = ("ntk", "nngp") if ntk and return_variance else self.kernel
         rows = self._block_rows(n)
+        budget = linalg.resolve_memory(self.memory)
         for r0 in range(0, m, rows):
             r1 = min(m, r0 + rows)
-            k = self.network.kernel(x[r0:r1], self.x_train_, get=get)  # (block, n)
+            k = self.network.kernel(x[r0:r1], self.x_train_, get=get,
+                                    memory=budget)  # (block, n)
             mean[r0:r1] = (k[0] if isinstance(get, tuple) else k) @ self.alpha_
             if return_variance and not ntk:
                 v = self.factor_.solve_lower(k.T)
@@ -301,7 +313,7 @@ class Result:
         return {**out, **self.extra}
 
 
-def log_evidence(targets, alpha, logdet):
+def log_evidence(targets: np.ndarray, alpha: np.ndarray, logdet: float) -> float:
     """log N(t | 0, K) summed over the outputs of targets t (n, outputs), from
     alpha = K^{-1} t and log det K (Rasmussen & Williams, eq. 2.30)."""
     n, outputs = targets.shape
@@ -309,12 +321,13 @@ def log_evidence(targets, alpha, logdet):
             - 0.5 * outputs * (logdet + n * math.log(2 * math.pi)))
 
 
-def one_hot(labels, n_classes):
+def one_hot(labels: ArrayLike, n_classes: int) -> np.ndarray:
     """Rows of the identity: one-hot targets for integer labels."""
     return np.eye(n_classes)[labels]
 
 
-def regression_targets(y_train, y_other):
+def regression_targets(y_train: ArrayLike, y_other: ArrayLike
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """The (n, outputs) targets the GP regresses on, for the training set and another set:
     integer labels become one-hot rows minus the training mean (-0.1 / 0.9 for ten balanced
     classes); float targets are used as they are."""
@@ -327,9 +340,12 @@ def regression_targets(y_train, y_other):
             y_other.reshape(len(y_other), -1).astype(np.float64))
 
 
-def evaluate(x_train, y_train, x_test, y_test, *, phi="relu", depth=None, weight_var=None,
-             bias_var=None, network=None, kernel="nngp", standardize=True, jitter="absolute",
-             variance=False, memory="auto", scratch=None, resume=False, progress=None):
+def evaluate(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike, *,
+             phi: PhiLike = "relu", depth: int | None = None, weight_var: float | None = None,
+             bias_var: float | None = None, network=None, kernel: str = "nngp",
+             standardize: bool = False, jitter: str | float = "absolute",
+             variance: bool = False, memory: int | str = "auto", scratch: PathLike | None = None,
+             resume: bool = False, progress: Callable | None = None) -> Result:
     """Fit on the training set and score the test set, with the fully connected network
     (phi, depth, weight_var, bias_var) or any ``network``, and the NNGP or NTK ``kernel``.
 

@@ -20,19 +20,32 @@ a ``make_tile(i, j)`` callable, so the matrix itself (a kernel, say) is never he
 each tile task is independent (ready for a task scheduler such as Dask).
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.linalg import blas, lapack, solve_triangular
 
 from . import _files
+from . import paper
 from .data import parse_size
 from .errors import MemoryBudgetError, NotPositiveDefinite, ScratchError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._typing import PathLike
+
+__all__ = ["DEFAULT_TILE", "MAX_TILE", "MIN_TILE", "NotPositiveDefinite", "PAPER_JITTERS",
+           "ScratchError", "TiledCholesky", "available_memory", "cholesky", "packed_bytes",
+           "plan", "resolve_memory", "tile_bounds"]
 
 #: Largest tile order: OpenBLAS segfaults on threaded dpotrf/dsyrk of order >= 16000 here.
 MAX_TILE = 8192
@@ -42,22 +55,22 @@ DEFAULT_TILE = 2048
 #: Smallest tile worth running out of core; a budget that cannot hold a panel of these fails.
 MIN_TILE = 256
 #: The paper's jitter ladder: 1e-10, multiplied by 10 after each failure, up to 0.1.
-PAPER_JITTERS = tuple(10.0 ** -e for e in range(10, 0, -1))
+PAPER_JITTERS = paper.JITTERS
 
 
-def tile_bounds(n, tile):
+def tile_bounds(n: int, tile: int) -> list[tuple[int, int]]:
     """[(start, stop), ...] cutting range(n) into tiles of order <= tile (the last shorter)."""
     if n < 1 or tile < 1:
         raise ValueError("need n >= 1 and tile >= 1")
     return [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
 
 
-def packed_bytes(n, tile):
+def packed_bytes(n: int, tile: int) -> int:
     """Bytes of the packed lower triangle of tiles (float64)."""
     return 8 * sum((hi - lo) * (n - lo) for lo, hi in tile_bounds(n, tile))
 
 
-def available_memory():
+def available_memory() -> int:
     """Bytes of memory available to this process now (MemAvailable, else physical RAM)."""
     try:
         with open("/proc/meminfo") as f:
@@ -69,14 +82,15 @@ def available_memory():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def resolve_memory(memory):
+def resolve_memory(memory: int | str | None) -> int:
     """A memory budget in bytes: "auto" is 75% of the memory available now."""
     if memory is None or str(memory).lower() == "auto":
         return int(0.75 * available_memory())
     return parse_size(memory)
 
 
-def plan(n, memory, *, reserve=0, tile=None):
+def plan(n: int, memory: int | str | None, *, reserve: int = 0, tile: int | None = None
+         ) -> tuple[bool, int]:
     """Where and how to factor an n x n matrix under a memory budget.
 
     Returns ``(in_ram, tile)``: in RAM with tiles of order ``DEFAULT_TILE`` when the packed
@@ -259,8 +273,10 @@ class TiledCholesky:
         self.store.remove()
 
 
-def cholesky(make_tile, n, *, jitters=(0.0,), memory="auto", reserve=0, tile=None,
-             scratch=None, fingerprint="", resume=False, progress=None):
+def cholesky(make_tile: Callable, n: int, *, jitters: Sequence[float] = (0.0,),
+             memory: int | str = "auto", reserve: int = 0, tile: int | None = None,
+             scratch: PathLike | None = None, fingerprint: str = "", resume: bool = False,
+             progress: Callable | None = None) -> TiledCholesky:
     """Blocked Cholesky factor of A + jitter I, trying each jitter in turn until one works.
 
     Parameters

@@ -4,29 +4,44 @@
   test points binned by predicted variance in groups of 100;
 * phase (Figure 3): validation accuracy over the (weight_var, bias_var) grid at one depth
   with the order-to-chaos line chi_1 = weight_var E[phi'(u)^2] = 1 at the fixed point q* of
-  q = bias_var + weight_var E[phi(u)^2], u ~ N(0, q) (Schoenholz et al. 2017);
-* table: F_phi(q, q, rho) over the table's domain and its measured interpolation error.
+  q = bias_var + weight_var E[phi(u)^2], u ~ N(0, q) (Schoenholz et al. 2017), and the
+  settings where no finite fixed point exists;
+* table: F_phi(q, q, rho) over the table's domain (FIG.csv) and its measured interpolation
+  error at random off-grid points (FIG_error.csv: q, rho, abs_error_normalized).
 
 matplotlib is an optional extra (``pip install "nngp-lut[plot]"``), checked before any work.
 Every file is written atomically; existing files are overwritten only with ``force=True``,
 and a figure's numbers never overwrite one of its inputs.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _files
+from . import _files, paper
 from .errors import MissingDependency, OutputExists, ParameterError
 from .gp import evaluate, regression_targets
 from .tables import Integrator, as_table, random_points
 
-#: The paper's Figure 2 setting.
-CALIBRATION_SETTING = dict(depth=3, weight_var=2.0, bias_var=0.2)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike, PhiLike
+
+__all__ = ["CALIBRATION_SETTING", "calibration", "calibration_bins", "chi1", "fixed_point",
+           "phase", "table_figure"]
+
+#: The paper's Figure 2 setting (from :mod:`nngp_lut.paper`).
+CALIBRATION_SETTING = paper.FIGURE2_SETTING
 
 
 def _pyplot():
@@ -85,7 +100,8 @@ def check_outputs(out, *, kind=None, force=False, inputs=()):
 
 
 # --- calibration (Figure 2) ------------------------------------------------------------------
-def calibration_bins(variance, squared_error, bin_size=100):
+def calibration_bins(variance: np.ndarray, squared_error: np.ndarray, bin_size: int = 100
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
     """Test points sorted by predicted variance, in consecutive groups of ``bin_size``:
     (mean predicted variance, mean squared error) per group, and their correlation."""
     order = np.argsort(variance, kind="stable")
@@ -98,8 +114,10 @@ def calibration_bins(variance, squared_error, bin_size=100):
     return v, e, float(np.corrcoef(v, e)[0, 1])
 
 
-def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=100,
-                standardize=True, progress=None, force=False, **setting):
+def calibration(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike,
+                out: PathLike, *, phi: PhiLike = "relu", bin_size: int = 100,
+                standardize: bool = False, progress: Callable | None = None,
+                force: bool = False, **setting) -> dict:
     """Write the calibration figure and CSV; returns {"correlation", "bins", "png", "csv"}.
 
     ``setting`` (depth, weight_var, bias_var) defaults to the paper's Figure 2 setting.
@@ -128,18 +146,28 @@ def calibration(x_train, y_train, x_test, y_test, out, *, phi="relu", bin_size=1
 
 
 # --- order to chaos (Figure 3) ---------------------------------------------------------------
-def chi1(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
-    """chi_1 = weight_var E[phi'(u)^2], u ~ N(0, q*), on the grid (len(w), len(b)).
+def fixed_point(table: PhiLike, weight_vars: ArrayLike, bias_vars: ArrayLike,
+                iterations: int = 5000, rtol: float = 1e-12) -> np.ndarray:
+    """q*, the fixed point of q = bias_var + weight_var E[phi(u)^2], u ~ N(0, q), on the grid
+    (len(w), len(b)), reached by iterating from q = 1 (the variance of standardised inputs).
 
-    q* is the fixed point of q = bias_var + weight_var E[phi(u)^2] reached by iterating
-    from q = 1 (the variance of standardised inputs).  An iteration falling below the
-    table's smallest variance is held there (q* = 0 in the limit: chi_1 is then its value
-    at q -> 0 to O(variance_min)); NaN where it grows past the largest variance (no finite
-    fixed point, e.g. relu with weight_var >= 2).
+    ``inf`` where there is none: the iteration grows without bound (relu: weight_var >= 2
+    with bias_var > 0) or leaves the table's largest variance.  For an activation homogeneous
+    of degree 1 (relu, leaky_relu, abs, identity) E[phi(u)^2] = c q, so q* = bias_var /
+    (1 - weight_var c) when weight_var c < 1, none when weight_var c > 1 (or = 1 with
+    bias_var > 0); at weight_var c = 1 and bias_var = 0 every q is fixed and q* = 1.  An
+    iteration falling below the table's smallest variance is held there (q* = 0 in the
+    limit, represented by the table's variance_min).
     """
     table = as_table(table)
     w, b = np.meshgrid(np.asarray(weight_vars, float), np.asarray(bias_vars, float),
                        indexing="ij")
+    if table.homogeneous and table.degree == 1.0:
+        c = float(table.second_moment(np.array([1.0]))[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(w * c < 1.0, b / (1.0 - w * c), np.inf)
+        q[(np.abs(w * c - 1.0) <= 1e-9) & (b == 0.0)] = 1.0
+        return q
     q = np.ones_like(w)
     ok = np.ones(w.shape, bool)
     for _ in range(iterations):
@@ -150,15 +178,42 @@ def chi1(table, weight_vars, bias_vars, iterations=5000, rtol=1e-12):
         q = new
         if converged:
             break
-    out = w * table.derivative_second_moment(q)
-    out[~ok] = np.nan
+    return np.where(ok, q, np.inf)
+
+
+def chi1(table: PhiLike, weight_vars: ArrayLike, bias_vars: ArrayLike, iterations: int = 5000,
+         rtol: float = 1e-12) -> np.ndarray:
+    """chi_1 = weight_var E[phi'(u)^2], u ~ N(0, q*), on the grid (len(w), len(b)).
+
+    q* is :func:`fixed_point`.  For an activation homogeneous of degree 1, E[phi'(u)^2] does
+    not depend on q (relu: 1/2), so chi_1 = weight_var E[phi'^2] everywhere, fixed point or
+    not (relu's critical line is weight_var = 2).  For any other activation chi_1 is NaN
+    where there is no finite fixed point: it is not defined there.
+
+    References
+    ----------
+    Schoenholz et al., "Deep Information Propagation", ICLR 2017, eq. (5).
+    """
+    table = as_table(table)
+    w, _ = np.meshgrid(np.asarray(weight_vars, float), np.asarray(bias_vars, float),
+                       indexing="ij")
+    if table.homogeneous and table.degree == 1.0:
+        return w * float(table.derivative_second_moment(np.array([1.0]))[0])
+    q = fixed_point(table, weight_vars, bias_vars, iterations, rtol)
+    finite = np.isfinite(q)
+    out = np.full(w.shape, np.nan)
+    out[finite] = w[finite] * table.derivative_second_moment(q[finite])
     return out
 
 
-def phase(rows, depth, out, *, phi=None, force=False, inputs=()):
+def phase(rows: list[dict], depth: int, out: PathLike, *, phi: PhiLike | None = None,
+          force: bool = False, inputs: tuple = ()) -> dict:
     """Validation accuracy (or MSE for regression) of a search's rows at one depth over the
-    (weight_var, bias_var) grid, with the order-to-chaos line chi_1 = 1 overlaid.
-    ``inputs``: the results file(s) the rows come from, which are never overwritten."""
+    (weight_var, bias_var) grid, with the order-to-chaos line chi_1 = 1 (dashed, where the
+    grid crosses it) and the settings without a finite fixed point q* (hatched).  The CSV
+    holds weight_var, bias_var, the metric, chi1 (NaN where undefined) and fixed_point (q*;
+    inf where there is none).  ``inputs``: the results file(s) the rows come from, which
+    are never overwritten."""
     png, table_csv = check_outputs(out, force=force, inputs=inputs)
     rows = [r for r in rows if r["depth"] == depth]
     if not rows:
@@ -172,24 +227,39 @@ def phase(rows, depth, out, *, phi=None, force=False, inputs=()):
         grid[np.searchsorted(ws, r["weight_var"]), np.searchsorted(bs, r["bias_var"])] = r[metric]
     table = as_table(phi or rows[0]["phi"])
     chi = chi1(table, ws, bs)
+    qstar = fixed_point(table, ws, bs)
     ww, bb = np.meshgrid(ws, bs, indexing="ij")
-    _write_csv(table_csv, ["weight_var", "bias_var", metric, "chi1"],
-               [ww.ravel(), bb.ravel(), grid.ravel(), chi.ravel()])
+    _write_csv(table_csv, ["weight_var", "bias_var", metric, "chi1", "fixed_point"],
+               [ww.ravel(), bb.ravel(), grid.ravel(), chi.ravel(), qstar.ravel()])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     mesh = ax.pcolormesh(bs, ws, grid, shading="nearest", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label=metric.replace("_", " "))
-    if bs.size > 1 and ws.size > 1 and np.nanmin(chi) < 1 < np.nanmax(chi):
+    notes = []
+    if bs.size > 1 and ws.size > 1 and np.nanmin(chi, initial=np.inf) < 1 < np.nanmax(
+            chi, initial=-np.inf):
         ax.contour(bs, ws, chi, levels=[1.0], colors="w", linestyles="--")
+        notes.append("dashed: $\\chi_1 = 1$")
+    else:
+        notes.append("$\\chi_1 = 1$ not crossed on this grid")
+    none = ~np.isfinite(qstar)
+    if none.any():
+        if bs.size > 1 and ws.size > 1:
+            ax.contourf(bs, ws, none.astype(float), levels=[0.5, 1.5], colors="none",
+                        hatches=["//"])
+        notes.append("hatched: no fixed point $q^*$")
     ax.set_xlabel("bias_var $\\sigma_b^2$")
     ax.set_ylabel("weight_var $\\sigma_w^2$")
-    ax.set_title(f"{table.activation_name}, depth {depth}; dashed: $\\chi_1 = 1$", fontsize=9)
+    ax.set_title(f"{table.activation_name}, depth {depth}; " + "; ".join(notes), fontsize=8)
     _save(plt, fig, png)
-    return {"png": str(png), "csv": str(table_csv), "points": int(np.isfinite(grid).sum())}
+    return {"png": str(png), "csv": str(table_csv), "points": int(np.isfinite(grid).sum()),
+            "critical_line": bool(notes[0].startswith("dashed")),
+            "no_fixed_point": int(none.sum())}
 
 
 # --- the table -------------------------------------------------------------------------------
-def table_figure(table, out, *, n_q=120, n_rho=121, n_error=2000, seed=7, force=False):
+def table_figure(table: PhiLike, out: PathLike, *, n_q: int = 120, n_rho: int = 121,
+                 n_error: int = 2000, seed: int = 7, force: bool = False) -> dict:
     """F_phi(q, q, rho) / E[phi^2](q) over ln q x rho, and |F_table - F_quadrature| /
     E[phi^2](q) at ``n_error`` random off-grid points (direct quadrature as truth)."""
     png, table_csv, error_csv = check_outputs(out, kind="table", force=force)

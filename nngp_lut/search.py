@@ -9,33 +9,51 @@ every depth at once; the table is loaded once.  Rows are appended to a CSV file 
 setting is scored, so an interrupted search resumes where it stopped.
 """
 
+from __future__ import annotations
+
+import contextlib
 import csv
 import io
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.optimize
 
-from . import _files, linalg
+from . import _files, linalg, paper
 from .data import DataError, is_labels, standardize_rows, validate_inputs
-from .errors import NNGPError, OutputExists, ParameterError
+from .errors import MemoryBudgetError, NNGPError, OutputExists, ParameterError
 from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
 from .tables import as_table
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import ArrayLike
+
+    from ._typing import PathLike, PhiLike
+    from .gp import Result
+    from .tables import Table
+
+__all__ = ["COLUMNS", "OUTSIDE_DOMAIN", "PAPER_BIAS_VAR", "PAPER_DEPTHS", "PAPER_WEIGHT_VAR",
+           "Problem", "best_row", "grid_search", "log_marginal_likelihood",
+           "optimize_marginal_likelihood", "optimize_search", "parse_depths", "parse_grid",
+           "read_results", "reachable_depth", "score_setting", "test_best"]
+
 #: Columns of the results CSV, in order.
 COLUMNS = ("phi", "depth", "weight_var", "bias_var", "val_accuracy", "val_mse",
            "log_marginal_likelihood", "jitter")
-#: The paper's grid (Section 3 and Table 1).
-PAPER_DEPTHS = (1, 2, 3, 5, 7, 10, 20, 50, 100)
-PAPER_WEIGHT_VAR = "0.1:5:30"
-PAPER_BIAS_VAR = "0:2:30"
+#: The paper's grid (Section 3 and Table 1), from :mod:`nngp_lut.paper`.
+PAPER_DEPTHS = paper.DEPTHS
+PAPER_WEIGHT_VAR = paper.WEIGHT_VAR_GRID
+PAPER_BIAS_VAR = paper.BIAS_VAR_GRID
 
 
-def parse_grid(spec):
+def parse_grid(spec: str | float) -> np.ndarray:
     """Values from "a:b:n" (n evenly spaced values from a to b), "x,y,z" or one number."""
     text = str(spec).strip()
     try:
@@ -50,7 +68,7 @@ def parse_grid(spec):
                          "or a comma-separated list") from None
 
 
-def parse_depths(spec):
+def parse_depths(spec: str | int) -> list[int]:
     """Depths from "1,2,3,5" (non-negative integers)."""
     try:
         depths = sorted({int(v) for v in str(spec).split(",")})
@@ -74,7 +92,7 @@ class Problem:
     gram_val: np.ndarray
 
     @classmethod
-    def make(cls, x_train, y_train, x_val, y_val, standardize=True):
+    def make(cls, x_train, y_train, x_val, y_val, standardize=False):
         prep = standardize_rows if standardize else validate_inputs
         xt, xv = prep(x_train, "x_train"), prep(x_val, "x_val")
         if xv.shape[1] != xt.shape[1]:
@@ -84,7 +102,8 @@ class Problem:
         return cls(xt, xv, tt, tv, labels, xt @ xt.T, xv @ xt.T)
 
 
-def reachable_depth(table, x, depth, weight_var, bias_var):
+def reachable_depth(table: Table, x: np.ndarray, depth: int, weight_var: float,
+                    bias_var: float) -> int:
     """The deepest l <= depth whose recursion keeps every input's variance inside the
     table's domain on layers 0..l-1 (with bias_var = 0 and a contracting weight_var the
     variances of a saturating phi decay geometrically towards 0 and leave any table)."""
@@ -98,10 +117,15 @@ def reachable_depth(table, x, depth, weight_var, bias_var):
     return depth
 
 
-def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute"):
+def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_var: float,
+                  bias_var: float, jitter: str | float = "absolute",
+                  memory: int | str = "auto") -> list[dict]:
     """One row per depth for one (weight_var, bias_var): every depth from one kernel pass.
 
     Depths the table cannot reach (see :func:`reachable_depth`) get rows of NaN scores.
+    The kernels of every depth (train x train and validation x train) are held in RAM with
+    the factor of one of them; ``memory`` ("auto", "8GB", bytes) bounds them all, and a
+    larger problem raises MemoryError with advice.
     """
     p = problem
     top = min(reachable_depth(table, p.x_train, max(depths), weight_var, bias_var),
@@ -113,14 +137,23 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
         return unreachable
     net = deep_network(table, max(depths), weight_var, bias_var)
     # Only the wanted depths are stored; the search holds them in RAM by design.
-    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=2**62)
-    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=2**62)
-    n = p.t_train.shape[0]
+    n, n_val = p.t_train.shape[0], p.t_val.shape[0]
+    budget = linalg.resolve_memory(memory)
+    kernels = 8 * len(depths) * n * (n + n_val)
+    need = kernels + linalg.packed_bytes(n, min(n, linalg.DEFAULT_TILE))
+    if need > budget:
+        raise MemoryBudgetError(f"the search holds the kernels of {len(depths)} depths and one "
+                          f"factor for {n} training examples: {need / 1e9:.2f} GB, more than "
+                          f"the memory budget of {budget / 1e9:.2f} GB; raise --memory, or "
+                          "use fewer --depths or a smaller --n-train")
+    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=budget)
+    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=budget)
     rows = []
     for slot, depth in enumerate(depths):
         k = k_train[slot]
         factor = linalg.cholesky(lambda r, c: k[r[0]:r[1], c[0]:c[1]], n,
-                                 jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))))
+                                 jitters=jitter_ladder(jitter, float(np.mean(np.diag(k)))),
+                                 memory=budget - kernels)
         alpha = factor.solve(p.t_train)
         mean = k_val[slot] @ alpha
         rows.append({
@@ -133,9 +166,13 @@ def score_setting(problem, table, depths, weight_var, bias_var, jitter="absolute
     return rows + unreachable
 
 
-def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
-                weight_vars=PAPER_WEIGHT_VAR, bias_vars=PAPER_BIAS_VAR, standardize=True,
-                jitter="absolute", out=None, resume=False, progress=None):
+def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike, *,
+                phi: PhiLike, depths: Sequence[int] | str = PAPER_DEPTHS,
+                weight_vars: ArrayLike | str = PAPER_WEIGHT_VAR,
+                bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
+                jitter: str | float = "absolute", memory: int | str = "auto",
+                out: PathLike | None = None, resume: bool = False,
+                progress: Callable | None = None) -> list[dict]:
     """Score every (depth, weight_var, bias_var) on the validation set.
 
     Parameters
@@ -146,6 +183,8 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
         The activation or its table.
     depths, weight_vars, bias_vars
         Grids: sequences, or strings for :func:`parse_depths` / :func:`parse_grid`.
+    memory : int or str
+        Budget for the kernels held at once ("auto": 75% of the available memory).
     out : path, optional
         CSV file; each setting's rows are appended as soon as it is scored.  It is locked
         for the search (a second search on it is refused with :class:`~nngp_lut.errors.Busy`).
@@ -163,19 +202,25 @@ def grid_search(x_train, y_train, x_val, y_val, *, phi, depths=PAPER_DEPTHS,
     depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
     weight_vars = parse_grid(weight_vars) if isinstance(weight_vars, str) else weight_vars
     bias_vars = parse_grid(bias_vars) if isinstance(bias_vars, str) else bias_vars
+    with _results_file(out, resume):
+        return _grid_search(out and Path(out), x_train, y_train, x_val, y_val, phi, depths,
+                            weight_vars, bias_vars, standardize, jitter, memory, resume,
+                            progress)
+
+
+def _results_file(out, resume):
+    """The lock of a search's results file (nothing without one); a file that exists is
+    refused unless resumed."""
     if out is None:
-        return _grid_search(None, x_train, y_train, x_val, y_val, phi, depths, weight_vars,
-                            bias_vars, standardize, jitter, resume, progress)
+        return contextlib.nullcontext()
     if not resume and Path(out).exists():
         raise OutputExists(f"{out} exists; pass --resume to continue that search, or "
                            "remove it")
-    with _files.lock(out, what=f"the results file {out}"):
-        return _grid_search(Path(out), x_train, y_train, x_val, y_val, phi, depths,
-                            weight_vars, bias_vars, standardize, jitter, resume, progress)
+    return _files.lock(out, what=f"the results file {out}")
 
 
 def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, bias_vars,
-                 standardize, jitter, resume, progress):
+                 standardize, jitter, memory, resume, progress):
     table = as_table(phi)
     problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
     settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
@@ -190,7 +235,7 @@ def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, 
         for count, (w, b) in enumerate(settings, 1):
             if (w, b) not in done:
                 new = [{"phi": table.activation_name, **r}
-                       for r in score_setting(problem, table, depths, w, b, jitter)]
+                       for r in score_setting(problem, table, depths, w, b, jitter, memory)]
                 rows += new
                 if writer:
                     writer.append(new)
@@ -207,7 +252,7 @@ def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, 
             and r["depth"] in depths]
 
 
-def best_row(rows):
+def best_row(rows: list[dict]) -> dict:
     """The best setting on validation: highest accuracy (classification; ties: lower MSE),
     else lowest MSE.  Rows without scores (unreachable depths) are ignored."""
     rows = [r for r in rows if not math.isnan(r["val_mse"])]
@@ -220,8 +265,9 @@ def best_row(rows):
     return min(rows, key=key)
 
 
-def test_best(rows, x_train, y_train, x_test, y_test, *, phi, standardize=True,
-              jitter="absolute", **kwargs):
+def test_best(rows: list[dict], x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+              y_test: ArrayLike, *, phi: PhiLike, standardize: bool = False,
+              jitter: str | float = "absolute", **kwargs) -> tuple[dict, Result]:
     """Fit the best validation setting on the training set and score the test set."""
     best = best_row(rows)
     return best, evaluate(x_train, y_train, x_test, y_test, phi=phi, depth=best["depth"],
@@ -254,7 +300,7 @@ def _csv_text(lines):
     return buf.getvalue()
 
 
-def read_results(path):
+def read_results(path: PathLike) -> tuple[list[dict], bool]:
     """The rows of a results CSV, and whether every line was whole (a kill mid-write can
     leave a torn last line, which is skipped)."""
     rows, whole = [], True
@@ -287,9 +333,10 @@ def read_results(path):
     return rows, whole
 
 
-def _resume_rows(path, phi_name, depths):
+def _resume_rows(path, phi_name, depths=()):
     """Rows of an earlier search of phi_name.  A torn line, and the rows of a setting
-    scored at only some of ``depths`` (it is scored again), are dropped from the file too."""
+    scored at only some of ``depths`` (it is scored again), are dropped from the file too;
+    ``depths=()`` checks no setting (the optimiser's rows: one setting per depth)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -311,28 +358,52 @@ def _resume_rows(path, phi_name, depths):
     return kept
 
 
-def log_marginal_likelihood(x, y, *, phi, depth, weight_var, bias_var, standardize=True,
-                            jitter="absolute"):
+def log_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, depth: int,
+                            weight_var: float, bias_var: float, standardize: bool = False,
+                            jitter: str | float = "absolute", memory: int | str = "auto"
+                            ) -> float:
     """log p(t | X) of regression targets (or shifted one-hot targets of integer labels)
     under the NNGP prior (Rasmussen & Williams, eq. 2.30), summed over outputs."""
     p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
     return score_setting(p, as_table(phi), [depth], weight_var, bias_var,
-                         jitter)[0]["log_marginal_likelihood"]
+                         jitter, memory)[0]["log_marginal_likelihood"]
 
 
-def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0.1,
-                                 standardize=True, jitter="absolute",
-                                 bounds=((0.01, 100.0), (1e-6, 10.0)), step=1e-4):
+#: What the optimiser sees where the recursion leaves the table's domain (the depth is
+#: unreachable there): a wall it turns back from.
+OUTSIDE_DOMAIN = -1e100
+
+
+def optimize_marginal_likelihood(x: ArrayLike, y: ArrayLike, *, phi: PhiLike, depth: int,
+                                 weight_var: float = 1.0, bias_var: float = 0.1,
+                                 standardize: bool = False, jitter: str | float = "absolute",
+                                 bounds: tuple = ((0.01, 100.0), (1e-6, 10.0)),
+                                 step: float = 1e-4, memory: int | str = "auto",
+                                 maxiter: int = 200, progress: Callable | None = None) -> dict:
     """Maximise the log marginal likelihood over (weight_var, bias_var) at one depth.
 
     L-BFGS-B over (ln weight_var, ln bias_var) within ``bounds``, with central finite
     differences of step ``step`` in log space (the kernel is a smooth function of both
     variances; the table's interpolation error, ~1e-7, is far below the step's effect).
+    Settings whose variances leave the table's domain score :data:`OUTSIDE_DOMAIN`.
+
+    Parameters
+    ----------
+    maxiter : int
+        Most L-BFGS-B iterations (each costs about five evaluations: the point and the
+        finite-difference gradient); ``converged`` is False when it stops there.
+    progress : callable, optional
+        ``progress(evaluations, weight_var, bias_var, log_marginal_likelihood)`` after each
+        new evaluation.
 
     Returns
     -------
     dict
         weight_var, bias_var, log_marginal_likelihood, evaluations, converged.
+
+    References
+    ----------
+    Rasmussen & Williams, "Gaussian Processes for Machine Learning", 2006, Section 5.4.1.
     """
     table = as_table(phi)
     p = Problem.make(x, y, x[:1], np.asarray(y)[:1], standardize)
@@ -342,12 +413,18 @@ def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0
         key = tuple(theta)
         if key not in cache:
             w, b = np.exp(theta)
-            cache[key] = -score_setting(p, table, [depth], w, b,
-                                        jitter)[0]["log_marginal_likelihood"]
+            lml = score_setting(p, table, [depth], w, b, jitter,
+                                memory)[0]["log_marginal_likelihood"]
+            lml = lml if math.isfinite(lml) else OUTSIDE_DOMAIN
+            cache[key] = -lml
+            if progress:
+                progress(len(cache), float(w), float(b), lml)
         return cache[key]
 
     lo = np.log([bounds[0][0], bounds[1][0]])
     hi = np.log([bounds[0][1], bounds[1][1]])
+    if not np.all(lo < hi):
+        raise ParameterError(f"empty bounds {bounds}: need low < high for both variances")
 
     def grad(theta):
         g = np.empty(2)
@@ -360,8 +437,69 @@ def optimize_marginal_likelihood(x, y, *, phi, depth, weight_var=1.0, bias_var=0
 
     theta0 = np.clip(np.log([weight_var, max(bias_var, bounds[1][0])]), lo, hi)
     res = scipy.optimize.minimize(f, theta0, jac=grad, method="L-BFGS-B",
-                                  bounds=list(zip(lo, hi)))
+                                  bounds=list(zip(lo, hi)), options={"maxiter": maxiter})
     w, b = np.exp(res.x)
     return {"weight_var": float(w), "bias_var": float(b),
             "log_marginal_likelihood": float(-res.fun), "evaluations": len(cache),
             "converged": bool(res.success)}
+
+
+def optimize_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike,
+                    *, phi: PhiLike, depths: Sequence[int] | str = PAPER_DEPTHS,
+                    weight_vars: ArrayLike | str = PAPER_WEIGHT_VAR,
+                    bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
+                    jitter: str | float = "absolute", memory: int | str = "auto",
+                    out: PathLike | None = None, resume: bool = False,
+                    progress: Callable | None = None, on_depth: Callable | None = None
+                    ) -> list[dict]:
+    """Per depth, the (weight_var, bias_var) of highest marginal likelihood on the training
+    set (:func:`optimize_marginal_likelihood`), scored on the validation set.
+
+    The optimiser searches within the range of each grid (``weight_vars``, ``bias_vars``:
+    sequences or "a:b:n" strings; a bias_var bound of 0 becomes 1e-6, since it works in log
+    space) from the geometric middle of that range.  Rows have the columns of
+    :data:`COLUMNS` (one per depth; the same CSV as :func:`grid_search`, appended as each
+    depth finishes; ``resume`` skips depths already in ``out``), so :func:`best_row` and
+    :func:`test_best` apply unchanged.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(done, total)`` in depths.
+    on_depth : callable, optional
+        ``on_depth(row, result)`` when a depth is done: its CSV row and the optimiser's dict.
+    """
+    depths = parse_depths(depths) if isinstance(depths, str) else sorted(set(depths))
+    ws = parse_grid(weight_vars) if isinstance(weight_vars, str) else np.asarray(weight_vars)
+    bs = parse_grid(bias_vars) if isinstance(bias_vars, str) else np.asarray(bias_vars)
+    bounds = ((max(float(np.min(ws)), 1e-6), float(np.max(ws))),
+              (max(float(np.min(bs)), 1e-6), float(np.max(bs))))
+    start = [math.sqrt(lo * hi) for lo, hi in bounds]
+    with _results_file(out, resume):
+        return _optimize_search(out, x_train, y_train, x_val, y_val, phi, depths, bounds,
+                                start, standardize, jitter, memory, resume, progress,
+                                on_depth)
+
+
+def _optimize_search(out, x_train, y_train, x_val, y_val, phi, depths, bounds, start,
+                     standardize, jitter, memory, resume, progress, on_depth):
+    table = as_table(phi)
+    problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
+    rows = _resume_rows(out, table.activation_name) if out and resume else []
+    done = {r["depth"] for r in rows}
+    writer = _Appender(out) if out is not None else None
+    for count, depth in enumerate(depths, 1):
+        if depth not in done:
+            opt = optimize_marginal_likelihood(
+                problem.x_train, y_train, phi=table, depth=depth, weight_var=start[0],
+                bias_var=start[1], jitter=jitter, bounds=bounds, memory=memory)
+            (row,) = [{"phi": table.activation_name, **r} for r in score_setting(
+                problem, table, [depth], opt["weight_var"], opt["bias_var"], jitter, memory)]
+            rows.append(row)
+            if writer:
+                writer.append([row])
+            if on_depth:
+                on_depth(row, opt)
+        if progress:
+            progress(count, len(depths))
+    return [r for r in rows if r["depth"] in depths]

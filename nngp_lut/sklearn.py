@@ -18,6 +18,8 @@ except ImportError:
 
 from .kernel import nngp_diag, nngp_kernel  # noqa: E402
 
+__all__ = ["NNGPKernel", "LOG_STEP"]
+
 #: Step in log(weight_var), log(bias_var) of the finite-difference gradient.
 LOG_STEP = 1e-4
 

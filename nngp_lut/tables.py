@@ -10,6 +10,8 @@ and the same expectations of phi' (for the neural tangent kernel), and evaluates
 at arbitrary points.  The file layout is documented in ``nngp_lut/table_format_v1.md``.
 """
 
+from __future__ import annotations
+
 import datetime
 import hashlib
 import json
@@ -18,6 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -30,6 +33,16 @@ from ._core.config import (GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, W
 from ._files import atomic_write, os_failure
 from .activations import Activation, get_activation, zero_function
 from .errors import DomainError, ExpressionError, NNGPWarning, ParameterError, TableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._typing import PathLike, PhiLike
+
+__all__ = ["DEFAULT_GRID", "DomainError", "FORMAT_NAME", "FORMAT_VERSION", "Integrator",
+           "Table", "TableError", "as_table", "build_table", "cache_dir", "cached_table",
+           "default_grid", "measure_error", "open_table", "open_table_memo", "random_points",
+           "read_info"]
 
 FORMAT_NAME = "nngp-lut table"
 FORMAT_VERSION = 1
@@ -246,7 +259,7 @@ def _write(h5, t):
                           chunks=True if np.ndim(arr) else None)
 
 
-def open_table(path):
+def open_table(path: PathLike) -> Table:
     """Open and validate a table file.
 
     Raises
@@ -317,7 +330,7 @@ def _read_table(path):
     )
 
 
-def read_info(path):
+def read_info(path: PathLike) -> dict:
     """Attributes and metadata of a table file, validated, as a plain dict."""
     t = open_table(path)
     try:
@@ -386,7 +399,7 @@ def _chunks(n, parts):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def default_grid(activation):
+def default_grid(activation: str | Activation) -> dict:
     """Default grid of an activation's table (measured errors in the schema document)."""
     act = get_activation(activation)
     grid = dict(DEFAULT_GRID)
@@ -397,9 +410,11 @@ def default_grid(activation):
     return grid
 
 
-def build_table(activation, *, variance_min=None, variance_max=None, n_variance=None,
-                n_angle=None, n_unequal=None, n_unequal_angle=None, unequal_variance_max=None,
-                progress=None):
+def build_table(activation: str | Activation, *, variance_min: float | None = None,
+                variance_max: float | None = None, n_variance: int | None = None,
+                n_angle: int | None = None, n_unequal: int | None = None,
+                n_unequal_angle: int | None = None, unequal_variance_max: float | None = None,
+                progress: Callable | None = None) -> Table:
     """Tabulate F_phi, E[phi'phi'] and the moments of an activation.
 
     Parameters
@@ -580,7 +595,7 @@ def _unequal_block(integ, q3, n_angle, warp3, counter):
     return f3, df3
 
 
-def random_points(table, n, seed):
+def random_points(table: Table, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Off-grid test points (q, theta): log-uniform q, theta half uniform, half near 0 / pi."""
     rng = np.random.default_rng(seed)
     lo, hi = (math.log(table.variance_min), math.log(table.variance_max))
@@ -592,7 +607,7 @@ def random_points(table, n, seed):
     return q, theta
 
 
-def measure_error(table, integrator, n, seed=12345):
+def measure_error(table: Table, integrator: Integrator, n: int, seed: int = 12345) -> dict:
     """Max over random off-grid points of |F_table - F_quadrature| / E[phi^2] (and of the
     same for E[phi'phi'])."""
     q, theta = random_points(table, n, seed)
@@ -617,14 +632,38 @@ def measure_error(table, integrator, n, seed=12345):
 
 
 # --- cache -----------------------------------------------------------------------------------
-def cache_dir():
+def cache_dir() -> Path:
     """Folder of tables built on first use: $NNGP_LUT_CACHE, else ~/.cache/nngp-lut."""
     env = os.environ.get("NNGP_LUT_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "nngp-lut"
 
 
-def cached_table(activation, progress=None, **grid):
-    """The table of an activation from the cache, built (once) and stored if absent."""
+#: Tables opened in this process, keyed by file (path, modification time, size): a caller
+#: that asks again (the scikit-learn kernel does, several times per gradient) gets the same
+#: Table without reading the file again.  A file that changes on disk is read again.
+_OPENED = {}
+#: How many opened tables the process keeps (the least recently used is dropped first).
+OPENED_TABLES_MAX = 8
+
+
+def open_table_memo(path: PathLike) -> Table:
+    """:func:`open_table`, memoised in this process while the file is unchanged."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_mtime_ns, st.st_size)
+    table = _OPENED.pop(key, None)
+    if table is None:
+        table = open_table(p)
+    _OPENED[key] = table  # most recently used last
+    while len(_OPENED) > OPENED_TABLES_MAX:
+        del _OPENED[next(iter(_OPENED))]
+    return table
+
+
+def cached_table(activation: str | Activation, progress: Callable | None = None,
+                 **grid) -> Table:
+    """The table of an activation from the cache, built (once) and stored if absent; read
+    from disk once per process (:func:`open_table_memo`)."""
     act = get_activation(activation)
     spec = dict(default_grid(act), **grid)
     key = json.dumps([act.name, act.source, FORMAT_VERSION, sorted(spec.items())])
@@ -633,8 +672,8 @@ def cached_table(activation, progress=None, **grid):
     path = cache_dir() / f"{safe}-{digest}.h5"
     if path.is_file():
         try:
-            return open_table(path)
-        except TableError as exc:  # a damaged cache entry is rebuilt below
+            return open_table_memo(path)
+        except (TableError, OSError) as exc:  # a damaged (or vanished) entry is rebuilt below
             warnings.warn(f"rebuilding a damaged cached table ({exc})", NNGPWarning,
                           stacklevel=2)
     table = build_table(act, progress=progress, **spec)
@@ -642,12 +681,14 @@ def cached_table(activation, progress=None, **grid):
     return table
 
 
-def as_table(obj, progress=None):
+def as_table(obj: PhiLike, progress: Callable | None = None) -> Table:
     """A Table from a Table, a path to a table file, or an activation (cached build)."""
     if isinstance(obj, Table):
         return obj
     if isinstance(obj, (str, os.PathLike)) and str(obj).endswith((".h5", ".hdf5")):
-        return open_table(obj)
+        if not Path(obj).is_file():
+            return open_table(obj)  # its own error message
+        return open_table_memo(obj)
     if isinstance(obj, (str, Activation)):
         return cached_table(obj, progress=progress)
     raise TypeError("expected a Table, a table path or an activation")

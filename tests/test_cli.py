@@ -149,7 +149,7 @@ def test_predict_default_is_the_papers_setting_on_the_sample(tmp_path):
     assert summary["n_train"] == 1000 and summary["n_test"] == 300
     d = load_dataset()
     ref = evaluate(d.x_train, d.y_train, d.x_test[:300], d.y_test[:300], phi="relu",
-                   depth=20, weight_var=1.45, bias_var=0.28)
+                   depth=20, weight_var=1.45, bias_var=0.28, standardize=True)
     assert summary["accuracy"] == ref.accuracy and summary["jitter"] == ref.jitter
     assert summary["mse"] == pytest.approx(ref.mse, rel=1e-9)
     with np.load(out) as z:

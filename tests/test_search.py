@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nngp_lut import plots, search
+from nngp_lut import build_table, plots, search
 from nngp_lut.gp import NNGPRegressor, one_hot
 
 #: Search rows against the brute-force loop (relative), stated once.  Both use a fixed noise
@@ -28,7 +28,7 @@ def blobs(rng):
 
 def brute_force(x, y, xv, yv, depth, w, b):
     offset = one_hot(y, 3).mean(0)
-    model = NNGPRegressor("relu", depth, w, b, standardize=True, jitter=NOISE)
+    model = NNGPRegressor("relu", depth, w, b, jitter=NOISE)
     model.fit(x, one_hot(y, 3) - offset)
     mean = model.predict(xv)
     return dict(val_accuracy=np.mean(np.argmax(mean, 1) == yv),
@@ -69,7 +69,7 @@ def test_interrupted_search_resumes(blobs, tmp_path, monkeypatch):
     scored = []
     real = search.score_setting
     monkeypatch.setattr(search, "score_setting",
-                        lambda p, t, d, w, b, j: scored.append((w, b)) or real(p, t, d, w, b, j))
+                        lambda p, t, d, w, b, *a: scored.append((w, b)) or real(p, t, d, w, b, *a))
     rows = search.grid_search(x, y, xv, yv, phi="relu", **GRID, out=out, resume=True)
     assert scored == [(1.5, 0.0), (1.5, 0.3)]  # only the two unfinished settings
     key = lambda r: (r["depth"], r["weight_var"], r["bias_var"])  # noqa: E731
@@ -120,9 +120,12 @@ def test_marginal_likelihood_optimum_beats_a_grid(rng):
 # --- figures -----------------------------------------------------------------------------------
 def test_chi1_closed_forms():
     ws, bs = np.array([0.5, 1.5, 2.5]), np.array([0.1, 1.0])
-    chi = plots.chi1("relu", ws, bs)  # E[relu'(u)^2] = 1/2 for every q
-    assert np.allclose(chi[:2], ws[:2, None] / 2, rtol=1e-9)
-    assert np.all(np.isnan(chi[2]))  # weight_var >= 2: q* does not exist
+    chi = plots.chi1("relu", ws, bs)  # E[relu'(u)^2] = 1/2 for every q, fixed point or not
+    assert np.allclose(chi, np.broadcast_to(ws[:, None] / 2, chi.shape), rtol=1e-9)
+    q = plots.fixed_point("relu", ws, bs)  # q* = b / (1 - w/2) for w < 2, none beyond
+    assert np.allclose(q[:2], bs[None, :] / (1 - ws[:2, None] / 2), rtol=1e-9)
+    assert np.all(np.isinf(q[2]))
+    assert plots.fixed_point("relu", [2.0], [0.0])[0, 0] == 1.0  # every q is fixed
     chi = plots.chi1("erf", ws, bs)
     for i, w in enumerate(ws):
         for j, b in enumerate(bs):
@@ -145,7 +148,7 @@ def test_figures_are_written_with_their_numbers(blobs, tmp_path):
     res = plots.phase(rows, 1, tmp_path / "phase.png")
     header, data = read_csv(res["csv"])
     assert (tmp_path / "phase.png").stat().st_size > 1000
-    assert header == ["weight_var", "bias_var", "val_accuracy", "chi1"]
+    assert header == ["weight_var", "bias_var", "val_accuracy", "chi1", "fixed_point"]
     for r in rows:
         if r["depth"] == 1:
             hit = data[(data[:, 0] == r["weight_var"]) & (data[:, 1] == r["bias_var"])]
@@ -166,6 +169,32 @@ def test_figures_are_written_with_their_numbers(blobs, tmp_path):
     assert res["max_error"] < 1e-7 and (tmp_path / "table_error.csv").is_file()
     with pytest.raises(ValueError, match="PNG"):
         plots.table_figure("relu", tmp_path / "table.pdf")
+
+
+def test_phase_draws_the_relu_critical_line_and_marks_no_fixed_point(tmp_path):
+    pytest.importorskip("matplotlib")
+    # relu's chi_1 = weight_var / 2 crosses 1 at weight_var = 2, where q* ceases to exist.
+    rows = [{"phi": "relu", "depth": 1, "weight_var": w, "bias_var": b, "val_accuracy": 0.5,
+             "val_mse": 0.1, "log_marginal_likelihood": 0.0, "jitter": 1e-10}
+            for w in (1.0, 1.5, 2.5, 3.0) for b in (0.1, 0.5)]
+    res = plots.phase(rows, 1, tmp_path / "p.png")
+    assert res["critical_line"] and res["no_fixed_point"] == 4
+    header, data = read_csv(res["csv"])
+    assert np.allclose(data[:, 3], data[:, 0] / 2)
+    above, below = data[:, 0] > 2, data[:, 0] < 2
+    assert np.all(np.isinf(data[above, 4])) and np.all(np.isfinite(data[below, 4]))
+
+
+def test_chi1_is_nan_where_there_is_no_fixed_point():
+    # softplus grows like relu (E[softplus^2] ~ q/2): at weight_var 3 the variance map has
+    # no finite fixed point, and chi_1 is NaN there, not a made-up number.  Only moments
+    # are used: a coarse table suffices.
+    table = build_table("softplus", variance_min=1e-2, variance_max=1e2, n_variance=24,
+                        n_angle=8, n_unequal=6, n_unequal_angle=6)
+    q = plots.fixed_point(table, [0.5, 3.0], [0.2])
+    assert np.isfinite(q[0, 0]) and np.isinf(q[1, 0])
+    chi = plots.chi1(table, [0.5, 3.0], [0.2])
+    assert 0 < chi[0, 0] < 1 and np.isnan(chi[1, 0])
 
 
 def test_calibration_bins():

@@ -7,6 +7,7 @@ from nngp_lut import __version__
 from .build import build
 from .info import info
 from .kernel import kernel
+from .mc import mc
 from .plot import plot
 from .predict import predict
 from .search import search
@@ -25,6 +26,7 @@ cli.add_command(kernel)
 cli.add_command(predict)
 cli.add_command(search)
 cli.add_command(plot)
+cli.add_command(mc)
 
 
 def main():

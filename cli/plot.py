@@ -1,5 +1,7 @@
-"""``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase) and the table."""
+"""``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase), the table, and
+the Monte-Carlo convergence of ``nngp-lut mc``."""
 
+import csv
 from pathlib import Path
 
 import click
@@ -88,3 +90,24 @@ def table_(phi, table_path, out):
     click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "
                f"{res['csv']}")
 
+
+
+@plot.command("convergence")
+@click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              required=True, help="A rows CSV of nngp-lut mc --out.")
+@_OUT
+def convergence(results, out):
+    """Relative error of finite random networks' NNGP and NTK against the infinite-width
+    kernels over width, log-log, with the fitted slopes and a reference slope of -1/2."""
+    with user_errors():
+        if Path(out).with_suffix(".csv").resolve() == results.resolve():
+            raise ValueError(f"--out {out} would overwrite {results} with the figure's "
+                             "numbers: choose another name")
+        with open(results, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "width" not in rows[0]:
+            raise ValueError(f"{results} is not a rows CSV of nngp-lut mc (no width column)")
+        res = plots.convergence(rows, out)
+    slopes = ", ".join(f"{k} {v:.3f}" for k, v in res["slopes"].items())
+    click.echo(f"fitted slopes: {slopes}")
+    click.echo(f"wrote {res['png']} and {res['csv']}")

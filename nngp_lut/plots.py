@@ -239,6 +239,8 @@ def convergence(rows, out):
         ax.loglog(widths, v, "o-" if c.endswith("_error") else "s--", ms=4,
                   label=f"{CONVERGENCE_COLUMNS[c]}: slope {slopes[c]:.2f}")
     ax.loglog(widths, reference, "k:", label="slope -1/2")
+    ax.set_xticks(widths, [str(int(w)) for w in widths], minor=False)
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("width")
     ax.set_ylabel("$\\|K_{emp} - K_\\infty\\|_F / \\|K_\\infty\\|_F$")
     ax.legend(fontsize=8)

@@ -8,6 +8,7 @@ from .build import build
 from .common import Boundary
 from .info import info
 from .kernel import kernel
+from .mc import mc
 from .plot import plot
 from .predict import predict
 from .search import search
@@ -26,6 +27,7 @@ cli.add_command(kernel)
 cli.add_command(predict)
 cli.add_command(search)
 cli.add_command(plot)
+cli.add_command(mc)
 
 
 def main():

@@ -1,10 +1,13 @@
-"""``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase) and the table."""
+"""``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase), the table, and
+the Monte-Carlo convergence of ``nngp-lut mc``."""
 
+import csv
 from pathlib import Path
 
 import click
 
 from nngp_lut import paper, plots
+from nngp_lut.errors import DataError
 from nngp_lut.search import read_results
 
 from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
@@ -107,3 +110,25 @@ def table_(phi, table_path, out, force):
     click.echo(f"max measured error {res['max_error']:.2e}; wrote {res['png']} and "
                f"{res['csv']}")
 
+
+
+@plot.command("convergence")
+@click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              required=True, help="A rows CSV of nngp-lut mc --out.")
+@_OUT
+@_FORCE
+def convergence(results, out, force):
+    """Relative error of finite random networks' NNGP and NTK against the infinite-width
+    kernels over width, log-log, with the fitted slopes and a reference slope of -1/2."""
+    with user_errors():
+        try:
+            with open(results, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read {results}: {exc}") from None
+        if not rows or "width" not in rows[0]:
+            raise DataError(f"{results} is not a rows CSV of nngp-lut mc (no width column)")
+        res = plots.convergence(rows, out, force=force, inputs=(results,))
+    slopes = ", ".join(f"{k} {v:.3f}" for k, v in res["slopes"].items())
+    click.echo(f"fitted slopes: {slopes}")
+    click.echo(f"wrote {res['png']} and {res['csv']}")

@@ -8,6 +8,8 @@
   settings where no finite fixed point exists;
 * table: F_phi(q, q, rho) over the table's domain (FIG.csv) and its measured interpolation
   error at random off-grid points (FIG_error.csv: q, rho, abs_error_normalized).
+* convergence: the error of finite random networks' kernels against the infinite-width ones
+  over width, log-log, with a reference slope of -1/2 (``nngp-lut mc``; Yang 2019, GP4A).
 
 matplotlib is an optional extra (``pip install "nngp-lut[plot]"``), checked before any work.
 Every file is written atomically; existing files are overwritten only with ``force=True``,
@@ -294,3 +296,53 @@ def table_figure(table: PhiLike, out: PathLike, *, n_q: int = 120, n_rho: int = 
     a2.set_title(f"measured error, max {err.max():.1e}", fontsize=9)
     _save(plt, fig, png)
     return {"png": str(png), "csv": str(table_csv), "max_error": float(err.max())}
+
+
+# --- Monte-Carlo convergence ---------------------------------------------------------------
+#: Columns of ``nngp-lut mc`` rows that the convergence figure draws, with their labels.
+CONVERGENCE_COLUMNS = {"nngp_error": "NNGP", "ntk_error": "NTK",
+                       "nngp_rms": "NNGP (rms over draws)", "ntk_rms": "NTK (rms over draws)"}
+
+
+def convergence(rows, out, *, force=False, inputs=()):
+    """Relative error of empirical kernels against width, log-log (the rows of
+    :func:`nngp_lut.montecarlo.convergence`), with each fitted slope in the legend and a
+    reference line of slope -1/2 (error ~ 1/sqrt(width)).
+
+    References
+    ----------
+    Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
+    Processes", NeurIPS 2019 (the convergence plots).
+    """
+    png, numbers = check_outputs(out, force=force, inputs=inputs)
+    if len(rows) < 2:
+        raise ParameterError("the convergence figure needs rows for two widths or more")
+    widths = np.array([float(r["width"]) for r in rows])
+    order = np.argsort(widths)
+    widths = widths[order]
+    columns = {c: np.array([float(r[c]) for r in rows])[order]
+               for c in CONVERGENCE_COLUMNS if c in rows[0]}
+    if not columns or any(np.any(v <= 0) or not np.all(np.isfinite(v))
+                          for v in columns.values()):
+        raise ParameterError("the rows need positive finite errors "
+                         f"({', '.join(CONVERGENCE_COLUMNS)})")
+    slopes = {c: float(np.polyfit(np.log(widths), np.log(v), 1)[0])
+              for c, v in columns.items()}
+    first = next(iter(columns.values()))
+    reference = first[0] * np.sqrt(widths[0] / widths)  # slope -1/2 through the first point
+    _write_csv(numbers, ["width", *columns, "reference_slope_half"],
+               [widths, *columns.values(), reference])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for c, v in columns.items():
+        ax.loglog(widths, v, "o-" if c.endswith("_error") else "s--", ms=4,
+                  label=f"{CONVERGENCE_COLUMNS[c]}: slope {slopes[c]:.2f}")
+    ax.loglog(widths, reference, "k:", label="slope -1/2")
+    ax.set_xticks(widths, [str(int(w)) for w in widths], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("width")
+    ax.set_ylabel("$\\|K_{emp} - K_\\infty\\|_F / \\|K_\\infty\\|_F$")
+    ax.legend(fontsize=8)
+    ax.set_title("finite random networks against the infinite-width kernels", fontsize=9)
+    _save(plt, fig, png)
+    return {"png": str(png), "csv": str(numbers), "slopes": slopes}

@@ -1,0 +1,110 @@
+"""``nngp-lut mc``: finite random networks against the infinite-width kernels."""
+
+import csv
+import io
+from pathlib import Path
+
+import click
+
+from nngp_lut import _files, paper
+from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
+from nngp_lut.errors import DataError, MissingDependency
+from nngp_lut.kernel.arch import read_arch
+
+from .common import check_output, stage_bars, to_json, user_errors
+
+
+def _widths(ctx, param, value):
+    try:
+        widths = [int(w) for w in value.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter("give positive integers separated by commas, e.g. "
+                                 "64,256,1024") from None
+    if not widths or min(widths) < 1 or len(set(widths)) != len(widths):
+        raise click.BadParameter("give distinct positive integers, e.g. 64,256,1024")
+    return sorted(widths)
+
+
+def _write_rows(rows, out):
+    """The rows as CSV, written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _files.write_bytes(out, buf.getvalue().encode())
+
+
+@click.command()
+@click.option("--arch", required=True, metavar="TEXT|@FILE",
+              help="The architecture, e.g. \"serial(Dense(2, 0.1), repeat(serial("
+              "Activation('relu'), Dense(2, 0.1)), 3))\", or @FILE to read it from a file "
+              "(grammar in README.md, section Architectures).")
+@click.option("--widths", default="64,256,1024,4096", show_default=True, callback=_widths,
+              help="Widths of the finite networks, separated by commas; every Dense layer "
+              "without a declared width gets each in turn, the readout included.")
+@click.option("--draws", type=click.IntRange(1), default=8, show_default=True,
+              help="Independent random networks per width whose kernels are averaged.")
+@click.option("--n-inputs", type=click.IntRange(2), default=8, show_default=True,
+              help="Number of inputs (the first rows of the training set).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Dataset .npz or .h5 whose training inputs are used; omitted: the "
+              "embedded MNIST sample.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random networks; the same seed gives the same numbers.")
+@click.option("--ntk-units", type=click.IntRange(1), default=1, show_default=True,
+              help="Output units whose empirical NTK is averaged (each costs one gradient "
+              "pass per input and draw).")
+@click.option("--reference", type=click.Choice(["kernel", "layerwise"]), default="kernel",
+              show_default=True,
+              help="Infinite-width kernel to compare with: the fused one that every command "
+              "uses, or its layer-by-layer reference.")
+@click.option("--standardize/--no-standardize", default=None,
+              help="Standardise each input across its features first (the paper's "
+              "convention; default: on for the embedded MNIST sample, off for --data).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the rows (width, draws, errors) to this CSV file, for nngp-lut "
+              "plot convergence.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows and slopes as JSON on stdout (the table goes to stderr).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, standardize,
+       out, force, as_json, quiet):
+    """Sample random finite networks of an architecture at each width and print the relative
+    Frobenius error of their empirical NNGP and NTK against the infinite-width kernels, and
+    the fitted log-log slope of error against width (about -1/2: error ~ 1/sqrt(width)).
+    Needs JAX: pip install "nngp-lut[finite]"."""
+    if out is not None:
+        check_output(out, force)  # before the work
+    if standardize is None:
+        standardize = paper.STANDARDIZE if data_path is None else False
+    with user_errors():
+        try:
+            from nngp_lut import montecarlo
+        except ImportError as exc:
+            raise MissingDependency(str(exc).splitlines()[0]) from None
+        network = read_arch(arch)
+        x = load_dataset(data_path).x_train[:n_inputs]
+        x = standardize_rows(x, "inputs") if standardize else validate_inputs(x, "inputs")
+        if x.shape[0] < 2:
+            raise DataError("the data set has fewer than 2 training inputs")
+        with stage_bars(quiet) as progress:
+            rows, slopes = montecarlo.convergence(
+                network, x, widths, draws, seed, ntk_units=ntk_units, reference=reference,
+                progress=progress and (lambda done, total: progress("draws", done, total)))
+        if out is not None:
+            _write_rows(rows, out)
+    lines = [f"{'width':>7} {'NNGP error':>11} {'NTK error':>10} {'NNGP rms':>9} "
+             f"{'NTK rms':>8}   ({draws} draws of {x.shape[0]} inputs, seed {seed})"]
+    lines += [f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
+              f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}" for r in rows]
+    if len(rows) > 1:
+        lines.append(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
+                     f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   "
+                     "(log error against log width; about -0.5 expected)")
+    if out is not None:
+        lines.append(f"wrote {out}")
+    click.echo("\n".join(lines), err=as_json)
+    if as_json:
+        click.echo(to_json({"rows": rows, "slopes": slopes, "draws": draws, "seed": seed,
+                            "n_inputs": int(x.shape[0]), "reference": reference}))

@@ -1,0 +1,169 @@
+"""Architecture strings: a safe parser from text to a network of the layer algebra.
+
+The command line names a network with ``--arch`` (or ``--arch @FILE``)::
+
+    serial(Dense(1.5, 0.1), repeat(serial(Activation('tanh'), Dense(1.5, 0.1)), 3))
+
+    serial(Dense(1, 0), FanOut(2),
+           parallel(serial(Activation('relu'), Dense(1, 0)), Identity()),
+           FanInSum(), LayerNorm(), Dense(1, 0))
+
+Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-ed)::
+
+    arch     := call
+    call     := NAME "(" [arg ("," arg)*] [","] ")"
+    arg      := value | KEYWORD "=" value
+    value    := call | number | "-" number | "+" number | string | "None"
+    NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
+              | Dropout | FanOut | FanInSum | FanInConcat
+
+Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
+positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
+parameterization='ntk', width=None)``, ``Activation(phi)`` with phi a built-in name, an
+expression in x or a table path, ``Dropout(rate)``, ``FanOut(n)``, ``repeat(block, n)``).
+Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
+f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias).  Anything else —
+names, attribute access, subscripts, operators, lambdas, comprehensions, starred or ``**``
+arguments, calls of anything outside the list — raises an :class:`ArchitectureError` of one
+line that names what is not allowed.  ``repeat`` counts are capped at :data:`MAX_REPEAT`,
+and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` characters.
+"""
+
+import ast
+from pathlib import Path
+
+from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
+                     FanOut, Identity, Layer, LayerNorm, parallel, repeat, serial)
+
+#: The constructors an architecture may call, by the name it uses.
+CONSTRUCTORS = {
+    "serial": serial, "parallel": parallel, "repeat": repeat, "Dense": Dense,
+    "Activation": Activation, "LayerNorm": LayerNorm, "Identity": Identity,
+    "Dropout": Dropout, "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
+}
+#: Largest ``repeat(block, n)`` count (a depth far beyond any network worth computing).
+MAX_REPEAT = 1000
+#: Largest number of layers of a whole description, after expanding ``repeat``.
+MAX_LAYERS = 10000
+#: Longest architecture text.
+MAX_TEXT = 100_000
+
+
+def _describe(node):
+    """A short human name of an AST node for an error message."""
+    kinds = {ast.Name: "the name", ast.Attribute: "attribute access", ast.Lambda: "a lambda",
+             ast.ListComp: "a comprehension", ast.SetComp: "a comprehension",
+             ast.DictComp: "a comprehension", ast.GeneratorExp: "a comprehension",
+             ast.Starred: "a starred argument", ast.Subscript: "a subscript",
+             ast.BinOp: "an operator", ast.BoolOp: "an operator", ast.Compare: "a comparison",
+             ast.JoinedStr: "an f-string", ast.IfExp: "a conditional expression",
+             ast.NamedExpr: "an assignment expression"}
+    text = ast.unparse(node)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{kinds.get(type(node), 'the expression')} {text!r}"
+
+
+def _count(layer):
+    """Number of leaf layers, expanding repeats (to cap the size of a description)."""
+    children = getattr(layer, "children", None)
+    return 1 if children is None else sum(_count(c) for c in children)
+
+
+def _value(node):
+    """A whitelisted AST node -> its value (a layer, a number, a string or None)."""
+    if isinstance(node, ast.Constant) and (node.value is None or
+                                           type(node.value) in (int, float, str)):
+        return node.value
+    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
+            and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) in (int, float)):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, ast.Call):
+        return _call(node)
+    raise ArchitectureError(f"{_describe(node)} is not allowed in an architecture; use "
+                            f"numbers, strings and the layers {', '.join(CONSTRUCTORS)}")
+
+
+def _call(node):
+    if not isinstance(node.func, ast.Name) or node.func.id not in CONSTRUCTORS:
+        what = (f"{node.func.id!r}" if isinstance(node.func, ast.Name)
+                else _describe(node.func))
+        raise ArchitectureError(f"calling {what} is not allowed in an architecture; the "
+                                f"layers are {', '.join(CONSTRUCTORS)}")
+    name = node.func.id
+    for arg in node.args:
+        if isinstance(arg, ast.Starred):
+            raise ArchitectureError(f"{_describe(arg)} is not allowed in {name}(...)")
+    if any(kw.arg is None for kw in node.keywords):
+        raise ArchitectureError(f"'**' arguments are not allowed in {name}(...)")
+    args = [_value(a) for a in node.args]
+    kwargs = {kw.arg: _value(kw.value) for kw in node.keywords}
+    if name == "repeat":
+        n = args[1] if len(args) > 1 else kwargs.get("n")
+        if isinstance(n, (int, float)) and n > MAX_REPEAT:
+            raise ArchitectureError(f"repeat count {n} is above the limit of {MAX_REPEAT}")
+    try:
+        layer = CONSTRUCTORS[name](*args, **kwargs)
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"{name}(...): {str(exc).splitlines()[0]}") from None
+    except (TypeError, ValueError) as exc:  # wrong arguments; a bad activation expression
+        raise ArchitectureError(f"{name}(...): {str(exc).splitlines()[0]}") from None
+    if _count(layer) > MAX_LAYERS:
+        raise ArchitectureError(f"the architecture has more than {MAX_LAYERS} layers")
+    return layer
+
+
+def parse_arch(text):
+    """The network (a :class:`~nngp_lut.kernel.layers.Layer`) that ``text`` describes.
+
+    Parameters
+    ----------
+    text : str
+        One call of the grammar in the module docstring, e.g.
+        ``"serial(Dense(1.5, 0.1), Activation('tanh'), Dense(1.5, 0.1))"``.
+
+    Raises
+    ------
+    ArchitectureError
+        One line naming what is not allowed (or what a layer's arguments got wrong).
+
+    Examples
+    --------
+    >>> parse_arch("serial(Dense(2, 0.1), Activation('relu'), Dense(2, 0.1))")
+    Serial(children=(Dense(weight_var=2, bias_var=0.1, parameterization='ntk', width=None), \
+Activation('relu'), Dense(weight_var=2, bias_var=0.1, parameterization='ntk', width=None)))
+    """
+    if not isinstance(text, str):
+        raise ArchitectureError(f"an architecture is a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise ArchitectureError(f"the architecture text is longer than {MAX_TEXT} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ArchitectureError(f"cannot parse architecture: {exc.msg}") from None
+    except RecursionError:
+        raise ArchitectureError("the architecture is nested too deeply") from None
+    if not isinstance(tree.body, ast.Call):
+        raise ArchitectureError(f"an architecture is a call of a layer, not "
+                                f"{_describe(tree.body)}")
+    try:
+        layer = _value(tree.body)
+    except RecursionError:
+        raise ArchitectureError("the architecture is nested too deeply") from None
+    if not isinstance(layer, Layer):
+        raise ArchitectureError("an architecture must describe a layer")
+    return layer
+
+
+def read_arch(spec):
+    """``--arch`` as the user gives it: the text itself, or ``@FILE`` to read it from a
+    file (``#`` comment lines and line breaks allowed there)."""
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ArchitectureError(f"cannot read architecture file {str(path)!r}: "
+                                    f"{exc.strerror or exc}") from None
+        spec = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    return parse_arch(spec)

@@ -67,7 +67,7 @@ def test_empirical_kernels_approach_the_infinite_ones(name, x):
 
 @pytest.mark.xfail(strict=True, reason="Network.kernel (fused) differs from layerwise for "
                    "FanOut/parallel/FanInSum: the FanOut copy reuses register 0; reported "
-                   "to the lead (notes/issue12-mc.md)")
+                   "to the lead in the issue-12 closing note")
 def test_fused_residual_kernel_matches_layerwise(x):
     net = Network(residual())
     for fused, reference in zip(net.kernel(x, get=("nngp", "ntk")),

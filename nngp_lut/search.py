@@ -28,6 +28,7 @@ from .data import DataError, is_labels, standardize_rows, validate_inputs
 from .errors import MemoryBudgetError, NNGPError, OutputExists, ParameterError
 from .gp import evaluate, jitter_ladder, log_evidence, regression_targets
 from .kernel import deep_network
+from .kernel.network import KINDS
 from .tables import as_table
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ __all__ = ["COLUMNS", "OUTSIDE_DOMAIN", "PAPER_BIAS_VAR", "PAPER_DEPTHS", "PAPER
 
 #: Columns of the results CSV, in order.
 COLUMNS = ("phi", "depth", "weight_var", "bias_var", "val_accuracy", "val_mse",
-           "log_marginal_likelihood", "jitter")
+           "log_marginal_likelihood", "jitter", "kernel")
+#: The columns of files written before the NTK (their kernel is the NNGP).
+COLUMNS_NNGP_ONLY = COLUMNS[:-1]
 #: The paper's grid (Section 3 and Table 1), from :mod:`nngp_lut.paper`.
 PAPER_DEPTHS = paper.DEPTHS
 PAPER_WEIGHT_VAR = paper.WEIGHT_VAR_GRID
@@ -119,8 +122,11 @@ def reachable_depth(table: Table, x: np.ndarray, depth: int, weight_var: float,
 
 def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_var: float,
                   bias_var: float, jitter: str | float = "absolute",
-                  memory: int | str = "auto") -> list[dict]:
+                  memory: int | str = "auto", kernel: str = "nngp") -> list[dict]:
     """One row per depth for one (weight_var, bias_var): every depth from one kernel pass.
+
+    ``kernel="ntk"`` scores the NTK's gradient-descent ensemble instead of the NNGP's
+    posterior (its marginal likelihood is NaN: the NTK is not a prior covariance).
 
     Depths the table cannot reach (see :func:`reachable_depth`) get rows of NaN scores.
     The kernels of every depth (train x train and validation x train) are held in RAM with
@@ -131,7 +137,8 @@ def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_
     top = min(reachable_depth(table, p.x_train, max(depths), weight_var, bias_var),
               reachable_depth(table, p.x_val, max(depths), weight_var, bias_var))
     unreachable = [{"depth": d, "weight_var": float(weight_var), "bias_var": float(bias_var),
-                    **{c: float("nan") for c in COLUMNS[4:]}} for d in depths if d > top]
+                    **{c: float("nan") for c in COLUMNS[4:-1]}, "kernel": kernel}
+                   for d in depths if d > top]
     depths = [d for d in depths if d <= top]
     if not depths:
         return unreachable
@@ -146,8 +153,10 @@ def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_
                           f"factor for {n} training examples: {need / 1e9:.2f} GB, more than "
                           f"the memory budget of {budget / 1e9:.2f} GB; raise --memory, or "
                           "use fewer --depths or a smaller --n-train")
-    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=budget)
-    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=budget)
+    k_train = net.kernel(p.x_train, depths=depths, gram=p.gram_train, memory=budget,
+                         get=kernel)
+    k_val = net.kernel(p.x_val, p.x_train, depths=depths, gram=p.gram_val, memory=budget,
+                       get=kernel)
     rows = []
     for slot, depth in enumerate(depths):
         k = k_train[slot]
@@ -161,8 +170,9 @@ def score_setting(problem: Problem, table: Table, depths: Sequence[int], weight_
             "val_accuracy": (float(np.mean(np.argmax(mean, 1) == p.labels_val))
                              if p.labels_val is not None else float("nan")),
             "val_mse": float(np.mean((mean - p.t_val) ** 2)),
-            "log_marginal_likelihood": log_evidence(p.t_train, alpha, factor.logdet()),
-            "jitter": factor.jitter})
+            "log_marginal_likelihood": (log_evidence(p.t_train, alpha, factor.logdet())
+                                        if kernel == "nngp" else float("nan")),
+            "jitter": factor.jitter, "kernel": kernel})
     return rows + unreachable
 
 
@@ -171,9 +181,10 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
                 weight_vars: ArrayLike | str = PAPER_WEIGHT_VAR,
                 bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
                 jitter: str | float = "absolute", memory: int | str = "auto",
-                out: PathLike | None = None, resume: bool = False,
+                kernel: str = "nngp", out: PathLike | None = None, resume: bool = False,
                 progress: Callable | None = None) -> list[dict]:
-    """Score every (depth, weight_var, bias_var) on the validation set.
+    """Score every (depth, weight_var, bias_var) on the validation set, with the NNGP
+    posterior or (``kernel="ntk"``) the NTK's gradient-descent ensemble.
 
     Parameters
     ----------
@@ -204,8 +215,8 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
     bias_vars = parse_grid(bias_vars) if isinstance(bias_vars, str) else bias_vars
     with _results_file(out, resume):
         return _grid_search(out and Path(out), x_train, y_train, x_val, y_val, phi, depths,
-                            weight_vars, bias_vars, standardize, jitter, memory, resume,
-                            progress)
+                            weight_vars, bias_vars, standardize, jitter, memory, kernel,
+                            resume, progress)
 
 
 def _results_file(out, resume):
@@ -220,11 +231,11 @@ def _results_file(out, resume):
 
 
 def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, bias_vars,
-                 standardize, jitter, memory, resume, progress):
+                 standardize, jitter, memory, kernel, resume, progress):
     table = as_table(phi)
     problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
     settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
-    rows = _resume_rows(out, table.activation_name, depths) if out and resume else []
+    rows = _resume_rows(out, table.activation_name, kernel, depths) if out and resume else []
     have = {}
     for r in rows:
         have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
@@ -235,7 +246,8 @@ def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, 
         for count, (w, b) in enumerate(settings, 1):
             if (w, b) not in done:
                 new = [{"phi": table.activation_name, **r}
-                       for r in score_setting(problem, table, depths, w, b, jitter, memory)]
+                       for r in score_setting(problem, table, depths, w, b, jitter, memory,
+                                              kernel)]
                 rows += new
                 if writer:
                     writer.append(new)
@@ -272,7 +284,8 @@ def test_best(rows: list[dict], x_train: ArrayLike, y_train: ArrayLike, x_test: 
     best = best_row(rows)
     return best, evaluate(x_train, y_train, x_test, y_test, phi=phi, depth=best["depth"],
                           weight_var=best["weight_var"], bias_var=best["bias_var"],
-                          standardize=standardize, jitter=jitter, **kwargs)
+                          kernel=best.get("kernel", "nngp"), standardize=standardize,
+                          jitter=jitter, **kwargs)
 
 
 class _Appender:
@@ -320,23 +333,29 @@ def read_results(path: PathLike) -> tuple[list[dict], bool]:
     header = next(reader, None)
     if header is None:
         return rows, whole
-    if tuple(header) != COLUMNS:
+    if tuple(header) not in (COLUMNS, COLUMNS_NNGP_ONLY):
         raise DataError(f"{path} is not a results file of nngp-lut search (its header "
                         f"is {','.join(header)[:80]})")
+    legacy = tuple(header) == COLUMNS_NNGP_ONLY
+    whole = whole and not legacy  # rewritten with the kernel column when resumed
     for line in reader:
         try:
-            r = dict(zip(COLUMNS, line, strict=True))
+            r = dict(zip(header, line, strict=True))
+            if r.get("kernel", "nngp") not in KINDS:
+                raise ValueError
             rows.append({"phi": r["phi"], "depth": int(r["depth"]),
-                         **{c: float(r[c]) for c in COLUMNS[2:]}})
+                         **{c: float(r[c]) for c in COLUMNS[2:-1]},
+                         "kernel": r.get("kernel", "nngp")})
         except (ValueError, TypeError):
             whole = False
     return rows, whole
 
 
-def _resume_rows(path, phi_name, depths=()):
-    """Rows of an earlier search of phi_name.  A torn line, and the rows of a setting
-    scored at only some of ``depths`` (it is scored again), are dropped from the file too;
-    ``depths=()`` checks no setting (the optimiser's rows: one setting per depth)."""
+def _resume_rows(path, phi_name, kernel, depths=()):
+    """Rows of an earlier search of phi_name with ``kernel``.  A torn line, and the rows of a
+    setting scored at only some of ``depths`` (it is scored again), are dropped from the file
+    too; ``depths=()`` checks no setting (the optimiser's rows: one setting per depth).  A
+    file of the columns before the NTK is rewritten with the kernel column."""
     path = Path(path)
     if not path.exists():
         return []
@@ -345,6 +364,10 @@ def _resume_rows(path, phi_name, depths=()):
     if other:
         raise ParameterError(f"{path} holds a search of {other.pop()}, not {phi_name}; "
                              "use another --out")
+    other = {r["kernel"] for r in rows} - {kernel}
+    if other:
+        raise ParameterError(f"{path} holds a search of the {other.pop().upper()}, not the "
+                             f"{kernel.upper()}; use another --out")
     have = {}
     for r in rows:
         have.setdefault((r["weight_var"], r["bias_var"]), set()).add(r["depth"])
@@ -485,7 +508,7 @@ def _optimize_search(out, x_train, y_train, x_val, y_val, phi, depths, bounds, s
                      standardize, jitter, memory, resume, progress, on_depth):
     table = as_table(phi)
     problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
-    rows = _resume_rows(out, table.activation_name) if out and resume else []
+    rows = _resume_rows(out, table.activation_name, "nngp") if out and resume else []
     done = {r["depth"] for r in rows}
     writer = _Appender(out) if out is not None else None
     for count, depth in enumerate(depths, 1):

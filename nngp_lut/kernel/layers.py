@@ -274,7 +274,11 @@ def _combine(ks, weights):
 
 @dataclass(frozen=True)
 class FanInSum(Layer):
-    """The branches' features add: their kernels add (Novak et al. 2020, FanInSum)."""
+    """The branches' features add: their kernels add (Novak et al. 2020, FanInSum).
+
+    The rule assumes the branches independent given the inputs, as in a residual block where
+    one branch has its own Dense (neural-tangents' convention too): two Identity branches of
+    one FanOut are the same features, whose sum has 4 K, not the 2 K the rule gives."""
 
     def apply(self, k):
         ks = _branches(self, k)

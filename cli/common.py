@@ -225,3 +225,39 @@ def table_for(phi, table_path, progress=None):
         return tables.open_table(table_path)
     return tables.cached_table(phi, progress=progress and
                                (lambda done, total: progress("table", done, total)))
+
+
+#: --arch and --kernel, shared by predict, kernel and search.
+ARCH_OPTION = click.option(
+    "--arch", metavar="TEXT|@FILE", default=None,
+    help="Any network of the layer algebra, e.g. \"serial(Dense(1.5, 0.1), "
+    "Activation('relu'), Dense(1.5, 0.1))\", or @FILE to read it from a file (grammar in "
+    "README.md, section Architectures); instead of --phi/--table and --depth/--weight-var/"
+    "--bias-var.")
+KERNEL_OPTION = click.option(
+    "--kernel", "kernel_kind", type=click.Choice(["nngp", "ntk"]), default="nngp",
+    show_default=True,
+    help="nngp: the Bayesian posterior of the network's Gaussian process; ntk: the "
+    "infinitely wide network trained to convergence by gradient descent on the squared "
+    "loss (Lee et al. 2019, eq. 16).")
+
+
+def arch_network(arch, progress=None, **shorthand):
+    """The network of --arch (None without it), its activations' tables built into the
+    cache with progress.  The shorthand options (--phi, --depth, ...) must not be given
+    with it: that is a usage error."""
+    if arch is None:
+        return None
+    given = [f"--{k.replace('_', '-')}" for k, v in shorthand.items() if v is not None]
+    if given:
+        raise click.UsageError(f"--arch describes the whole network: drop {', '.join(given)}")
+    from nngp_lut.kernel import Activation, Network
+    from nngp_lut.kernel.arch import read_arch
+
+    with user_errors():
+        network = Network(read_arch(arch))
+        for layer in network.layer.walk():
+            if isinstance(layer, Activation) and isinstance(layer.phi, str) \
+                    and not layer.phi.endswith((".h5", ".hdf5")):
+                table_for(layer.phi, None, progress)
+    return network

@@ -10,9 +10,10 @@ import numpy as np
 from nngp_lut import _files
 from nngp_lut.data import DataError, load_array
 from nngp_lut.errors import DiskFull
-from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
+from nngp_lut.kernel import DEFAULT_MEMORY, deep_network, nngp_kernel
 
-from .common import check_output, phi_or_table, stage_bars, table_for, user_errors
+from .common import (ARCH_OPTION, KERNEL_OPTION, arch_network, check_output, phi_or_table,
+                     stage_bars, table_for, user_errors)
 
 
 def _load(spec, name):
@@ -21,18 +22,20 @@ def _load(spec, name):
     return load_array(path, key or None)
 
 
-@click.command(short_help="The deep NNGP kernel of input files.")
+@click.command(short_help="The NNGP or NTK of input files.")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation (built-in name or expression in x); its table is built once "
               "and cached.  Give --phi or --table.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="A table file made by nngp-lut build.")
-@click.option("--depth", type=click.IntRange(0), required=True,
-              help="Number of hidden layers L (0: the linear model on the inputs).")
-@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), required=True,
-              help="Weight variance sigma_w^2 (weights ~ N(0, sigma_w^2 / fan_in)).")
-@click.option("--bias-var", type=click.FloatRange(min=0), required=True,
-              help="Bias variance sigma_b^2.")
+@click.option("--depth", type=click.IntRange(0), default=None,
+              help="Number of hidden layers L (0: the linear model on the inputs).  "
+              "[required without --arch]")
+@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Weight variance sigma_w^2 (weights ~ N(0, sigma_w^2 / fan_in)).  "
+              "[required without --arch]")
+@click.option("--bias-var", type=click.FloatRange(min=0), default=None,
+              help="Bias variance sigma_b^2.  [required without --arch]")
 @click.option("--x1", required=True, metavar="FILE[:KEY]",
               help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array).")
 @click.option("--x2", default=None, metavar="FILE[:KEY]",
@@ -48,10 +51,20 @@ def _load(spec, name):
               help="Memory budget for the kernel in RAM, e.g. 500MB or 8GB.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@ARCH_OPTION
+@KERNEL_OPTION
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
-           out, memory, force, quiet):
-    """Compute the NNGP kernel K^L(x1, x2) of a deep fully connected network."""
-    phi = phi_or_table(phi, table_path)
+           out, memory, force, quiet, arch, kernel_kind):
+    """Compute the NNGP kernel K^L(x1, x2) (or with --kernel ntk the NTK) of a deep fully
+    connected network, or of any --arch (--all-depths: after each Dense of its main chain
+    and at its end)."""
+    if arch is None:
+        phi = phi_or_table(phi, table_path)
+        missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
+                                  ("--bias-var", bias_var)) if v is None]
+        if missing:
+            raise click.UsageError(f"give {', '.join(missing)}, or the whole network with "
+                                   "--arch")
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
     check_output(out, force)
@@ -60,15 +73,18 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         b = None if x2 is None else _load(x2, "x2")
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
-        _check_room(out, np.shape(a), None if b is None else np.shape(b),
-                    depth + 1 if all_depths else 1)
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
-            source = table_for(phi, table_path, progress)
-            result = nngp_kernel(a, b, phi=source, depth=depth, weight_var=weight_var,
-                                 bias_var=bias_var, standardize=standardize,
-                                 all_depths=all_depths, memory=memory,
-                                 out=out if h5 else None,
+            network = arch_network(arch, progress, phi=phi, table=table_path, depth=depth,
+                                   weight_var=weight_var, bias_var=bias_var)
+            if network is None:
+                network = deep_network(table_for(phi, table_path, progress), depth,
+                                       weight_var, bias_var)
+            _check_room(out, np.shape(a), None if b is None else np.shape(b),
+                        network.depth + 1 if all_depths else 1)
+            result = nngp_kernel(a, b, network=network, get=kernel_kind,
+                                 standardize=standardize, all_depths=all_depths,
+                                 memory=memory, out=out if h5 else None,
                                  progress=progress and (lambda done, total:
                                                         progress("kernel", done, total)))
         if not h5:

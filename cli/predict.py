@@ -10,7 +10,8 @@ from nngp_lut import _files, paper
 from nngp_lut.data import is_labels
 from nngp_lut.gp import evaluate
 
-from .common import check_output, load_data, to_json, phi_or_table, stage_bars, table_for, user_errors
+from .common import (ARCH_OPTION, KERNEL_OPTION, arch_network, check_output, load_data,
+                     phi_or_table, stage_bars, table_for, to_json, user_errors)
 
 
 @click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
@@ -60,23 +61,28 @@ from .common import check_output, load_data, to_json, phi_or_table, stage_bars, 
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results as one JSON object (the last line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@ARCH_OPTION
+@KERNEL_OPTION
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
-            standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet):
+            standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet,
+            arch, kernel_kind):
     """Exact GP prediction with the NNGP kernel: the posterior of Lee et al. 2018, eq. 4.
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
-    reports test accuracy (classification) and MSE.  With no arguments it runs the paper's
+    reports test accuracy (classification) and MSE, for the fully connected network of
+    --phi/--depth/--weight-var/--bias-var or any --arch, with the NNGP or (--kernel ntk)
+    the NTK's gradient-descent ensemble.  With no arguments it runs the paper's
     MNIST 1k relu setting (Table 1: depth 20, weight_var 1.45, bias_var 0.28) on the
     embedded sample, with the paper's per-input standardisation, and prints the accuracy
     beside the paper's.  The time printed is the whole run's, table and compilation included.
     """
     wall_start = time.perf_counter()
-    phi_name = phi_or_table(phi, table_path, default="relu")
+    phi_name = phi_or_table(phi, table_path, default="relu") if arch is None else None
     if out is not None and out.suffix.lower() != ".npz":
         raise click.UsageError("--out must end in .npz")
     reference = None
     missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
-                              ("--bias-var", bias_var)) if v is None]
+                              ("--bias-var", bias_var)) if v is None and arch is None]
     if data_path is None and (1000, phi_name) in paper.TABLE1_MNIST:
         reference = paper.TABLE1_MNIST[1000, phi_name]
         if len(missing) == 3:
@@ -95,18 +101,24 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
         x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
         with stage_bars(quiet) as progress:
             t0 = time.perf_counter()
-            source = table_for(phi_name, table_path, progress)
+            network = arch_network(arch, progress, phi=phi, table=table_path, depth=depth,
+                                   weight_var=weight_var, bias_var=bias_var)
+            source = table_for(phi_name, table_path, progress) if arch is None else None
             t_table = time.perf_counter() - t0
             result = evaluate(x_train, y_train, x_test, y_test, phi=source, depth=depth,
-                              weight_var=weight_var, bias_var=bias_var,
-                              standardize=standardize, jitter=jitter, variance=variance,
-                              memory=memory, scratch=scratch, resume=resume,
-                              progress=progress)
+                              weight_var=weight_var, bias_var=bias_var, network=network,
+                              kernel=kernel_kind, standardize=standardize, jitter=jitter,
+                              variance=variance, memory=memory, scratch=scratch,
+                              resume=resume, progress=progress)
     result.timings["table"] = t_table
     result.timings["wall"] = time.perf_counter() - wall_start
-    setting = {"data": data_path or "embedded MNIST sample",
-               "phi": source.activation_name, "depth": depth, "weight_var": weight_var,
-               "bias_var": bias_var, "standardize": standardize}
+    setting = {"data": data_path or "embedded MNIST sample", "kernel": kernel_kind,
+               "standardize": standardize}
+    if arch is None:
+        setting.update(phi=source.activation_name, depth=depth, weight_var=weight_var,
+                       bias_var=bias_var)
+    else:
+        setting["arch"] = repr(network.layer)
     if reference is not None and (depth, weight_var, bias_var) == reference[:3] and \
             result.n_train == 1000 and result.n_test == 10000 and standardize:
         result.extra["paper_accuracy"] = reference[3]
@@ -123,9 +135,12 @@ def _report(result, setting, as_json, out, classification, embedded):
     std = ("inputs standardised per example" + (" (the paper's convention, on for this "
            "reproduction; --no-standardize turns it off)" if embedded else "")
            if s["standardize"] else "raw inputs (not standardised)")
+    net = (s["arch"] if "arch" in s else f"{s['phi']}, depth {s['depth']}, weight_var "
+           f"{s['weight_var']:g}, bias_var {s['bias_var']:g}")
     lines = [f"data: {s['data']}: {result.n_train} train, {result.n_test} test",
-             f"network: {s['phi']}, depth {s['depth']}, weight_var {s['weight_var']:g}, "
-             f"bias_var {s['bias_var']:g}; {std}"]
+             f"network: {net}; {std}",
+             f"kernel: {s['kernel'].upper()}" + (" (the trained network's ensemble, Lee et al. "
+                                                 "2019)" if s["kernel"] == "ntk" else "")]
     if result.accuracy is not None:
         paper = result.extra.get("paper_accuracy")
         lines.append(f"test accuracy: {result.accuracy:.4f}" + (

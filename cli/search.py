@@ -8,8 +8,8 @@ import click
 from nngp_lut import paper
 from nngp_lut import search as searching
 
-from .common import (check_output, load_data, phi_or_table, progress_bar, table_for, to_json,
-                     user_errors)
+from .common import (KERNEL_OPTION, check_output, load_data, phi_or_table, progress_bar,
+                     table_for, to_json, user_errors)
 
 
 @click.command(short_help="Choose depth, weight_var, bias_var on validation data.")
@@ -57,15 +57,21 @@ from .common import (check_output, load_data, phi_or_table, progress_bar, table_
               help="Print the best setting and its test scores as one JSON object (the last "
               "line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@KERNEL_OPTION
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
-           quiet):
+           quiet, kernel_kind):
     """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  With --optimize, each depth's
     (weight_var, bias_var) maximises the marginal likelihood instead.  At the end, the best
-    setting on validation is fitted on the training set and scored on the test set."""
+    setting on validation is fitted on the training set and scored on the test set.  With
+    --kernel ntk the NTK's gradient-descent ensemble is scored instead of the NNGP posterior
+    (no marginal likelihood: the NTK is not a prior covariance)."""
     phi = phi_or_table(phi, table_path, default="relu")
+    if optimize and kernel_kind == "ntk":
+        raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "
+                               "not go with --kernel ntk")
     if resume and force:
         raise click.UsageError("--resume keeps the rows of --out and --force discards them: "
                                "give one")
@@ -87,6 +93,8 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         common = dict(phi=table, depths=depth_list, weight_vars=ws, bias_vars=bs,
                       standardize=standardize, jitter=jitter, memory=memory, out=out,
                       resume=resume)
+        if not optimize:
+            common["kernel"] = kernel_kind
         if optimize:
             def on_depth(row, opt):
                 if not quiet:
@@ -107,14 +115,15 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         best, test = searching.test_best(rows, data.x_train, data.y_train, data.x_test,
                                          data.y_test, phi=table, standardize=standardize,
                                          jitter=jitter, memory=memory)
-    summary = {"phi": table.activation_name, "optimize": optimize, "standardize": standardize,
+    summary = {"phi": table.activation_name, "kernel": kernel_kind, "optimize": optimize,
+               "standardize": standardize,
                "settings": len(depth_list) if optimize else len(ws) * len(bs),
                "rows": len(rows), "n_train": len(data.y_train), "n_val": len(data.y_val),
                "best": best, "test_accuracy": test.accuracy, "test_mse": test.mse,
                "results": str(out)}
     what = (f"one optimum per depth, {len(depth_list)} depths" if optimize else
             f"{len(ws)} x {len(bs)} settings x {len(depth_list)} depths")
-    lines = [f"{len(rows)} rows ({what}) in {out}"
+    lines = [f"{len(rows)} rows ({what}, {kernel_kind.upper()}) in {out}"
              + ("; inputs standardised per example" if standardize else ""),
              f"best on validation ({len(data.y_val)} examples): depth {best['depth']}, "
              f"weight_var {best['weight_var']:.4g}, bias_var {best['bias_var']:.4g}: "

@@ -58,8 +58,14 @@ class Layer:
         return self.apply(k)
 
     def layers(self):
-        """The layers this one is made of, in order (itself for a plain layer)."""
+        """The layers of its main chain, in order (itself for a plain layer)."""
         return (self,)
+
+    def walk(self):
+        """Every layer of the tree, depth first, this one included."""
+        yield self
+        for child in getattr(self, "children", ()):
+            yield from child.walk()
 
 
 def _single(layer, k):
@@ -102,6 +108,11 @@ class Dense(Layer):
     @property
     def bias(self):
         return 0.0 if self.bias_var is None else self.bias_var
+
+    def __repr__(self):
+        extra = "".join(f", {f}={getattr(self, f)!r}" for f in ("parameterization", "width")
+                        if getattr(self, f) != type(self).__dataclass_fields__[f].default)
+        return f"Dense({self.weight_var!r}, {self.bias_var!r}{extra})"
 
     def ntk_coefficients(self, width_in):
         """(a, c) of the NTK rule Theta' = a K + c + w Theta."""
@@ -163,8 +174,8 @@ class Activation(Layer):
         return hash(self.key)
 
     def __repr__(self):
-        name, source = self.key
-        return f"Activation({name!r})" if name != "path" else f"Activation({source!r})"
+        name, source = self.key  # expressions by their source, which parses back
+        return f"Activation({source if name.startswith(('expr:', 'path')) else name!r})"
 
     @cached_property
     def table(self):
@@ -312,6 +323,9 @@ class Serial(Layer):
     def layers(self):
         return tuple(x for layer in self.children for x in layer.layers())
 
+    def __repr__(self):  # the --arch syntax, which parses back to an equal network
+        return f"serial({', '.join(map(repr, self.children))})"
+
 
 @dataclass(frozen=True)
 class Parallel(Layer):
@@ -325,6 +339,9 @@ class Parallel(Layer):
             raise ArchitectureError(f"parallel has {len(self.children)} layers but gets "
                                     f"{len(ks)} branches")
         return tuple(layer.apply(b) for layer, b in zip(self.children, ks))
+
+    def __repr__(self):
+        return f"parallel({', '.join(map(repr, self.children))})"
 
 
 def _check_layers(layers):

@@ -124,3 +124,9 @@ def test_search_memory_budget_reaches_the_kernels(regression, tmp_path):
               "1", "--bias-var-grid", "0.1", "--memory", "100KB", "--out",
               str(tmp_path / "r.csv"), "-q")
     assert res.exit_code == 1 and "memory budget" in res.output and "--memory" in res.output
+
+
+def test_plot_calibration_has_the_standardisation_flag():
+    res = run("plot", "calibration", "--help")
+    text = " ".join(res.output.split())
+    assert "--standardize / --no-standardize" in text and "Default: off" in text

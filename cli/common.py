@@ -142,8 +142,10 @@ def stage_bars(quiet):
         return
     stream = sys.stderr
     tty = stream.isatty()
+    # A stage's time runs from the end of the one before (or from here): its first report
+    # may come only when its work is done.
     state = {"stage": None, "bar": None, "done": 0, "total": 1, "start": 0.0, "last": 0.0,
-             "ended": True}
+             "ended": True, "mark": time.perf_counter()}
 
     def line(text):
         click.echo(text, err=True)
@@ -154,15 +156,15 @@ def stage_bars(quiet):
             state["bar"] = None
         if not tty and not state["ended"]:
             pct = 100.0 * state["done"] / max(state["total"], 1)
-            line(f"{state['stage']}: stopped at {pct:.0f}% after "
-                 f"{time.perf_counter() - state['start']:.1f} s")
-            state["ended"] = True
+            now = time.perf_counter()
+            line(f"{state['stage']}: stopped at {pct:.0f}% after {now - state['start']:.1f} s")
+            state.update(ended=True, mark=now)
 
     def progress(stage, done, total):
         now = time.perf_counter()
         if stage != state["stage"] or (not tty and state["ended"] and done < total):
             close()
-            state.update(stage=stage, done=0, start=now, last=now, ended=False)
+            state.update(stage=stage, done=0, start=state["mark"], last=now, ended=False)
             if tty:
                 state["bar"] = click.progressbar(length=int(total), label=f"{stage:<8}",
                                                  file=stream)
@@ -172,7 +174,7 @@ def stage_bars(quiet):
         elif not state["ended"]:
             if done >= total:
                 line(f"{stage}: done in {now - state['start']:.1f} s")
-                state["ended"] = True
+                state.update(ended=True, mark=now)
             elif now - state["last"] >= PROGRESS_INTERVAL:
                 line(f"{stage}: {100.0 * done / max(total, 1):.0f}% ({int(done)}/{int(total)}) "
                      f"after {now - state['start']:.0f} s")

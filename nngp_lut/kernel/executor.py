@@ -21,7 +21,7 @@ import numpy as np
 from .. import _files
 from .._core import kernel as _kern
 from .._core.config import KERNEL_TILE_ROWS
-from ..data import parse_size
+from ..linalg import resolve_memory
 from ..errors import DiskFull, MemoryBudgetError
 
 
@@ -39,7 +39,8 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
     same : bool
         Symmetric result (n1 == n2): panels hold their lower triangle, mirrored at the end.
     memory : int or str
-        Budget for the result in RAM ("4GB", bytes); a larger result is streamed to ``out``.
+        Budget for the result in RAM ("4GB", bytes, "auto": 75% of the available memory); a
+        larger result is streamed to ``out``.
     out : path, optional
         HDF5 file (dataset ``kernel``) for a result over the budget.
     tile_rows : int
@@ -53,7 +54,7 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
         The result, or the path of the HDF5 file it was streamed to.
     """
     shape = (layers, n1, n2)
-    sink = _Sink(shape, 8 * math.prod(shape), parse_size(memory), out)
+    sink = _Sink(shape, 8 * math.prod(shape), resolve_memory(memory), out)
     panels = [(r0, min(n1, r0 + tile_rows)) for r0 in range(0, n1, tile_rows)]
     total, done = len(phases) * n1, 0
 

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 import nngp_lut  # noqa: E402,F401  (first: it tunes OpenBLAS before numpy loads it)
 import numpy as np  # noqa: E402
 from nngp_lut._core.config import KERNEL_TILE_ROWS  # noqa: E402
-from nngp_lut.kernel import _gram_into, deep_network  # noqa: E402
+from nngp_lut.kernel import deep_network  # noqa: E402
+from nngp_lut.kernel.network import _gram_into  # noqa: E402
 from nngp_lut.tables import Integrator  # noqa: E402
 from bench.bench_blas import openblas_core  # noqa: E402
 from tests.naive import closed_form  # noqa: E402

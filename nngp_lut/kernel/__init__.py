@@ -17,8 +17,7 @@ Novak et al., "Neural Tangents: Fast and Easy Infinite Neural Networks in Python
 
 from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
                      FanOut, Identity, Layer, LayerNorm, parallel, repeat, serial)
-from .network import (DEFAULT_MEMORY, Network, _gram_into, deep_network, nngp_diag,
-                      nngp_kernel, ntk_kernel)
+from .network import DEFAULT_MEMORY, Network, deep_network, nngp_diag, nngp_kernel, ntk_kernel
 from .record import Kernels
 
 __all__ = ["DEFAULT_MEMORY", "Activation", "ArchitectureError", "Dense", "Dropout",

@@ -30,7 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import nngp_lut  # noqa: E402,F401  (first: it tunes OpenBLAS before numpy loads it)
+import nngp_lut  # noqa: E402
+
+nngp_lut.set_openblas_idle_timeout()  # as the nngp-lut command does, before numpy loads
 import numpy as np  # noqa: E402
 from nngp_lut._core.config import KERNEL_TILE_ROWS  # noqa: E402
 from nngp_lut.kernel import deep_network  # noqa: E402

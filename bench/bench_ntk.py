@@ -37,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import nngp_lut  # noqa: E402,F401
+import nngp_lut  # noqa: E402
+
+nngp_lut.set_openblas_idle_timeout()  # as the nngp-lut command does, before numpy loads
 import numpy as np  # noqa: E402
 from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, Identity,  # noqa: E402
                              LayerNorm, Network, deep_network, parallel, repeat, serial)
@@ -173,8 +175,11 @@ def baseline_seconds(src, phi, x, repeat):
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/x.npy", x)
         script = BASELINE_SCRIPT.format(w=W, b=B)
+        env = dict(os.environ, OPENBLAS_THREAD_TIMEOUT=os.environ.get(
+            "OPENBLAS_THREAD_TIMEOUT", "20"))  # as this process (its numpy loads first)
         res = subprocess.run([sys.executable, "-c", script, str(src), f"{tmp}/x.npy", phi,
-                              str(repeat)], capture_output=True, text=True, check=True)
+                              str(repeat)], capture_output=True, text=True, check=True,
+                             env=env)
         return float(res.stdout.strip().splitlines()[-1])
 
 

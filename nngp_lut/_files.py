@@ -5,7 +5,8 @@ Every file nngp-lut writes (tables, kernels, predictions, figures and their CSVs
 tiles, a search's results) goes through :func:`atomic_write` or, for a search's results CSV
 that grows row by row, is created by it and appended to under :func:`lock`.
 
-* **Atomic.**  The data go to ``.NAME.nngp-lut-tmp-PID`` in the same folder, are flushed to
+* **Atomic.**  (:func:`atomic_write`, or :func:`atomic_target` for a writer that fills a
+  file over time.)  The data go to ``.NAME.nngp-lut-tmp-PID`` in the same folder, are flushed to
   disk (fsync), and the temporary file is renamed over NAME (``os.replace``): a reader
   sees the old file or the new one, never half of one, even after SIGKILL or a power cut.
 * **Recognisable leftovers.**  A process killed mid-write leaves its temporary file; the
@@ -167,6 +168,17 @@ def atomic_write(path, write, *, force=True, mkdir=False):
         Expected OS failures, with advice; the temporary file is removed and ``path`` is
         left as it was.
     """
+    with atomic_target(path, force=force, mkdir=mkdir) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_target(path, *, force=True, mkdir=False):
+    """The temporary file of ``path``, for a writer that fills it over time (an HDF5 file
+    streamed tile by tile): ``with atomic_target(path) as tmp: ...``.  On a normal exit the
+    file (closed by then) is fsynced and renamed over ``path``; on an exception it is
+    removed and OS failures become DiskFull / FileFailure.  See :func:`atomic_write`."""
     path = Path(path)
     if path.exists() and not force:
         raise OutputExists(errno.EEXIST, f"{path} exists; pass --force (force=True) to "
@@ -183,7 +195,7 @@ def atomic_write(path, write, *, force=True, mkdir=False):
             raise
         raise new from None
     try:
-        write(tmp)
+        yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -198,7 +210,6 @@ def atomic_write(path, write, *, force=True, mkdir=False):
             raise
         raise new from None
     fsync_dir(path.parent)
-    return path
 
 
 def write_bytes(path, data, **kwargs):

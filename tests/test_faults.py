@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from nngp_lut import _files
+from nngp_lut.errors import OutputExists
 from nngp_lut.cli.main import cli
 
 from .conftest import SMALL_GRID
@@ -548,3 +549,19 @@ def test_kernel_checks_free_disk_before_the_work(user, monkeypatch):
               "1MB", "--out", "k.h5")
     assert res.exit_code == 1 and "GB free" in one_error_line(res)
     assert snapshot(user) == before and leftovers(user) == []
+
+
+def test_atomic_target_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "k.h5"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with _files.atomic_target(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and leftovers(tmp_path) == []
+    with _files.atomic_target(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new" and leftovers(tmp_path) == []
+    with pytest.raises(OutputExists):
+        with _files.atomic_target(path, force=False):
+            pass

@@ -38,7 +38,7 @@ import numpy as np
 from . import linalg, paper
 from .data import is_labels, standardize_rows, validate_inputs
 from .errors import DataError, DegenerateKernelWarning, OneClassWarning, ParameterError
-from .kernel import Activation, Network, deep_network
+from .kernel import Activation, Layer, Network, deep_network
 from .kernel.network import KINDS
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class NNGPRegressor:
         spread = float(off.max() - off.min())
         if spread <= DEGENERATE_SPREAD:
             warnings.warn(
-                f"the kernel has collapsed at depth {self.settings['depth']}: the "
+                f"the kernel has collapsed at depth {self.network.depth}: the "
                 f"correlations of the first {k.shape[0]} training inputs all equal "
                 f"{float(off.mean()):.12g} (spread {spread:.1e}), the fixed point of the "
                 "recursion, so the predictions no longer depend on the inputs; use a "
@@ -342,7 +342,8 @@ def regression_targets(y_train: ArrayLike, y_other: ArrayLike
 
 def evaluate(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike, *,
              phi: PhiLike = "relu", depth: int | None = None, weight_var: float | None = None,
-             bias_var: float | None = None, network=None, kernel: str = "nngp",
+             bias_var: float | None = None, network: Network | Layer | None = None,
+             kernel: str = "nngp",
              standardize: bool = False, jitter: str | float = "absolute",
              variance: bool = False, memory: int | str = "auto", scratch: PathLike | None = None,
              resume: bool = False, progress: Callable | None = None) -> Result:

@@ -351,24 +351,24 @@ def _check_layers(layers):
     return tuple(layers)
 
 
-def serial(*layers):
+def serial(*layers: Layer) -> Serial:
     """The composition of ``layers`` (the first is applied first)."""
     return Serial(_check_layers(layers))
 
 
-def parallel(*layers):
+def parallel(*layers: Layer) -> Parallel:
     """One layer per branch of a FanOut."""
     return Parallel(_check_layers(layers))
 
 
-def repeat(block, n):
+def repeat(block: Layer, n: int) -> Serial:
     """``block`` applied ``n`` times (n >= 0)."""
     if int(n) != n or n < 0:
         raise ArchitectureError(f"repeat needs a non-negative integer, got {n}")
     return Serial((_check_layers([block])[0],) * int(n))
 
 
-def deep_network(phi, depth, weight_var, bias_var):
+def deep_network(phi: object, depth: int, weight_var: float, bias_var: float) -> Serial:
     """The fully connected network of ``depth`` hidden layers (DESIGN.md section 1):
     Dense, then ``depth`` times (Activation, Dense)."""
     if int(depth) != depth or depth < 0:
@@ -377,7 +377,7 @@ def deep_network(phi, depth, weight_var, bias_var):
     return serial(dense, repeat(serial(Activation(phi), dense), int(depth)))
 
 
-def readout_points(network):
+def readout_points(network: Layer) -> tuple[tuple, list[int]]:
     """Where the kernel is read out along the network's main chain (the top-level serial,
     nested serials flattened): after each Dense, and at the end.  ``all_depths`` returns
     one kernel per point; depth l is the l-th (for ``deep_network``, the pre-activations of

@@ -13,6 +13,10 @@ Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
 Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
@@ -22,6 +26,13 @@ from . import executor
 from .layers import Activation, ArchitectureError, Layer, deep_network as _deep_layers, readout_points
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+
+    from .._typing import PathLike, PhiLike
 
 #: Default memory budget for a kernel matrix kept in RAM.
 DEFAULT_MEMORY = "4GB"
@@ -202,7 +213,7 @@ class Network:
         return phase
 
 
-def deep_network(phi, depth, weight_var, bias_var):
+def deep_network(phi: PhiLike, depth: int, weight_var: float, bias_var: float) -> Network:
     """The fully connected network of ``depth`` hidden layers (DESIGN.md section 1) as a
     :class:`Network`; ``phi`` is an activation, a :class:`~nngp_lut.Table` or a path."""
     return Network(_deep_layers(phi, depth, weight_var, bias_var))
@@ -218,9 +229,12 @@ def _network(network, phi, depth, weight_var, bias_var):
     return deep_network(phi, depth, weight_var, bias_var)
 
 
-def nngp_kernel(x1, x2=None, *, phi="relu", depth=None, weight_var=None, bias_var=None,
-                network=None, get="nngp", standardize=False, all_depths=False,
-                memory=DEFAULT_MEMORY, out=None, progress=None):
+def nngp_kernel(x1: ArrayLike, x2: ArrayLike | None = None, *, phi: PhiLike = "relu",
+                depth: int | None = None, weight_var: float | None = None,
+                bias_var: float | None = None, network: Network | Layer | None = None,
+                get: str | tuple = "nngp", standardize: bool = False, all_depths: bool = False,
+                memory: int | str = DEFAULT_MEMORY, out: PathLike | None = None,
+                progress: Callable | None = None) -> np.ndarray | tuple | str:
     """The NNGP kernel K(x1, x2) of a deep fully connected network, or of any ``network``.
 
     Parameters
@@ -255,7 +269,7 @@ def nngp_kernel(x1, x2=None, *, phi="relu", depth=None, weight_var=None, bias_va
                       progress=progress)
 
 
-def ntk_kernel(x1, x2=None, **kwargs):
+def ntk_kernel(x1: ArrayLike, x2: ArrayLike | None = None, **kwargs) -> np.ndarray | str:
     """The neural tangent kernel Theta(x1, x2) (NTK parameterisation unless the network's
     Dense layers say otherwise); arguments as :func:`nngp_kernel`.
 
@@ -267,8 +281,10 @@ def ntk_kernel(x1, x2=None, **kwargs):
     return nngp_kernel(x1, x2, get="ntk", **kwargs)
 
 
-def nngp_diag(x, *, phi="relu", depth=None, weight_var=None, bias_var=None, network=None,
-              get="nngp", standardize=False):
+def nngp_diag(x: ArrayLike, *, phi: PhiLike = "relu", depth: int | None = None,
+              weight_var: float | None = None, bias_var: float | None = None,
+              network: Network | Layer | None = None, get: str = "nngp",
+              standardize: bool = False) -> np.ndarray:
     """K(x, x) for each input (the diagonal of :func:`nngp_kernel`; ``get="ntk"`` for the
     NTK's)."""
     if standardize:

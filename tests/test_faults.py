@@ -438,7 +438,7 @@ def test_sigkill_while_saving_a_table_leaves_a_recognisable_temp_that_is_cleaned
 def test_sigkill_while_streaming_a_kernel_then_rerun(user):
     args = ["kernel", "--table", "tanh.h5", *NET, "--x1", "x.npy", "--memory", "1KB", "-q",
             "--out", "k.h5"]
-    killed_run(user, "nngp_lut.kernel.executor:_Sink.write", 1, args)
+    killed_run(user, "nngp_lut.kernel.executor:_write_panel", 1, args)
     assert not (user / "k.h5").exists()
     res = run(*args)
     assert res.exit_code == 0, res.output

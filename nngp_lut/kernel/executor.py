@@ -12,7 +12,6 @@ neural-tangents: the kernel function knows nothing of memory or files.
 
 import errno
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
         The result, or the path of the HDF5 file it was streamed to.
     """
     shape = (layers, n1, n2)
-    sink = _Sink(shape, 8 * math.prod(shape), resolve_memory(memory), out)
+    nbytes, budget = 8 * math.prod(shape), resolve_memory(memory)
     panels = [(r0, min(n1, r0 + tile_rows)) for r0 in range(0, n1, tile_rows)]
     total, done = len(phases) * n1, 0
 
@@ -64,95 +63,49 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
         if progress:
             progress(done, total)
 
-    if sink.h5 is None:
+    if nbytes <= budget:  # in RAM: every panel through a phase, then the next phase
+        array = np.empty(shape)
         for phase in phases:
             for r0, r1 in panels:
-                phase(sink.array, r0, r0, r1)
+                phase(array, r0, r0, r1)
                 advance(r1 - r0)
-        return sink.finish(same)
-    try:
-        for r0, r1 in panels:
+        if same:
+            _kern.mirror_lower(array)
+        return array
+    if out is None:
+        raise MemoryBudgetError(
+            f"the kernel needs {nbytes / 1e9:.2f} GB, more than the memory budget of "
+            f"{budget / 1e9:.2f} GB; give an HDF5 output path (out=..., --out K.h5) to "
+            "stream it to disk, or raise --memory")
+    import h5py
+
+    out = Path(out)
+    # A full disk met while h5py streams leaves HDF5 in a state that crashes Python:
+    # refuse before the work.
+    free = shutil.disk_usage(out.parent).free
+    if free < nbytes * 1.01 + 2**20:
+        raise DiskFull(errno.ENOSPC, f"{out.parent} has {free / 1e9:.3g} GB free; the kernel "
+                       f"needs {nbytes / 1e9:.3g} GB: free space or write elsewhere")
+    with _files.atomic_target(out) as tmp, h5py.File(tmp, "w") as h5:
+        chunk = (1,) + tuple(min(s, 512) for s in shape[1:])
+        dset = h5.create_dataset("kernel", shape=shape if layers > 1 else shape[1:],
+                                 dtype="f8", chunks=chunk if layers > 1 else chunk[1:])
+        for r0, r1 in panels:  # each panel through every phase, in a buffer, then written
             block = np.empty((layers, r1 - r0, r1 if same else n2))
             for phase in phases:
                 phase(block, 0, r0, r1)
                 advance(r1 - r0)
-            sink.write(block, r0, r1, same)
-        return sink.finish(same)
-    except BaseException as exc:
-        sink.abort()
-        new = _files.os_failure(exc, out)
-        if new is exc:
-            raise
-        raise new from None
+            _write_panel(dset, block, r0, r1, same)
+    return str(out)
 
 
-class _Sink:
-    """Where panels go: an array in RAM (computed in place), or an HDF5 dataset when over
-    the memory budget (written from a buffer under this process's temporary name, renamed
-    when complete; removed on failure)."""
-
-    def __init__(self, shape, nbytes, budget, out):
-        self.h5 = None
-        if nbytes <= budget:
-            self.array = np.empty(shape)
-            return
-        if out is None:
-            raise MemoryBudgetError(
-                f"the kernel needs {nbytes / 1e9:.2f} GB, more than the memory budget of "
-                f"{budget / 1e9:.2f} GB; give an HDF5 output path (out=..., --out K.h5) to "
-                "stream it to disk, or raise --memory")
-        import h5py
-
-        self.path = Path(out)
-        # A full disk met while h5py streams leaves HDF5 in a state that crashes Python:
-        # refuse before the work.
-        free = shutil.disk_usage(self.path.parent).free
-        if free < nbytes * 1.01 + 2**20:
-            raise DiskFull(errno.ENOSPC, f"{self.path.parent} has {free / 1e9:.3g} GB free; "
-                           f"the kernel needs {nbytes / 1e9:.3g} GB: free space or write "
-                           "elsewhere")
-        _files.clean_stale(self.path)
-        self.tmp = _files.temp_path(self.path)
-        self.tmp.unlink(missing_ok=True)
-        try:
-            self.h5 = h5py.File(self.tmp, "w")
-        except OSError as exc:
-            raise _files.os_failure(exc, self.path) from None
-        chunk = (1,) + tuple(min(s, 512) for s in shape[1:])
-        self.array = self.h5.create_dataset(
-            "kernel", shape=shape if shape[0] > 1 else shape[1:], dtype="f8",
-            chunks=chunk if shape[0] > 1 else chunk[1:])
-
-    def write(self, block, r0, r1, same):
-        """Write a buffer's rows (and, symmetric, their mirror) to the HDF5 dataset."""
-        c1 = block.shape[-1]
-        data = block if self.array.ndim == 3 else block[0]
-        if same:  # the diagonal block holds its lower triangle only: mirror it
-            diag = data[..., r0:r1]
-            diag[...] = np.tril(diag) + np.swapaxes(np.tril(diag, -1), -1, -2)
-        self.array[..., r0:r1, :c1] = data
-        if same:  # mirror the lower panel into the upper triangle now (no second pass)
-            self.array[..., :c1, r0:r1] = np.swapaxes(data, -1, -2)
-
-    def finish(self, same):
-        if self.h5 is None:
-            if same:
-                _kern.mirror_lower(self.array)
-            return self.array
-        self.h5.close()
-        fd = os.open(self.tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.tmp, self.path)
-        _files.fsync_dir(self.path.parent)
-        return str(self.path)
-
-    def abort(self):
-        """Close and remove the temporary file of a failed or interrupted stream."""
-        try:
-            self.h5.close()
-        except Exception:  # already broken (a full disk): removing the file is what counts
-            pass
-        self.tmp.unlink(missing_ok=True)
+def _write_panel(dset, block, r0, r1, same):
+    """Write a buffer's rows (and, symmetric, their mirror) to the HDF5 dataset."""
+    c1 = block.shape[-1]
+    data = block if dset.ndim == 3 else block[0]
+    if same:  # the diagonal block holds its lower triangle only: mirror it
+        diag = data[..., r0:r1]
+        diag[...] = np.tril(diag) + np.swapaxes(np.tril(diag, -1), -1, -2)
+    dset[..., r0:r1, :c1] = data
+    if same:  # mirror the lower panel into the upper triangle now (no second pass)
+        dset[..., :c1, r0:r1] = np.swapaxes(data, -1, -2)

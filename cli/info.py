@@ -33,7 +33,11 @@ def info(path, as_json):
         f"grid            {grid['n_variance']} x {grid['n_angle']}  "
         f"({grid['variance_axis']}; {grid['angle_axis']})",
         f"quadrature      {meta['quadrature']['rule']}",
-        f"derivative      {'yes' if meta.get('has_derivative') else 'no'}",
+        f"derivative      {'no' if not meta.get('has_derivative') else 'yes, angle axes '}"
+        # Files written before issue #12 have no derivative axes: theirs are the F axes.
+        + (f"{grid.get('n_angle_derivative', grid['n_angle'])} (equal), "
+           f"{grid.get('n_unequal_angle_derivative', grid.get('n_unequal_angle'))} (unequal)"
+           if meta.get("has_derivative") else ""),
         f"measured error  F {err.get('F', float('nan')):.2e}, dF {err.get('dF', float('nan')):.2e} "
         f"(max over {err.get('points', 0)} off-grid points, relative to E[phi^2])",
     ]

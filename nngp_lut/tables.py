@@ -48,11 +48,16 @@ FORMAT_NAME = "nngp-lut table"
 FORMAT_VERSION = 1
 
 #: Default variance domain and grid (see the schema document for the measured errors).
+#: The derivative tables have their own angle axes (same warp, more nodes): phi' of a
+#: saturating phi is a bump, so E[phi'(u) phi'(v)] / E[phi'^2] has boundary layers of
+#: height O(1) and width 1/sqrt(q) at rho = +-1, where F's are only O(1/sqrt(q)) high.
 DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=144, n_angle=104,
-                    n_unequal=84, n_unequal_angle=112, unequal_variance_max=None)
+                    n_angle_derivative=288, n_unequal=120, n_unequal_angle=112,
+                    n_unequal_angle_derivative=160, unequal_variance_max=None)
 #: Default grid of entire activations of exponential type (sin, cos): denser, and the
 #: unequal-variance table on a sqrt q axis up to 25 (see build_table).
-EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_unequal=80, n_unequal_angle=128,
+EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_angle_derivative=256, n_unequal=80,
+                     n_unequal_angle=128, n_unequal_angle_derivative=128,
                      unequal_variance_max=25.0)
 #: Nodes of the correlation axis of a homogeneous activation's table (theta uniform).
 HOMOGENEOUS_N_ANGLE = 513
@@ -379,19 +384,33 @@ class Integrator:
             return _quad.trapezoid_z_rule(2.0 * self.tau * math.sqrt(self.variance_max))
         return _quad.graded_z_rule()
 
-    def inner(self, q2, theta, zs):
+    def _pair(self, parts):
+        """(phi, phi') with the unwanted one replaced by zero (``parts``: "both", "F" or
+        "dF"), so a pass for one of the two tables costs about half a pass for both."""
+        if parts == "both":
+            return self.phi, self.dphi
+        if parts == "F":
+            return self.phi, zero_function
+        if parts == "dF":
+            return zero_function, self.dphi
+        raise ValueError(f"parts must be 'both', 'F' or 'dF', not {parts!r}")
+
+    def inner(self, q2, theta, zs, parts="both"):
         """H(z) = E[phi(v)] at the nodes zs for every (q2, theta); see _core.quadrature."""
         q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q2, theta))
         bp = self.bp if self.tau is None else np.zeros(2)
         tau = -1.0 if self.tau is None else float(self.tau)
-        return _quad.inner_smoothings(self.phi, self.dphi, bp, tau, q2, np.cos(theta),
+        return _quad.inner_smoothings(*self._pair(parts), bp, tau, q2, np.cos(theta),
                                       np.sin(theta), zs)
 
-    def bivariate(self, q1, q2, theta):
+    def bivariate(self, q1, q2, theta, parts="both"):
+        """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) at arrays; with ``parts`` = "F" or "dF"
+        the other one is returned as zeros."""
         q1, q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q1, q2, theta))
+        phi, dphi = self._pair(parts)
         if self.tau is not None:
-            return _quad.trapezoid_bivariate_many(self.phi, self.dphi, q1, q2, theta, self.tau)
-        return _quad.bivariate_many(self.phi, self.dphi, self.bp, self.kinks, q1, q2, theta)
+            return _quad.trapezoid_bivariate_many(phi, dphi, q1, q2, theta, self.tau)
+        return _quad.bivariate_many(phi, dphi, self.bp, self.kinks, q1, q2, theta)
 
 
 def _chunks(n, parts):
@@ -410,10 +429,40 @@ def default_grid(activation: str | Activation) -> dict:
     return grid
 
 
+#: Each derivative angle axis and the F angle axis it follows when only the latter is given.
+_DERIVATIVE_AXES = (("n_angle_derivative", "n_angle"),
+                    ("n_unequal_angle_derivative", "n_unequal_angle"))
+
+
+def resolve_grid(activation: str | Activation, **given) -> dict:
+    """The full grid spec of a build: the defaults, overridden by the arguments that are not
+    None.  A derivative angle axis that is not given follows its F axis in the default ratio
+    (a coarse test grid gets a proportionally coarse derivative axis)."""
+    spec = default_grid(activation)
+    for d_key, f_key in _DERIVATIVE_AXES:
+        if given.get(d_key) is None and given.get(f_key) is not None:
+            given[d_key] = max(int(given[f_key]),
+                               round(int(given[f_key]) * spec[d_key] / spec[f_key]))
+    spec.update({k: v for k, v in given.items() if v is not None})
+    return spec
+
+
+def _angle_grid(q, n, kappa_scale, linear):
+    """theta_ij with blend(theta_ij; kappa_scale sqrt(q_i), linear) = j / (n - 1); the end
+    nodes exactly 0 and pi."""
+    w = np.linspace(0.0, 1.0, n)
+    theta = np.array([[_interp.unblend(wj, kappa_scale * math.sqrt(qi), linear) for wj in w]
+                      for qi in q])
+    theta[:, 0], theta[:, -1] = 0.0, math.pi
+    return theta
+
+
 def build_table(activation: str | Activation, *, variance_min: float | None = None,
                 variance_max: float | None = None, n_variance: int | None = None,
-                n_angle: int | None = None, n_unequal: int | None = None,
-                n_unequal_angle: int | None = None, unequal_variance_max: float | None = None,
+                n_angle: int | None = None, n_angle_derivative: int | None = None,
+                n_unequal: int | None = None, n_unequal_angle: int | None = None,
+                n_unequal_angle_derivative: int | None = None,
+                unequal_variance_max: float | None = None,
                 progress: Callable | None = None) -> Table:
     """Tabulate F_phi, E[phi'phi'] and the moments of an activation.
 
@@ -425,8 +474,13 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
         Variance domain of the table (ignored for homogeneous activations, which scale).
     n_variance, n_angle : int, optional
         Nodes of the ln-variance axis and of the warped angle axis (equal variances).
+    n_angle_derivative : int, optional
+        Nodes of the angle axis (same warp) of the equal-variance E[phi'phi'] table.
     n_unequal, n_unequal_angle : int, optional
         Nodes of each variance axis and of the angle axis of the 3-D unequal-variance table.
+    n_unequal_angle_derivative : int, optional
+        Nodes of the angle axis of the 3-D E[phi'phi'] table (its variance axes are F's).
+        A derivative axis not given follows its F axis (see :func:`resolve_grid`).
     unequal_variance_max : float, optional
         Largest variance of the unequal-variance table (default: variance_max; 25 for sin
         and cos, whose kernel between unequal variances decays like
@@ -444,33 +498,34 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
     Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, Section 2.5.
     """
     act = get_activation(activation)
-    spec = default_grid(act)
-    given = dict(variance_min=variance_min, variance_max=variance_max, n_variance=n_variance,
-                 n_angle=n_angle, n_unequal=n_unequal, n_unequal_angle=n_unequal_angle,
-                 unequal_variance_max=unequal_variance_max)
-    spec.update({k: v for k, v in given.items() if v is not None})
+    spec = resolve_grid(act, variance_min=variance_min, variance_max=variance_max,
+                        n_variance=n_variance, n_angle=n_angle,
+                        n_angle_derivative=n_angle_derivative, n_unequal=n_unequal,
+                        n_unequal_angle=n_unequal_angle,
+                        n_unequal_angle_derivative=n_unequal_angle_derivative,
+                        unequal_variance_max=unequal_variance_max)
     vmin, vmax = float(spec["variance_min"]), float(spec["variance_max"])
     if not (0.0 < vmin < vmax and math.isfinite(vmax)):
         raise ParameterError("need 0 < variance_min < variance_max")
-    for key in ("n_variance", "n_angle", "n_unequal", "n_unequal_angle"):
+    for key in ("n_variance", "n_angle", "n_angle_derivative", "n_unequal", "n_unequal_angle",
+                "n_unequal_angle_derivative"):
         if int(spec[key]) < INTERP_POINTS:
             raise ParameterError(f"{key} must be at least {INTERP_POINTS}")
     homogeneous = act.degree is not None
     if homogeneous:
         # F(q1, q2, rho) = (q1 q2)^(k/2) F(1, 1, rho): one row at q = 1, theta uniform.
         x = np.zeros(1)
-        theta = np.linspace(0.0, math.pi, HOMOGENEOUS_N_ANGLE)[None, :]
+        theta = theta_d = np.linspace(0.0, math.pi, HOMOGENEOUS_N_ANGLE)[None, :]
         integ = Integrator(act, 2.0)
         x3 = np.zeros(1)
     else:
         x = np.linspace(math.log(vmin), math.log(vmax), int(spec["n_variance"]))
-        w = np.linspace(0.0, 1.0, int(spec["n_angle"]))
         # sin, cos: the pure warp (their layers are Gaussian; measured 6e-9 against 1.8e-7
         # with the blend); every other phi: the blend (gelu, softplus at large q).
         lin2 = 0.0 if act.exp_type is not None else WARP_LINEAR
-        theta = np.array([[_interp.unblend(wj, _interp.kappa_of(qi), lin2) for wj in w]
-                          for qi in np.exp(x)])
-        theta[:, 0], theta[:, -1] = 0.0, math.pi
+        theta = _angle_grid(np.exp(x), int(spec["n_angle"]), WARP_SCALE, lin2)
+        theta_d = (theta if int(spec["n_angle_derivative"]) == theta.shape[1] else
+                   _angle_grid(np.exp(x), int(spec["n_angle_derivative"]), WARP_SCALE, lin2))
         integ = Integrator(act, vmax)
         vmax_u = float(spec["unequal_variance_max"] or vmax)
         if not vmin < vmax_u <= vmax:
@@ -479,17 +534,23 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
         sqrt_axis = act.exp_type is not None
         x3 = (np.linspace(0.0, math.sqrt(vmax_u), n3) if sqrt_axis
               else np.linspace(math.log(vmin), math.log(vmax_u), n3))
-    n3w = int(spec["n_unequal_angle"])
-    counter = _Progress(progress, x.size + theta.size + (0 if homogeneous else x3.size * n3w))
+    n3w, n3wd = int(spec["n_unequal_angle"]), int(spec["n_unequal_angle_derivative"])
+    deriv = act.has_derivative
+    if not deriv:  # nothing to tabulate for phi': the NaN arrays take F's shapes
+        theta_d, n3wd = theta, n3w
+    cost = theta.size + (theta_d.size if deriv and theta_d is not theta else 0)
+    if not homogeneous:
+        cost += x3.size * (n3w + (n3wd if deriv and n3wd != n3w else 0))
+    counter = _Progress(progress, x.size + cost)
 
     q = np.exp(x)
     e2, e1, d2 = integ.moments(q)
     counter.advance(q.size)
-    f, fd = _equal_block(integ, q, theta, counter)
+    f, fd = _equal_block(integ, q, theta, theta_d if deriv else None, counter)
     if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
         raise ExpressionError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
     f_n = f / e2[:, None]
-    df_n = fd / d2[:, None] if act.has_derivative else np.full(theta.shape, np.nan)
+    df_n = fd / d2[:, None] if deriv else np.full(theta.shape, np.nan)
     log_d2 = np.log(d2) if act.has_derivative else np.full(q.shape, np.nan)
     if homogeneous:
         f3 = df3 = np.full((1, 1, 1), np.nan)
@@ -498,8 +559,9 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
         # sin, cos: no boundary layers worth a warp below q = 100, and the warp's own
         # dependence on q2 near q = 0 costs accuracy on the sqrt axis (measured 1e-4).
         warp3 = 0.0 if sqrt_axis else WARP_SCALE
-        f3, df3 = _unequal_block(integ, np.maximum(q3, 1e-300), n3w, warp3, counter)
-        if not act.has_derivative:
+        f3, df3 = _unequal_block(integ, np.maximum(q3, 1e-300), n3w, n3wd if deriv else None,
+                                 warp3, counter)
+        if not deriv:
             df3 = np.full(f3.shape, np.nan)
 
     quad = ({"rule": "trapezoid in standard-normal units", "exp_type": act.exp_type}
@@ -510,13 +572,14 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
              "kinks": [float(k) for k in integ.kinks]})
     meta = {
         "grid": {"variance_min": vmin, "variance_max": vmax, "n_variance": int(x.size),
-                 "n_angle": int(theta.shape[1]),
+                 "n_angle": int(theta.shape[1]), "n_angle_derivative": int(theta_d.shape[1]),
                  "n_unequal": 0 if homogeneous else int(x3.size),
                  "unequal_variance_max": None if homogeneous else vmax_u,
                  "unequal_warp_scale": None if homogeneous else warp3,
                  "unequal_axis": None if homogeneous else
                  ("sqrt q, uniform" if sqrt_axis else "ln q, uniform"),
                  "n_unequal_angle": 0 if homogeneous else n3w,
+                 "n_unequal_angle_derivative": 0 if homogeneous else n3wd,
                  "variance_axis": "q = 1 (scaling law)" if homogeneous else "ln q, uniform",
                  "angle_axis": "theta = arccos rho, uniform" if homogeneous else
                  "w = blend(arccos rho; kappa = warp_scale sqrt(q), warp_linear), uniform on "
@@ -548,8 +611,19 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-def _equal_block(integ, q, theta, counter):
-    """F(q_i, q_i, theta_ij) and E[phi'phi'] on the 2-D grid, in chunks for the progress bar."""
+def _equal_block(integ, q, theta, theta_d, counter):
+    """F(q_i, q_i, theta_ij) on the 2-D grid and E[phi'phi'] on its own angle grid theta_d
+    (None: no derivative table, the second result is None); one pass serves both when the
+    grids are the same array."""
+    if theta_d is theta:
+        return _equal_pass(integ, q, theta, "both", counter)
+    f = _equal_pass(integ, q, theta, "F", counter)[0]
+    fd = None if theta_d is None else _equal_pass(integ, q, theta_d, "dF", counter)[1]
+    return f, fd
+
+
+def _equal_pass(integ, q, theta, parts, counter):
+    """integ.bivariate on the 2-D grid (q_i, q_i, theta_ij), in chunks for the progress bar."""
     qq = np.repeat(q, theta.shape[1])
     # Interleave rows so each chunk mixes cheap (small q) and dear (large q) points.
     order = np.argsort(np.tile(np.arange(theta.shape[1]), q.size), kind="stable")
@@ -558,40 +632,55 @@ def _equal_block(integ, q, theta, counter):
     flat = theta.ravel()
     for a, b in _chunks(theta.size, 40):
         idx = order[a:b]
-        f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat[idx])
+        f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat[idx], parts)
         counter.advance(b - a)
     return f.reshape(theta.shape), fd.reshape(theta.shape)
 
 
-def _unequal_block(integ, q3, n_angle, warp3, counter):
-    """Normalised F(q1_i, q2_j, theta_jk) on the 3-D grid.
+def _unequal_block(integ, q3, n_angle, n_angle_d, warp3, counter):
+    """Normalised F(q1_i, q2_j, theta_jk) on the 3-D grid, and E[phi'phi'] on the same
+    variance axes with its own angle axis of ``n_angle_d`` nodes (None: no derivative table,
+    the second result is None).
 
     One universal node set in z serves every q1, so each (q2, theta) costs one pass of inner
     integrals H(z) and each q1 a dot product (see _core.quadrature)."""
     zs, zw = integ.outer_rule()
     p, pd = _quad.outer_values(integ.phi, integ.dphi, q3, zs)
     e2, _, d2 = integ.moments(q3)
-    w = np.linspace(0.0, 1.0, n_angle)
-    theta = np.array([[_interp.unwarp_mixed(wk, warp3 * math.sqrt(qj)) for wk in w]
-                      for qj in q3])
-    theta[:, 0], theta[:, -1] = 0.0, math.pi
+    if n_angle_d == n_angle:
+        f3, df3 = _unequal_pass(integ, q3, n_angle, warp3, zs, p * zw, pd * zw, counter)
+    else:
+        f3 = _unequal_pass(integ, q3, n_angle, warp3, zs, p * zw, None, counter)[0]
+        df3 = (None if n_angle_d is None else
+               _unequal_pass(integ, q3, n_angle_d, warp3, zs, None, pd * zw, counter)[1])
+    r2, rd2 = np.sqrt(e2), np.sqrt(d2)
+    f3 /= r2[:, None, None] * r2[None, :, None]
+    if df3 is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df3 /= rd2[:, None, None] * rd2[None, :, None]
+    return f3, df3
+
+
+def _unequal_pass(integ, q3, n_angle, warp3, zs, pw, pdw, counter):
+    """Raw sums of the 3-D table(s) on one angle axis: E_z[phi(sqrt(q1_i) z) H(z)] with
+    the outer values times weights ``pw`` (and the same for phi' with ``pdw``); a weight
+    array that is None skips that table and its inner integrals."""
+    theta = _angle_grid(q3, n_angle, warp3, WARP_LINEAR)
+    parts = "both" if pw is not None and pdw is not None else ("F" if pw is not None else "dF")
     n = q3.size
-    f3 = np.empty((n, n, n_angle))
-    df3 = np.empty((n, n, n_angle))
+    f3 = np.empty((n, n, n_angle)) if pw is not None else None
+    df3 = np.empty((n, n, n_angle)) if pdw is not None else None
     jj, kk = np.divmod(np.arange(n * n_angle), n_angle)
     order = np.argsort(kk, kind="stable")  # mix small and large q2 in every chunk
     for a, b in _chunks(order.size, 40):
         idx = order[a:b]
         j, k = jj[idx], kk[idx]
-        th = theta[j, k]
-        h, hd = integ.inner(q3[j], th, zs)
-        f3[:, j, k] = (p * zw) @ h.T
-        df3[:, j, k] = (pd * zw) @ hd.T
+        h, hd = integ.inner(q3[j], theta[j, k], zs, parts)
+        if f3 is not None:
+            f3[:, j, k] = pw @ h.T
+        if df3 is not None:
+            df3[:, j, k] = pdw @ hd.T
         counter.advance(b - a)
-    r2, rd2 = np.sqrt(e2), np.sqrt(d2)
-    f3 /= r2[:, None, None] * r2[None, :, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df3 /= rd2[:, None, None] * rd2[None, :, None]
     return f3, df3
 
 
@@ -665,7 +754,7 @@ def cached_table(activation: str | Activation, progress: Callable | None = None,
     """The table of an activation from the cache, built (once) and stored if absent; read
     from disk once per process (:func:`open_table_memo`)."""
     act = get_activation(activation)
-    spec = dict(default_grid(act), **grid)
+    spec = resolve_grid(act, **grid)
     key = json.dumps([act.name, act.source, FORMAT_VERSION, sorted(spec.items())])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in act.name)[:40]

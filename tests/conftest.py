@@ -8,6 +8,10 @@ from nngp_lut import build_table
 #: Tolerances of issue #2, stated once: |F - F_exact| / sqrt(F(q1,q1,1) F(q2,q2,1)).
 TOL_EQUAL = 1e-7
 TOL_UNEQUAL = 1e-6
+#: The same for the derivative tables (issue #12): |dF - dF_exact| / sqrt(E[phi'^2](q1)
+#: E[phi'^2](q2)), dF = E[phi'(u) phi'(v)].
+TOL_DF_EQUAL = 1e-7
+TOL_DF_UNEQUAL = 1e-6
 #: A smaller grid for tests of the file format and the command line.
 SMALL_GRID = dict(variance_min=1e-4, variance_max=1e2, n_variance=40, n_angle=48,
                   n_unequal=24, n_unequal_angle=32)

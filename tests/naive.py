@@ -71,6 +71,10 @@ def closed_form_dot(name, q1, q2, rho):
         return 4 / (np.pi * np.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c))
     if name == "identity":
         return np.ones_like(rho)
+    if name == "sin":  # sin' = cos: E[cos u cos v]
+        return closed_form("cos", q1, q2, rho)
+    if name == "cos":  # cos' = -sin: E[sin u sin v]
+        return closed_form("sin", q1, q2, rho)
     raise KeyError(name)
 
 

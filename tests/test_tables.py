@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from nngp_lut import get_activation
-from nngp_lut.tables import random_points
+from nngp_lut.tables import Integrator, open_table, random_points
 
-from .conftest import TOL_EQUAL, TOL_UNEQUAL
-from .naive import closed_form, reference_F, reference_moment, scalar
+from .conftest import SMALL_GRID, TOL_DF_EQUAL, TOL_DF_UNEQUAL, TOL_EQUAL, TOL_UNEQUAL
+from .naive import closed_form, closed_form_dot, reference_F, reference_moment, scalar
 
 CLOSED = ["relu", "abs", "step", "identity", "erf", "sin", "cos"]
 GENERAL = ["tanh", "sigmoid", "softplus", "gelu", "silu", "elu", "selu"]
@@ -121,6 +121,84 @@ def test_derivative_table_is_dF_drho(name, table_of, rng):
     h = 1e-4
     fd = (table.F(q, q, rho + h) - table.F(q, q, rho - h)) / (2 * h)
     assert np.max(np.abs(fd - q * table.dF(q, q, rho)) / (q * table.derivative_second_moment(q))) < 1e-5
+
+
+def _derivative_points(table, n, seed):
+    """Random off-grid (q1, q2, rho) over the whole domain (q2 capped at the unequal one),
+    half of the angles within 1e-6..1 of rho = +-1, and the normalisation of dF there."""
+    q1, theta = random_points(table, n, seed)
+    q2 = np.minimum(random_points(table, n, seed + 1)[0], table.unequal_variance_max)
+    return q1, np.minimum(q1, table.unequal_variance_max), q2, theta
+
+
+def _derivative_errors(table, exact_dot, n=300, seed=120):
+    """(equal, unequal) max |dF_table - dF_exact| / sqrt(E[phi'^2](q1) E[phi'^2](q2))."""
+    q, qa, qb, theta = _derivative_points(table, n, seed)
+    rho = np.cos(theta)
+    eq = np.abs(table.dF(q, q, rho) - exact_dot(q, q, theta)) \
+        / table.derivative_second_moment(q)
+    norm = np.sqrt(table.derivative_second_moment(qa) * table.derivative_second_moment(qb))
+    uneq = np.abs(table.dF(qa, qb, rho) - exact_dot(qa, qb, theta)) / norm
+    return eq.max(), uneq.max()
+
+
+@pytest.mark.parametrize("name", ["erf", "sin", "cos"])
+def test_derivative_table_closed_forms(name, table_of):
+    """E[phi'(u) phi'(v)] against its closed form (erf: DESIGN.md section 6; sin' = cos and
+    cos' = -sin: the cos and sin kernels) over the whole domain, both tables."""
+    table = table_of(name)
+    eq, uneq = _derivative_errors(
+        table, lambda a, b, th: closed_form_dot(name, a, b, np.cos(th)), n=1000)
+    assert eq <= TOL_DF_EQUAL
+    assert uneq <= TOL_DF_UNEQUAL
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu"])
+def test_derivative_table_against_quadrature(name, table_of):
+    """The derivative tables against direct quadrature (tested against scipy and Monte Carlo
+    above) at random off-grid points, near rho = +-1 and large variances included."""
+    table = table_of(name)
+    integ = Integrator(name, table.variance_max)
+    eq, uneq = _derivative_errors(table, lambda a, b, th: integ.bivariate(a, b, th, "dF")[1])
+    assert eq <= TOL_DF_EQUAL
+    assert uneq <= TOL_DF_UNEQUAL
+
+
+def test_one_part_quadrature_matches_both():
+    integ = Integrator("tanh", 100.0)
+    q1, q2, theta = np.array([0.3, 40.0]), np.array([2.0, 40.0]), np.array([0.2, 3.1])
+    f, fd = integ.bivariate(q1, q2, theta)
+    f1, z1 = integ.bivariate(q1, q2, theta, "F")
+    z2, fd2 = integ.bivariate(q1, q2, theta, "dF")
+    np.testing.assert_array_equal(f1, f)
+    np.testing.assert_array_equal(fd2, fd)
+    assert not np.any(z1) and not np.any(z2)
+
+
+def test_derivative_axes_follow_the_F_axes(table_of):
+    """A derivative angle axis not given scales with its F axis (default ratio); given, it is
+    used; both are recorded; the dF datasets take their shape from it."""
+    grid = table_of("tanh", **SMALL_GRID).metadata["grid"]
+    assert grid["n_angle_derivative"] > grid["n_angle"] == SMALL_GRID["n_angle"]
+    assert grid["n_unequal_angle_derivative"] > grid["n_unequal_angle"]
+    t = table_of("tanh", **dict(SMALL_GRID, n_angle_derivative=48, n_unequal_angle_derivative=40))
+    assert t.df_normalized.shape == (40, 48) and t.unequal_df_normalized.shape == (24, 24, 40)
+    assert t.metadata["grid"]["n_unequal_angle_derivative"] == 40
+
+
+def test_derivative_on_the_F_grid_still_reads(table_of, tmp_path):
+    """Tables written before issue #12 had the dF datasets on F's angle axes: such a file (same
+    layout, format version 1) loads and evaluates like the denser table, to its coarser grid's
+    accuracy."""
+    old = table_of("tanh", **dict(SMALL_GRID, n_angle_derivative=SMALL_GRID["n_angle"],
+                                  n_unequal_angle_derivative=SMALL_GRID["n_unequal_angle"]))
+    new = table_of("tanh", **SMALL_GRID)
+    back = open_table(old.save(tmp_path / "old.h5"))
+    assert back.df_normalized.shape == back.f_normalized.shape
+    q1, q2 = np.array([0.5, 7.0, 7.0]), np.array([0.5, 7.0, 2.0])
+    rho = np.array([0.3, -0.9, 0.6])
+    norm = np.sqrt(new.derivative_second_moment(q1) * new.derivative_second_moment(q2))
+    assert np.max(np.abs(back.dF(q1, q2, rho) - new.dF(q1, q2, rho)) / norm) < 1e-4
 
 
 def test_derivative_second_moment_reference(table_of):

@@ -277,14 +277,20 @@ def bivariate(phi, dphi, bp, kinks, q1, q2, cos_t, sin_t):
     fd = 0.0
     for i in range(no):
         u = xo[i]
+        pu = phi(u)
+        du = dphi(u)
+        if pu == 0.0 and du == 0.0:
+            # Both outer factors vanish exactly (relu at u < 0; phi' of a saturating phi far
+            # out, or a part not wanted): the inner integral cannot contribute.
+            continue
         ni = gauss_rule(bp, lam * u, sd, xi, wi)
         g = 0.0
         gd = 0.0
         for j in range(ni):
             g += wi[j] * phi(xi[j])
             gd += wi[j] * dphi(xi[j])
-        f += wo[i] * phi(u) * g
-        fd += wo[i] * dphi(u) * gd
+        f += wo[i] * pu * g
+        fd += wo[i] * du * gd
     return f, fd
 
 

@@ -13,8 +13,6 @@ from .naive import exact_kernels
 #: max |Theta - Theta_exact| / sqrt(Theta(x,x) Theta(x',x')) against the closed forms.
 TOL_RELU = 1e-9
 TOL_ERF = 1e-6
-#: The same on raw inputs (the 3-D derivative table, 1e-6 per layer, adds up over 20 layers).
-TOL_ERF_UNEQUAL = 1e-5
 #: Fused against layer-by-layer (the same tables; relative to the diagonal scale).
 TOL_FUSED = 1e-7
 #: K(X) against K(X, X): equal up to BLAS summation order, except that K(X, X) meets the
@@ -80,9 +78,8 @@ def test_erf_ntk_closed_form(data, which, depth):
     k, t = nngp_kernel(x, phi="erf", depth=depth, weight_var=1.6, bias_var=0.1,
                        get=("nngp", "ntk"))
     ek, et = exact_kernels("erf", x, None, depth, 1.6, 0.1)
-    tol = TOL_ERF if which == "std" else TOL_ERF_UNEQUAL
-    assert relative_error(t, et) <= tol
-    assert relative_error(k, ek) <= tol
+    assert relative_error(t, et) <= TOL_ERF
+    assert relative_error(k, ek) <= TOL_ERF
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

@@ -82,6 +82,14 @@ def test_erf_ntk_closed_form(data, which, depth):
     assert relative_error(k, ek) <= TOL_ERF
 
 
+def test_erf_ntk_at_large_variances(data):
+    """Layer variances of ~1e3: the NTK then reads the table, not the correlation slices."""
+    _, std = data
+    t = nngp_kernel(std, phi="erf", depth=2, weight_var=100.0, bias_var=900.0, get="ntk")
+    _, et = exact_kernels("erf", std, None, 2, 100.0, 900.0)
+    assert relative_error(t, et) <= TOL_ERF
+
+
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 @pytest.mark.parametrize("which", ["raw", "std"])
 def test_fused_equals_layerwise(data, name, which):

@@ -84,6 +84,12 @@ WARP_LINEAR = 0.3
 #: 1e-9 for the slices of every built-in at moderate variance (tests/test_kernel.py compares
 #: the fused kernel with the layerwise one that reads the 2-D table directly).
 SLICE_INTERVALS = 4096
+#: Largest layer variance at which the NTK of a non-homogeneous activation takes the slices:
+#: E[phi'(u) phi'(v)] has a boundary layer of width ~1/sqrt(q) at rho = +-1 that 4096 cubic
+#: intervals in y resolve to 2.6e-8 at q = 300, 3.2e-7 at 1e3, 2.7e-5 at 1e4 (erf, measured;
+#: F's slices: <= 2.3e-9 up to 1e3, 6.3e-8 at 1e4).  Above it the NTK interpolates the
+#: table (warped angle axis) directly.
+SLICE_VARIANCE_MAX_NTK = 300.0
 #: Inputs whose variances at a layer agree to this relative tolerance share that layer's
 #: slice (it moves the slice's variance by <= 1e-10 relative: far below the table's error).
 SHARED_VARIANCE_RTOL = 1e-10

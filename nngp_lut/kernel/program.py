@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._core import kernel as _kern
-from .._core.config import SHARED_VARIANCE_RTOL, SLICE_INTERVALS
+from .._core.config import SHARED_VARIANCE_RTOL, SLICE_INTERVALS, SLICE_VARIANCE_MAX_NTK
 from .._core.interp import normalized_many
 from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
                      FanOut, Identity, LayerNorm, Parallel, Serial, readout_points)
@@ -140,6 +140,9 @@ class _Compiler:
         # Standardised inputs share one variance per layer up to rounding (1e-16): one slice
         # at that variance serves all (the per-input factors stay exact).
         shared = qa.max() <= qa.min() * (1 + SHARED_VARIANCE_RTOL)
+        if shared and ntk and qa.max() > SLICE_VARIANCE_MAX_NTK \
+                and qa.max() <= table.unequal_variance_max:
+            shared = False  # the derivative slices would lose digits: interpolate the table
         if table.homogeneous or shared:
             q = 1.0 if table.homogeneous else float(np.mean(qa))
             key = (id(table), q)

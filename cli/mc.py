@@ -34,7 +34,7 @@ def _write_rows(rows, out):
     _files.write_bytes(out, buf.getvalue().encode())
 
 
-@click.command()
+@click.command(short_help="Finite random networks against the infinite-width kernels.")
 @click.option("--arch", required=True, metavar="TEXT|@FILE",
               help="The architecture, e.g. \"serial(Dense(2, 0.1), repeat(serial("
               "Activation('relu'), Dense(2, 0.1)), 3))\", or @FILE to read it from a file "

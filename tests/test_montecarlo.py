@@ -179,7 +179,7 @@ def test_cli_mc_and_plot(tmp_path):
     assert (tmp_path / "conv.png").is_file() and (tmp_path / "conv.csv").is_file()
     res = runner.invoke(cli, ["plot", "convergence", "--results", str(rows), "--out",
                               str(tmp_path / "rows.png")])
-    assert res.exit_code == 1 and "overwrite" in res.output
+    assert res.exit_code == 1 and "its input" in res.output
 
 
 @pytest.mark.parametrize("arch, message", [

@@ -74,6 +74,9 @@ def main():
     ap.add_argument("--get", default="nngp,ntk", help="nngp, ntk or nngp,ntk")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup-n", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="nt.batch block size (0: none); ElementwiseNumerical's NTK needs it "
+                    "beyond a few hundred inputs (deg^2 quadrature nodes per entry)")
     ap.add_argument("--out", help="save the kernels to this .npz")
     args = ap.parse_args()
 
@@ -81,9 +84,11 @@ def main():
     get = tuple(args.get.split(","))
     f = jax.jit(make_kernel_fn(args.arch, args.depth, args.weight_var, args.bias_var,
                                args.deg, args.blocks), static_argnames="get")
+    if args.batch_size:
+        f = nt.batch(f, batch_size=args.batch_size, store_on_device=False)
     run = lambda xs: jax.block_until_ready(f(xs, None, get))  # noqa: E731
     t0 = time.perf_counter()
-    run(x[:args.warmup_n])
+    run(x[:args.batch_size or args.warmup_n])
     warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
     k = run(x)

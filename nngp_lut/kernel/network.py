@@ -23,7 +23,8 @@ from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
 from ..errors import DataError, ParameterError
 from . import executor
-from .layers import Activation, ArchitectureError, Layer, deep_network as _deep_layers, readout_points
+from .layers import ArchitectureError, Layer, readout_points
+from .layers import deep_network as _deep_layers
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
 
@@ -317,5 +318,5 @@ def _gram_into(dest, x1, x2, r0, r1, c1, same):
         np.matmul(x1[a:e], x1[r0:e].T, out=dest[a - r0:e - r0, r0:e])
 
 
-__all__ = ["DEFAULT_MEMORY", "Activation", "Network", "deep_network", "nngp_diag",
+__all__ = ["DEFAULT_MEMORY", "Network", "deep_network", "nngp_diag",
            "nngp_kernel", "ntk_kernel"]

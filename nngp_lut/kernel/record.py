@@ -60,11 +60,6 @@ class Kernels:
     def has_ntk(self):
         return self.ntk_var1 is not None
 
-    @property
-    def pairs(self):
-        """True for the pairwise record, False for the diagonal-only one."""
-        return self.nngp is not None
-
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 

@@ -148,12 +148,9 @@ class Activation(Layer):
     phi: object
 
     def __post_init__(self):
-        if isinstance(self.phi, str) and not self.phi.endswith((".h5", ".hdf5")):
-            from ..activations import get_activation
+        self.key  # resolved once: a bad name or expression fails here, not later
 
-            get_activation(self.phi)  # a bad name or expression fails here, not later
-
-    @property
+    @cached_property
     def key(self):
         """What identifies the activation: its name and source."""
         t = self.phi

@@ -104,10 +104,6 @@ class Network:
                          False)
         return res[0] if isinstance(get, str) else res
 
-    def variances(self, x):
-        """K^l(x, x) for every depth l, shape (depth + 1, n)."""
-        return self.diagonal(x, all_depths=True)
-
     # -- fused --------------------------------------------------------------------------------
     def kernel(self, x1, x2=None, *, get="nngp", all_depths=False, depths=None,
                memory=DEFAULT_MEMORY, out=None, tile_rows=KERNEL_TILE_ROWS, gram=None,

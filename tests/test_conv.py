@@ -253,3 +253,51 @@ def test_aggregate_from_a_file(tmp_path):
         assert layer == Aggregate(a) and parse_arch(repr(layer)) == layer
     with pytest.raises(ArchitectureError, match="cannot read adjacency"):
         parse_arch(f"Aggregate({str(tmp_path / 'missing.npy')!r})")
+
+
+CNN = "serial(Conv(2.0, 0.1, strides=(2, 2)), Activation('relu'), Flatten(), Dense(2.0, 0.1))"
+
+
+def test_cli_conv_smoke(tmp_path, monkeypatch):
+    """kernel with --shape equals the library; predict, search --arch and the errors."""
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    def run(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((30, 6, 6, 1))
+    y = (x[:, :3].sum(axis=(1, 2, 3)) > 0).astype(int)
+    monkeypatch.chdir(tmp_path)
+    np.save("flat.npy", x.reshape(30, 36))
+    np.save("img.npy", x[..., 0])  # (n, H, W): its own shape
+    np.savez("d.npz", x_train=x[:16, ..., 0], y_train=y[:16], x_val=x[16:22, ..., 0],
+             y_val=y[16:22], x_test=x[22:, ..., 0], y_test=y[22:])
+    want = Network(parse_arch(CNN)).kernel(x, get="ntk")
+    for args in (("--x1", "flat.npy", "--shape", "6,6,1"), ("--x1", "img.npy")):
+        res = run("kernel", "--arch", CNN, *args, "--kernel", "ntk", "--out", "K.npy",
+                  "--force", "-q")
+        assert res.exit_code == 0, res.output
+        assert rel(np.load("K.npy"), want) < TOL_EXACT
+    res = run("kernel", "--arch", CNN, "--x1", "flat.npy", "--out", "K.npy", "--force")
+    assert res.exit_code == 1 and "--shape H,W,C" in res.output
+    assert "diagonal spatial maps: 36 entries per pair" in run(
+        "kernel", "--arch", CNN, "--x1", "img.npy", "--out", "K.npy", "--force").output
+    res = run("kernel", "--phi", "relu", "--depth", 1, "--weight-var", 1, "--bias-var", 0,
+              "--x1", "flat.npy", "--shape", "6,6,1", "--out", "K.npy", "--force")
+    assert res.exit_code == 2 and "--shape is for convolutional" in res.output
+    res = run("kernel", "--arch", CNN, "--x1", "flat.npy", "--shape", "6,x", "--out", "K.npy",
+              "--force")
+    assert res.exit_code == 2
+    res = run("predict", "--data", "d.npz", "--arch", CNN, "-q")
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.output
+    res = run("search", "--data", "d.npz", "--arch", CNN, "--arch",
+              CNN.replace("Flatten()", "Conv(2.0, 0.1), Activation('relu'), Flatten()"),
+              "--out", "s.csv", "-q")
+    assert res.exit_code == 0, res.output
+    assert "best on validation (6 examples)" in res.output
+    res = run("search", "--data", "d.npz", "--arch", CNN, "--depths", "1,2", "--out", "t.csv")
+    assert res.exit_code == 2 and "--depths" in res.output

@@ -164,6 +164,32 @@ def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
 
 
 @njit(**JIT)
+def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, with_ntk):
+    """The slice activation on the full map of one pair (n positions): rows of the map
+    (one row position h) as the inner loops."""
+    for h in range(n):
+        r_inv = rows[ri, v + h]
+        b = h * n
+        for g in range(n):
+            rho = min(1.0, max(-1.0, ka[b + g] * r_inv * cols_t[v + g, j]))
+            s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+        for g in range(n):
+            u = (s1[g] + 1.0) * 0.5 * m
+            kc = min(int(u), m - 1)
+            cell[g] = kc
+            s1[g] = u - kc
+        for g in range(n):
+            s2[g] = _cubic(sf, cell[g], s1[g])
+        rs = rows[ri, v + n + h]
+        for g in range(n):
+            ka[b + g] = s2[g] * rs * cols_t[v + n + g, j]
+        if with_ntk:
+            re = rows[ri, v + 2 * n + h]
+            for g in range(n):
+                ta[b + g] *= _cubic(sd, cell[g], s1[g]) * re * cols_t[v + 2 * n + g, j]
+
+
+@njit(**JIT)
 def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
                n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
                slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
@@ -235,6 +261,10 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
             # (or the table's value), the look-ups, then the scaling.
             v = op[OPF_VEC]
             sl = op[OPF_C]
+            if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
+                _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
+                                slices_f[sl], slices_df[sl], m, with_ntk)
+                continue
             for h in range(n_in if full else 1):
                 for g in range(n_in):
                     hr = h if full else g  # the row input's position

@@ -214,7 +214,8 @@ def test_aggregate_dense_and_sparse_agree(relu, imgs):
      "no Gaussian infinite-width kernel"),
     (serial(Conv(1, 0, filter_shape=(1,)), Aggregate(np.eye(3)), Flatten()),
      np.ones((3, 4, 2)), "3 nodes but its inputs have 4"),
-    (serial(Dense(1, 0), Flatten()), np.ones((3, 4)), "vector of features"),
+    (serial(Dense(1, 0), Flatten()), np.ones((3, 4)), "(n, L, C) or (n, H, W, C)"),
+    (serial(Flatten(), Flatten(), Dense(1, 0)), np.ones((3, 4, 2)), "vector of features"),
 ])
 def test_bad_shapes_give_one_line_errors(layer, x, message):
     with pytest.raises((DataError, ArchitectureError)) as exc:

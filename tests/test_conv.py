@@ -302,3 +302,13 @@ def test_cli_conv_smoke(tmp_path, monkeypatch):
     assert "best on validation (6 examples)" in res.output
     res = run("search", "--data", "d.npz", "--arch", CNN, "--depths", "1,2", "--out", "t.csv")
     assert res.exit_code == 2 and "--depths" in res.output
+
+
+def test_streamed_to_hdf5_over_the_budget(relu, imgs, tmp_path):
+    import h5py
+
+    x = np.concatenate(imgs)
+    net = Network(serial(Conv(1.7, 0.1), relu, AvgPool((2, 2)), GlobalAvgPool(), Dense(1, 0)))
+    path = net.kernel(x, memory=100, out=tmp_path / "k.h5", tile_rows=3)
+    with h5py.File(path) as h5:
+        assert rel(h5["kernel"][...], net.layerwise(x)) < TOL_FUSED

@@ -112,7 +112,7 @@ def speed(repeats):
             Network(serial(*[layer for _ in range(8) for layer in
                              (Conv(WEIGHT_VAR, BIAS_VAR), Activation("relu"))],
                            GlobalAvgPool(), Dense(WEIGHT_VAR, BIAS_VAR))),
-            np.ascontiguousarray(x[:, 6:22, 6:22, :]), 8),
+            np.ascontiguousarray(x[:, 6:22, 6:22, :]), 24),
     }
     rows = []
     for name, (net, xs, n) in nets.items():

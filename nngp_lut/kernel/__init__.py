@@ -15,12 +15,14 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
 Novak et al., "Neural Tangents: Fast and Easy Infinite Neural Networks in Python", ICLR 2020.
 """
 
-from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
-                     FanOut, Identity, Layer, LayerNorm, parallel, repeat, serial)
+from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
+                     FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
+                     LayerNorm, parallel, repeat, serial)
 from .network import DEFAULT_MEMORY, Network, deep_network, nngp_diag, nngp_kernel, ntk_kernel
 from .record import Kernels
 
-__all__ = ["DEFAULT_MEMORY", "Activation", "ArchitectureError", "Dense", "Dropout",
-           "FanInConcat", "FanInSum", "FanOut", "Identity", "Kernels", "Layer", "LayerNorm",
+__all__ = ["DEFAULT_MEMORY", "Activation", "Aggregate", "ArchitectureError", "AvgPool", "Conv",
+           "Dense", "Dropout", "FanInConcat", "FanInSum", "FanOut", "Flatten", "GlobalAvgPool",
+           "Identity", "Kernels", "Layer", "LayerNorm",
            "Network", "deep_network", "nngp_diag", "nngp_kernel", "ntk_kernel", "parallel",
            "repeat", "serial"]

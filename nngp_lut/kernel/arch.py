@@ -13,14 +13,21 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     arch     := call
     call     := NAME "(" [arg ("," arg)*] [","] ")"
     arg      := value | KEYWORD "=" value
-    value    := call | number | "-" number | "+" number | string | "None"
+    value    := call | number | "-" number | "+" number | string | "None" | tuple
+    tuple    := "(" number ("," number)* [","] ")"
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
-              | Dropout | FanOut | FanInSum | FanInConcat
+              | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
+              | GlobalAvgPool | Flatten | Aggregate
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
 parameterization='ntk', width=None)``, ``Activation(phi)`` with phi a built-in name, an
-expression in x or a table path, ``Dropout(rate)``, ``FanOut(n)``, ``repeat(block, n)``).
+expression in x or a table path, ``Dropout(rate)``, ``FanOut(n)``, ``repeat(block, n)``,
+``Conv(weight_var, bias_var=0.0, filter_shape=(3, 3), strides=None, padding='SAME',
+parameterization='ntk', width=None)``, ``AvgPool(window_shape=(2, 2), strides=None,
+padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channels')``,
+``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file).
+Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias).  Anything else —
 names, attribute access, subscripts, operators, lambdas, comprehensions, starred or ``**``
@@ -32,15 +39,20 @@ and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` charac
 import ast
 from pathlib import Path
 
-from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
-                     FanOut, Identity, Layer, LayerNorm, parallel, repeat, serial)
+from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
+                     FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
+                     LayerNorm, parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
 CONSTRUCTORS = {
     "serial": serial, "parallel": parallel, "repeat": repeat, "Dense": Dense,
     "Activation": Activation, "LayerNorm": LayerNorm, "Identity": Identity,
     "Dropout": Dropout, "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
+    "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
+    "Aggregate": Aggregate,
 }
+#: Longest tuple literal (filter shapes, strides).
+MAX_TUPLE = 8
 #: Largest ``repeat(block, n)`` count (a depth far beyond any network worth computing).
 MAX_REPEAT = 1000
 #: Largest number of layers of a whole description, after expanding ``repeat``.
@@ -80,6 +92,10 @@ def _value(node):
         return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
     if isinstance(node, ast.Call):
         return _call(node)
+    if isinstance(node, ast.Tuple) and len(node.elts) <= MAX_TUPLE:  # (3, 3) of numbers
+        values = tuple(_value(e) for e in node.elts)
+        if all(type(v) in (int, float) for v in values):
+            return values
     raise ArchitectureError(f"{_describe(node)} is not allowed in an architecture; use "
                             f"numbers, strings and the layers {', '.join(CONSTRUCTORS)}")
 

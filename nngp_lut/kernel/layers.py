@@ -21,12 +21,25 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``FanInConcat()``     the branches' kernels average (features concatenated, equal widths)
 ``serial(*layers)``   composition;  ``parallel(*layers)``: one layer per branch
 ``repeat(block, n)``  ``serial(block, ..., block)``
+``Conv(w, b, ...)``   K'_{h,h'} = b + w mean_D K_{sh+D, sh'+D} (box sum over the filter)
+``AvgPool(window)``   K'_{h,h'} = mean_{D,D'} K_{sh+D, sh'+D'} (full spatial covariance)
+``GlobalAvgPool()``   K' = mean_{h,h'} K_{h,h'} (full spatial covariance)
+``Flatten()``         K' = mean_h K_{h,h} (the spatially diagonal maps suffice)
+``Aggregate(A)``      K' = A K A^T over the nodes of a graph
 ====================  ======================================================================
+
+Records with spatial axes (images, sequences, graphs) hold per pair of inputs either the
+diagonal maps K_{h,h} (n1, n2, *S) or the full covariance K_{h,h'} (n1, n2, *S, *S): see
+:mod:`nngp_lut.kernel.spatial`.
 
 References
 ----------
 Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
 Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1 (the NTK recursion).
+Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+Processes", ICLR 2019, eq. (7) (Conv, pooling, Flatten); Garriga-Alonso et al., "Deep
+Convolutional Networks as shallow Gaussian Processes", ICLR 2019; Arora et al., "On Exact
+Computation with an Infinitely Wide Neural Net", NeurIPS 2019 (the convolutional NTK).
 Novak et al., "Neural Tangents", ICLR 2020 (the layer algebra, the standard
 parameterisation).  Yang, "Tensor Programs II/III", 2020 (the correspondence for any
 architecture of these layers).
@@ -75,6 +88,21 @@ def _single(layer, k):
     return k
 
 
+def _check_affine(layer):
+    """The fields a Dense and a Conv share: weight_var, bias_var, parameterization, width."""
+    name = type(layer).__name__
+    if not (math.isfinite(layer.weight_var) and layer.weight_var > 0):
+        raise ArchitectureError(f"{name} needs weight_var > 0, got {layer.weight_var}")
+    if layer.bias_var is not None and not (math.isfinite(layer.bias_var)
+                                           and layer.bias_var >= 0):
+        raise ArchitectureError(f"{name} needs bias_var >= 0, got {layer.bias_var}")
+    if layer.parameterization not in PARAMETERIZATIONS:
+        raise ArchitectureError(f"parameterization must be one of {PARAMETERIZATIONS}, "
+                                f"got {layer.parameterization!r}")
+    if layer.width is not None and (int(layer.width) != layer.width or layer.width < 1):
+        raise ArchitectureError(f"{name} width must be a positive integer, got {layer.width}")
+
+
 @dataclass(frozen=True)
 class Dense(Layer):
     """Fully connected layer with weights of variance ``weight_var / fan_in`` and biases of
@@ -94,16 +122,7 @@ class Dense(Layer):
     width: int | None = None
 
     def __post_init__(self):
-        if not (math.isfinite(self.weight_var) and self.weight_var > 0):
-            raise ArchitectureError(f"Dense needs weight_var > 0, got {self.weight_var}")
-        if self.bias_var is not None and not (math.isfinite(self.bias_var)
-                                              and self.bias_var >= 0):
-            raise ArchitectureError(f"Dense needs bias_var >= 0, got {self.bias_var}")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ArchitectureError(f"parameterization must be one of {PARAMETERIZATIONS}, "
-                                    f"got {self.parameterization!r}")
-        if self.width is not None and (int(self.width) != self.width or self.width < 1):
-            raise ArchitectureError(f"Dense width must be a positive integer, got {self.width}")
+        _check_affine(self)
 
     @property
     def bias(self):
@@ -200,6 +219,11 @@ class Activation(Layer):
         return k.replace(**out)
 
 
+#: What a LayerNorm normalises over (images: per position over the channels, per channel
+#: over the positions, or over both).
+LAYERNORM_OVER = ("channels", "space", "all")
+
+
 @dataclass(frozen=True)
 class LayerNorm(Layer):
     """Per-example normalisation over the features: z / sqrt(mean_i z_i^2).
@@ -208,7 +232,24 @@ class LayerNorm(Layer):
     Gaussian, centred inputs (place it after a Dense or a sum of Dense outputs), so
     K' = K / sqrt(K(x,x) K(x',x')) and the NTK is scaled the same (neural-tangents'
     ``LayerNorm`` over the channel axis).
+
+    ``over`` matters for records with spatial axes only (for vectors all three coincide):
+    ``"channels"`` normalises each position by its own variance K_hh(x, x) (neural-tangents'
+    ``axis=-1``); ``"all"`` by the mean over positions of K_hh(x, x) (``axis=(1, 2, 3)``);
+    ``"space"`` (each channel over the positions alone) has no Gaussian infinite-width
+    kernel, since a mean over finitely many positions does not concentrate, and is refused
+    by the kernel as neural-tangents refuses it (a finite network still samples it).
     """
+
+    over: str = "channels"
+
+    def __post_init__(self):
+        if self.over not in LAYERNORM_OVER:
+            raise ArchitectureError(f"LayerNorm over must be one of {LAYERNORM_OVER}, "
+                                    f"got {self.over!r}")
+
+    def __repr__(self):
+        return "LayerNorm()" if self.over == "channels" else f"LayerNorm(over={self.over!r})"
 
     def apply(self, k):
         k = _single(self, k)
@@ -224,6 +265,239 @@ class LayerNorm(Layer):
             if k.ntk is not None:
                 out["ntk"] = k.ntk * k.outer(s1, s2)
         return k.replace(**out)
+
+
+# --- spatial layers (images NHWC, sequences and graphs (N, L, C)) ---------------------------
+#: Padding modes of Conv and AvgPool (neural-tangents' ``Padding``).
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+
+
+def _int_tuple(layer, name, value, length=None):
+    """``value`` as a tuple of positive ints (a bare int is a tuple of one)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        out = tuple(int(v) for v in value)
+        ok = all(int(v) == v and v >= 1 for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 1 <= len(out) <= 2:
+        raise ArchitectureError(f"{layer} {name} must be 1 or 2 positive integers, "
+                                f"got {value!r}")
+    if length is not None and len(out) != length:
+        raise ArchitectureError(f"{layer} {name} has {len(out)} entries but the window has "
+                                f"{length}")
+    return out
+
+
+def _check_padding(layer, padding):
+    if padding not in PADDINGS:
+        raise ArchitectureError(f"{layer} padding must be one of {PADDINGS}, got {padding!r}")
+
+
+def _extra_repr(obj, names):
+    fields = type(obj).__dataclass_fields__
+    return "".join(f", {f}={getattr(obj, f)!r}" for f in names
+                   if getattr(obj, f) != fields[f].default)
+
+
+@dataclass(frozen=True)
+class Conv(Layer):
+    """Convolution over the spatial axes of (N, L, C) sequences (``filter_shape`` of one
+    entry) or NHWC images (two), weights of variance ``weight_var / fan_in`` with fan_in =
+    prod(filter_shape) * C_in, biases of variance ``bias_var`` (None: no bias).
+
+    The NNGP of a pair of positions (h, h') is a box sum over the filter's offsets D
+    (Novak et al. 2019, eq. (7); Garriga-Alonso et al. 2019):
+
+        K'_{h,h'} = bias_var + weight_var / |D| * sum_D K_{s h + D, s h' + D},
+
+    zero outside the image (``"SAME"``, ``"VALID"``) or wrapped around (``"CIRCULAR"``);
+    the NTK is Theta' = K' + weight_var / |D| sum_D Theta (``"ntk"``) or
+    C_in |D| box_mean(K) + 1 + weight_var box_mean(Theta) (``"standard"``, which needs C_in:
+    the inputs' channels or the previous layer's ``width``).  As neural-tangents'
+    ``stax.Conv(width, filter_shape, strides, padding, W_std=sqrt(weight_var),
+    b_std=sqrt(bias_var), parameterization)``.  ``width`` is the number of output channels
+    of a finite network.
+    """
+
+    weight_var: float
+    bias_var: float | None = 0.0
+    filter_shape: tuple = (3, 3)
+    strides: tuple | None = None
+    padding: str = "SAME"
+    parameterization: str = "ntk"
+    width: int | None = None
+
+    def __post_init__(self):
+        _check_affine(self)
+        shape = _int_tuple("Conv", "filter_shape", self.filter_shape)
+        object.__setattr__(self, "filter_shape", shape)
+        if self.strides is not None:
+            object.__setattr__(self, "strides",
+                               _int_tuple("Conv", "strides", self.strides, len(shape)))
+        _check_padding("Conv", self.padding)
+
+    bias = Dense.bias
+
+    @property
+    def stride(self):
+        """The strides, all 1 when not given."""
+        return self.strides if self.strides is not None else (1,) * len(self.filter_shape)
+
+    def __repr__(self):
+        extra = _extra_repr(self, ("filter_shape", "strides", "padding", "parameterization",
+                                   "width"))
+        return f"Conv({self.weight_var!r}, {self.bias_var!r}{extra})"
+
+    def apply(self, k):
+        from .spatial import conv_apply
+
+        return conv_apply(self, _single(self, k))
+
+
+@dataclass(frozen=True)
+class AvgPool(Layer):
+    """Average pooling over windows of ``window_shape`` positions (strides: the window),
+    as neural-tangents' ``stax.AvgPool(window_shape, strides, padding,
+    normalize_edges=False)``: a window that reaches past the edge (``"SAME"``) still divides
+    by its full size.  The kernel needs the full spatial covariance:
+
+        K'_{h,h'} = 1 / |W|^2 sum_{D, D'} K_{s h + D, s h' + D'}.
+    """
+
+    window_shape: tuple = (2, 2)
+    strides: tuple | None = None
+    padding: str = "VALID"
+
+    def __post_init__(self):
+        shape = _int_tuple("AvgPool", "window_shape", self.window_shape)
+        object.__setattr__(self, "window_shape", shape)
+        if self.strides is not None:
+            object.__setattr__(self, "strides",
+                               _int_tuple("AvgPool", "strides", self.strides, len(shape)))
+        _check_padding("AvgPool", self.padding)
+
+    @property
+    def stride(self):
+        """The strides (the window's shape when not given)."""
+        return self.strides if self.strides is not None else self.window_shape
+
+    def __repr__(self):
+        extra = _extra_repr(self, ("window_shape", "strides", "padding"))
+        return f"AvgPool({extra[2:]})"
+
+    def apply(self, k):
+        from .spatial import avgpool_apply
+
+        return avgpool_apply(self, _single(self, k))
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """The mean over all positions: K' = mean_{h, h'} K_{h,h'} (neural-tangents'
+    ``GlobalAvgPool``; needs the full spatial covariance).  Gives a vector of C features."""
+
+    def apply(self, k):
+        from .spatial import global_avgpool_apply
+
+        return global_avgpool_apply(self, _single(self, k))
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """All positions' features as one vector of H W C features (neural-tangents'
+    ``Flatten``): K' = mean_h K_{h,h}, the mean of the spatially diagonal covariance, so a
+    following Dense (fan-in H W C) sees the average over positions.  Needs only the
+    diagonal maps (H W per pair)."""
+
+    def apply(self, k):
+        from .spatial import flatten_apply
+
+        return flatten_apply(self, _single(self, k))
+
+
+@dataclass(frozen=True, eq=False)
+class Aggregate(Layer):
+    """Graph convolution over (N, nodes, C) inputs: z_i = sum_j A_ij x_j, with one fixed
+    adjacency A shared by all examples (neural-tangents' ``stax.Aggregate`` with the same
+    pattern for every example).  The kernel is K' = A K A^T over the nodes, the same for
+    the NTK (no parameters); it needs the full covariance over the nodes.
+
+    ``adjacency`` is a dense (nodes, nodes) array, a scipy.sparse matrix, or the path of a
+    ``.npy`` file (dense) or ``.npz`` file (``scipy.sparse.save_npz``).  Only the path form
+    has a repr that ``--arch`` parses back (``Aggregate('adj.npy')``); an array's repr
+    summarises it.
+    """
+
+    adjacency: object
+
+    def __post_init__(self):
+        self.matrix  # loaded and validated once
+
+    @cached_property
+    def matrix(self):
+        """The adjacency as a float64 array (dense) or scipy CSR matrix (sparse)."""
+        a = self.adjacency
+        if isinstance(a, str):
+            a = _load_adjacency(a)
+        if hasattr(a, "tocsr"):  # scipy.sparse
+            a = a.tocsr().astype(np.float64)
+            values = a.data
+        else:
+            try:
+                a = np.asarray(a, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ArchitectureError("Aggregate needs a (nodes, nodes) adjacency array, "
+                                        "a scipy.sparse matrix or a .npy/.npz path") from None
+            values = a
+        if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+            raise ArchitectureError(f"Aggregate needs a square (nodes, nodes) adjacency, got "
+                                    f"shape {a.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ArchitectureError("Aggregate's adjacency has NaN or infinite entries")
+        return a
+
+    @property
+    def nodes(self):
+        return self.matrix.shape[0]
+
+    def dense(self):
+        """The adjacency as a dense array."""
+        a = self.matrix
+        return a.toarray() if hasattr(a, "toarray") else a
+
+    def __eq__(self, other):
+        return (isinstance(other, Aggregate) and self.matrix.shape == other.matrix.shape
+                and np.array_equal(self.dense(), other.dense()))
+
+    def __hash__(self):
+        return hash(("Aggregate", self.matrix.shape, float(abs(self.dense()).sum())))
+
+    def __repr__(self):
+        if isinstance(self.adjacency, str):
+            return f"Aggregate({self.adjacency!r})"
+        a = self.matrix
+        kind = "sparse" if hasattr(a, "tocsr") else "dense"
+        return f"Aggregate(<{kind} {a.shape[0]}x{a.shape[1]} adjacency>)"
+
+    def apply(self, k):
+        from .spatial import aggregate_apply
+
+        return aggregate_apply(self, _single(self, k))
+
+
+def _load_adjacency(path):
+    """A dense .npy or a scipy.sparse .npz adjacency file."""
+    try:
+        if path.endswith(".npz"):
+            import scipy.sparse
+
+            return scipy.sparse.load_npz(path)
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArchitectureError(f"cannot read adjacency file {path!r}: "
+                                f"{str(exc).splitlines()[0]}") from None
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,10 @@ class Activation(Layer):
 
     def apply(self, k):
         k = _single(self, k)
+        if k.axes:  # every position pair with its own variances
+            from .spatial import activation_apply
+
+            return activation_apply(self.table, k)
         if not k.is_gaussian:
             raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense before "
                                     "it (the network's inputs are not Gaussian)")
@@ -253,6 +257,10 @@ class LayerNorm(Layer):
 
     def apply(self, k):
         k = _single(self, k)
+        if k.axes:
+            from .spatial import layernorm_apply
+
+            return layernorm_apply(self, k)
         if not k.is_gaussian:
             raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
                                     "a Dense (or a sum of Dense outputs)")

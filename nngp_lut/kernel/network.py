@@ -15,6 +15,7 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +28,8 @@ from .layers import ArchitectureError, Layer, readout_points
 from .layers import deep_network as _deep_layers
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
+from .spatial import as_spatial_inputs, input_record, needs_full, spatial_rank
+from .spatial_program import compile_spatial, run_spatial
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,11 +67,43 @@ class Network:
             raise TypeError(f"expected a layer, got {type(layer).__name__}")
         self.layer = layer
         self.depth = len(readout_points(layer)[1]) - 1
+        #: Spatial dimensions of the inputs (0: vectors; None: 1 or 2, the inputs decide).
+        self.rank = spatial_rank(layer)
+        #: Whether the records hold every pair of positions (pooling, aggregation) or only
+        #: the spatially diagonal maps (spatial.py).
+        self.full_spatial = self.rank != 0 and needs_full(layer)
 
     def __repr__(self):
         return f"Network({self.layer!r})"
 
     # -- the layer-by-layer reference --------------------------------------------------------
+    def storage(self, shape):
+        """What a pair of inputs of ``shape`` (one input's, e.g. (28, 28, 1)) carries through
+        the layers: a sentence for progress bars and logs."""
+        if self.rank == 0:
+            return "vectors: 1 entry per pair"
+        p = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        if self.full_spatial:
+            return f"full spatial covariance: {p * p} entries per pair (pooling needs it)"
+        return f"diagonal spatial maps: {p} entries per pair"
+
+    def _prepare(self, x1, x2):
+        """Validated inputs (vectors, or images / sequences for a spatial network)."""
+        if self.rank == 0:
+            return _inputs(x1, x2)
+        x1, rank = as_spatial_inputs(x1, self.rank, "x1")
+        if x2 is None:
+            return x1, x1, True
+        x2, _ = as_spatial_inputs(x2, rank, "x2")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise DataError(f"x1 has inputs of shape {x1.shape[1:]} but x2 {x2.shape[1:]}")
+        return x1, x2, False
+
+    def _record(self, x1, x2, ntk, pairs):
+        if self.rank == 0:
+            return input_kernels(x1, x2, ntk=ntk, pairs=pairs)
+        return input_record(x1, x2, ntk=ntk, pairs=pairs, full=self.full_spatial)
+
     def _walk(self, k, kinds, all_depths, pairs):
         chain, points = readout_points(self.layer)
         outs = []
@@ -78,6 +113,10 @@ class Network:
                 if isinstance(k, tuple):
                     raise ArchitectureError("the network ends in branches: join them with "
                                             "FanInSum() or FanInConcat()")
+                if k.axes:
+                    raise ArchitectureError(
+                        f"the kernel at depth {len(outs)} has spatial axes {k.axes}: read a "
+                        "convolutional network out after Flatten() or GlobalAvgPool()")
                 outs.append(k)
         field = {"nngp": "nngp", "ntk": "ntk"} if pairs else {"nngp": "var1", "ntk": "ntk_var1"}
         res = tuple(np.stack([getattr(o, field[kind]) for o in outs]) for kind in kinds)
@@ -91,16 +130,16 @@ class Network:
         ``all_depths`` each is stacked over the depths, shape (depth + 1, n1, n2).
         """
         kinds = _kinds(get)
-        x1, x2, same = _inputs(x1, x2)
-        k = input_kernels(x1, None if same else x2, ntk="ntk" in kinds)
+        x1, x2, same = self._prepare(x1, x2)
+        k = self._record(x1, None if same else x2, "ntk" in kinds, True)
         res = self._walk(k, kinds, all_depths, True)
         return res[0] if isinstance(get, str) else res
 
     def diagonal(self, x, *, get="nngp", all_depths=False):
         """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
         kinds = _kinds(get)
-        x = validate_inputs(x, "x")
-        res = self._walk(input_kernels(x, ntk="ntk" in kinds, pairs=False), kinds, all_depths,
+        x = validate_inputs(x, "x") if self.rank == 0 else self._prepare(x, None)[0]
+        res = self._walk(self._record(x, None, "ntk" in kinds, False), kinds, all_depths,
                          False)
         return res[0] if isinstance(get, str) else res
 
@@ -147,7 +186,7 @@ class Network:
             raise ParameterError(f"depths must lie in 0..{self.depth}")
         if len(set(wanted)) != len(wanted):
             raise ParameterError("depths must not repeat")
-        x1, x2, same = _inputs(x1, x2)
+        x1, x2, same = self._prepare(x1, x2)
         n1, n2 = x1.shape[0], x2.shape[0]
         if gram is not None and np.shape(gram) != (n1, n2):
             raise DataError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
@@ -157,6 +196,16 @@ class Network:
         slot = {depth: tuple(s * len(kinds) + kinds.index(k) if k in kinds else -1
                              for k in KINDS) for s, depth in enumerate(wanted)}
         with_ntk = "ntk" in kinds
+        if self.rank != 0:  # images, sequences, graphs: the spatial engine
+            try:
+                prog = compile_spatial(self.layer, x1, None if same else x2, slot, with_ntk,
+                                       self.full_spatial)
+            except NotFusable:
+                phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
+            else:
+                phases = [self._spatial_phase(prog, x1, x2, same, kinds, wanted)]
+            return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows,
+                                progress, get, stacked)
         d1 = input_kernels(x1, ntk=with_ntk, pairs=False)
         d2 = d1 if same else input_kernels(x2, ntk=with_ntk, pairs=False)
         try:
@@ -166,6 +215,13 @@ class Network:
         else:
             phases = [self._gram_phase(x1, x2, same, gram),
                       self._program_phase(prog, x1, same, kinds, wanted)]
+        return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows, progress,
+                            get, stacked)
+
+    @staticmethod
+    def _finish(phases, n_layers, n1, n2, same, memory, out, tile_rows, progress, get,
+                stacked):
+        kinds = _kinds(get)
         result = executor.tiled(phases, n_layers, n1, n2, same, memory=memory, out=out,
                                 tile_rows=tile_rows, progress=progress)
         if isinstance(result, str):
@@ -194,6 +250,19 @@ class Network:
 
         def phase(block, row0, r0, r1):
             run_program(prog, block, row0, r0, r1 - r0, inv_d, 0, r0 if same else -1)
+            if same:
+                idx = np.arange(r1 - r0)
+                for layer, values in enumerate(diag):
+                    block[layer, row0 + idx, r0 + idx] = values[r0:r1]
+        return phase
+
+    @staticmethod
+    def _spatial_phase(prog, x1, x2, same, kinds, wanted):
+        diag = [prog.diag1[depth][0 if k == "nngp" else 1] for depth in wanted
+                for k in kinds] if same else None
+
+        def phase(block, row0, r0, r1):
+            run_spatial(prog, block, row0, r0, r1 - r0, x1, x2, r0 if same else -1)
             if same:
                 idx = np.arange(r1 - r0)
                 for layer, values in enumerate(diag):

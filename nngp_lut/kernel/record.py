@@ -42,8 +42,15 @@ class Kernels:
         Number of features, where it is declared (the inputs' dimension, a Dense's
         ``width``); the standard parameterisation's NTK needs it.
     axes : tuple of str
-        Named axes beside the batch one (reserved for space and time: ``("height",
-        "width")`` for images, ``("time",)`` for sequences); empty for a vector of features.
+        Named spatial axes beside the batch one: ``("height", "width")`` for images,
+        ``("length",)`` for sequences and graphs (the nodes); empty for a vector of
+        features.  With axes, ``nngp``/``ntk`` are (n1, n2, *S) maps of the spatially
+        diagonal covariances K_{h,h}(x, x') and ``var1`` (n1, *S), or, when
+        ``full_spatial``, (n1, n2, *S, *S) covariances K_{h,h'}(x, x') of every pair of
+        positions and ``var1`` (n1, *S, *S) (see :mod:`nngp_lut.kernel.spatial`).
+    full_spatial : bool
+        The record holds every pair of positions (pooling and graph aggregation need it),
+        not only the diagonal maps (enough up to a Flatten readout).
     """
 
     nngp: np.ndarray | None
@@ -55,6 +62,7 @@ class Kernels:
     is_gaussian: bool = False
     width: int | None = None
     axes: tuple = ()
+    full_spatial: bool = False
 
     @property
     def has_ntk(self):

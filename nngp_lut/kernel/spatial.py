@@ -1,22 +1,425 @@
-"""Layer-by-layer rules of the spatial layers (Conv, AvgPool, GlobalAvgPool, Flatten,
-Aggregate) on kernel records with spatial axes: the slow, readable reference."""
+"""Kernel records with spatial axes, and the layer-by-layer rules of the spatial layers.
+
+Images are NHWC arrays (n, H, W, C) ((n, H, W): one channel), sequences and graphs
+(n, L, C).  The input record is the channel dot product over C at every pair of positions,
+K_{h,h'}(x, x') = <x_h, x'_h'> / C.  A record stores per pair of inputs either
+
+* the spatially diagonal maps K_{h,h}(x, x'), shape (n1, n2, *S): enough for Conv,
+  Dense (per position), Activation, LayerNorm and a Flatten readout (H W per pair), or
+* the full covariance K_{h,h'}(x, x'), shape (n1, n2, *S, *S): what AvgPool,
+  GlobalAvgPool and Aggregate need ((H W)^2 per pair).
+
+:func:`needs_full` makes the choice from the network, as neural-tangents does, and the
+executor states its cost.  The functions below are the readable numpy reference of every
+spatial layer (NNGP, NTK and the diagonal-only records alike); the fused engine
+(``nngp_lut/_core/spatial.py``) is tested against them.
+
+Convolution of a covariance map is a box sum over the filter's offsets D, the same offset
+on both positions (Novak et al. 2019, eq. (7)):
+
+    K'_{h,h'} = bias_var + weight_var / |D| sum_D K_{s h + D - p, s h' + D - p},
+
+with entries outside the image zero (SAME, VALID) or wrapped around (CIRCULAR), p the
+padding before the first position (SAME: half the total, as XLA pads).  The sum is
+separable over the spatial axes.  Pooling sums each position over its own window:
+K'_{h,h'} = 1 / |W|^2 sum_{D, D'} K_{s h + D - p, s h' + D' - p}.
+
+References
+----------
+Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+Processes", ICLR 2019, eqs. (7)-(9); Garriga-Alonso et al., "Deep Convolutional Networks as
+shallow Gaussian Processes", ICLR 2019; Arora et al., "On Exact Computation with an
+Infinitely Wide Neural Net", NeurIPS 2019, section 4 (the CNTK); Du et al., "Graph Neural
+Tangent Kernel", NeurIPS 2019 (aggregation).
+"""
+
+import math
+
+import numpy as np
+
+from ..errors import DataError
+from .layers import (Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool,
+                     LayerNorm)
+from .record import Kernels
+
+#: Names of the spatial axes of a record, by the number of spatial dimensions.
+AXES = {1: ("length",), 2: ("height", "width")}
+#: Layers that need (or make) a record with spatial axes.
+SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten, Aggregate)
+#: Layers that need the covariance of every pair of positions.
+FULL_LAYERS = (AvgPool, GlobalAvgPool, Aggregate)
 
 
+# --- the network's spatial needs ---------------------------------------------------------------
+def spatial_rank(layer):
+    """Spatial dimensions the network's inputs have: 0 for a network of vectors (no spatial
+    layer), 1 or 2 when a Conv, AvgPool or Aggregate fixes it, None when only Flatten or
+    GlobalAvgPool appear (the inputs decide)."""
+    ranks, spatial = set(), False
+    for node in layer.walk():
+        if isinstance(node, SPATIAL_LAYERS):
+            spatial = True
+        if isinstance(node, Conv):
+            ranks.add(len(node.filter_shape))
+        elif isinstance(node, AvgPool):
+            ranks.add(len(node.window_shape))
+        elif isinstance(node, Aggregate):
+            ranks.add(1)
+    if len(ranks) > 1:
+        raise ArchitectureError("the network mixes 1-D and 2-D windows (filter and window "
+                                "shapes must all have the same length)")
+    if ranks:
+        return ranks.pop()
+    return None if spatial else 0
+
+
+def needs_full(layer):
+    """True when some layer needs the covariance of every pair of positions (pooling,
+    aggregation); otherwise the diagonal maps suffice."""
+    return any(isinstance(node, FULL_LAYERS) for node in layer.walk())
+
+
+def as_spatial_inputs(x, rank, name="x"):
+    """Validated float64 inputs with spatial axes: (n, H, W, C) for rank 2 ((n, H, W) gets
+    one channel), (n, L, C) for rank 1; rank None takes 3-D arrays as (n, L, C) and 4-D as
+    NHWC.  Returns the array and its rank."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} is not numeric") from None
+    if rank == 2 and a.ndim == 3:
+        a = a[..., None]
+    want = {1: "(n, L, C) sequences or graphs", 2: "(n, H, W, C) or (n, H, W) images",
+            None: "(n, L, C) or (n, H, W, C)"}[rank]
+    ndim_ok = a.ndim == 4 if rank == 2 else (a.ndim == 3 if rank == 1 else a.ndim in (3, 4))
+    if not ndim_ok:
+        hint = " (flattened images: give their shape, --shape H,W,C)" if a.ndim == 2 else ""
+        raise DataError(f"{name} must be {want} for this convolutional network; got shape "
+                        f"{a.shape}{hint}")
+    if min(a.shape) == 0:
+        raise DataError(f"{name} is empty (shape {a.shape})")
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{name} has a NaN or inf value")
+    return np.ascontiguousarray(a), a.ndim - 2
+
+
+def reshape_inputs(x, shape, name="x"):
+    """Flattened (n, H*W*C) rows as (n, H, W, C) images (``shape`` = (H, W, C), or (L, C)
+    for sequences), in the row-major (NHWC) order of the flattening."""
+    a = np.asarray(x)
+    shape = tuple(int(s) for s in shape)
+    if a.ndim < 2:
+        raise DataError(f"{name} must hold one input per row; got shape {a.shape}")
+    if a.shape[1:] == shape:
+        return a
+    if a.ndim != 2 or a.shape[1] != math.prod(shape):
+        raise DataError(f"{name} has rows of shape {a.shape[1:]}, which do not hold images "
+                        f"of shape {shape} ({math.prod(shape)} values each)")
+    return a.reshape((a.shape[0],) + shape)
+
+
+# --- records -----------------------------------------------------------------------------------
+def input_record(x1, x2=None, *, ntk=True, pairs=True, full=False):
+    """The record of spatial inputs: K_{h,h'}(x, x') = <x_h, x'_h'> / C (all pairs of
+    positions when ``full``, else h = h' only); NTK 0.  Arguments as
+    :func:`nngp_lut.kernel.record.input_kernels`."""
+    ns = x1.ndim - 2
+    c = x1.shape[-1]
+
+    def cov(a, b, batch):
+        fa, fb = a.reshape(a.shape[0], -1, c), b.reshape(b.shape[0], -1, c)
+        sa, sb = a.shape[1:-1], b.shape[1:-1]
+        if batch:  # one input with itself
+            if full:
+                return np.einsum("ihc,igc->ihg", fa, fb).reshape((a.shape[0],) + sa + sb) / c
+            return np.einsum("ihc,ihc->ih", fa, fb).reshape((a.shape[0],) + sa) / c
+        if full:
+            return np.einsum("ihc,jgc->ijhg", fa, fb).reshape(
+                (a.shape[0], b.shape[0]) + sa + sb) / c
+        return np.einsum("ihc,jhc->ijh", fa, fb).reshape((a.shape[0], b.shape[0]) + sa) / c
+
+    var1 = cov(x1, x1, True)
+    meta = dict(width=c, axes=AXES[ns], full_spatial=full)
+    if not pairs:
+        zero = np.zeros_like(var1) if ntk else None
+        return Kernels(None, None, var1, var1, zero, zero, **meta)
+    same = x2 is None
+    x2 = x1 if same else x2
+    var2 = var1 if same else cov(x2, x2, True)
+    nngp = cov(x1, x2, False)
+    zeros = (np.zeros_like(nngp), np.zeros_like(var1), np.zeros_like(var2)) if ntk else \
+        (None, None, None)
+    return Kernels(nngp, zeros[0], var1, var2, zeros[1], zeros[2], **meta)
+
+
+def spatial_shape(k):
+    """The spatial shape S of a record."""
+    ns = len(k.axes)
+    return k.var1.shape[1:1 + ns]
+
+
+def positional(var, k):
+    """Per-input variances K_{h,h}(x, x) at every position, (n, *S), from a var field."""
+    if not k.full_spatial:
+        return var
+    ns = len(k.axes)
+    s = var.shape[1:1 + ns]
+    p = math.prod(s)
+    flat = var.reshape(var.shape[0], p, p)
+    return np.diagonal(flat, axis1=1, axis2=2).reshape((var.shape[0],) + s)
+
+
+def pair_factors(v1, v2, k):
+    """Per-position factors v1 (n1, *S) and v2 (n2, *S) arranged to broadcast against the
+    pair fields (n1, n2, *S) or (n1, n2, *S, *S)."""
+    ns = len(k.axes)
+    if not k.full_spatial:
+        return v1[:, None], v2[None, :]
+    one = (1,) * ns
+    return (v1.reshape((v1.shape[0], 1) + v1.shape[1:] + one),
+            v2.reshape((1, v2.shape[0]) + one + v2.shape[1:]))
+
+
+def self_factors(v, k):
+    """v (n, *S) arranged against a var field: itself (diagonal maps) or the two positions
+    (n, *S, 1..) and (n, 1.., *S) of the full covariance."""
+    ns = len(k.axes)
+    if not k.full_spatial:
+        return v, v
+    one = (1,) * ns
+    return v.reshape(v.shape + one), v.reshape((v.shape[0],) + one + v.shape[1:])
+
+
+def _spatial(layer, k, rank=None):
+    """Check that ``layer`` gets a record with spatial axes (of ``rank`` dimensions)."""
+    name = type(layer).__name__
+    if not k.axes:
+        raise ArchitectureError(f"{name} needs inputs with spatial axes (images, sequences "
+                                "or graphs) and gets a vector of features: put it before "
+                                "Flatten() / GlobalAvgPool()")
+    if rank is not None and len(k.axes) != rank:
+        raise ArchitectureError(f"{name} has a {rank}-D window but its inputs have "
+                                f"{len(k.axes)} spatial dimensions")
+    return len(k.axes)
+
+
+def _full(layer, k):
+    if not k.full_spatial:
+        raise ArchitectureError(f"{type(layer).__name__} needs the covariance of every pair "
+                                "of positions: make the input record with full=True "
+                                "(Network does so when the network pools or aggregates)")
+
+
+# --- windows -----------------------------------------------------------------------------------
+def window_geometry(size, window, stride, padding):
+    """(output size, padding before the first position) of a window sliding over ``size``
+    positions, as XLA's SAME/VALID (CIRCULAR: SAME's geometry, wrapped)."""
+    if padding == "VALID":
+        out = (size - window) // stride + 1
+        if out < 1:
+            raise ArchitectureError(f"a window of {window} does not fit in {size} positions "
+                                    "with VALID padding")
+        return out, 0
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + window - size, 0) // 2
+
+
+def window_index(size, window, stride, padding):
+    """(out, window) input position of each output position and offset; -1 where the
+    window reaches past the edge (a zero of SAME/VALID padding)."""
+    out, lo = window_geometry(size, window, stride, padding)
+    idx = np.arange(out)[:, None] * stride + np.arange(window)[None, :] - lo
+    if padding == "CIRCULAR":
+        return idx % size
+    return np.where((idx >= 0) & (idx < size), idx, -1)
+
+
+def _box(m, axes, idx):
+    """sum_t m[..., idx[o1, t], ..., idx[o2, t], ...]: the axes in ``axes`` shifted jointly
+    by the same offset t (index -1 reads a zero appended to each axis)."""
+    for ax in axes:
+        pad = [(0, 0)] * m.ndim
+        pad[ax] = (0, 1)
+        m = np.pad(m, pad)
+    total = 0.0
+    for t in range(idx.shape[1]):
+        part = m
+        for ax in axes:
+            part = np.take(part, idx[:, t], axis=ax)
+        total = total + part
+    return total
+
+
+def _conv_mean(m, nb, k, idxs):
+    """The mean over the filter's offsets of field ``m`` (nb batch axes)."""
+    if m is None:
+        return None
+    ns = len(k.axes)
+    for a, idx in enumerate(idxs):
+        m = _box(m, (nb + a, nb + ns + a) if k.full_spatial else (nb + a,), idx)
+    return m / math.prod(i.shape[1] for i in idxs)
+
+
+def _pool_mean(m, nb, k, idxs):
+    """The mean over each position's own window (both positions independently)."""
+    if m is None:
+        return None
+    ns = len(k.axes)
+    for a, idx in enumerate(idxs):
+        m = _box(m, (nb + a,), idx)
+        m = _box(m, (nb + ns + a,), idx)
+    return m / math.prod(i.shape[1] for i in idxs) ** 2
+
+
+def _indices(k, window, stride, padding):
+    return [window_index(n, w, s, padding)
+            for n, w, s in zip(spatial_shape(k), window, stride)]
+
+
+# --- the layers' rules -------------------------------------------------------------------------
 def conv_apply(layer, k):
-    raise NotImplementedError("Conv kernels are being written")
+    """Conv on a spatial record (module docstring; Novak et al. 2019, eq. (7))."""
+    _spatial(layer, k, len(layer.filter_shape))
+    idxs = _indices(k, layer.filter_shape, layer.stride, layer.padding)
+    w, b = layer.weight_var, layer.bias
+
+    def box(m, nb):
+        return _conv_mean(m, nb, k, idxs)
+
+    bv1, bv2 = box(k.var1, 1), box(k.var2, 1)
+    bk = box(k.nngp, 2)
+    out = dict(var1=b + w * bv1, var2=b + w * bv2, nngp=None if bk is None else b + w * bk,
+               is_gaussian=True, width=layer.width)
+    if k.has_ntk:
+        if layer.parameterization == "ntk":
+            a, c = w, b
+        else:  # neural-tangents' standard NTK: the filter's fan-in times the mean box
+            if k.width is None:
+                raise ArchitectureError("the standard parameterisation's NTK needs the input "
+                                        "channels of every Conv: give the previous layer a "
+                                        "width")
+            a = float(k.width * math.prod(layer.filter_shape))
+            c = 0.0 if layer.bias_var is None else 1.0
+        out.update(ntk_var1=a * bv1 + c + w * box(k.ntk_var1, 1),
+                   ntk_var2=a * bv2 + c + w * box(k.ntk_var2, 1),
+                   ntk=None if k.ntk is None else a * bk + c + w * box(k.ntk, 2))
+    return k.replace(**out)
+
+
+def _map_fields(k, fn, **changes):
+    """Apply fn(field, batch axes) to every array field of a record."""
+    out = {f: (None if getattr(k, f) is None else fn(getattr(k, f), nb))
+           for f, nb in (("nngp", 2), ("ntk", 2), ("var1", 1), ("var2", 1),
+                         ("ntk_var1", 1), ("ntk_var2", 1))}
+    return k.replace(**out, **changes)
 
 
 def avgpool_apply(layer, k):
-    raise NotImplementedError("AvgPool kernels are being written")
+    """AvgPool (normalize_edges=False: divided by the full window everywhere)."""
+    _spatial(layer, k, len(layer.window_shape))
+    _full(layer, k)
+    idxs = _indices(k, layer.window_shape, layer.stride, layer.padding)
+    return _map_fields(k, lambda m, nb: _pool_mean(m, nb, k, idxs))
 
 
 def global_avgpool_apply(layer, k):
-    raise NotImplementedError("GlobalAvgPool kernels are being written")
+    """GlobalAvgPool: the mean over every pair of positions; gives a vector record."""
+    _spatial(layer, k)
+    _full(layer, k)
+    ns = len(k.axes)
+    return _map_fields(k, lambda m, nb: m.mean(axis=tuple(range(nb, nb + 2 * ns))),
+                       axes=(), full_spatial=False)
 
 
 def flatten_apply(layer, k):
-    raise NotImplementedError("Flatten kernels are being written")
+    """Flatten: the mean over positions of the diagonal maps K_{h,h}; a vector record of
+    H W C features."""
+    _spatial(layer, k)
+    ns = len(k.axes)
+    p = math.prod(spatial_shape(k))
+
+    def trace(m, nb):
+        if k.full_spatial:
+            m = np.diagonal(m.reshape(m.shape[:nb] + (p, p)), axis1=-2, axis2=-1)
+            return m.mean(axis=-1)
+        return m.mean(axis=tuple(range(nb, nb + ns)))
+
+    return _map_fields(k, trace, axes=(), full_spatial=False,
+                       width=None if k.width is None else k.width * p)
 
 
 def aggregate_apply(layer, k):
-    raise NotImplementedError("Aggregate kernels are being written")
+    """Aggregate: K' = A K A^T over the nodes (both positions of the full covariance)."""
+    _spatial(layer, k, 1)
+    _full(layer, k)
+    nodes = spatial_shape(k)[0]
+    if nodes != layer.nodes:
+        raise ArchitectureError(f"Aggregate's adjacency has {layer.nodes} nodes but its "
+                                f"inputs have {nodes}")
+    a = layer.dense()
+
+    def both(m, nb):
+        return np.einsum("hk,...kl,gl->...hg", a, m, a)
+
+    return _map_fields(k, both)
+
+
+def activation_apply(table, k):
+    """Activation on a spatial record: F_phi at every pair of positions with the
+    positions' own variances (Lee et al. 2018, eq. (5), applied entrywise)."""
+    if not k.is_gaussian:
+        raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense or Conv "
+                                "before it (the network's inputs are not Gaussian)")
+    d1, d2 = positional(k.var1, k), positional(k.var2, k)
+
+    def self_rule(var, d, fn, moment):
+        if not k.full_spatial:
+            return moment(var)
+        qa, qb = self_factors(d, k)
+        return fn(qa, qb, np.clip(var / np.sqrt(qa * qb), -1.0, 1.0))
+
+    out = dict(var1=self_rule(k.var1, d1, table.F, table.second_moment),
+               var2=self_rule(k.var2, d2, table.F, table.second_moment), is_gaussian=False)
+    if k.nngp is not None:
+        q1, q2 = pair_factors(d1, d2, k)
+        rho = np.clip(k.nngp / np.sqrt(q1 * q2), -1.0, 1.0)
+        out["nngp"] = table.F(q1, q2, rho)
+    if k.has_ntk:
+        out.update(ntk_var1=self_rule(k.var1, d1, table.dF, table.derivative_second_moment)
+                   * k.ntk_var1,
+                   ntk_var2=self_rule(k.var2, d2, table.dF, table.derivative_second_moment)
+                   * k.ntk_var2)
+        if k.ntk is not None:
+            out["ntk"] = table.dF(q1, q2, rho) * k.ntk
+    return k.replace(**out)
+
+
+def layernorm_apply(layer, k):
+    """LayerNorm on a spatial record: each position divided by its own standard deviation
+    (over="channels") or all by the root mean variance over positions (over="all")."""
+    if layer.over == "space":
+        raise ArchitectureError("LayerNorm(over='space') normalises each channel over "
+                                "finitely many positions, whose mean square does not "
+                                "concentrate: it has no Gaussian infinite-width kernel; use "
+                                "over='channels' or over='all'")
+    if not k.is_gaussian:
+        raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
+                                "a Dense or Conv (or a sum of their outputs)")
+    ns = len(k.axes)
+    d1, d2 = positional(k.var1, k), positional(k.var2, k)
+    s1, s2 = 1.0 / np.sqrt(d1), 1.0 / np.sqrt(d2)
+    if layer.over == "all":  # one factor per input: the mean variance over positions
+        axes = tuple(range(1, 1 + ns))
+        s1 = np.broadcast_to(1.0 / np.sqrt(d1.mean(axis=axes, keepdims=True)), d1.shape)
+        s2 = np.broadcast_to(1.0 / np.sqrt(d2.mean(axis=axes, keepdims=True)), d2.shape)
+    p1, p2 = pair_factors(s1, s2, k)
+    a1, b1 = self_factors(s1, k)
+    a2, b2 = self_factors(s2, k)
+    out = dict(var1=k.var1 * a1 * b1, var2=k.var2 * a2 * b2)
+    if k.nngp is not None:
+        out["nngp"] = k.nngp * p1 * p2
+    if k.has_ntk:
+        out.update(ntk_var1=k.ntk_var1 * a1 * b1, ntk_var2=k.ntk_var2 * a2 * b2)
+        if k.ntk is not None:
+            out["ntk"] = k.ntk * p1 * p2
+    return k.replace(**out)

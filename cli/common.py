@@ -263,3 +263,44 @@ def arch_network(arch, progress=None, **shorthand):
                     and not layer.phi.endswith((".h5", ".hdf5")):
                 table_for(layer.phi, None, progress)
     return network
+
+
+#: --shape, shared by predict, kernel, search and mc.
+SHAPE_OPTION = click.option(
+    "--shape", default=None, metavar="H,W,C",
+    help="Shape of one input for a convolutional --arch (Conv, AvgPool, GlobalAvgPool, "
+    "Flatten, Aggregate): flattened rows are reshaped to it, row-major (NHWC; L,C for "
+    "sequences and graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
+    "image arrays in .npz/.h5).")
+
+
+def parse_shape(text):
+    """--shape "28,28,1" -> (28, 28, 1) (None stays None)."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise click.UsageError(f"--shape takes 1 to 3 positive integers like 28,28,1; got "
+                               f"{text!r}")
+    return shape
+
+
+def shaped(network, shape, stored, *arrays):
+    """The inputs as the network takes them: a convolutional network's rows reshaped to
+    --shape (else to the data file's image shape); anything else unchanged.  --shape with
+    a network of vectors is a usage error."""
+    from nngp_lut.kernel.spatial import reshape_inputs
+
+    spatial = network is not None and network.rank != 0
+    if shape is not None and not spatial:
+        raise click.UsageError("--shape is for convolutional networks (an --arch with Conv, "
+                               "pooling, Flatten or Aggregate)")
+    target = shape or (stored if spatial else None)
+    if target is None:
+        return arrays
+    with user_errors():
+        return tuple(None if a is None else reshape_inputs(a, target, name)
+                     for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))

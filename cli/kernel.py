@@ -12,8 +12,8 @@ from nngp_lut.data import DataError, load_array
 from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, deep_network, nngp_kernel
 
-from .common import (ARCH_OPTION, KERNEL_OPTION, arch_network, check_output, phi_or_table,
-                     stage_bars, table_for, user_errors)
+from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output,
+                     parse_shape, phi_or_table, shaped, stage_bars, table_for, user_errors)
 
 
 def _load(spec, name):
@@ -53,8 +53,9 @@ def _load(spec, name):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @ARCH_OPTION
 @KERNEL_OPTION
+@SHAPE_OPTION
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
-           out, memory, force, quiet, arch, kernel_kind):
+           out, memory, force, quiet, arch, kernel_kind, shape):
     """Compute the NNGP kernel K^L(x1, x2) (or with --kernel ntk the NTK) of a deep fully
     connected network, or of any --arch (--all-depths: after each Dense of its main chain
     and at its end)."""
@@ -67,6 +68,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
                                    "--arch")
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
+    shape = parse_shape(shape)
     check_output(out, force)
     with user_errors(), _files.lock(out):
         a = _load(x1, "x1")
@@ -80,13 +82,16 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
             if network is None:
                 network = deep_network(table_for(phi, table_path, progress), depth,
                                        weight_var, bias_var)
+            a, b = shaped(network, shape, None, a, b)
+            label = "kernel" if network.rank == 0 else \
+                f"kernel [{network.storage(np.shape(a)[1:])}]"
             _check_room(out, np.shape(a), None if b is None else np.shape(b),
                         network.depth + 1 if all_depths else 1)
             result = nngp_kernel(a, b, network=network, get=kernel_kind,
                                  standardize=standardize, all_depths=all_depths,
                                  memory=memory, out=out if h5 else None,
                                  progress=progress and (lambda done, total:
-                                                        progress("kernel", done, total)))
+                                                        progress(label, done, total)))
         if not h5:
             _save_npy(result, out)
         elif not isinstance(result, str):  # fitted in RAM: write it atomically
@@ -98,7 +103,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
 def _check_room(out, shape1, shape2, layers):
     """Refuse before the work when the output's folder has too little free disk.  (A full
     disk met while h5py streams the kernel leaves HDF5 in a state that crashes Python.)"""
-    if len(shape1) != 2:
+    if len(shape1) < 2:
         return  # not inputs: the library's validation says why
     n1 = shape1[0]
     n2 = n1 if shape2 is None else shape2[0]

@@ -11,7 +11,8 @@ from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
 from nngp_lut.errors import DataError, MissingDependency
 from nngp_lut.kernel.arch import read_arch
 
-from .common import check_output, stage_bars, to_json, user_errors
+from .common import (SHAPE_OPTION, check_output, parse_shape, shaped, stage_bars, to_json,
+                     user_errors)
 
 
 def _widths(ctx, param, value):
@@ -68,12 +69,14 @@ def _write_rows(rows, out):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the rows and slopes as JSON on stdout (the table goes to stderr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@SHAPE_OPTION
 def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, standardize,
-       out, force, as_json, quiet):
+       out, force, as_json, quiet, shape):
     """Sample random finite networks of an architecture at each width and print the relative
     Frobenius error of their empirical NNGP and NTK against the infinite-width kernels, and
     the fitted log-log slope of error against width (about -1/2: error ~ 1/sqrt(width)).
     Needs JAX: pip install "nngp-lut[finite]"."""
+    shape = parse_shape(shape)
     if out is not None:
         check_output(out, force)  # before the work
     if standardize is None:
@@ -84,8 +87,14 @@ def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, sta
         except ImportError as exc:
             raise MissingDependency(str(exc).splitlines()[0]) from None
         network = read_arch(arch)
-        x = load_dataset(data_path).x_train[:n_inputs]
+        data = load_dataset(data_path)
+        x = data.x_train[:n_inputs]
         x = standardize_rows(x, "inputs") if standardize else validate_inputs(x, "inputs")
+        # A convolutional network takes images (NHWC): the rows reshaped (the Monte Carlo
+        # side, montecarlo.empirical_kernels, samples the same shapes).
+        from nngp_lut.kernel import Network
+
+        x, = shaped(Network(network), shape, data.image_shape, x)
         if x.shape[0] < 2:
             raise DataError("the data set has fewer than 2 training inputs")
         with stage_bars(quiet) as progress:

@@ -10,8 +10,9 @@ from nngp_lut import _files, paper
 from nngp_lut.data import is_labels
 from nngp_lut.gp import evaluate
 
-from .common import (ARCH_OPTION, KERNEL_OPTION, arch_network, check_output, load_data,
-                     phi_or_table, stage_bars, table_for, to_json, user_errors)
+from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output,
+                     load_data, parse_shape, phi_or_table, shaped, stage_bars, table_for,
+                     to_json, user_errors)
 
 
 @click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
@@ -63,9 +64,10 @@ from .common import (ARCH_OPTION, KERNEL_OPTION, arch_network, check_output, loa
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @ARCH_OPTION
 @KERNEL_OPTION
+@SHAPE_OPTION
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
             standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet,
-            arch, kernel_kind):
+            arch, kernel_kind, shape):
     """Exact GP prediction with the NNGP kernel: the posterior of Lee et al. 2018, eq. 4.
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
@@ -91,6 +93,7 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     if missing:
         raise click.UsageError(f"give {', '.join(missing)} (defaults exist only for relu "
                                "and tanh on the embedded sample)")
+    shape = parse_shape(shape)
     if out is not None:
         check_output(out, force)  # before the work, not after it
     if standardize is None:  # off, except for the paper's own run on the embedded sample
@@ -105,6 +108,9 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
                                    weight_var=weight_var, bias_var=bias_var)
             source = table_for(phi_name, table_path, progress) if arch is None else None
             t_table = time.perf_counter() - t0
+            x_train, x_test = shaped(network, shape, data.image_shape, x_train, x_test)
+            if network is not None and network.rank != 0 and progress:
+                progress = _label_kernel(progress, network.storage(np.shape(x_train)[1:]))
             result = evaluate(x_train, y_train, x_test, y_test, phi=source, depth=depth,
                               weight_var=weight_var, bias_var=bias_var, network=network,
                               kernel=kernel_kind, standardize=standardize, jitter=jitter,
@@ -128,6 +134,13 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
         with user_errors():
             _save(out, result, y_test, force)
         click.echo(f"predictions written to {out}", err=as_json)
+
+
+def _label_kernel(progress, storage):
+    """The progress callback with the kernel stage labelled by what a pair carries."""
+    label = f"kernel [{storage}]"
+    return lambda stage, done, total: progress(label if stage == "kernel" else stage, done,
+                                               total)
 
 
 def _report(result, setting, as_json, out, classification, embedded):

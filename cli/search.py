@@ -8,8 +8,13 @@ import click
 from nngp_lut import paper
 from nngp_lut import search as searching
 
-from .common import (KERNEL_OPTION, check_output, load_data, phi_or_table, progress_bar,
-                     table_for, to_json, user_errors)
+from .common import (KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output, load_data,
+                     parse_shape, phi_or_table, progress_bar, shaped, table_for, to_json,
+                     user_errors)
+
+#: Options of the grid that --arch replaces.
+GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",
+                "optimize", "resume")
 
 
 @click.command(short_help="Choose depth, weight_var, bias_var on validation data.")
@@ -57,10 +62,16 @@ from .common import (KERNEL_OPTION, check_output, load_data, phi_or_table, progr
               help="Print the best setting and its test scores as one JSON object (the last "
               "line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--arch", "archs", multiple=True, metavar="TEXT|@FILE",
+              help="Instead of the grid: candidate architectures (repeat --arch, e.g. "
+              "convolutional networks of several depths), each fitted on the training set "
+              "and scored on validation; the best is scored on the test set.  One CSV row "
+              "per architecture.")
 @KERNEL_OPTION
+@SHAPE_OPTION
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
-           quiet, kernel_kind):
+           quiet, archs, kernel_kind, shape):
     """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  With --optimize, each depth's
@@ -68,6 +79,16 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     setting on validation is fitted on the training set and scored on the test set.  With
     --kernel ntk the NTK's gradient-descent ensemble is scored instead of the NNGP posterior
     (no marginal likelihood: the NTK is not a prior covariance)."""
+    if archs:
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_path', '').replace('_', '-')}" for n in GRID_OPTIONS
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--arch replaces the grid: drop {', '.join(given)}")
+        return _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out,
+                            force, as_json, quiet, archs, kernel_kind, parse_shape(shape))
+    if shape is not None:
+        raise click.UsageError("--shape is for convolutional networks (--arch)")
     phi = phi_or_table(phi, table_path, default="relu")
     if optimize and kernel_kind == "ntk":
         raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "
@@ -135,3 +156,44 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     click.echo("\n".join(lines), err=as_json)
     if as_json:
         click.echo(to_json(summary))
+
+
+def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, force, as_json,
+                 quiet, archs, kernel_kind, shape):
+    """search --arch: score each architecture on validation, then the best on test."""
+    check_output(out, force)
+    if standardize is None:
+        standardize = paper.STANDARDIZE if data_path is None else False
+    with user_errors():
+        data = load_data(data_path, n_train, n_val, need_val=True)
+        networks = [arch_network(a) for a in archs]
+        ranks = {net.rank != 0 for net in networks}
+        if len(ranks) > 1:
+            raise click.UsageError("the --arch candidates mix convolutional networks and "
+                                   "networks of vectors: they take different inputs")
+        x_train, x_val, x_test = shaped(networks[0], shape, data.image_shape, data.x_train,
+                                        data.x_val, data.x_test)
+        with progress_bar("search", quiet) as progress:
+            rows = searching.arch_search(networks, x_train, data.y_train, x_val, data.y_val,
+                                         kernel=kernel_kind, standardize=standardize,
+                                         jitter=jitter, memory=memory, out=out,
+                                         progress=progress)
+        best = searching.best_arch(rows)
+        net = networks[rows.index(best)]
+        test = searching.evaluate(x_train, data.y_train, x_test, data.y_test, network=net,
+                                  kernel=kernel_kind, standardize=standardize, jitter=jitter,
+                                  memory=memory)
+    lines = [f"{len(rows)} architectures ({kernel_kind.upper()}) in {out}"
+             + ("; inputs standardised per example" if standardize else "")]
+    lines += [f"  val accuracy {r['val_accuracy']:.4f}, MSE {r['val_mse']:.5g}: {r['arch']}"
+              for r in rows]
+    lines.append(f"best on validation ({len(data.y_val)} examples): {best['arch']}")
+    lines.append(f"its test scores ({test.n_test} examples, {test.n_train} training): "
+                 + (f"accuracy {test.accuracy:.4f}, " if test.accuracy is not None else "")
+                 + f"MSE {test.mse:.5g}")
+    click.echo("\n".join(lines), err=as_json)
+    if as_json:
+        click.echo(to_json({"kernel": kernel_kind, "standardize": standardize, "rows": rows,
+                            "best": best, "test_accuracy": test.accuracy,
+                            "test_mse": test.mse, "n_train": len(data.y_train),
+                            "n_val": len(data.y_val), "results": str(out)}))

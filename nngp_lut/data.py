@@ -56,10 +56,15 @@ class StandardizeWarning(NNGPWarning):
 def standardize_rows(x: ArrayLike, name: str = "x") -> np.ndarray:
     """Each input minus its mean, divided by its standard deviation (the paper's code).
 
+    Images (n, H, W[, C]) are standardised over all their values and keep their shape.
+
     Warns (:class:`StandardizeWarning`) when the inputs have fewer than
     :data:`STANDARDIZE_MIN_FEATURES` features: a d-feature input keeps only d - 2 degrees of
     freedom, and for tabular features on different scales the result is rarely meaningful.
     """
+    if np.ndim(x) > 2:
+        a = np.asarray(x)
+        return standardize_rows(a.reshape(a.shape[0], -1), name).reshape(a.shape)
     a = validate_inputs(x, name)
     if a.shape[1] < STANDARDIZE_MIN_FEATURES:
         warnings.warn(f"standardising each input across its {a.shape[1]} features "
@@ -155,6 +160,8 @@ def _pick(names, key, path):
 # --- datasets: train / test (/ validation) splits, class-balanced subsets, the sample --------
 #: The embedded MNIST sample (see nngp_lut/_data/README.md).
 SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
+#: Shape of the embedded sample's images (stored one row of 784 pixels per image).
+SAMPLE_IMAGE_SHAPE = (28, 28)
 #: The paper's seed for class-balanced subsets (brain-research/nngp).
 SUBSET_SEED = paper.SUBSET_SEED
 _PARTS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
@@ -175,6 +182,9 @@ class Dataset:
     y_test: np.ndarray
     x_val: np.ndarray = None
     y_val: np.ndarray = None
+    #: Shape of one input when the file stores images ((H, W) or (H, W, C)): convolutional
+    #: networks reshape the rows to it (None: vectors, or flattened images).
+    image_shape: tuple = None
 
     @property
     def classification(self):
@@ -219,18 +229,21 @@ def load_dataset(path: PathLike | None = None) -> Dataset:
                         "y_train, x_test, y_test and optionally x_val, y_val)")
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise DataError(f"{p}: x_val and y_val go together")
-    parts = {}
+    parts, image_shape = {}, None
     for split in ("train", "test", "val"):
         if f"x_{split}" not in arrays:
             continue
         x = np.asarray(arrays[f"x_{split}"])
         if x.dtype.kind not in "biuf":
             raise DataError(f"{p}: x_{split} is not numeric (dtype {x.dtype})")
-        if x.ndim > 2:  # images: one row per example
+        if x.ndim > 2:  # images: one row per example (pixel by pixel), the shape kept
+            image_shape = image_shape or tuple(int(s) for s in x.shape[1:])
             x = x.reshape(x.shape[0], -1)
         parts[f"x_{split}"] = validate_inputs(x, f"x_{split}")
         parts[f"y_{split}"] = _targets(arrays[f"y_{split}"], x.shape[0], f"y_{split}", p)
-    data = Dataset(**parts)
+    if path is None:  # the embedded sample is MNIST, stored flattened
+        image_shape = SAMPLE_IMAGE_SHAPE
+    data = Dataset(**parts, image_shape=image_shape)
     kinds = {is_labels(parts[k]) for k in parts if k.startswith("y_")}
     if len(kinds) > 1:
         raise DataError(f"{p}: the targets mix integer labels and float values")

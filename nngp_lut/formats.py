@@ -126,7 +126,7 @@ def read_idx_dataset(path: Path) -> dict:
             if a.ndim < 2:
                 raise DataError(f"{f}: images must have at least 2 dimensions")
             pixels = a.dtype == np.uint8
-            a = a.reshape(a.shape[0], -1).astype(np.float64)
+            a = a.astype(np.float64)  # load_dataset flattens it and keeps the image shape
             if pixels:
                 a /= 255.0
         else:
@@ -210,6 +210,9 @@ def read_cifar10(path: Path) -> dict:
     x_train = np.concatenate([parts[b][0] for b in CIFAR10_TRAIN]).astype(np.float64) / 255.0
     y_train = np.concatenate([parts[b][1] for b in CIFAR10_TRAIN])
     x_test = parts[CIFAR10_TEST][0].astype(np.float64) / 255.0
+    # The batches store each image channel first (1024 R, G, B): as NHWC images (32, 32, 3),
+    # which load_dataset flattens pixel by pixel and records as the image shape.
+    x_train, x_test = (a.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) for a in (x_train, x_test))
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test,
             "y_test": parts[CIFAR10_TEST][1]}
 

@@ -135,6 +135,9 @@ class NNGPRegressor:
         self.factor_ = None
 
     def _prepare(self, x, name):
+        if self.network.rank != 0:  # images, sequences, graphs: their own shape
+            x = standardize_rows(x, name) if self.standardize else x
+            return self.network._prepare(x, None)[0]
         return standardize_rows(x, name) if self.standardize else validate_inputs(x, name)
 
     def fit(self, x, y):
@@ -226,9 +229,9 @@ class NNGPRegressor:
         if self.factor_ is None:
             raise RuntimeError("call fit() first")
         x = self._prepare(x, "x_test")
-        if x.shape[1] != self.x_train_.shape[1]:
-            raise ValueError(f"x_train has {self.x_train_.shape[1]} features but x_test has "
-                             f"{x.shape[1]}")
+        if x.shape[1:] != self.x_train_.shape[1:]:
+            raise ValueError(f"x_train has inputs of shape {self.x_train_.shape[1:]} but "
+                             f"x_test {x.shape[1:]}")
         n, m = self.x_train_.shape[0], x.shape[0]
         mean = np.empty((m, self.alpha_.shape[1]))
         var = np.empty(m) if return_variance else None

@@ -526,3 +526,58 @@ def _optimize_search(out, x_train, y_train, x_val, y_val, phi, depths, bounds, s
         if progress:
             progress(count, len(depths))
     return [r for r in rows if r["depth"] in depths]
+
+
+#: Columns of the results CSV of an architecture search.
+ARCH_COLUMNS = ("arch", "val_accuracy", "val_mse", "jitter", "kernel", "seconds")
+
+
+def arch_search(networks: Sequence, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike,
+                y_val: ArrayLike, *, kernel: str = "nngp", standardize: bool = False,
+                jitter: str | float = "absolute", memory: int | str = "auto",
+                out: PathLike | None = None,
+                progress: Callable | None = None) -> list[dict]:
+    """Score each network (a :class:`~nngp_lut.kernel.Network` or layer) on the validation
+    set: fit on the training set, accuracy and MSE of the posterior mean on validation.
+    This is how a convolutional network's depth (or any other choice of architecture) is
+    picked: give the candidates.  Rows (``ARCH_COLUMNS``) are written to the CSV ``out`` at
+    the end, when given.
+
+    References
+    ----------
+    Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, Section 3 (model
+    selection on a validation set).
+    """
+    import time
+
+    from .kernel import Network
+
+    rows = []
+    for i, net in enumerate(networks):
+        net = net if isinstance(net, Network) else Network(net)
+        t0 = time.perf_counter()
+        res = evaluate(x_train, y_train, x_val, y_val, network=net, kernel=kernel,
+                       standardize=standardize, jitter=jitter, memory=memory)
+        rows.append({"arch": repr(net.layer), "val_accuracy": (math.nan if res.accuracy is None
+                                                              else res.accuracy),
+                     "val_mse": res.mse, "jitter": res.jitter, "kernel": kernel,
+                     "seconds": time.perf_counter() - t0})
+        if progress:
+            progress(i + 1, len(networks))
+    if out is not None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=ARCH_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        _files.atomic_write(out, lambda tmp: Path(tmp).write_text(buf.getvalue()), force=True)
+    return rows
+
+
+def best_arch(rows: list[dict]) -> dict:
+    """The row of :func:`arch_search` with the best validation accuracy (classification) or
+    the smallest validation MSE; ties go to the first (the simplest, if listed first)."""
+    if not rows:
+        raise ParameterError("no architecture was scored")
+    if all(not math.isnan(r["val_accuracy"]) for r in rows):
+        return max(rows, key=lambda r: (r["val_accuracy"], -r["val_mse"]))
+    return min(rows, key=lambda r: r["val_mse"])

@@ -4,9 +4,10 @@ A network with convolutions, pooling, flattening or graph aggregation compiles
 (nngp_lut/kernel/spatial_program.py) into a short program of ops on registers, as the
 vector engine (kernel.py) does, but a register holds a pair's whole spatial map: the
 diagonal map K_{h,h}(x, x') (P = H W entries) or the full covariance K_{h,h'}(x, x')
-(P^2 entries), NNGP and NTK side by side.  Each pair of inputs runs through every op with
-its maps in per-thread buffers that stay in cache across the layers; nothing of size
-(n1, n2, P) is ever made.  Rows of a tile are spread over the cores by ``prange``.
+(P^2 entries), NNGP and NTK side by side, for a block of J pairs (one row, J columns) at
+once: entry e of column jj lives at [e * J + jj], so every loop's innermost axis is the J
+contiguous pairs (SIMD) and the maps of the block stay in cache across the layers; nothing
+of size (n1, n2, P) is ever made.  Rows of a tile are spread over the cores by ``prange``.
 
 Convolution is a box sum over the filter's offsets, separable over the axes: a pass along
 the height, then one along the width (the same offset on both positions of a full map),
@@ -34,7 +35,7 @@ SOP_AFFINE = 1  # Theta = p2 K + p3 + p0 Theta;  K = p1 + p0 K  (a Dense: per po
 SOP_CONV = 2  # K = p1 + p0 box(K);  Theta = p2 box(K) + p3 + p0 box(Theta)
 SOP_POOL = 3  # K, Theta = the mean over each position's window (full maps)
 SOP_ACTIVATION = 4  # K = sqrt(D_h D'_h') s(rho), Theta *= sqrt(Dd_h Dd'_h') sdot(rho)
-SOP_NORMALIZE = 5  # K, Theta *= v_h v'_h' (vectors at b)
+SOP_NORMALIZE = 5  # K, Theta *= v_h v'_h' (vectors at OPF_VEC)
 SOP_FLATTEN = 6  # K, Theta = the mean of the diagonal entries (h = h')
 SOP_GLOBAL_POOL = 7  # K, Theta = the mean of every entry (full maps)
 SOP_AGGREGATE = 8  # K, Theta = A K A^T over the nodes (full maps)
@@ -47,120 +48,142 @@ SOP_OUTPUT = 12  # out[b] = K[a][0] (b >= 0), out[c] = Theta[a][0] (c >= 0)
 OPF_CODE, OPF_A, OPF_B, OPF_C = 0, 1, 2, 3
 OPF_H, OPF_W = 4, 5  # input spatial shape (1-D: W = 1)
 OPF_HO, OPF_WO = 6, 7  # output spatial shape
-OPF_IY, OPF_KY = 8, 9  # offset of the height window table in ``windows``, its width
-OPF_IX, OPF_KX = 10, 11  # the same along the width
-OPF_VEC = 12  # offset of the op's per-position vectors in ``rows`` / ``cols``
-OP_FIELDS = 13
+OPF_IY, OPF_IX = 8, 9  # offsets of the height and width window tables in ``windows``
+OPF_VEC = 10  # offset of the op's per-position vectors in ``rows`` / ``cols``
+OP_FIELDS = 11
+
+# A window table in ``windows`` at offset b: [k, stride, tptr[0..k], (lo, hi, start) per
+# segment]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output positions
+# lo <= o < hi read input position start + (o - lo) * stride (runs without an edge or a
+# wrap-around; zero padding is the positions no segment covers).
 
 
 @njit(**JIT)
-def _pass1(src, dst, outer, n_out, inner, n_in, windows, off, k):
-    """dst[p, o, q] = sum_t src[p, idx[o, t], q] for one axis of (outer, n_in, inner)
-    (idx = windows[off + o k + t], -1: a zero outside the image)."""
+def _pass1(src, dst, outer, n_out, inner, n_in, win, b):
+    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner)."""
+    k = win[b]
+    stride = win[b + 1]
+    seg0 = b + 3 + k
+    for e in range(outer * n_out * inner):
+        dst[e] = 0.0
     for p in range(outer):
-        for o in range(n_out):
-            base = (p * n_out + o) * inner
-            for q in range(inner):
-                dst[base + q] = 0.0
-            for t in range(k):
-                s = windows[off + o * k + t]
-                if s < 0:
-                    continue
-                sb = (p * n_in + s) * inner
-                for q in range(inner):
-                    dst[base + q] += src[sb + q]
-
-
-@njit(**JIT)
-def _pass2(src, dst, outer, n_out, mid, n_in, inner, windows, off, k):
-    """dst[p, o1, m, o2, q] = sum_t src[p, idx[o1, t], m, idx[o2, t], q]: one axis of both
-    positions of a full map shifted by the same offset (the convolution's)."""
-    for p in range(outer):
-        for o1 in range(n_out):
-            for m in range(mid):
-                for o2 in range(n_out):
-                    base = (((p * n_out + o1) * mid + m) * n_out + o2) * inner
+        for t in range(k):
+            for sg in range(win[b + 2 + t], win[b + 3 + t]):
+                lo = win[seg0 + 3 * sg]
+                hi = win[seg0 + 3 * sg + 1]
+                st = win[seg0 + 3 * sg + 2]
+                for o in range(lo, hi):
+                    db = (p * n_out + o) * inner
+                    sb = (p * n_in + st + (o - lo) * stride) * inner
                     for q in range(inner):
-                        dst[base + q] = 0.0
-            for t in range(k):
-                s1 = windows[off + o1 * k + t]
-                if s1 < 0:
-                    continue
-                for m in range(mid):
-                    for o2 in range(n_out):
-                        s2 = windows[off + o2 * k + t]
-                        if s2 < 0:
-                            continue
-                        base = (((p * n_out + o1) * mid + m) * n_out + o2) * inner
-                        sb = (((p * n_in + s1) * mid + m) * n_in + s2) * inner
-                        for q in range(inner):
-                            dst[base + q] += src[sb + q]
+                        dst[db + q] += src[sb + q]
 
 
 @njit(**JIT)
-def _box(src, tmp, dst, op, windows, full):
+def _pass2(src, dst, outer, n_out, mid, n_in, inner, win, b):
+    """dst[p, o1, m, o2, q] = sum_t src[p, idx(o1, t), m, idx(o2, t), q]: one axis of both
+    positions of a full map shifted by the same offset (the convolution's)."""
+    k = win[b]
+    stride = win[b + 1]
+    seg0 = b + 3 + k
+    for e in range(outer * n_out * mid * n_out * inner):
+        dst[e] = 0.0
+    for p in range(outer):
+        for t in range(k):
+            for s1 in range(win[b + 2 + t], win[b + 3 + t]):
+                lo1 = win[seg0 + 3 * s1]
+                hi1 = win[seg0 + 3 * s1 + 1]
+                st1 = win[seg0 + 3 * s1 + 2]
+                for o1 in range(lo1, hi1):
+                    i1 = st1 + (o1 - lo1) * stride
+                    for m in range(mid):
+                        for s2 in range(win[b + 2 + t], win[b + 3 + t]):
+                            lo2 = win[seg0 + 3 * s2]
+                            hi2 = win[seg0 + 3 * s2 + 1]
+                            st2 = win[seg0 + 3 * s2 + 2]
+                            db = (((p * n_out + o1) * mid + m) * n_out + lo2) * inner
+                            sb = (((p * n_in + i1) * mid + m) * n_in + st2) * inner
+                            if inner == 1 and stride == 1:  # contiguous run (SIMD)
+                                for o2 in range(hi2 - lo2):
+                                    dst[db + o2] += src[sb + o2]
+                            else:
+                                for o2 in range(hi2 - lo2):
+                                    d2 = db + o2 * inner
+                                    s2b = sb + o2 * stride * inner
+                                    for q in range(inner):
+                                        dst[d2 + q] += src[s2b + q]
+
+
+@njit(**JIT)
+def _box(src, tmp, dst, op, win, full, nj):
     """The box sum of a convolution (not yet divided by the filter size): src -> dst,
-    through tmp."""
+    through tmp; nj pairs per entry."""
     h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
-    iy, ky, ix, kx = op[OPF_IY], op[OPF_KY], op[OPF_IX], op[OPF_KX]
     if full:  # (h, w, h, w) -> (ho, w, ho, w) -> (ho, wo, ho, wo)
-        _pass2(src, tmp, 1, ho, w, h, w, windows, iy, ky)
-        _pass2(tmp, dst, ho, wo, ho, w, 1, windows, ix, kx)
+        _pass2(src, tmp, 1, ho, w, h, w * nj, win, op[OPF_IY])
+        _pass2(tmp, dst, ho, wo, ho, w, nj, win, op[OPF_IX])
     else:  # (h, w) -> (ho, w) -> (ho, wo)
-        _pass1(src, tmp, 1, ho, w, h, windows, iy, ky)
-        _pass1(tmp, dst, ho, wo, 1, w, windows, ix, kx)
+        _pass1(src, tmp, 1, ho, w * nj, h, win, op[OPF_IY])
+        _pass1(tmp, dst, ho, wo, nj, w, win, op[OPF_IX])
 
 
 @njit(**JIT)
-def _pool(src, tmp, dst, op, windows):
+def _pool(src, tmp, dst, op, win, nj):
     """Each position of a full map summed over its own window: four passes, ending in
     dst (not yet divided by the window size squared)."""
     h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
-    iy, ky, ix, kx = op[OPF_IY], op[OPF_KY], op[OPF_IX], op[OPF_KX]
-    _pass1(src, tmp, 1, ho, w * h * w, h, windows, iy, ky)  # (ho, w, h, w)
-    _pass1(tmp, dst, ho, wo, h * w, w, windows, ix, kx)  # (ho, wo, h, w)
-    _pass1(dst, tmp, ho * wo, ho, w, h, windows, iy, ky)  # (ho, wo, ho, w)
-    _pass1(tmp, dst, ho * wo * ho, wo, 1, w, windows, ix, kx)  # (ho, wo, ho, wo)
+    iy, ix = op[OPF_IY], op[OPF_IX]
+    _pass1(src, tmp, 1, ho, w * h * w * nj, h, win, iy)  # (ho, w, h, w)
+    _pass1(tmp, dst, ho, wo, h * w * nj, w, win, ix)  # (ho, wo, h, w)
+    _pass1(dst, tmp, ho * wo, ho, w * nj, h, win, iy)  # (ho, wo, ho, w)
+    _pass1(tmp, dst, ho * wo * ho, wo, nj, w, win, ix)  # (ho, wo, ho, wo)
 
 
 @njit(**JIT)
-def _aggregate(src, tmp, dst, n, ptr, idx, val):
-    """dst = A src A^T for an (n, n) map and A in CSR form."""
+def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
+    """dst = A src A^T for (n, n) maps (nj pairs per entry) and A in CSR form."""
+    for e in range(n * n * nj):
+        tmp[e] = 0.0
     for h in range(n):  # tmp = A src
-        for g in range(n):
-            tmp[h * n + g] = 0.0
         for e in range(ptr[h], ptr[h + 1]):
-            k = idx[e]
+            kb = idx[e] * n * nj
             v = val[e]
-            for g in range(n):
-                tmp[h * n + g] += v * src[k * n + g]
+            hb = h * n * nj
+            for g in range(n * nj):
+                tmp[hb + g] += v * src[kb + g]
+    for e in range(n * n * nj):
+        dst[e] = 0.0
     for h in range(n):  # dst = tmp A^T
         for g in range(n):
-            acc = 0.0
+            db = (h * n + g) * nj
             for e in range(ptr[g], ptr[g + 1]):
-                acc += tmp[h * n + idx[e]] * val[e]
-            dst[h * n + g] = acc
+                v = val[e]
+                sb = (h * n + idx[e]) * nj
+                for q in range(nj):
+                    dst[db + q] += v * tmp[sb + q]
 
 
 @njit(**JIT_PARALLEL)
-def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, windows,
-                 rows, cols, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n,
-                 x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, full,
+def spatial_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
+                 cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
+                 lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, block, full,
                  with_ntk, diag_offset):
     """One tile of a compiled spatial network, NNGP and (``with_ntk``) NTK.
 
-    out : (layers, N, nc); the tile is its rows out_row0 .. out_row0 + nr - 1 and OP_OUTPUT
-        writes the layers it names.
+    out : (layers, N, nc); the tile is its rows out_row0 .. out_row0 + nr - 1 and
+        SOP_OUTPUT writes the layers it names.
     row0 : index of the tile's first row in x1 and ``rows``.
-    x1, x2 : (n1, n_pos * n_chan), (n2, ...) the inputs, positions then channels (NHWC).
+    x1 : (n1, n_pos * n_chan) the row inputs, positions then channels (NHWC order);
+    x2t : (n_pos * n_chan, n2) the column inputs, transposed.
     ops, params : (n_ops, OP_FIELDS) int64 and (n_ops, 4) float64, the program.
-    windows : int64 concatenated (out, k) tables of input positions of each window.
-    rows, cols : (n1, m), (n2, m) per-position vectors of every input, by op (at OPF_VEC):
-        activations: 1/sqrt(q) (slice) or q (general), sqrt(E[phi^2]), sqrt(E[phi'^2]);
-        normalisations: the factor.
+    win : int64 window tables (see above).
+    rows, cols_t : (n1, m) and (m, n2) per-position vectors of every input, by op (at
+        OPF_VEC): activations 1/sqrt(q) (slice) or q (general), sqrt(E[phi^2]),
+        sqrt(E[phi'^2]); normalisations their factor.
     agg_ptr, agg_idx, agg_val : the adjacency of SOP_AGGREGATE (CSR).
     slices_f ... warp3 : the activations' look-ups, as ``kernel.program_tile``.
-    size : entries of the largest register (P or P^2); full : full maps (else diagonal).
+    size : entries of the largest map (P or P^2); block : pairs per block (J); full : full
+        maps (else diagonal).
     diag_offset : >= 0 on a symmetric panel (only j <= i + diag_offset), else -1.
     """
     m = slices_f.shape[1]
@@ -168,10 +191,13 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, wi
     steps = (nr + 1) // 2 if triangle else nr
     n_ops = ops.shape[0]
     for p in prange(steps):
-        kk = np.empty((n_regs, size))
-        tt = np.empty((n_regs, size))
-        s1 = np.empty(size)
-        s2 = np.empty(size)
+        kk = np.empty((n_regs, size * block))
+        tt = np.empty((n_regs, size * block))
+        s1 = np.empty(size * block)
+        s2 = np.empty(size * block)
+        rr = np.empty(block)
+        yy = np.empty(block)
+        cell = np.empty(size * block, dtype=np.int64)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
@@ -182,7 +208,8 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, wi
             oi = out_row0 + i
             ri = row0 + i
             ncol = _row_end(i, out.shape[2], diag_offset)
-            for j in range(ncol):
+            for j0 in range(0, ncol, block):
+                nj = min(block, ncol - j0)
                 for o in range(n_ops):
                     op = ops[o]
                     code = op[OPF_CODE]
@@ -190,25 +217,22 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, wi
                     ta = tt[op[OPF_A]]
                     n_in = op[OPF_H] * op[OPF_W]
                     n_out = op[OPF_HO] * op[OPF_WO]
-                    e_in = n_in * n_in if full else n_in
-                    e_out = n_out * n_out if full else n_out
+                    e_in = (n_in * n_in if full else n_in) * nj
+                    e_out = (n_out * n_out if full else n_out) * nj
                     if code == SOP_INPUT:
                         inv_c = 1.0 / n_chan
-                        if full:
-                            for h in range(n_pos):
-                                for g in range(n_pos):
-                                    acc = 0.0
-                                    for c in range(n_chan):
-                                        acc += x1[ri, h * n_chan + c] * x2[j, g * n_chan + c]
-                                    ka[h * n_pos + g] = acc * inv_c
-                        else:
-                            for h in range(n_pos):
-                                acc = 0.0
-                                for c in range(n_chan):
-                                    acc += x1[ri, h * n_chan + c] * x2[j, h * n_chan + c]
-                                ka[h] = acc * inv_c
                         for e in range(e_out):
+                            ka[e] = 0.0
                             ta[e] = 0.0
+                        for h in range(n_pos):
+                            for g in range(n_pos if full else 1):
+                                pos2 = g if full else h
+                                base = ((h * n_pos + g) if full else h) * nj
+                                for c in range(n_chan):
+                                    xv = x1[ri, h * n_chan + c] * inv_c
+                                    xr = x2t[pos2 * n_chan + c]
+                                    for q in range(nj):
+                                        ka[base + q] += xv * xr[j0 + q]
                     elif code == SOP_AFFINE:
                         w = params[o, 0]
                         b = params[o, 1]
@@ -220,96 +244,120 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, wi
                         for e in range(e_out):
                             ka[e] = b + w * ka[e]
                     elif code == SOP_CONV:
-                        inv = 1.0 / (op[OPF_KY] * op[OPF_KX])
+                        inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
                         w = params[o, 0] * inv
                         b = params[o, 1]
-                        _box(ka, s1, s2, op, windows, full)  # s2 = box(K)
+                        _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
                         if with_ntk:
                             ak = params[o, 2] * inv
                             c = params[o, 3]
-                            _box(ta, s1, ka, op, windows, full)  # K's buffer: box(Theta)
+                            _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
                             for e in range(e_out):
                                 ta[e] = ak * s2[e] + c + w * ka[e]
                         for e in range(e_out):
                             ka[e] = b + w * s2[e]
                     elif code == SOP_POOL:
-                        inv = 1.0 / (op[OPF_KY] * op[OPF_KX]) ** 2
-                        _pool(ka, s1, s2, op, windows)
+                        inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
+                        _pool(ka, s1, s2, op, win, nj)
                         for e in range(e_out):
                             ka[e] = s2[e] * inv
                         if with_ntk:
-                            _pool(ta, s1, s2, op, windows)
+                            _pool(ta, s1, s2, op, win, nj)
                             for e in range(e_out):
                                 ta[e] = s2[e] * inv
                     elif code == SOP_ACTIVATION:
+                        # Three loops over the block's entries (the split lets the compiler
+                        # vectorise the square roots and the scaling): rho -> slice cell
+                        # (or the table's value), the look-ups, then the scaling.
                         v = op[OPF_VEC]
                         sl = op[OPF_C]
-                        dv = 1.0
                         for h in range(n_in if full else 1):
-                            base = h * n_in if full else 0
-                            cnt = n_in
-                            # the row's position: h on a full map; each entry's own else
-                            for g in range(cnt):
-                                e = base + g
-                                hr = h if full else g
+                            for g in range(n_in):
+                                hr = h if full else g  # the row input's position
+                                base = ((h * n_in + g) if full else g) * nj
                                 if sl >= 0:
-                                    rho = ka[e] * rows[ri, v + hr] * cols[j, v + g]
-                                    rho = min(1.0, max(-1.0, rho))
-                                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                                    u = (y + 1.0) * 0.5 * m
-                                    kc = min(int(u), m - 1)
-                                    fr = u - kc
-                                    fv = _cubic(slices_f[sl], kc, fr)
-                                    if with_ntk:
-                                        dv = _cubic(slices_df[sl], kc, fr)
-                                else:
+                                    r_inv = rows[ri, v + hr]
+                                    for q in range(nj):
+                                        rho = min(1.0, max(-1.0, ka[base + q] * r_inv
+                                                           * cols_t[v + g, j0 + q]))
+                                        y = math.sqrt(0.5 + 0.5 * rho) - \
+                                            math.sqrt(0.5 - 0.5 * rho)
+                                        u = (y + 1.0) * 0.5 * m
+                                        kc = min(int(u), m - 1)
+                                        cell[base + q] = kc
+                                        s1[base + q] = u - kc
+                                else:  # the table itself, entry by entry
                                     qa = rows[ri, v + hr]
-                                    qb = cols[j, v + g]
-                                    rho = min(1.0, max(-1.0, ka[e] / math.sqrt(qa * qb)))
-                                    fv = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3,
-                                                             sqrt_axis, warp3, qa, qb, rho,
-                                                             wa, wb, wc)
-                                    if with_ntk:
-                                        dv = _general_normalized(df_n, x0, dx, lin2, df3, x30,
-                                                                 dx3, sqrt_axis, warp3, qa,
-                                                                 qb, rho, wa, wb, wc)
-                                ka[e] = fv * rows[ri, v + n_in + hr] * cols[j, v + n_in + g]
+                                    for q in range(nj):
+                                        qb = cols_t[v + g, j0 + q]
+                                        rho = min(1.0, max(-1.0, ka[base + q]
+                                                           / math.sqrt(qa * qb)))
+                                        s2[base + q] = _general_normalized(
+                                            f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
+                                            warp3, qa, qb, rho, wa, wb, wc)
+                                        if with_ntk:
+                                            s1[base + q] = _general_normalized(
+                                                df_n, x0, dx, lin2, df3, x30, dx3,
+                                                sqrt_axis, warp3, qa, qb, rho, wa, wb, wc)
+                        if sl >= 0:
+                            sf = slices_f[sl]
+                            sd = slices_df[sl]
+                            for e in range(e_out):
+                                fr = s1[e]
                                 if with_ntk:
-                                    ta[e] *= dv * rows[ri, v + 2 * n_in + hr] * \
-                                        cols[j, v + 2 * n_in + g]
+                                    s1[e] = _cubic(sd, cell[e], fr)
+                                s2[e] = _cubic(sf, cell[e], fr)
+                        for h in range(n_in if full else 1):
+                            for g in range(n_in):
+                                hr = h if full else g
+                                base = ((h * n_in + g) if full else g) * nj
+                                rs = rows[ri, v + n_in + hr]
+                                for q in range(nj):
+                                    ka[base + q] = s2[base + q] * rs * \
+                                        cols_t[v + n_in + g, j0 + q]
+                                if with_ntk:
+                                    re = rows[ri, v + 2 * n_in + hr]
+                                    for q in range(nj):
+                                        ta[base + q] *= s1[base + q] * re * \
+                                            cols_t[v + 2 * n_in + g, j0 + q]
                     elif code == SOP_NORMALIZE:
                         v = op[OPF_VEC]
                         for h in range(n_in if full else 1):
-                            base = h * n_in if full else 0
                             for g in range(n_in):
-                                e = base + g
                                 hr = h if full else g
-                                f = rows[ri, v + hr] * cols[j, v + g]
-                                ka[e] *= f
-                                ta[e] *= f
-                    elif code == SOP_FLATTEN:
-                        acc = 0.0
-                        acc_t = 0.0
-                        for h in range(n_in):
-                            e = h * n_in + h if full else h
-                            acc += ka[e]
-                            acc_t += ta[e]
-                        ka[0] = acc / n_in
-                        ta[0] = acc_t / n_in
-                    elif code == SOP_GLOBAL_POOL:
-                        acc = 0.0
-                        acc_t = 0.0
-                        for e in range(e_in):
-                            acc += ka[e]
-                            acc_t += ta[e]
-                        ka[0] = acc / e_in
-                        ta[0] = acc_t / e_in
+                                base = ((h * n_in + g) if full else g) * nj
+                                r = rows[ri, v + hr]
+                                cv = cols_t[v + g]
+                                for q in range(nj):
+                                    f = r * cv[j0 + q]
+                                    ka[base + q] *= f
+                                    ta[base + q] *= f
+                    elif code == SOP_FLATTEN or code == SOP_GLOBAL_POOL:
+                        for q in range(nj):
+                            rr[q] = 0.0
+                            yy[q] = 0.0
+                        if code == SOP_FLATTEN:
+                            cnt = n_in
+                            for h in range(n_in):
+                                base = ((h * n_in + h) if full else h) * nj
+                                for q in range(nj):
+                                    rr[q] += ka[base + q]
+                                    yy[q] += ta[base + q]
+                        else:
+                            cnt = n_in * n_in
+                            for h in range(cnt):
+                                for q in range(nj):
+                                    rr[q] += ka[h * nj + q]
+                                    yy[q] += ta[h * nj + q]
+                        for q in range(nj):
+                            ka[q] = rr[q] / cnt
+                            ta[q] = yy[q] / cnt
                     elif code == SOP_AGGREGATE:
-                        _aggregate(ka, s1, s2, n_in, agg_ptr, agg_idx, agg_val)
+                        _aggregate(ka, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
                         for e in range(e_in):
                             ka[e] = s2[e]
                         if with_ntk:
-                            _aggregate(ta, s1, s2, n_in, agg_ptr, agg_idx, agg_val)
+                            _aggregate(ta, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
                             for e in range(e_in):
                                 ta[e] = s2[e]
                     elif code == SOP_COPY:
@@ -331,6 +379,8 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2, n_pos, n_chan, ops, params, wi
                             ta[e] *= g0
                     elif code == SOP_OUTPUT:
                         if op[OPF_B] >= 0:
-                            out[op[OPF_B], oi, j] = ka[0]
+                            for q in range(nj):
+                                out[op[OPF_B], oi, j0 + q] = ka[q]
                         if op[OPF_C] >= 0:
-                            out[op[OPF_C], oi, j] = ta[0]
+                            for q in range(nj):
+                                out[op[OPF_C], oi, j0 + q] = ta[q]

@@ -26,6 +26,11 @@ from .spatial import input_record, positional, spatial_shape, window_index
 
 #: Bytes of diagonal records held at once while the per-input vectors are computed.
 VECTOR_CHUNK_BYTES = 200_000_000
+#: Entries (maps times pairs) of one register of a block of pairs: 4 registers of this many
+#: doubles (K, Theta and two scratch maps) stay within a core's L2 cache.
+BLOCK_ENTRIES = 32768
+#: Most pairs of a block (the SIMD axis of the engine's loops).
+MAX_BLOCK = 32
 
 
 @dataclass
@@ -40,16 +45,17 @@ class SpatialProgram:
     slices_df: np.ndarray
     table_args: tuple
     n_regs: int
-    size: int  # entries of the largest register
+    size: int  # entries of the largest map of a pair
     full: bool
     with_ntk: bool
     rows: np.ndarray  # (n1, m) per-input vectors
-    cols: np.ndarray  # (n2, m)
+    cols_t: np.ndarray  # (m, n2)
     diag1: dict  # {readout depth: (var, ntk_var) of the rows}
 
-    def entries_per_pair(self):
-        """Entries of the largest map a pair carries (the cost the progress bar states)."""
-        return self.size
+    @property
+    def block(self):
+        """Pairs that go through the ops together (J)."""
+        return int(max(1, min(MAX_BLOCK, BLOCK_ENTRIES // self.size)))
 
 
 def _hw(shape):
@@ -76,11 +82,10 @@ class _Compiler:
         op = np.zeros(_sp.OP_FIELDS, dtype=np.int64)
         op[[_sp.OPF_CODE, _sp.OPF_A, _sp.OPF_B, _sp.OPF_C]] = code, a, b, c
         op[[_sp.OPF_H, _sp.OPF_W, _sp.OPF_HO, _sp.OPF_WO]] = *hw_in, *hw_out
-        for table, f_off, f_k in ((wy, _sp.OPF_IY, _sp.OPF_KY), (wx, _sp.OPF_IX, _sp.OPF_KX)):
+        for table, field in ((wy, _sp.OPF_IY), (wx, _sp.OPF_IX)):
             if table is not None:
-                op[f_off] = sum(w.size for w in self.windows)
-                op[f_k] = table.shape[1]
-                self.windows.append(table.ravel())
+                op[field] = sum(w.size for w in self.windows)
+                self.windows.append(_segments(*table))
         op[_sp.OPF_VEC] = vec
         self.ops.append(op)
         self.params.append(params)
@@ -160,12 +165,12 @@ class _Compiler:
         return reg, new
 
     def window_tables(self, d, window, stride, padding):
-        """The (out, k) input-position tables along the height and the width."""
+        """The (out, k) input-position tables and strides along the height and the width."""
         shape = spatial_shape(d)
-        wy = window_index(shape[0], window[0], stride[0], padding)
+        wy = (window_index(shape[0], window[0], stride[0], padding), stride[0])
         if len(shape) == 2:
-            return wy, window_index(shape[1], window[1], stride[1], padding)
-        return wy, np.zeros((1, 1), dtype=np.int64)
+            return wy, (window_index(shape[1], window[1], stride[1], padding), stride[1])
+        return wy, (np.zeros((1, 1), dtype=np.int64), 1)
 
     def conv(self, layer, reg, d, hw_in, hw_out):
         wy, wx = self.window_tables(d, layer.filter_shape, layer.stride, layer.padding)
@@ -243,6 +248,26 @@ class _Compiler:
         return self.vectors, diag
 
 
+def _segments(idx, stride):
+    """A window table (out, k) as the engine's runs: [k, stride, tptr[0..k], (lo, hi, start)
+    per run] (see ``_core/spatial.py``)."""
+    k = idx.shape[1]
+    tptr, segs = [0], []
+    for t in range(k):
+        col, o = idx[:, t], 0
+        while o < col.size:
+            if col[o] < 0:
+                o += 1
+                continue
+            lo = o
+            while o + 1 < col.size and col[o + 1] == col[o] + stride:
+                o += 1
+            segs.append((lo, o + 1, int(col[lo])))
+            o += 1
+        tptr.append(len(segs))
+    return np.array([k, stride, *tptr, *(v for seg in segs for v in seg)], dtype=np.int64)
+
+
 def _chunk_rows(x, full):
     p = math.prod(x.shape[1:-1])
     per_input = 8 * 6 * (p * p if full else p)
@@ -280,6 +305,7 @@ def compile_spatial(network, x1, x2, readouts, with_ntk, full):
     comp = _Compiler(with_ntk, full)
     rows, diag1 = _vectors(comp, network, x1, readouts, full, with_ntk)
     cols = rows if x2 is None else _vectors(comp, network, x2, readouts, full, with_ntk)[0]
+    cols_t = np.ascontiguousarray(cols.T)
     n_slices = max(1, len(comp.slices_f))
     empty = np.zeros((n_slices, SLICE_INTERVALS, 4))
     windows = np.concatenate(comp.windows) if comp.windows else np.zeros(1, dtype=np.int64)
@@ -297,7 +323,7 @@ def compile_spatial(network, x1, x2, readouts, with_ntk, full):
         np.stack(comp.slices_f) if comp.slices_f else empty,
         np.stack(comp.slices_df) if comp.slices_df else empty,
         _table_args(comp.general, with_ntk), comp.n_regs, comp.size, full, with_ntk,
-        rows, cols, diag1)
+        rows, cols_t, diag1)
 
 
 def _table_args(t, with_ntk):
@@ -314,8 +340,8 @@ def run_spatial(prog, out, out_row0, row0, nr, x1, x2, diag_offset):
     n_pos = math.prod(x1.shape[1:-1])
     n_chan = x1.shape[-1]
     f1 = x1.reshape(x1.shape[0], -1)
-    f2 = x2.reshape(x2.shape[0], -1)
-    _sp.spatial_tile(out, out_row0, row0, nr, f1, f2, n_pos, n_chan, prog.ops, prog.params,
-                     prog.windows, prog.rows, prog.cols, *prog.agg, prog.slices_f,
-                     prog.slices_df, *prog.table_args, prog.n_regs, prog.size, prog.full,
-                     prog.with_ntk, diag_offset)
+    f2t = np.ascontiguousarray(x2.reshape(x2.shape[0], -1).T)
+    _sp.spatial_tile(out, out_row0, row0, nr, f1, f2t, n_pos, n_chan, prog.ops, prog.params,
+                     prog.windows, prog.rows, prog.cols_t, *prog.agg, prog.slices_f,
+                     prog.slices_df, *prog.table_args, prog.n_regs, prog.size, prog.block,
+                     prog.full, prog.with_ntk, diag_offset)

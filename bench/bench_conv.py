@@ -89,8 +89,11 @@ def residual_cnn(phi, blocks=2):
 
 
 def graph_net(phi, adjacency_path):
-    agg = f"Aggregate('{adjacency_path}')"
-    return (f"serial(Dense({W}, {B}), {act(phi)}, {agg}, Dense({W}, {B}), {act(phi)}, {agg}, "
+    # The per-node linear maps are 1-wide Conv layers, the same function and kernel as a Dense
+    # on the channels; a Dense before the readout counts as a readout depth in Network, which
+    # refuses a kernel with spatial (node) axes there.
+    agg, node_map = f"Aggregate('{adjacency_path}')", f"Conv({W}, {B}, (1,))"
+    return (f"serial({node_map}, {act(phi)}, {agg}, {node_map}, {act(phi)}, {agg}, "
             f"GlobalAvgPool(), Dense({W}, {B}))")
 
 

@@ -11,6 +11,12 @@ float64 with JAX (an optional dependency: ``pip install "nngp-lut[finite]"``) an
   from JAX's automatic differentiation (one ``vjp`` per input, then a ``jvp``), never from
   hand-written backpropagation.
 
+Inputs are (n, d) vectors, (n, L, C) sequences or graphs, or (n, H, W, C) images.  A
+network whose outputs keep spatial axes is read out as ``Flatten`` would be: both kernels
+are means over the output positions of the positionwise ones (the NTK then costs one
+``vjp`` per input and position); ``Network.kernel`` itself wants a Flatten or a
+GlobalAvgPool before the readout.
+
 By the GP correspondence (Neal 1996; Lee et al. 2018; Matthews et al. 2018; Yang 2019) and
 the NTK's convergence at initialisation (Jacot et al. 2018; Yang 2020) the relative error
 of both against :meth:`nngp_lut.kernel.Network.kernel` falls like 1/sqrt(width):
@@ -23,12 +29,22 @@ batch of inputs (n, n_in) to outputs.  As the layers' docstrings define them:
 
 * ``Dense``: NTK parameterisation z = sqrt(w / n_in) W x + sqrt(b) beta, W, beta ~ N(0, 1);
   standard z = W x + beta, W ~ N(0, w / n_in), beta ~ N(0, b) (no beta when bias_var is
-  None);
+  None); on the last (channel) axis of images, as ``stax.Dense``;
+* ``Conv``: the same with W x a cross-correlation over the filter's offsets
+  (``lax.conv_general_dilated``, NHWC or NLC) and n_in = prod(filter_shape) C_in; SAME and
+  VALID padding as lax's, CIRCULAR by wrapping the inputs round by SAME's padding first
+  (neural-tangents' ``_same_pad_for_filter_shape``); ``width`` output channels;
+* ``AvgPool``: window sums (``lax.reduce_window``) over the full window size, also where a
+  SAME window reaches past the edge (``normalize_edges=False``); ``GlobalAvgPool``: the
+  mean over the positions; ``Flatten``: the reshape to (n, H W C);
+* ``Aggregate``: z_i = sum_j A_ij x_j over the nodes of (n, nodes, C) inputs;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
 * ``LayerNorm``: (z - mean(z)) / sqrt(var(z)) over the features of each example (the
   infinite-width rule K / sqrt(q1 q2) is its limit: the features' mean tends to 0 and their
-  mean square to K(x, x));
+  mean square to K(x, x)); over the channels of each position, over all positions and
+  channels (``over="all"``) or over the positions of each channel (``"space"``, which has
+  no Gaussian limit: sampled, but ``Network.kernel`` refuses it);
 * ``Dropout`` (evaluation mode) and ``Identity``: the identity;
 * ``FanOut``, ``parallel``, ``FanInSum``, ``FanInConcat``: branches, summed or concatenated.
 
@@ -44,6 +60,10 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorems 1 and 2.
 Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
 Processes" (GP4A), NeurIPS 2019, the convergence plots; "Tensor Programs II", 2020.
 Novak et al., "Neural Tangents", ICLR 2020 (empirical kernels; LayerNorm).
+Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+Processes", ICLR 2019 (the finite CNNs whose NNGP is the convolutional one, their Fig. 1
+Monte Carlo); Garriga-Alonso et al., ICLR 2019; Du et al., "Graph Neural Tangent Kernel",
+NeurIPS 2019 (aggregation).
 """
 
 import ast
@@ -536,10 +556,10 @@ def empirical_kernels(network, x1, x2=None, *, width, draws, seed, get=KINDS, nt
     network : Layer or Network
         The architecture (its Dense layers without a declared ``width`` get ``width``
         units, the readout included).
-    x1, x2 : array_like (n1, d), (n2, d)
-        Inputs; ``x2=None`` pairs x1 with itself.
+    x1, x2 : array_like (n1, ...), (n2, ...)
+        Inputs, (n, d) vectors, (n, L, C) or (n, H, W, C); ``x2=None`` pairs x1 with itself.
     width : int
-        Units of every Dense that declares none.
+        Units of every Dense, channels of every Conv, that declares none.
     draws : int
         Independent random networks to average over.
     seed : int
@@ -591,7 +611,7 @@ def convergence(network, x, widths, draws, seed, *, get=KINDS, ntk_units=1,
     Parameters
     ----------
     network : Layer or Network
-    x : array_like (n, d)
+    x : array_like (n, d), (n, L, C) or (n, H, W, C)
         Inputs (used as they are: standardise them first if the network expects it).
     widths : sequence of int
         Widths of the finite networks (two or more for a slope).

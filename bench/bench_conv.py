@@ -29,8 +29,9 @@ covariance of all pairs would not fit; nngp-lut runs in a subprocess twice: Open
 kernel choice (no OPENBLAS_* variables) and the machine's documented
 OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512.  Target: >= 10x entries per second.
 
-    python bench/bench_conv.py [--skip-accuracy] [--skip-mc] [--skip-speed]
-        [--n-flat 200] [--n-gap 32] [--repeat 3] [--peer-python PATH]
+    python bench/bench_conv.py [--skip-accuracy] [--skip-mc] [--skip-speed] [--skip-tanh]
+        [--sizes 8x8,28x28] [--graph-sizes 8x8,28x28] [--n-flat 200] [--n-gap 32]
+        [--repeat 3] [--peer-python PATH]
 """
 
 import argparse
@@ -150,6 +151,8 @@ def accuracy(args, tmp):
     print(f"{'inputs':<7} {'architecture':<10} {'phi':<5} {'NNGP':>9} {'NTK':>9} {'target':>7}  "
           f"{'nngp-lut s':>10} {'peer s':>8}")
     for size, x in inputs.items():
+        if size not in args.sizes:
+            continue
         h, w = x.shape[1:3]
         adj = f"{tmp}/grid{h}.npy"
         np.save(adj, grid_adjacency(h, w, seed=h))
@@ -157,6 +160,8 @@ def accuracy(args, tmp):
         for phi in ("relu", "erf"):
             archs = {"flatten": (cnn_flatten(phi), x), "pool": (cnn_pool(phi), x),
                      "residual": (residual_cnn(phi), x), "graph": (graph_net(phi, adj), graph_x)}
+            if size not in args.graph_sizes:
+                del archs["graph"]
             for name, (text, xs) in archs.items():
                 start = time.perf_counter()
                 ours = Network(parse_arch(text)).kernel(xs, get=("nngp", "ntk"))
@@ -168,6 +173,9 @@ def accuracy(args, tmp):
                 print(f"{size:<7} {name:<10} {phi:<5} {errs[0]:>9.1e} {errs[1]:>9.1e} "
                       f"{TARGETS[phi]:>7.0e}  {took:>10.2f} {peer['first_call_s']:>8.2f}"
                       f"{'' if ok else '   MISSED'}", flush=True)
+    if args.skip_tanh:
+        print(f"accuracy: {sum(verdicts)}/{len(verdicts)} within target")
+        return
     x = inputs["8x8"][:args.n_tanh]
     print(f"tanh against ElementwiseNumerical (8x8, n = {x.shape[0]}; the reference's own "
           f"error: degree {args.deg} against {args.deg // 2})")
@@ -290,6 +298,10 @@ def main():
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-mc", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--sizes", default="8x8,28x28", help="input sizes of the accuracy part")
+    ap.add_argument("--graph-sizes", default="8x8,28x28",
+                    help="input sizes whose pixel grid the graph network runs on")
+    ap.add_argument("--skip-tanh", action="store_true")
     ap.add_argument("--n-8", type=int, default=6)
     ap.add_argument("--n-28", type=int, default=4)
     ap.add_argument("--n-tanh", type=int, default=4)
@@ -303,6 +315,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--peer-python", default=str(PEER_DEFAULT))
     args = ap.parse_args()
+    args.sizes, args.graph_sizes = args.sizes.split(","), args.graph_sizes.split(",")
     print(f"nngp-lut {nngp_lut.__version__}; OpenBLAS kernels in this process: "
           f"{openblas_core()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     with tempfile.TemporaryDirectory() as tmp:

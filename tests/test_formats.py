@@ -92,9 +92,12 @@ def cifar(tmp_path, rng):
 def test_cifar10_folder_parent_and_archive(cifar):
     folder, archive, batches = cifar
     x = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)]) / 255.0
+    # stored channel first; read as NHWC images, flattened pixel by pixel (issue 13)
+    x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).reshape(-1, 3072)
     for path in (folder, folder.parent, archive):
         d = data.load_dataset(path)
         assert d.x_train.shape == (30, 3072) and d.x_test.shape == (8, 3072)
+        assert d.image_shape == (32, 32, 3)
         np.testing.assert_array_equal(d.x_train, x)
         assert list(d.y_test) == batches["test_batch"][b"labels"]
 

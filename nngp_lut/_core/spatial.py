@@ -163,6 +163,234 @@ def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
                     dst[db + q] += v * tmp[sb + q]
 
 
+@njit(**JIT)
+def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, with_ntk):
+    """The slice activation on the full map of one pair (n positions): rows of the map
+    (one row position h) as the inner loops."""
+    for h in range(n):
+        r_inv = rows[ri, v + h]
+        b = h * n
+        for g in range(n):
+            rho = min(1.0, max(-1.0, ka[b + g] * r_inv * cols_t[v + g, j]))
+            s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+        for g in range(n):
+            u = (s1[g] + 1.0) * 0.5 * m
+            kc = min(int(u), m - 1)
+            cell[g] = kc
+            s1[g] = u - kc
+        for g in range(n):
+            s2[g] = _cubic(sf, cell[g], s1[g])
+        rs = rows[ri, v + n + h]
+        for g in range(n):
+            ka[b + g] = s2[g] * rs * cols_t[v + n + g, j]
+        if with_ntk:
+            re = rows[ri, v + 2 * n + h]
+            for g in range(n):
+                ta[b + g] *= _cubic(sd, cell[g], s1[g]) * re * cols_t[v + 2 * n + g, j]
+
+
+@njit(**JIT)
+def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
+               n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
+               slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
+               with_ntk):
+    """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
+    a plain (not parallel) function, which the compiler optimises as a whole."""
+    m = slices_f.shape[1]
+    n_ops = ops.shape[0]
+    for o in range(n_ops):
+        op = ops[o]
+        code = op[OPF_CODE]
+        ka = kk[op[OPF_A]]
+        ta = tt[op[OPF_A]]
+        n_in = op[OPF_H] * op[OPF_W]
+        n_out = op[OPF_HO] * op[OPF_WO]
+        e_in = (n_in * n_in if full else n_in) * nj
+        e_out = (n_out * n_out if full else n_out) * nj
+        if code == SOP_INPUT:
+            inv_c = 1.0 / n_chan
+            for h in range(n_pos):
+                for g in range(n_pos if full else 1):
+                    pos2 = g if full else h
+                    base = ((h * n_pos + g) if full else h) * nj
+                    for q in range(nj):
+                        ka[base + q] = 0.0
+                    for c in range(n_chan):
+                        xv = x1[ri, h * n_chan + c] * inv_c
+                        col = pos2 * n_chan + c
+                        for q in range(nj):
+                            ka[base + q] += xv * x2t[col, j0 + q]
+            if with_ntk:
+                for e in range(e_out):
+                    ta[e] = 0.0
+        elif code == SOP_AFFINE:
+            w = params[o, 0]
+            b = params[o, 1]
+            if with_ntk:
+                ak = params[o, 2]
+                c = params[o, 3]
+                for e in range(e_out):
+                    ta[e] = ak * ka[e] + c + w * ta[e]
+            for e in range(e_out):
+                ka[e] = b + w * ka[e]
+        elif code == SOP_CONV:
+            inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
+            w = params[o, 0] * inv
+            b = params[o, 1]
+            _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
+            if with_ntk:
+                ak = params[o, 2] * inv
+                c = params[o, 3]
+                _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
+                for e in range(e_out):
+                    ta[e] = ak * s2[e] + c + w * ka[e]
+            for e in range(e_out):
+                ka[e] = b + w * s2[e]
+        elif code == SOP_POOL:
+            inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
+            _pool(ka, s1, s2, op, win, nj)
+            for e in range(e_out):
+                ka[e] = s2[e] * inv
+            if with_ntk:
+                _pool(ta, s1, s2, op, win, nj)
+                for e in range(e_out):
+                    ta[e] = s2[e] * inv
+        elif code == SOP_ACTIVATION:
+            # Three loops over the block's entries (the split lets the compiler
+            # vectorise the square roots and the scaling): rho -> slice cell
+            # (or the table's value), the look-ups, then the scaling.
+            v = op[OPF_VEC]
+            sl = op[OPF_C]
+            if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
+                _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
+                                slices_f[sl], slices_df[sl], m, with_ntk)
+                continue
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g  # the row input's position
+                    base = ((h * n_in + g) if full else g) * nj
+                    if sl >= 0:
+                        r_inv = rows[ri, v + hr]
+                        for q in range(nj):
+                            rho = min(1.0, max(-1.0, ka[base + q] * r_inv
+                                               * cols_t[v + g, j0 + q]))
+                            y = math.sqrt(0.5 + 0.5 * rho) - \
+                                math.sqrt(0.5 - 0.5 * rho)
+                            u = (y + 1.0) * 0.5 * m
+                            kc = min(int(u), m - 1)
+                            cell[base + q] = kc
+                            s1[base + q] = u - kc
+                    else:  # the table itself, entry by entry
+                        qa = rows[ri, v + hr]
+                        for q in range(nj):
+                            qb = cols_t[v + g, j0 + q]
+                            rho = min(1.0, max(-1.0, ka[base + q]
+                                               / math.sqrt(qa * qb)))
+                            s2[base + q] = _general_normalized(
+                                f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
+                                warp3, qa, qb, rho, wa, wb, wc)
+                            if with_ntk:
+                                s1[base + q] = _general_normalized(
+                                    df_n, x0, dx, lin2, df3, x30, dx3,
+                                    sqrt_axis, warp3, qa, qb, rho, wa, wb, wc)
+            if sl >= 0:
+                sf = slices_f[sl]
+                sd = slices_df[sl]
+                for e in range(e_out):
+                    fr = s1[e]
+                    if with_ntk:
+                        s1[e] = _cubic(sd, cell[e], fr)
+                    s2[e] = _cubic(sf, cell[e], fr)
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g
+                    base = ((h * n_in + g) if full else g) * nj
+                    rs = rows[ri, v + n_in + hr]
+                    for q in range(nj):
+                        ka[base + q] = s2[base + q] * rs * \
+                            cols_t[v + n_in + g, j0 + q]
+                    if with_ntk:
+                        re = rows[ri, v + 2 * n_in + hr]
+                        for q in range(nj):
+                            ta[base + q] *= s1[base + q] * re * \
+                                cols_t[v + 2 * n_in + g, j0 + q]
+        elif code == SOP_NORMALIZE:
+            v = op[OPF_VEC]
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g
+                    base = ((h * n_in + g) if full else g) * nj
+                    r = rows[ri, v + hr]
+                    cv = cols_t[v + g]
+                    for q in range(nj):
+                        f = r * cv[j0 + q]
+                        ka[base + q] *= f
+                        ta[base + q] *= f
+        elif code == SOP_FLATTEN or code == SOP_GLOBAL_POOL:
+            for q in range(nj):
+                rr[q] = 0.0
+                yy[q] = 0.0
+            if code == SOP_FLATTEN:
+                cnt = n_in
+                for h in range(n_in):
+                    base = ((h * n_in + h) if full else h) * nj
+                    for q in range(nj):
+                        rr[q] += ka[base + q]
+                    if with_ntk:
+                        for q in range(nj):
+                            yy[q] += ta[base + q]
+            else:
+                cnt = n_in * n_in
+                for h in range(cnt):
+                    for q in range(nj):
+                        rr[q] += ka[h * nj + q]
+                if with_ntk:
+                    for h in range(cnt):
+                        for q in range(nj):
+                            yy[q] += ta[h * nj + q]
+            for q in range(nj):
+                ka[q] = rr[q] / cnt
+                ta[q] = yy[q] / cnt
+        elif code == SOP_AGGREGATE:
+            _aggregate(ka, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
+            for e in range(e_in):
+                ka[e] = s2[e]
+            if with_ntk:
+                _aggregate(ta, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
+                for e in range(e_in):
+                    ta[e] = s2[e]
+        elif code == SOP_COPY:
+            kb = kk[op[OPF_B]]
+            tb = tt[op[OPF_B]]
+            for e in range(e_in):
+                kb[e] = ka[e]
+            if with_ntk:
+                for e in range(e_in):
+                    tb[e] = ta[e]
+        elif code == SOP_ADD:
+            kb = kk[op[OPF_B]]
+            tb = tt[op[OPF_B]]
+            for e in range(e_in):
+                kb[e] += ka[e]
+            if with_ntk:
+                for e in range(e_in):
+                    tb[e] += ta[e]
+        elif code == SOP_SCALE:
+            g0 = params[o, 0]
+            for e in range(e_in):
+                ka[e] *= g0
+            if with_ntk:
+                for e in range(e_in):
+                    ta[e] *= g0
+        elif code == SOP_OUTPUT:
+            if op[OPF_B] >= 0:
+                for q in range(nj):
+                    out[op[OPF_B], oi, j0 + q] = ka[q]
+            if op[OPF_C] >= 0:
+                for q in range(nj):
+                    out[op[OPF_C], oi, j0 + q] = ta[q]
+
+
 @njit(**JIT_PARALLEL)
 def spatial_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
                  cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
@@ -186,10 +414,8 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, w
         maps (else diagonal).
     diag_offset : >= 0 on a symmetric panel (only j <= i + diag_offset), else -1.
     """
-    m = slices_f.shape[1]
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
-    n_ops = ops.shape[0]
     for p in prange(steps):
         kk = np.empty((n_regs, size * block))
         tt = np.empty((n_regs, size * block))
@@ -210,177 +436,7 @@ def spatial_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, w
             ncol = _row_end(i, out.shape[2], diag_offset)
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
-                for o in range(n_ops):
-                    op = ops[o]
-                    code = op[OPF_CODE]
-                    ka = kk[op[OPF_A]]
-                    ta = tt[op[OPF_A]]
-                    n_in = op[OPF_H] * op[OPF_W]
-                    n_out = op[OPF_HO] * op[OPF_WO]
-                    e_in = (n_in * n_in if full else n_in) * nj
-                    e_out = (n_out * n_out if full else n_out) * nj
-                    if code == SOP_INPUT:
-                        inv_c = 1.0 / n_chan
-                        for e in range(e_out):
-                            ka[e] = 0.0
-                            ta[e] = 0.0
-                        for h in range(n_pos):
-                            for g in range(n_pos if full else 1):
-                                pos2 = g if full else h
-                                base = ((h * n_pos + g) if full else h) * nj
-                                for c in range(n_chan):
-                                    xv = x1[ri, h * n_chan + c] * inv_c
-                                    xr = x2t[pos2 * n_chan + c]
-                                    for q in range(nj):
-                                        ka[base + q] += xv * xr[j0 + q]
-                    elif code == SOP_AFFINE:
-                        w = params[o, 0]
-                        b = params[o, 1]
-                        if with_ntk:
-                            ak = params[o, 2]
-                            c = params[o, 3]
-                            for e in range(e_out):
-                                ta[e] = ak * ka[e] + c + w * ta[e]
-                        for e in range(e_out):
-                            ka[e] = b + w * ka[e]
-                    elif code == SOP_CONV:
-                        inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
-                        w = params[o, 0] * inv
-                        b = params[o, 1]
-                        _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
-                        if with_ntk:
-                            ak = params[o, 2] * inv
-                            c = params[o, 3]
-                            _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
-                            for e in range(e_out):
-                                ta[e] = ak * s2[e] + c + w * ka[e]
-                        for e in range(e_out):
-                            ka[e] = b + w * s2[e]
-                    elif code == SOP_POOL:
-                        inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
-                        _pool(ka, s1, s2, op, win, nj)
-                        for e in range(e_out):
-                            ka[e] = s2[e] * inv
-                        if with_ntk:
-                            _pool(ta, s1, s2, op, win, nj)
-                            for e in range(e_out):
-                                ta[e] = s2[e] * inv
-                    elif code == SOP_ACTIVATION:
-                        # Three loops over the block's entries (the split lets the compiler
-                        # vectorise the square roots and the scaling): rho -> slice cell
-                        # (or the table's value), the look-ups, then the scaling.
-                        v = op[OPF_VEC]
-                        sl = op[OPF_C]
-                        for h in range(n_in if full else 1):
-                            for g in range(n_in):
-                                hr = h if full else g  # the row input's position
-                                base = ((h * n_in + g) if full else g) * nj
-                                if sl >= 0:
-                                    r_inv = rows[ri, v + hr]
-                                    for q in range(nj):
-                                        rho = min(1.0, max(-1.0, ka[base + q] * r_inv
-                                                           * cols_t[v + g, j0 + q]))
-                                        y = math.sqrt(0.5 + 0.5 * rho) - \
-                                            math.sqrt(0.5 - 0.5 * rho)
-                                        u = (y + 1.0) * 0.5 * m
-                                        kc = min(int(u), m - 1)
-                                        cell[base + q] = kc
-                                        s1[base + q] = u - kc
-                                else:  # the table itself, entry by entry
-                                    qa = rows[ri, v + hr]
-                                    for q in range(nj):
-                                        qb = cols_t[v + g, j0 + q]
-                                        rho = min(1.0, max(-1.0, ka[base + q]
-                                                           / math.sqrt(qa * qb)))
-                                        s2[base + q] = _general_normalized(
-                                            f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
-                                            warp3, qa, qb, rho, wa, wb, wc)
-                                        if with_ntk:
-                                            s1[base + q] = _general_normalized(
-                                                df_n, x0, dx, lin2, df3, x30, dx3,
-                                                sqrt_axis, warp3, qa, qb, rho, wa, wb, wc)
-                        if sl >= 0:
-                            sf = slices_f[sl]
-                            sd = slices_df[sl]
-                            for e in range(e_out):
-                                fr = s1[e]
-                                if with_ntk:
-                                    s1[e] = _cubic(sd, cell[e], fr)
-                                s2[e] = _cubic(sf, cell[e], fr)
-                        for h in range(n_in if full else 1):
-                            for g in range(n_in):
-                                hr = h if full else g
-                                base = ((h * n_in + g) if full else g) * nj
-                                rs = rows[ri, v + n_in + hr]
-                                for q in range(nj):
-                                    ka[base + q] = s2[base + q] * rs * \
-                                        cols_t[v + n_in + g, j0 + q]
-                                if with_ntk:
-                                    re = rows[ri, v + 2 * n_in + hr]
-                                    for q in range(nj):
-                                        ta[base + q] *= s1[base + q] * re * \
-                                            cols_t[v + 2 * n_in + g, j0 + q]
-                    elif code == SOP_NORMALIZE:
-                        v = op[OPF_VEC]
-                        for h in range(n_in if full else 1):
-                            for g in range(n_in):
-                                hr = h if full else g
-                                base = ((h * n_in + g) if full else g) * nj
-                                r = rows[ri, v + hr]
-                                cv = cols_t[v + g]
-                                for q in range(nj):
-                                    f = r * cv[j0 + q]
-                                    ka[base + q] *= f
-                                    ta[base + q] *= f
-                    elif code == SOP_FLATTEN or code == SOP_GLOBAL_POOL:
-                        for q in range(nj):
-                            rr[q] = 0.0
-                            yy[q] = 0.0
-                        if code == SOP_FLATTEN:
-                            cnt = n_in
-                            for h in range(n_in):
-                                base = ((h * n_in + h) if full else h) * nj
-                                for q in range(nj):
-                                    rr[q] += ka[base + q]
-                                    yy[q] += ta[base + q]
-                        else:
-                            cnt = n_in * n_in
-                            for h in range(cnt):
-                                for q in range(nj):
-                                    rr[q] += ka[h * nj + q]
-                                    yy[q] += ta[h * nj + q]
-                        for q in range(nj):
-                            ka[q] = rr[q] / cnt
-                            ta[q] = yy[q] / cnt
-                    elif code == SOP_AGGREGATE:
-                        _aggregate(ka, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
-                        for e in range(e_in):
-                            ka[e] = s2[e]
-                        if with_ntk:
-                            _aggregate(ta, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
-                            for e in range(e_in):
-                                ta[e] = s2[e]
-                    elif code == SOP_COPY:
-                        kb = kk[op[OPF_B]]
-                        tb = tt[op[OPF_B]]
-                        for e in range(e_in):
-                            kb[e] = ka[e]
-                            tb[e] = ta[e]
-                    elif code == SOP_ADD:
-                        kb = kk[op[OPF_B]]
-                        tb = tt[op[OPF_B]]
-                        for e in range(e_in):
-                            kb[e] += ka[e]
-                            tb[e] += ta[e]
-                    elif code == SOP_SCALE:
-                        g0 = params[o, 0]
-                        for e in range(e_in):
-                            ka[e] *= g0
-                            ta[e] *= g0
-                    elif code == SOP_OUTPUT:
-                        if op[OPF_B] >= 0:
-                            for q in range(nj):
-                                out[op[OPF_B], oi, j0 + q] = ka[q]
-                        if op[OPF_C] >= 0:
-                            for q in range(nj):
-                                out[op[OPF_C], oi, j0 + q] = ta[q]
+                _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1,
+                           x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr,
+                           agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3,
+                           df3, x30, dx3, sqrt_axis, warp3, full, with_ntk)

@@ -82,7 +82,8 @@ class Network:
         the layers: a sentence for progress bars and logs."""
         if self.rank == 0:
             return "vectors: 1 entry per pair"
-        p = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        rank = self.rank or max(1, len(shape) - 1)  # (H, W) images have no channel axis
+        p = math.prod(shape[:rank])
         if self.full_spatial:
             return f"full spatial covariance: {p * p} entries per pair (pooling needs it)"
         return f"diagonal spatial maps: {p} entries per pair"

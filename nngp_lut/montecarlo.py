@@ -11,6 +11,12 @@ float64 with JAX (an optional dependency: ``pip install "nngp-lut[finite]"``) an
   from JAX's automatic differentiation (one ``vjp`` per input, then a ``jvp``), never from
   hand-written backpropagation.
 
+Inputs are (n, d) vectors, (n, L, C) sequences or graphs, or (n, H, W, C) images.  A
+network whose outputs keep spatial axes is read out as ``Flatten`` would be: both kernels
+are means over the output positions of the positionwise ones (the NTK then costs one
+``vjp`` per input and position); ``Network.kernel`` itself wants a Flatten or a
+GlobalAvgPool before the readout.
+
 By the GP correspondence (Neal 1996; Lee et al. 2018; Matthews et al. 2018; Yang 2019) and
 the NTK's convergence at initialisation (Jacot et al. 2018; Yang 2020) the relative error
 of both against :meth:`nngp_lut.kernel.Network.kernel` falls like 1/sqrt(width):
@@ -23,12 +29,22 @@ batch of inputs (n, n_in) to outputs.  As the layers' docstrings define them:
 
 * ``Dense``: NTK parameterisation z = sqrt(w / n_in) W x + sqrt(b) beta, W, beta ~ N(0, 1);
   standard z = W x + beta, W ~ N(0, w / n_in), beta ~ N(0, b) (no beta when bias_var is
-  None);
+  None); on the last (channel) axis of images, as ``stax.Dense``;
+* ``Conv``: the same with W x a cross-correlation over the filter's offsets
+  (``lax.conv_general_dilated``, NHWC or NLC) and n_in = prod(filter_shape) C_in; SAME and
+  VALID padding as lax's, CIRCULAR by wrapping the inputs round by SAME's padding first
+  (neural-tangents' ``_same_pad_for_filter_shape``); ``width`` output channels;
+* ``AvgPool``: window sums (``lax.reduce_window``) over the full window size, also where a
+  SAME window reaches past the edge (``normalize_edges=False``); ``GlobalAvgPool``: the
+  mean over the positions; ``Flatten``: the reshape to (n, H W C);
+* ``Aggregate``: z_i = sum_j A_ij x_j over the nodes of (n, nodes, C) inputs;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
 * ``LayerNorm``: (z - mean(z)) / sqrt(var(z)) over the features of each example (the
   infinite-width rule K / sqrt(q1 q2) is its limit: the features' mean tends to 0 and their
-  mean square to K(x, x));
+  mean square to K(x, x)); over the channels of each position, over all positions and
+  channels (``over="all"``) or over the positions of each channel (``"space"``, which has
+  no Gaussian limit: sampled, but ``Network.kernel`` refuses it);
 * ``Dropout`` (evaluation mode) and ``Identity``: the identity;
 * ``FanOut``, ``parallel``, ``FanInSum``, ``FanInConcat``: branches, summed or concatenated.
 
@@ -44,6 +60,10 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorems 1 and 2.
 Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
 Processes" (GP4A), NeurIPS 2019, the convergence plots; "Tensor Programs II", 2020.
 Novak et al., "Neural Tangents", ICLR 2020 (empirical kernels; LayerNorm).
+Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+Processes", ICLR 2019 (the finite CNNs whose NNGP is the convolutional one, their Fig. 1
+Monte Carlo); Garriga-Alonso et al., ICLR 2019; Du et al., "Graph Neural Tangent Kernel",
+NeurIPS 2019 (aggregation).
 """
 
 import ast
@@ -64,9 +84,11 @@ except ImportError as exc:  # the infinite-width engine never needs JAX
 
 from .activations import _FUNCTIONS, _to_source
 from .data import validate_inputs
+from .errors import DataError
 from .kernel import Network
-from .kernel.layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat,
-                            FanInSum, FanOut, Identity, Layer, LayerNorm, Parallel, Serial)
+from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
+                            Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
+                            Identity, Layer, LayerNorm, Parallel, Serial)
 
 #: The kernels an estimate can give.
 KINDS = ("nngp", "ntk")
@@ -153,10 +175,21 @@ def jax_activation(layer):
 
 
 # --- one pair of functions per layer type ------------------------------------------------------
-def _dense_init(layer, key, n_in, width):
-    if isinstance(n_in, tuple):
-        raise ArchitectureError(f"{layer!r} gets {len(n_in)} branches; join them first")
-    n_out = int(layer.width or width)
+class _Branches(tuple):
+    """The per-input shapes of the branches after a FanOut (one shape per branch)."""
+
+
+def _single(layer, shape):
+    if isinstance(shape, _Branches):
+        raise ArchitectureError(f"{layer!r} takes one input but gets {len(shape)} branches; "
+                                "join them with FanInSum() or FanInConcat() first")
+    return shape
+
+
+def _dense_init(layer, key, shape, width):
+    if isinstance(shape, _Branches):
+        raise ArchitectureError(f"{layer!r} gets {len(shape)} branches; join them first")
+    n_in, n_out = shape[-1], int(layer.width or width)  # on the channels, as stax.Dense
     kw, kb = jax.random.split(key)
     params = {"W": jax.random.normal(kw, (n_in, n_out), jnp.float64)}
     if layer.bias_var is not None:
@@ -165,7 +198,7 @@ def _dense_init(layer, key, n_in, width):
         params["W"] = params["W"] * math.sqrt(layer.weight_var / n_in)
         if "b" in params:
             params["b"] = params["b"] * math.sqrt(layer.bias_var)
-    return params, n_out
+    return params, shape[:-1] + (n_out,)
 
 
 def _dense_apply(layer, params, x):
@@ -176,43 +209,151 @@ def _dense_apply(layer, params, x):
     return z + math.sqrt(layer.bias_var) * params["b"] if "b" in params else z
 
 
-def _single_init(layer, key, n_in, width):
-    if isinstance(n_in, tuple):
-        raise ArchitectureError(f"{layer!r} takes one input but gets {len(n_in)} branches")
-    return {}, n_in
+def _spatial(layer, shape, axes, what):
+    """The spatial sizes of a one-input layer whose ``what`` spans ``axes`` spatial axes."""
+    shape = _single(layer, shape)
+    if len(shape) != axes + 1:
+        layout = "(N, L, C)" if axes == 1 else "(N, H, W, C)"
+        raise ArchitectureError(f"{layer!r} has a {axes}-D {what} and needs {layout} inputs, "
+                                f"got inputs of shape (N, {', '.join(map(str, shape))})")
+    return shape[:-1]
+
+
+def _out_sizes(layer, sizes, window, strides, padding):
+    """Output positions per axis (neural-tangents' and lax's rule): ceil(n / s) with SAME or
+    CIRCULAR padding, floor((n - window) / s) + 1 with VALID."""
+    if padding != "VALID":
+        return tuple(-(-n // s) for n, s in zip(sizes, strides))
+    if any(n < f for n, f in zip(sizes, window)):
+        raise ArchitectureError(f"{layer!r}: the window {tuple(window)} is larger than the "
+                                f"inputs' {tuple(sizes)} positions with VALID padding")
+    return tuple((n - f) // s + 1 for n, f, s in zip(sizes, window, strides))
+
+
+def _circular_pad(x, window, strides):
+    """Wrap the spatial axes around so that a VALID window gives SAME's output positions
+    (neural-tangents' CIRCULAR padding, ``_same_pad_for_filter_shape``)."""
+    pads = jax.lax.padtype_to_pads(x.shape[1:-1], window, strides, "SAME")
+    return jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="wrap")
+
+
+def _conv_init(layer, key, shape, width):
+    sizes = _spatial(layer, shape, len(layer.filter_shape), "filter")
+    c_in, c_out = shape[-1], int(layer.width or width)
+    kw, kb = jax.random.split(key)
+    params = {"W": jax.random.normal(kw, layer.filter_shape + (c_in, c_out), jnp.float64)}
+    if layer.bias_var is not None:
+        params["b"] = jax.random.normal(kb, (c_out,), jnp.float64)
+    if layer.parameterization == "standard":
+        params["W"] = params["W"] * math.sqrt(layer.weight_var
+                                              / (math.prod(layer.filter_shape) * c_in))
+        if "b" in params:
+            params["b"] = params["b"] * math.sqrt(layer.bias_var)
+    out = _out_sizes(layer, sizes, layer.filter_shape, layer.stride, layer.padding)
+    return params, out + (c_out,)
+
+
+def _conv_apply(layer, params, x):
+    padding = layer.padding
+    if padding == "CIRCULAR":
+        x, padding = _circular_pad(x, layer.filter_shape, layer.stride), "VALID"
+    spec = ("NHC", "HIO", "NHC") if len(layer.filter_shape) == 1 else ("NHWC", "HWIO", "NHWC")
+    z = jax.lax.conv_general_dilated(x, params["W"], layer.stride, padding,
+                                     dimension_numbers=spec)  # a cross-correlation
+    if layer.parameterization == "standard":
+        return z + params["b"] if "b" in params else z
+    fan_in = math.prod(layer.filter_shape) * x.shape[-1]
+    z = math.sqrt(layer.weight_var / fan_in) * z
+    return z + math.sqrt(layer.bias_var) * params["b"] if "b" in params else z
+
+
+def _avgpool_init(layer, key, shape, width):
+    sizes = _spatial(layer, shape, len(layer.window_shape), "window")
+    return {}, _out_sizes(layer, sizes, layer.window_shape, layer.stride,
+                          layer.padding) + (shape[-1],)
+
+
+def _avgpool_apply(layer, params, x):
+    window, strides, padding = layer.window_shape, layer.stride, layer.padding
+    if padding == "CIRCULAR":
+        x, padding = _circular_pad(x, window, strides), "VALID"
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *window, 1), (1, *strides, 1),
+                                  padding)
+    return total / math.prod(window)  # the full window even past the edge (SAME)
+
+
+def _global_avgpool_init(layer, key, shape, width):
+    if len(_single(layer, shape)) < 2:
+        raise ArchitectureError("GlobalAvgPool needs inputs with spatial axes, (N, L, C) or "
+                                f"(N, H, W, C); got (N, {shape[0]})")
+    return {}, shape[-1:]
+
+
+def _global_avgpool_apply(layer, params, x):
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def _flatten_init(layer, key, shape, width):
+    return {}, (math.prod(_single(layer, shape)),)
+
+
+def _flatten_apply(layer, params, x):
+    return x.reshape(x.shape[0], -1)
+
+
+def _layernorm_apply(layer, params, x):
+    over = getattr(layer, "over", "channels")
+    spatial = tuple(range(1, x.ndim - 1))
+    axes = {"all": spatial + (x.ndim - 1,), "space": spatial or (-1,)}.get(over, (-1,))
+    centred = x - jnp.mean(x, axis=axes, keepdims=True)
+    return centred / jnp.sqrt(jnp.mean(centred * centred, axis=axes, keepdims=True))
+
+
+def _aggregate_init(layer, key, shape, width):
+    shape = _single(layer, shape)
+    if len(shape) != 2 or shape[0] != layer.nodes:
+        raise ArchitectureError(f"{layer!r} needs (N, {layer.nodes}, C) inputs (nodes, "
+                                f"channels), got (N, {', '.join(map(str, shape))})")
+    return {}, shape
+
+
+def _aggregate_apply(layer, params, x):
+    return jnp.einsum("ij,njc->nic", jnp.asarray(layer.dense()), x)  # z_i = sum_j A_ij x_j
+
+
+def _single_init(layer, key, shape, width):
+    return {}, _single(layer, shape)
 
 
 def _activation_apply(layer, params, x):
     return jax_activation(layer)(x)
 
 
-def _layernorm_apply(layer, params, x):
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    return centred / jnp.sqrt(jnp.mean(centred * centred, axis=-1, keepdims=True))
-
-
 def _identity_apply(layer, params, x):
     return x
 
 
-def _fanout_init(layer, key, n_in, width):
-    _single_init(layer, key, n_in, width)
-    return {}, (n_in,) * int(layer.n)
+def _fanout_init(layer, key, shape, width):
+    return {}, _Branches((_single(layer, shape),) * int(layer.n))
 
 
 def _fanout_apply(layer, params, x):
     return (x,) * int(layer.n)
 
 
-def _branches_init(layer, key, n_in, width):
-    if not isinstance(n_in, tuple):
+def _branches_init(layer, key, shapes, width):
+    if not isinstance(shapes, _Branches):
         raise ArchitectureError(f"{type(layer).__name__} joins branches: put FanOut(n) and "
                                 "parallel(...) before it")
     if isinstance(layer, FanInSum):
-        if len(set(n_in)) != 1:
-            raise ArchitectureError(f"FanInSum needs branches of equal widths, got {n_in}")
-        return {}, n_in[0]
-    return {}, sum(n_in)
+        if len(set(shapes)) != 1:
+            raise ArchitectureError(f"FanInSum needs branches of equal shapes, got "
+                                    f"{list(shapes)}")
+        return {}, shapes[0]
+    if len({s[:-1] for s in shapes}) != 1:
+        raise ArchitectureError(f"FanInConcat joins channels of branches with equal spatial "
+                                f"shapes, got {list(shapes)}")
+    return {}, shapes[0][:-1] + (sum(s[-1] for s in shapes),)
 
 
 def _fanin_sum_apply(layer, params, xs):
@@ -223,12 +364,12 @@ def _fanin_concat_apply(layer, params, xs):
     return jnp.concatenate(xs, axis=-1)
 
 
-def _serial_init(layer, key, n_in, width):
+def _serial_init(layer, key, shape, width):
     params = []
     for child, k in zip(layer.children, jax.random.split(key, max(1, len(layer.children)))):
-        p, n_in = _init(child, k, n_in, width)
+        p, shape = _init(child, k, shape, width)
         params.append(p)
-    return params, n_in
+    return params, shape
 
 
 def _serial_apply(layer, params, x):
@@ -237,14 +378,14 @@ def _serial_apply(layer, params, x):
     return x
 
 
-def _parallel_init(layer, key, n_in, width):
-    if not isinstance(n_in, tuple) or len(n_in) != len(layer.children):
-        got = len(n_in) if isinstance(n_in, tuple) else 1
+def _parallel_init(layer, key, shapes, width):
+    if not isinstance(shapes, _Branches) or len(shapes) != len(layer.children):
+        got = len(shapes) if isinstance(shapes, _Branches) else 1
         raise ArchitectureError(f"parallel has {len(layer.children)} layers but gets {got} "
                                 "branches")
-    out = [_init(child, k, n, width) for child, k, n in
-           zip(layer.children, jax.random.split(key, len(layer.children)), n_in)]
-    return [p for p, _ in out], tuple(n for _, n in out)
+    out = [_init(child, k, s, width) for child, k, s in
+           zip(layer.children, jax.random.split(key, len(layer.children)), shapes)]
+    return [p for p, _ in out], _Branches(s for _, s in out)
 
 
 def _parallel_apply(layer, params, xs):
@@ -254,6 +395,11 @@ def _parallel_apply(layer, params, xs):
 #: {layer class: (init, apply)}; see the module docstring.
 LAYERS = {
     Dense: (_dense_init, _dense_apply),
+    Conv: (_conv_init, _conv_apply),
+    AvgPool: (_avgpool_init, _avgpool_apply),
+    GlobalAvgPool: (_global_avgpool_init, _global_avgpool_apply),
+    Flatten: (_flatten_init, _flatten_apply),
+    Aggregate: (_aggregate_init, _aggregate_apply),
     Activation: (_single_init, _activation_apply),
     LayerNorm: (_single_init, _layernorm_apply),
     Identity: (_single_init, _identity_apply),
@@ -274,8 +420,14 @@ def _rules(layer):
                                 "nngp_lut.montecarlo") from None
 
 
-def _init(layer, key, n_in, width):
-    return _rules(layer)[0](layer, key, n_in, width)
+def _init(layer, key, shape, width):
+    """(params, output shape) of ``layer`` for inputs of per-input ``shape`` (an int d is
+    the shape (d,))."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    elif not isinstance(shape, _Branches):
+        shape = tuple(int(v) for v in shape)
+    return _rules(layer)[0](layer, key, shape, width)
 
 
 def _apply(layer, params, x):
@@ -291,11 +443,11 @@ def _layer_of(network):
 
 
 def with_width(network, width):
-    """The network with ``width`` on every Dense that declares none (the widths of the
-    finite network that :func:`empirical_kernels` samples; the infinite-width kernel
+    """The network with ``width`` on every Dense and Conv that declares none (the widths
+    (channels) of the finite network that :func:`empirical_kernels` samples; the infinite-width kernel
     depends on them only in the standard parameterisation)."""
     layer = _layer_of(network)
-    if isinstance(layer, Dense):
+    if isinstance(layer, (Dense, Conv)):
         return layer if layer.width is not None else dataclasses.replace(layer, width=width)
     if isinstance(layer, (Serial, Parallel)):
         return dataclasses.replace(layer, children=tuple(with_width(c, width)
@@ -304,36 +456,59 @@ def with_width(network, width):
 
 
 @functools.lru_cache(maxsize=16)
-def _draw_function(layer, n_features, width, kinds, ntk_units):
+def _draw_function(layer, in_shape, width, kinds, ntk_units):
     """A jitted ``draw(key, x) -> (nngp, ntk)`` of one random network of this width (kept
     for the next call with the same arguments: layers are immutable and hashable)."""
 
     def draw(key, x):
-        params, n_out = _init(layer, key, n_features, width)
-        if isinstance(n_out, tuple):
+        params, out_shape = _init(layer, key, in_shape, width)
+        if isinstance(out_shape, _Branches):
             raise ArchitectureError("the network ends in branches: join them with "
                                     "FanInSum() or FanInConcat()")
+        n = x.shape[0]
         f = _apply(layer, params, x)
-        nngp = f @ f.T / n_out if "nngp" in kinds else None
+        features = f.reshape(n, -1)  # positions x channels: the mean over both (Flatten's)
+        nngp = features @ features.T / features.shape[1] if "nngp" in kinds else None
         if "ntk" not in kinds:
             return nngp, None
-        if ntk_units > n_out:
+        if ntk_units > out_shape[-1]:
             raise ArchitectureError(f"ntk_units={ntk_units} is more than the network's "
-                                    f"{n_out} outputs")
-        ntk = jnp.zeros((x.shape[0], x.shape[0]))
+                                    f"{out_shape[-1]} outputs")
+        positions = math.prod(out_shape[:-1])
+        ntk = jnp.zeros((n, n))
         for unit in range(ntk_units):
-            def out(p, unit=unit):
-                return _apply(layer, p, x)[:, unit]
+            def out(p, unit=unit):  # unit u at every output position: (n, positions)
+                return _apply(layer, p, x)[..., unit].reshape(n, positions)
             _, pullback = jax.vjp(out, params)
 
-            def row(cotangent, out=out, pullback=pullback):
-                (grad,) = pullback(cotangent)  # grad f_u(x_a), one input a at a time
-                return jax.jvp(out, (params,), (grad,))[1]  # its products with every grad
+            def row(index, out=out, pullback=pullback):
+                a, position = index // positions, index % positions
+                cotangent = jnp.zeros((n, positions)).at[a, position].set(1.0)
+                (grad,) = pullback(cotangent)  # grad f_u(x_a) at one position
+                # its products with the gradients of every input at that position
+                return jax.jvp(out, (params,), (grad,))[1][:, position]
 
-            ntk = ntk + jax.lax.map(row, jnp.eye(x.shape[0]))
+            rows = jax.lax.map(row, jnp.arange(n * positions))
+            ntk = ntk + rows.reshape(n, positions, n).mean(axis=1)
         return nngp, ntk / ntk_units
 
     return jax.jit(draw)
+
+
+def _inputs(x, name):
+    """Inputs as a float64 array (n, d), (n, L, C) or (n, H, W, C): finite, not empty."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} is not numeric") from None
+    if a.ndim <= 2:
+        return validate_inputs(a, name)
+    if 0 in a.shape:
+        raise DataError(f"{name} is empty (shape {a.shape})")
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{name} has a NaN or inf value (input "
+                        f"{np.argwhere(~np.isfinite(a))[0][0]})")
+    return np.ascontiguousarray(a)
 
 
 def _per_draw(layer, x1, x2, width, draws, seed, kinds, ntk_units, progress):
@@ -344,16 +519,17 @@ def _per_draw(layer, x1, x2, width, draws, seed, kinds, ntk_units, progress):
         raise ValueError(f"draws must be a positive integer, got {draws}")
     if int(ntk_units) != ntk_units or ntk_units < 1:
         raise ValueError(f"ntk_units must be a positive integer, got {ntk_units}")
-    x1 = validate_inputs(x1, "x1")
+    x1 = _inputs(x1, "x1")
     n1 = x1.shape[0]
     if x2 is not None:
-        x2 = validate_inputs(x2, "x2")
-        if x2.shape[1] != x1.shape[1]:
-            raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
+        x2 = _inputs(x2, "x2")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x1 has inputs of shape {x1.shape[1:]} but x2 has "
+                             f"{x2.shape[1:]}")
     x = x1 if x2 is None else np.concatenate([x1, x2])
     cols = slice(None, n1) if x2 is None else slice(n1, None)
     with _x64():
-        draw = _draw_function(layer, x.shape[1], int(width), kinds, int(ntk_units))
+        draw = _draw_function(layer, x.shape[1:], int(width), kinds, int(ntk_units))
         xj = jnp.asarray(x, dtype=jnp.float64)
         root = jax.random.fold_in(jax.random.key(int(seed)), int(width))
         for d in range(int(draws)):
@@ -380,10 +556,10 @@ def empirical_kernels(network, x1, x2=None, *, width, draws, seed, get=KINDS, nt
     network : Layer or Network
         The architecture (its Dense layers without a declared ``width`` get ``width``
         units, the readout included).
-    x1, x2 : array_like (n1, d), (n2, d)
-        Inputs; ``x2=None`` pairs x1 with itself.
+    x1, x2 : array_like (n1, ...), (n2, ...)
+        Inputs, (n, d) vectors, (n, L, C) or (n, H, W, C); ``x2=None`` pairs x1 with itself.
     width : int
-        Units of every Dense that declares none.
+        Units of every Dense, channels of every Conv, that declares none.
     draws : int
         Independent random networks to average over.
     seed : int
@@ -435,7 +611,7 @@ def convergence(network, x, widths, draws, seed, *, get=KINDS, ntk_units=1,
     Parameters
     ----------
     network : Layer or Network
-    x : array_like (n, d)
+    x : array_like (n, d), (n, L, C) or (n, H, W, C)
         Inputs (used as they are: standardise them first if the network expects it).
     widths : sequence of int
         Widths of the finite networks (two or more for a slope).
@@ -463,7 +639,7 @@ def convergence(network, x, widths, draws, seed, *, get=KINDS, ntk_units=1,
         raise ValueError(f"widths must be distinct positive integers, got {widths}")
     if reference not in ("kernel", "layerwise"):
         raise ValueError(f"reference must be 'kernel' or 'layerwise', got {reference!r}")
-    x = validate_inputs(x, "x")
+    x = _inputs(x, "x")
     rows, total = [], len(widths) * int(draws)
     for i, width in enumerate(widths):
         sized = with_width(layer, width)

@@ -95,6 +95,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--log", default=str(ROOT / "bench" / "dask_results.jsonl"))
     p.add_argument("--tile", type=int, default=2048)
+    p.add_argument("--core-gflops", type=float, default=None,
+                   help="predictions beyond this machine: scale every measured tile time so "
+                   "that one core's DGEMM runs at this rate (default: as measured here)")
     args = p.parse_args()
     by = load(args.log)
     m = Model(by, args.tile)
@@ -130,13 +133,19 @@ def main():
               f"error {100 * err:+.0f}%")
     if points:
         print(f"  worst |error|: {100 * worst:.0f}% (target: within 20%)")
-    print(f"\npredictions beyond this machine (cores as fast as one here, {BANDWIDTH / 1e9:g}"
-          " GB/s per node, one scheduler at the task cost measured here):")
+    speed = (f"one core's DGEMM at {args.core_gflops:g} GFLOP/s" if args.core_gflops else
+             "cores as fast as one here")
+    print(f"\npredictions beyond this machine ({speed}, {BANDWIDTH / 1e9:g} GB/s per node, "
+          "one scheduler at the task cost measured here):")
     for n in (60_000, 200_000, 1_000_000):
         for b in sorted({m.b, 4096, 8192}):
             mb = Model(by, b) if b in {r["tile"] for r in by["tile-rates"]} else None
             if mb is None:
                 continue
+            if args.core_gflops:
+                scale = (2 * b**3 / mb.t["gemm"] / 1e9) / args.core_gflops
+                mb.t = {op: t * scale for op, t in mb.t.items()}
+                mb.s_kernel *= scale
             for workers, cores in ((1, 2), (8, 32), (64, 32)):
                 q = mb.parts(n, workers, cores, local=False)
                 bound = max(("compute", "comm", "scheduler"), key=lambda k: q[k])

@@ -202,8 +202,11 @@ class DistributedCholesky:
     The same interface as :class:`nngp_lut.linalg.TiledCholesky`; made by :func:`cholesky`.
     """
 
-    def __init__(self, client, tiles, bounds, jitter, store=None):
+    def __init__(self, client, tiles, bounds, jitter, store=None, inputs=()):
         self.client = client
+        # The scattered inputs the tiles were made from: held as long as the factor, so
+        # that a tile lost with a worker can still be recomputed from its lineage.
+        self.inputs = inputs
         self.tiles = tiles  # (i, j) -> future of L_ij, i >= j
         self.bounds = bounds
         self.n = bounds[-1][1]
@@ -213,7 +216,7 @@ class DistributedCholesky:
     def _blocks(self, b):
         b = np.asarray(b, dtype=np.float64)
         blocks = [np.asfortranarray(b[lo:hi]) for lo, hi in self.bounds]
-        return self.client.scatter(blocks)
+        return self.client.scatter(blocks, hash=False)
 
     def _lower(self, blocks, token):
         nt, submit = len(self.bounds), self.client.submit
@@ -284,7 +287,7 @@ class DistributedCholesky:
 
     def remove(self):
         """Release the tiles on the workers (and delete the scratch directory)."""
-        self.tiles = {}
+        self.tiles, self.inputs = {}, ()
         if self.store is not None:
             self.store.remove()
 
@@ -348,7 +351,8 @@ def cholesky(client, tile_fn: Callable, tile_args: Sequence, n: int, *,
             try:
                 tiles = _factor(client, tile_fn, args, bounds, jitters[index], state, store,
                                 progress)
-                return DistributedCholesky(client, tiles, bounds, jitters[index], store)
+                return DistributedCholesky(client, tiles, bounds, jitters[index], store,
+                                           inputs=args)
             except NotPositiveDefinite as exc:
                 failed = exc
             state["panels_done"] = 0
@@ -376,69 +380,104 @@ def scatter_once(client, values):
     def plain(v):
         return v is None or isinstance(v, (str, int, float, tuple, Future))
 
-    return [v if plain(v) else client.scatter(v, broadcast=True) for v in values]
+    # hash=False: a fresh key per call.  Content-hashed keys are shared with an earlier call
+    # whose futures are being released, and that release can remove the data under this one.
+    return [v if plain(v) else client.scatter(v, broadcast=True, hash=False) for v in values]
 
 
 def _factor(client, tile_fn, args, bounds, jitter, state, store, progress):
-    """Submit the right-looking graph; wait for it, writing finished panels to ``store``."""
-    from distributed import as_completed
+    """Run the graph to the end, writing finished panels to ``store``.
 
+    Dask recomputes a lost result from its lineage only while the scheduler still knows the
+    tasks it came from, and it forgets consumed intermediate tiles.  So a factor tile whose
+    future is cancelled ("lost dependencies", after a worker died) is submitted again here
+    from its own lineage, by the same tile operations in the same order (:func:`_submit`),
+    on top of the factor tiles that survived: only the lost tiles are redone and the result
+    is bit for bit the same.
+    """
+    from concurrent.futures import CancelledError
+
+    from distributed import as_completed, wait
+
+    nt, first = len(bounds), state["panels_done"]
+    # Finished panels of a resumed run: their tiles from the scratch directory.
+    done = [(i, j) for j in range(first) for i in range(j, nt)]
+    l_tiles = dict(zip(done, client.scatter([store.get("l", i, j) for i, j in done], hash=False)
+                       if done else []))
+    wanted = [(i, j) for j in range(first, nt) for i in range(j, nt)]
+    remaining = {j: nt - j for j in range(first, nt)}  # unwritten tiles per panel
+    reported, finished = set(), {}
+    while True:
+        lost = [ij for ij in wanted if ij not in l_tiles or l_tiles[ij].status == "cancelled"]
+        if not lost:
+            return l_tiles
+        l_tiles.update(_submit(client, tile_fn, args, bounds, jitter, l_tiles, lost))
+        keys = {l_tiles[ij].key: ij for ij in lost}
+        for future in as_completed([l_tiles[ij] for ij in lost]):
+            if future.status == "error":
+                # Dropping the futures (on the way out) releases the rest of the graph; an
+                # explicit cancel of erred keys trips the scheduler (dask 2026.8).
+                raise future.exception()
+            if future.status != "finished":
+                continue  # cancelled: its lineage is submitted again in the next round
+            i, j = ij = keys[future.key]
+            if ij in reported:
+                continue
+            reported.add(ij)
+            remaining[j] -= 1
+            if store is not None:
+                finished[ij] = future.result()
+                # Panels are written in order: a resumed run needs every panel before it.
+                while state["panels_done"] < nt and remaining[state["panels_done"]] == 0:
+                    p = state["panels_done"]
+                    for r in range(p, nt):
+                        store.put("l", r, p, finished.pop((r, p)))
+                    state["panels_done"] = p + 1
+                    store.save_state(state)
+            if progress:
+                progress("cholesky", len(reported), len(wanted))
+        # Tiles reported before a worker died may have been lost since: check them all.
+        try:
+            wait([l_tiles[ij] for ij in wanted])
+        except CancelledError:  # the next round submits their lineage again
+            pass
+
+
+def _submit(client, tile_fn, args, bounds, jitter, l_tiles, todo):
+    """Submit the factor tiles ``todo`` (sorted by column) and the chains they need:
+
+        L_jj = potrf(A_jj - sum_k L_jk L_jk^T + jitter I),   L_ij = trsm(L_jj, A_ij - sum_k L_ik L_jk^T)
+
+    with the updates k = 0, 1, ... applied one task each (syrk/gemm), the other factor tiles
+    taken from ``l_tiles`` (or from this submission).  For a whole run this is the
+    right-looking graph; the priorities put the critical path first."""
     nt, submit = len(bounds), client.submit
     token = uuid.uuid4().hex[:12]
-    first = state["panels_done"]
+    new = {}
 
     def prio(kind, column):
         return COLUMN_RANK * (nt - column) + RANK[kind]
 
-    a = {}
-    for j in range(first, nt):
-        for i in range(j, nt):
-            a[i, j] = submit(tile_fn, bounds[i], bounds[j], *args, priority=prio("kernel", j),
-                             key=f"ktile-{token}-{i}-{j}")
-    # Finished panels of a resumed run: their tiles from the scratch directory.
-    done = [(i, j) for j in range(first) for i in range(j, nt)]
-    l_tiles = dict(zip(done, client.scatter([store.get("l", i, j) for i, j in done])
-                       if done else []))
-    for k in range(nt):
-        if k >= first:
-            l_tiles[k, k] = submit(_potrf, a.pop((k, k)), jitter, k, priority=prio("potrf", k),
-                                   key=f"potrf-{token}-{k}")
-            for i in range(k + 1, nt):
-                l_tiles[i, k] = submit(_trsm, l_tiles[k, k], a.pop((i, k)),
-                                       priority=prio("trsm", k), key=f"trsm-{token}-{i}-{k}")
-        for j in range(max(k + 1, first), nt):
-            a[j, j] = submit(_syrk, a[j, j], l_tiles[j, k], priority=prio("syrk", j),
-                             key=f"syrk-{token}-{j}-{k}")
-            for i in range(j + 1, nt):
-                a[i, j] = submit(_gemm, a[i, j], l_tiles[i, k], l_tiles[j, k],
-                                 priority=prio("gemm", j), key=f"gemm-{token}-{i}-{j}-{k}")
-    assert not a
-    ours = {f.key: ij for ij, f in l_tiles.items() if ij[1] >= first}
-    remaining = {j: nt - j for j in range(first, nt)}  # unfinished tiles per panel
-    total, count = len(ours), 0
-    finished = {}
-    for future in as_completed([l_tiles[ij] for ij in ours.values()]):
-        if future.status == "error":
-            exc = future.exception()
-            for f in l_tiles.values():
-                f.cancel()
-            raise exc
-        i, j = ours[future.key]
-        count += 1
-        remaining[j] -= 1
-        if store is not None:
-            finished[i, j] = future.result()
-            # Panels are written in order: a resumed run needs every panel before its first.
-            while state["panels_done"] < nt and remaining[state["panels_done"]] == 0:
-                p = state["panels_done"]
-                for r in range(p, nt):
-                    store.put("l", r, p, finished.pop((r, p)))
-                state["panels_done"] = p + 1
-                store.save_state(state)
-        if progress:
-            progress("cholesky", count, total)
-    state["panels_done"] = nt
-    return l_tiles
+    def tile(i, k):
+        return new[i, k] if (i, k) in new else l_tiles[i, k]
+
+    for i, j in sorted(todo, key=lambda ij: (ij[1], ij[0] != ij[1], ij[0])):
+        a = submit(tile_fn, bounds[i], bounds[j], *args, priority=prio("kernel", j),
+                   key=f"ktile-{token}-{i}-{j}")
+        for k in range(j):
+            if i == j:
+                a = submit(_syrk, a, tile(j, k), priority=prio("syrk", j),
+                           key=f"syrk-{token}-{j}-{k}")
+            else:
+                a = submit(_gemm, a, tile(i, k), tile(j, k), priority=prio("gemm", j),
+                           key=f"gemm-{token}-{i}-{j}-{k}")
+        if i == j:
+            new[j, j] = submit(_potrf, a, jitter, j, priority=prio("potrf", j),
+                               key=f"potrf-{token}-{j}")
+        else:
+            new[i, j] = submit(_trsm, tile(j, j), a, priority=prio("trsm", j),
+                               key=f"trsm-{token}-{i}-{j}")
+    return new
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -473,7 +512,7 @@ def kernel(client, network, x1, x2=None, *, get: str = "nngp", all_depths: bool 
     rb, cb = linalg.tile_bounds(n1, tile), linalg.tile_bounds(n2, tile)
     layers = None if depths is None else len(depths)
     shape = (n1, n2) if layers is None else (layers, n1, n2)
-    sx1 = client.scatter(x1, broadcast=True)
+    sx1 = client.scatter(x1, broadcast=True, hash=False)
     if scattered is not None:
         snet, sx2 = scattered
     else:

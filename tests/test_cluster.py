@@ -19,6 +19,8 @@ from nngp_lut.gp import NNGPRegressor, evaluate  # noqa: E402
 from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, Network,  # noqa: E402
                              deep_network, parallel, serial)
 
+from .conftest import SMALL_GRID  # noqa: E402
+
 #: The issue's target: the cluster equals the in-process path to this relative error.
 REL = 1e-12
 #: Fixed noise variance of the comparisons: well conditioned, so 1e-12 measures the
@@ -57,7 +59,7 @@ def test_kernel_tiles_equal_the_in_process_kernel(client, data, net, table_of):
     # Any network of the layer algebra, every depth, the NTK.
     # (Tables, not names: the workers then need no table cache.)
     branchy = Network(serial(Dense(1.3, 0.1), FanOut(2), parallel(
-        Activation(table_of("erf")), Activation(table_of("relu"))), FanInSum(),
+        Activation(table_of("tanh", **SMALL_GRID)), Activation(table_of("relu"))), FanInSum(),
         Dense(1.1, 0.05)))
     got = cluster.kernel(client, branchy, x[:200], get="ntk", all_depths=True, tile=64)
     assert got.shape == (branchy.depth + 1, 200, 200)
@@ -86,12 +88,12 @@ def test_jitter_ladder_picks_the_same_jitter(client, table_of):
     # A rank-5 kernel (depth 0: the linear model of 5 features) fails at small jitters.
     x = np.random.default_rng(5).standard_normal((300, 5))
     net0 = deep_network(table_of("relu"), 0, 1.0, 0.0)
-    ladder = (0.0, 1e-12, 1e-4)
+    ladder = (0.0, 1e-3)
     tiles = lambda r, c: net0.kernel(x[c[0]:c[1]], x[r[0]:r[1]]).T  # noqa: E731
     ref = linalg.cholesky(tiles, 300, jitters=ladder, tile=64)
     ours = cluster.cholesky(client, cluster.kernel_tile, (net0, x), 300, jitters=ladder,
                             tile=64)
-    assert ours.jitter == ref.jitter == 1e-4
+    assert ours.jitter == ref.jitter == 1e-3
     assert rel(ours.to_dense(), ref.to_dense()) < REL
     with pytest.raises(NotPositiveDefinite, match="not positive definite"):
         cluster.cholesky(client, cluster.kernel_tile, (net0, x), 300, jitters=(0.0,), tile=64)
@@ -184,7 +186,10 @@ def test_cli_on_a_scheduler_and_on_local_workers(client, data, tmp_path):
     import json
 
     ja, jb = json.loads(a.output.splitlines()[-1]), json.loads(b.output.splitlines()[-1])
-    assert ja["accuracy"] == jb["accuracy"] and abs(ja["mse"] - jb["mse"]) < REL * jb["mse"]
+    # The paper's jitter 1e-10: K + jitter I has a condition number ~1e10, so the 1e-16
+    # rounding differences of the tiles (two BLAS threads here, one per worker) reach 1e-11.
+    assert ja["jitter"] == jb["jitter"] == 1e-10
+    assert ja["accuracy"] == jb["accuracy"] and abs(ja["mse"] - jb["mse"]) < 1e-9 * jb["mse"]
 
 
 def test_cli_errors_are_one_line(monkeypatch, tmp_path):

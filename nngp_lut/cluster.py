@@ -46,7 +46,11 @@ from . import linalg
 from .errors import ClusterError, MissingDependency, NotPositiveDefinite, ParameterError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
+
+    from distributed import Client
+
+    from .kernel import Network
 
 __all__ = ["CONNECT_TIMEOUT", "DistributedCholesky", "cholesky", "connect", "kernel",
            "kernel_tile", "require_dask"]
@@ -62,7 +66,7 @@ IN_RAM = 1 << 62
 _EXTRA = 'pip install "nngp-lut[distributed]"'
 
 
-def require_dask():
+def require_dask() -> object:
     """Import dask.distributed, or raise MissingDependency saying how to install it."""
     try:
         import distributed  # noqa: F401
@@ -73,7 +77,8 @@ def require_dask():
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, *,
-            threads_per_worker: int = 1, timeout: float | None = None):
+            threads_per_worker: int = 1, timeout: float | None = None
+            ) -> Iterator[Client | None]:
     """A :class:`dask.distributed.Client` for ``--scheduler`` / ``--workers`` (None: neither).
 
     Parameters
@@ -135,7 +140,9 @@ def _one_thread():
         numba.set_num_threads(1)
 
 
-def kernel_tile(rows, cols, network, x1, x2=None, get="nngp", depths=None):
+def kernel_tile(rows: tuple[int, int], cols: tuple[int, int], network: Network,
+                x1: np.ndarray, x2: np.ndarray | None = None, get: str = "nngp",
+                depths: Sequence[int] | None = None) -> np.ndarray:
     """Tile K(x1[rows], x2[cols]) of ``network``'s kernel, Fortran ordered.
 
     With ``x2=None`` (the symmetric kernel of x1) the diagonal tiles (rows == cols) come
@@ -189,10 +196,6 @@ def _substitute(l_jj, b_j, transpose, *products):
 
 def _log_diagonal(l_jj):
     return float(np.sum(np.log(np.diag(l_jj))))
-
-
-def _column_sum_squares(v):
-    return np.einsum("ij,ij->j", v, v)
 
 
 # --- the factor ------------------------------------------------------------------------------
@@ -263,14 +266,6 @@ class DistributedCholesky:
         y = self._lower(self._blocks(b.reshape(self.n, -1)), token)
         return self._gather(self._upper(y, token), b.shape)
 
-    def lower_sum_squares(self, b):
-        """sum_i (L^{-1} b)_ij^2 per column j, with only the sums moved back (the NNGP's
-        predictive variance)."""
-        b = np.asarray(b, dtype=np.float64).reshape(self.n, -1)
-        y = self._lower(self._blocks(b), uuid.uuid4().hex)
-        parts = self.client.gather([self.client.submit(_column_sum_squares, f) for f in y])
-        return np.sum(parts, axis=0)
-
     def logdet(self):
         """log det(A + jitter I) = 2 sum log diag L."""
         parts = self.client.gather([self.client.submit(_log_diagonal, self.tiles[j, j])
@@ -292,14 +287,9 @@ class DistributedCholesky:
             self.store.remove()
 
 
-def _tasks(nt):
-    """Tasks of the factorisation graph of nt tile columns (for progress)."""
-    return nt + nt * (nt - 1) // 2 + sum((nt - k - 1) * (nt - k) // 2 for k in range(nt))
-
-
-def cholesky(client, tile_fn: Callable, tile_args: Sequence, n: int, *,
+def cholesky(client: Client, tile_fn: Callable, tile_args: Sequence, n: int, *,
              jitters: Sequence[float] = (0.0,), tile: int | None = None,
-             scratch=None, fingerprint: str = "", resume: bool = False,
+             scratch: str | None = None, fingerprint: str = "", resume: bool = False,
              progress: Callable | None = None) -> DistributedCholesky:
     """Blocked Cholesky of A + jitter I on a Dask cluster, trying each jitter in turn.
 
@@ -481,9 +471,10 @@ def _submit(client, tile_fn, args, bounds, jitter, l_tiles, todo):
 
 
 # --- kernels ---------------------------------------------------------------------------------
-def kernel(client, network, x1, x2=None, *, get: str = "nngp", all_depths: bool = False,
-           depths=None, tile: int = linalg.DEFAULT_TILE, out=None, progress=None,
-           scattered: Sequence | None = None):
+def kernel(client: Client, network: Network, x1: np.ndarray, x2: np.ndarray | None = None, *,
+           get: str = "nngp", all_depths: bool = False, depths: Sequence[int] | None = None,
+           tile: int = linalg.DEFAULT_TILE, out=None, progress: Callable | None = None,
+           scattered: Sequence | None = None) -> np.ndarray | str:
     """``network.kernel(x1, x2)`` computed as tiles on a Dask cluster.
 
     Tiles of ``tile`` x ``tile`` pairs are tasks (:func:`kernel_tile`; the inputs are

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike
 
+    from distributed import Client
+
     from ._typing import PathLike, PhiLike
 
 __all__ = ["NNGPRegressor", "PAPER_TABLE1", "Result", "evaluate", "jitter_ladder",
@@ -382,7 +384,8 @@ def evaluate(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: 
              kernel: str = "nngp",
              standardize: bool = False, jitter: str | float = "absolute",
              variance: bool = False, memory: int | str = "auto", scratch: PathLike | None = None,
-             resume: bool = False, progress: Callable | None = None, client=None) -> Result:
+             resume: bool = False, progress: Callable | None = None,
+             client: Client | None = None) -> Result:
     """Fit on the training set and score the test set, with the fully connected network
     (phi, depth, weight_var, bias_var) or any ``network``, and the NNGP or NTK ``kernel``.
 

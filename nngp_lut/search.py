@@ -34,6 +34,8 @@ from .tables import as_table
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from distributed import Client
+
     from numpy.typing import ArrayLike
 
     from ._typing import PathLike, PhiLike
@@ -182,7 +184,8 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
                 bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
                 jitter: str | float = "absolute", memory: int | str = "auto",
                 kernel: str = "nngp", out: PathLike | None = None, resume: bool = False,
-                progress: Callable | None = None, client=None) -> list[dict]:
+                progress: Callable | None = None,
+                client: Client | None = None) -> list[dict]:
     """Score every (depth, weight_var, bias_var) on the validation set, with the NNGP
     posterior or (``kernel="ntk"``) the NTK's gradient-descent ensemble.
 

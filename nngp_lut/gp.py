@@ -180,7 +180,7 @@ class NNGPRegressor:
         ladder = jitter_ladder(self.jitter, float(np.mean(self.diag_train_)))
         t0 = time.perf_counter()
         if self.client is not None:
-            self._fit_on_cluster(x, ladder, timings)
+            self._fit_on_cluster(x, ladder)
         else:
             self.factor_ = linalg.cholesky(
                 make_tile, n, jitters=ladder, memory=budget, reserve=self._reserve(n, y2),
@@ -195,7 +195,7 @@ class NNGPRegressor:
         self.timings_ = timings
         return self
 
-    def _fit_on_cluster(self, x, ladder, timings):
+    def _fit_on_cluster(self, x, ladder):
         """The factor on the Dask cluster of ``self.client``: kernel tiles and the blocked
         Cholesky in one task graph (nngp_lut.cluster)."""
         from . import cluster

@@ -304,3 +304,25 @@ def shaped(network, shape, stored, *arrays):
     with user_errors():
         return tuple(None if a is None else reshape_inputs(a, target, name)
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
+
+def cluster_options(command):
+    """--scheduler and --workers (the Dask backend), shared by kernel, predict and search."""
+    command = click.option(
+        "--workers", type=click.IntRange(1), default=None, metavar="N",
+        help="Run on a local Dask cluster of N single-threaded worker processes (needs "
+        "pip install \"nngp-lut[distributed]\").")(command)
+    return click.option(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786: kernel tiles and "
+        "the blocked Cholesky as task graphs (needs the distributed extra).")(command)
+
+
+def cluster_client(scheduler, workers):
+    """The Dask client of --scheduler / --workers (None for neither: in process), as a
+    context manager; both at once is a usage error, an unreachable scheduler one line."""
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local "
+                               "one), not both")
+    from nngp_lut.cluster import connect
+
+    return connect(scheduler, workers)

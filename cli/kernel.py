@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nngp_lut import _files
-from nngp_lut.data import DataError, load_array
+from nngp_lut import _files, cluster
+from nngp_lut.data import DataError, load_array, standardize_rows
 from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, deep_network, nngp_kernel
 
 from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output,
-                     parse_shape, phi_or_table, shaped, stage_bars, table_for, user_errors)
+                     cluster_client, cluster_options, parse_shape, phi_or_table, shaped,
+                     stage_bars, table_for, user_errors)
 
 
 def _load(spec, name):
@@ -54,11 +55,13 @@ def _load(spec, name):
 @ARCH_OPTION
 @KERNEL_OPTION
 @SHAPE_OPTION
+@cluster_options
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
-           out, memory, force, quiet, arch, kernel_kind, shape):
+           out, memory, force, quiet, arch, kernel_kind, shape, scheduler, workers):
     """Compute the NNGP kernel K^L(x1, x2) (or with --kernel ntk the NTK) of a deep fully
     connected network, or of any --arch (--all-depths: after each Dense of its main chain
-    and at its end)."""
+    and at its end).  With --workers or --scheduler the tiles are Dask tasks on a cluster;
+    an .h5 output is then written tile by tile as they arrive, by this process alone."""
     if arch is None:
         phi = phi_or_table(phi, table_path)
         missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
@@ -70,7 +73,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
     shape = parse_shape(shape)
     check_output(out, force)
-    with user_errors(), _files.lock(out):
+    with user_errors(), _files.lock(out), cluster_client(scheduler, workers) as client:
         a = _load(x1, "x1")
         b = None if x2 is None else _load(x2, "x2")
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
@@ -87,11 +90,18 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
                 f"kernel [{network.storage(np.shape(a)[1:])}]"
             _check_room(out, np.shape(a), None if b is None else np.shape(b),
                         network.depth + 1 if all_depths else 1)
-            result = nngp_kernel(a, b, network=network, get=kernel_kind,
-                                 standardize=standardize, all_depths=all_depths,
-                                 memory=memory, out=out if h5 else None,
-                                 progress=progress and (lambda done, total:
-                                                        progress(label, done, total)))
+            tick = progress and (lambda done, total: progress(label, done, total))
+            if client is None:
+                result = nngp_kernel(a, b, network=network, get=kernel_kind,
+                                     standardize=standardize, all_depths=all_depths,
+                                     memory=memory, out=out if h5 else None, progress=tick)
+            else:
+                if standardize:
+                    a = standardize_rows(a, "x1")
+                    b = None if b is None else standardize_rows(b, "x2")
+                result = cluster.kernel(client, network, a, b, get=kernel_kind,
+                                        all_depths=all_depths, out=out if h5 else None,
+                                        progress=tick)
         if not h5:
             _save_npy(result, out)
         elif not isinstance(result, str):  # fitted in RAM: write it atomically

@@ -8,9 +8,9 @@ import click
 from nngp_lut import paper
 from nngp_lut import search as searching
 
-from .common import (KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output, load_data,
-                     parse_shape, phi_or_table, progress_bar, shaped, table_for, to_json,
-                     user_errors)
+from .common import (KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output, cluster_client,
+                     cluster_options, load_data, parse_shape, phi_or_table, progress_bar, shaped,
+                     table_for, to_json, user_errors)
 
 #: Options of the grid that --arch replaces.
 GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",
@@ -69,16 +69,20 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
               "per architecture.")
 @KERNEL_OPTION
 @SHAPE_OPTION
+@cluster_options
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
-           quiet, archs, kernel_kind, shape):
+           quiet, archs, kernel_kind, shape, scheduler, workers):
     """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
     marginal likelihood per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  With --optimize, each depth's
     (weight_var, bias_var) maximises the marginal likelihood instead.  At the end, the best
     setting on validation is fitted on the training set and scored on the test set.  With
     --kernel ntk the NTK's gradient-descent ensemble is scored instead of the NNGP posterior
-    (no marginal likelihood: the NTK is not a prior covariance)."""
+    (no marginal likelihood: the NTK is not a prior covariance).  With --workers or
+    --scheduler the grid's settings are Dask tasks on a cluster (one single-threaded task
+    per setting; --memory is then a budget per task) and the final fit runs there too;
+    --optimize runs in process."""
     if archs:
         ctx = click.get_current_context()
         given = [f"--{n.replace('_path', '').replace('_', '-')}" for n in GRID_OPTIONS
@@ -86,13 +90,17 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         if given:
             raise click.UsageError(f"--arch replaces the grid: drop {', '.join(given)}")
         return _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out,
-                            force, as_json, quiet, archs, kernel_kind, parse_shape(shape))
+                            force, as_json, quiet, archs, kernel_kind, parse_shape(shape),
+                            scheduler, workers)
     if shape is not None:
         raise click.UsageError("--shape is for convolutional networks (--arch)")
     phi = phi_or_table(phi, table_path, default="relu")
     if optimize and kernel_kind == "ntk":
         raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "
                                "not go with --kernel ntk")
+    if optimize and (scheduler is not None or workers is not None):
+        raise click.UsageError("--optimize runs in process: drop --scheduler/--workers, or "
+                               "search the grid on the cluster")
     if resume and force:
         raise click.UsageError("--resume keeps the rows of --out and --force discards them: "
                                "give one")
@@ -103,7 +111,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         check_output(out, force=True)  # writable, checked before the work
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
-    with user_errors():
+    with user_errors(), cluster_client(scheduler, workers) as client:
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
         bs = searching.parse_grid(bias_var_grid)
@@ -132,10 +140,11 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         else:
             with progress_bar("search", quiet) as progress:
                 rows = searching.grid_search(data.x_train, data.y_train, data.x_val,
-                                             data.y_val, progress=progress, **common)
+                                             data.y_val, progress=progress, client=client,
+                                             **common)
         best, test = searching.test_best(rows, data.x_train, data.y_train, data.x_test,
                                          data.y_test, phi=table, standardize=standardize,
-                                         jitter=jitter, memory=memory)
+                                         jitter=jitter, memory=memory, client=client)
     summary = {"phi": table.activation_name, "kernel": kernel_kind, "optimize": optimize,
                "standardize": standardize,
                "settings": len(depth_list) if optimize else len(ws) * len(bs),

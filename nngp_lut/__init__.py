@@ -17,7 +17,7 @@ from ._openblas import set_openblas_idle_timeout
 __version__ = "0.1.0"
 
 #: Public submodules, imported on first attribute access.
-SUBMODULES = ("activations", "data", "formats", "gp", "kernel", "linalg", "paper", "plots",
+SUBMODULES = ("activations", "cluster", "data", "formats", "gp", "kernel", "linalg", "paper", "plots",
               "search", "sklearn", "tables")
 #: Public names of submodules, re-exported here (name -> submodule).
 _EXPORTS = {"Activation": "activations", "builtin_names": "activations",

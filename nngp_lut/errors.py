@@ -68,6 +68,10 @@ class MissingDependency(NNGPError, ImportError):
     """An optional extra (matplotlib, scikit-learn) is not installed."""
 
 
+class ClusterError(NNGPError, ConnectionError):
+    """A Dask scheduler that cannot be reached (--scheduler)."""
+
+
 class NNGPWarning(UserWarning):
     """A result that is computed but probably not what the user wants."""
 

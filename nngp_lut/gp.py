@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike
 
+    from distributed import Client
+
     from ._typing import PathLike, PhiLike
 
 __all__ = ["NNGPRegressor", "PAPER_TABLE1", "Result", "evaluate", "jitter_ladder",
@@ -104,6 +106,13 @@ class NNGPRegressor:
         Tile order of the factorisation (default :data:`nngp_lut.linalg.DEFAULT_TILE`).
     progress : callable, optional
         ``progress(stage, done, total)``, stage in "kernel", "cholesky", "predict".
+    client : dask.distributed.Client, optional
+        Run the kernel tiles, the factorisation and the solves as task graphs on this Dask
+        cluster (:mod:`nngp_lut.cluster`; the ``distributed`` extra).  The training inputs
+        are scattered once; the tiles of the factor stay on the workers, and with
+        ``scratch`` every finished tile column is also written there so that ``resume``
+        continues a run whose cluster died.  The kernel tiles then run inside the
+        factorisation's graph: their time is part of ``timings_["cholesky"]``.
 
     Attributes (after fit)
     ----------------------
@@ -115,7 +124,7 @@ class NNGPRegressor:
 
     def __init__(self, phi="relu", depth=1, weight_var=1.0, bias_var=0.0, *, network=None,
                  kernel="nngp", standardize=False, jitter="absolute", memory="auto",
-                 scratch=None, resume=False, tile=None, progress=None):
+                 scratch=None, resume=False, tile=None, progress=None, client=None):
         if kernel not in KINDS:
             raise ParameterError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
         if network is None:
@@ -132,6 +141,7 @@ class NNGPRegressor:
         self.resume = resume
         self.tile = tile
         self.progress = progress
+        self.client = client
         self.factor_ = None
 
     def _prepare(self, x, name):
@@ -172,10 +182,13 @@ class NNGPRegressor:
 
         ladder = jitter_ladder(self.jitter, float(np.mean(self.diag_train_)))
         t0 = time.perf_counter()
-        self.factor_ = linalg.cholesky(
-            make_tile, n, jitters=ladder, memory=budget, reserve=self._reserve(n, y2),
-            tile=self.tile, scratch=self.scratch, fingerprint=self._fingerprint(x, ladder),
-            resume=self.resume, progress=self.progress)
+        if self.client is not None:
+            self._fit_on_cluster(x, ladder)
+        else:
+            self.factor_ = linalg.cholesky(
+                make_tile, n, jitters=ladder, memory=budget, reserve=self._reserve(n, y2),
+                tile=self.tile, scratch=self.scratch, fingerprint=self._fingerprint(x, ladder),
+                resume=self.resume, progress=self.progress)
         timings["cholesky"] = time.perf_counter() - t0 - timings["kernel"]
         t0 = time.perf_counter()
         self.alpha_ = self.factor_.solve(y2)
@@ -184,6 +197,32 @@ class NNGPRegressor:
         self.jitter_ = self.factor_.jitter
         self.timings_ = timings
         return self
+
+    def _fit_on_cluster(self, x, ladder):
+        """The factor on the Dask cluster of ``self.client``: kernel tiles and the blocked
+        Cholesky in one task graph (nngp_lut.cluster)."""
+        from . import cluster
+
+        self._check_degenerate(self.network.kernel(x[:DEGENERATE_CHECK_POINTS],
+                                                   get=self.kernel))
+        self._scattered = cluster.scatter_once(self.client, (self.network, x))
+        self.factor_ = cluster.cholesky(
+            self.client, cluster.kernel_tile, (*self._scattered, None, self.kernel),
+            x.shape[0], jitters=ladder, tile=self.tile, scratch=self.scratch,
+            fingerprint=self._fingerprint(x, ladder), resume=self.resume,
+            progress=self.progress)
+
+    def _test_kernel(self, x, get, budget):
+        """K(x, x_train) (block, n): in process, or as tiles on the cluster."""
+        if self.client is None:
+            return self.network.kernel(x, self.x_train_, get=get, memory=budget)
+        from . import cluster
+
+        kinds = (get,) if isinstance(get, str) else get
+        k = tuple(cluster.kernel(self.client, self.network, x, self.x_train_, get=kind,
+                                 tile=self.tile or linalg.DEFAULT_TILE,
+                                 scattered=self._scattered) for kind in kinds)
+        return k[0] if isinstance(get, str) else k
 
     def _check_degenerate(self, tile):
         """Warn (DegenerateKernelWarning) when the kernel of the first training inputs has
@@ -242,8 +281,7 @@ class NNGPRegressor:
         budget = linalg.resolve_memory(self.memory)
         for r0 in range(0, m, rows):
             r1 = min(m, r0 + rows)
-            k = self.network.kernel(x[r0:r1], self.x_train_, get=get,
-                                    memory=budget)  # (block, n)
+            k = self._test_kernel(x[r0:r1], get, budget)  # (block, n)
             mean[r0:r1] = (k[0] if isinstance(get, tuple) else k) @ self.alpha_
             if return_variance and not ntk:
                 v = self.factor_.solve_lower(k.T)
@@ -349,14 +387,16 @@ def evaluate(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: 
              kernel: str = "nngp",
              standardize: bool = False, jitter: str | float = "absolute",
              variance: bool = False, memory: int | str = "auto", scratch: PathLike | None = None,
-             resume: bool = False, progress: Callable | None = None) -> Result:
+             resume: bool = False, progress: Callable | None = None,
+             client: Client | None = None) -> Result:
     """Fit on the training set and score the test set, with the fully connected network
     (phi, depth, weight_var, bias_var) or any ``network``, and the NNGP or NTK ``kernel``.
 
     Integer labels are classification: regression on one-hot targets minus the training mean
     (-0.1 / 0.9 for ten balanced classes), accuracy of the argmax of the posterior mean, and
     MSE in that shifted space (mean over test points of the mean over outputs).  Float
-    targets are regression (MSE only).
+    targets are regression (MSE only).  With a Dask ``client`` the work runs on its cluster
+    (see :class:`NNGPRegressor`).
     """
     t_start = time.perf_counter()
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
@@ -370,7 +410,7 @@ def evaluate(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: 
         raise ParameterError("give network=, or depth, weight_var and bias_var")
     gp = NNGPRegressor(phi, depth, weight_var, bias_var, network=network, kernel=kernel,
                        standardize=standardize, jitter=jitter, memory=memory,
-                       scratch=scratch, resume=resume, progress=progress)
+                       scratch=scratch, resume=resume, progress=progress, client=client)
     try:
         gp.fit(x_train, t_train)
         t0 = time.perf_counter()

@@ -34,6 +34,8 @@ from .tables import as_table
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from distributed import Client
+
     from numpy.typing import ArrayLike
 
     from ._typing import PathLike, PhiLike
@@ -182,7 +184,8 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
                 bias_vars: ArrayLike | str = PAPER_BIAS_VAR, standardize: bool = False,
                 jitter: str | float = "absolute", memory: int | str = "auto",
                 kernel: str = "nngp", out: PathLike | None = None, resume: bool = False,
-                progress: Callable | None = None) -> list[dict]:
+                progress: Callable | None = None,
+                client: Client | None = None) -> list[dict]:
     """Score every (depth, weight_var, bias_var) on the validation set, with the NNGP
     posterior or (``kernel="ntk"``) the NTK's gradient-descent ensemble.
 
@@ -204,6 +207,11 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
         and the rows of a setting scored at only some of the depths, are dropped).
     progress : callable, optional
         ``progress(done, total)`` in (weight_var, bias_var) settings.
+    client : dask.distributed.Client, optional
+        Score the settings as tasks on this Dask cluster (:mod:`nngp_lut.cluster`), the
+        problem (inputs, targets, Grams) scattered to every worker once; each setting is
+        one task, single-threaded, and ``memory`` is then a budget per task.  Rows reach
+        ``out`` as settings finish (in the order they finish).
 
     Returns
     -------
@@ -216,7 +224,7 @@ def grid_search(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val:
     with _results_file(out, resume):
         return _grid_search(out and Path(out), x_train, y_train, x_val, y_val, phi, depths,
                             weight_vars, bias_vars, standardize, jitter, memory, kernel,
-                            resume, progress)
+                            resume, progress, client)
 
 
 def _results_file(out, resume):
@@ -231,7 +239,7 @@ def _results_file(out, resume):
 
 
 def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, bias_vars,
-                 standardize, jitter, memory, kernel, resume, progress):
+                 standardize, jitter, memory, kernel, resume, progress, client=None):
     table = as_table(phi)
     problem = Problem.make(x_train, y_train, x_val, y_val, standardize)
     settings = [(float(w), float(b)) for w in weight_vars for b in bias_vars]
@@ -242,12 +250,17 @@ def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, 
     done = {key for key, got in have.items() if set(depths) <= got}
     writer = _Appender(out) if out is not None else None
     scored = len(done & set(settings))
+    if client is not None:
+        scores = _scores_on_cluster(client, problem, table, depths, settings, done, jitter,
+                                    memory, kernel)
+    else:
+        scores = ((None if (w, b) in done else
+                   score_setting(problem, table, depths, w, b, jitter, memory, kernel))
+                  for w, b in settings)
     try:
-        for count, (w, b) in enumerate(settings, 1):
-            if (w, b) not in done:
-                new = [{"phi": table.activation_name, **r}
-                       for r in score_setting(problem, table, depths, w, b, jitter, memory,
-                                              kernel)]
+        for count, scored_rows in enumerate(scores, 1):
+            if scored_rows is not None:
+                new = [{"phi": table.activation_name, **r} for r in scored_rows]
                 rows += new
                 if writer:
                     writer.append(new)
@@ -262,6 +275,29 @@ def _grid_search(out, x_train, y_train, x_val, y_val, phi, depths, weight_vars, 
     wanted = set(settings)
     return [r for r in rows if (r["weight_var"], r["bias_var"]) in wanted
             and r["depth"] in depths]
+
+
+def _scores_on_cluster(client, problem, table, depths, settings, done, jitter, memory, kernel):
+    """Each setting's rows (None for those done) as its task finishes on the cluster."""
+    from distributed import as_completed
+
+    from .cluster import scatter_once
+
+    sproblem, stable = scatter_once(client, (problem, table))
+    futures = [client.submit(_score_task, sproblem, stable, depths, w, b, jitter, memory,
+                             kernel, pure=False)
+               for w, b in settings if (w, b) not in done]
+    yield from (None for _ in range(len(settings) - len(futures)))
+    for future in as_completed(futures):
+        yield future.result()
+
+
+def _score_task(problem, table, depths, weight_var, bias_var, jitter, memory, kernel):
+    """:func:`score_setting` as a single-threaded task on a Dask worker."""
+    from .cluster import _one_thread
+
+    _one_thread()
+    return score_setting(problem, table, depths, weight_var, bias_var, jitter, memory, kernel)
 
 
 def best_row(rows: list[dict]) -> dict:

@@ -71,6 +71,8 @@ __all__ = ["COMPARE_COLUMNS", "OPTIMIZERS", "TrainedNetwork", "TrainingDivergedW
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 #: Rows per forward pass when predicting (bounds the activations held at once).
 PREDICT_ROWS = 2048
+#: A last block of rows is padded to a multiple of this (bounds the compiled shapes).
+PAD_ROWS = 512
 #: Default number of evaluations without improvement before early stopping.
 DEFAULT_PATIENCE = 10
 
@@ -112,11 +114,19 @@ def _forward(layer):
 
 
 def _outputs(layer, params, x):
-    """f(params, x) in row blocks of PREDICT_ROWS, as float64 numpy (inside _x64)."""
+    """f(params, x) in row blocks of PREDICT_ROWS, as float64 numpy (inside _x64).  A short
+    block is padded with zero rows to a multiple of PAD_ROWS: few distinct shapes, so few
+    compilations (each costs seconds)."""
     forward = _forward(layer)
-    blocks = [np.asarray(forward(params, jnp.asarray(x[r:r + PREDICT_ROWS])))
-              for r in range(0, x.shape[0], PREDICT_ROWS)]
-    return np.concatenate(blocks) if blocks else np.zeros((0, 0))
+    blocks = []
+    for r in range(0, x.shape[0], PREDICT_ROWS):
+        block = x[r:r + PREDICT_ROWS]
+        rows = block.shape[0]
+        padded = min(PREDICT_ROWS, -(-rows // PAD_ROWS) * PAD_ROWS)
+        if padded != rows:
+            block = np.concatenate([block, np.zeros((padded - rows,) + block.shape[1:])])
+        blocks.append(np.asarray(forward(params, jnp.asarray(block)))[:rows])
+    return np.concatenate(blocks)
 
 
 def _optimizer_key(optimizer, learning_rate):

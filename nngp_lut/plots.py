@@ -353,10 +353,12 @@ def convergence(rows, out, *, force=False, inputs=()):
 # --- trained finite networks against the GPs (Figure 1) -----------------------------------
 def compare_summary(rows):
     """Per width of the rows of :func:`nngp_lut.finite.compare` (of one run, or of several
-    concatenated: the best is then chosen among all of them): the networks' test accuracy and MSE, mean and
-    standard deviation over seeds, and those of the best network (highest validation
-    accuracy, or lowest validation MSE without labels; the paper's selection of the "best
-    finite network" on a validation set).  Returns (per-width dicts, {gp kind: row})."""
+    concatenated: the best is then chosen among all of them): the networks' test accuracy
+    and MSE, mean and standard deviation over seeds, and those of the best network (highest
+    validation accuracy, or lowest validation MSE without labels: the paper's selection of
+    the "best finite network" on a validation set; NaN without validation scores, never
+    chosen on the test set).  Returns (per-width dicts, {gp kind: {test_accuracy,
+    test_mse}})."""
     rows = [{k: (math.nan if v in ("", None) else v) for k, v in r.items()} for r in rows]
     nets = [r for r in rows if r["model"] == "network"]
     gps = {r["model"]: {"test_accuracy": float(r["test_accuracy"]),
@@ -451,8 +453,11 @@ def compare_figure(runs, out, *, force=False, inputs=(), reference=None):
     if reference is not None:
         ax_acc.axhline(reference, color="grey", ls="-.", lw=1,
                        label=f"paper's best network {reference:.4f}")
+    all_widths = sorted({s["width"] for _, summary, _ in curves for s in summary})
     for ax, name in ((ax_acc, "test accuracy"), (ax_mse, "test MSE")):
         ax.set_xscale("log")
+        ax.set_xticks(all_widths, [str(w) for w in all_widths], minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_xlabel("width")
         ax.set_ylabel(name)
     ax_acc.legend(fontsize=6)

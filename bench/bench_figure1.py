@@ -17,7 +17,7 @@ convergence by gradient descent approaches).  JAX's matrix products use XLA's ow
 kernels (Eigen), not OpenBLAS; the GPs use OpenBLAS (its kernel family is printed).
 
     python bench/bench_figure1.py [--widths 10,50,100,500,1000] [--seeds 2] [--steps 300]
-        [--out-dir DIR]
+        [--depths 2,3] [--activations relu,tanh] [--out-dir DIR]
 """
 
 import argparse
@@ -60,9 +60,11 @@ def main():
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--activations", default="relu,tanh")
+    ap.add_argument("--depths", default=",".join(map(str, DEPTHS)))
     ap.add_argument("--out-dir", type=Path, default=Path("figure1"))
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
+    depths = [int(k) for k in args.depths.split(",")]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     d = load_dataset()
     x_train, x_val, x_test = (standardize_rows(a) for a in (d.x_train, d.x_val, d.x_test))
@@ -79,7 +81,7 @@ def main():
     verdicts = []
     for phi in args.activations.split(","):
         runs = []
-        for depth in DEPTHS:
+        for depth in depths:
             text = arch(phi, depth)
             t0 = time.perf_counter()
             rows = finite.compare(
@@ -88,7 +90,7 @@ def main():
                 learning_rate=args.learning_rate, steps=args.steps,
                 batch_size=args.batch_size, patience=args.patience, centre=True)
             took = time.perf_counter() - t0
-            out = args.out_dir / f"{phi}_depth{depth}.csv"
+            out = args.out_dir / f"{phi}_depth{depth}_widths{args.widths.replace(',', '-')}.csv"
             write_rows(rows, out, finite.COMPARE_COLUMNS)
             summary, gps = finite.summarize(rows)
             print(f"\n{phi} depth {depth}: {text}  ({took:.0f} s; wrote {out})")
@@ -109,9 +111,10 @@ def main():
         best, _ = finite.summarize(everything)
         reference = paper.TABLE1_MNIST_NN_1K[phi]
         nngp = max(finite.summarize(rows)[1]["nngp"]["test_accuracy"] for _, rows in runs)
-        fig = plots.compare_figure(runs, args.out_dir / f"figure1_{phi}.png", force=True,
+        fig = plots.compare_figure(runs, args.out_dir / f"figure1_{phi}_widths"
+                                   f"{args.widths.replace(',', '-')}.png", force=True,
                                    reference=reference)
-        print(f"\n{phi}: best network over depths {DEPTHS} and seeds (chosen on validation) "
+        print(f"\n{phi}: best network over depths {depths} and seeds (chosen on validation) "
               f"; paper NN {reference:.4f}; best NNGP here {nngp:.4f}; wrote {fig['png']}")
         print(f"  {'width':>6} {'test accuracy':>13} {'arch':>6} {'vs paper':>9}")
         for s in best:

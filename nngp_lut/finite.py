@@ -65,7 +65,8 @@ from .montecarlo import _apply, _init, _layer_of, _x64, loglog_slope, with_width
 from .plots import compare_summary as summarize
 
 __all__ = ["COMPARE_COLUMNS", "OPTIMIZERS", "TrainedNetwork", "TrainingDivergedWarning",
-           "compare", "linearization", "ntk_gp_mean_at_step", "sized_network", "summarize", "train"]
+           "compare", "linearization", "ntk_gp_mean_at_step", "sized_network", "summarize",
+           "train"]
 
 #: The optimisers by name (optax): plain (minibatch) SGD and Adam.
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
@@ -118,6 +119,7 @@ def _outputs(layer, params, x):
     block is padded with zero rows to a multiple of PAD_ROWS: few distinct shapes, so few
     compilations (each costs seconds)."""
     forward = _forward(layer)
+    params = jax.tree_util.tree_map(jnp.asarray, params)  # on the device once, not per block
     blocks = []
     for r in range(0, x.shape[0], PREDICT_ROWS):
         block = x[r:r + PREDICT_ROWS]

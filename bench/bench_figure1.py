@@ -117,8 +117,9 @@ def main():
         print(f"\n{phi}: best network over depths {depths} and seeds (chosen on validation) "
               f"; paper NN {reference:.4f}; best NNGP here {nngp:.4f}; wrote {fig['png']}")
         print(f"  {'width':>6} {'test accuracy':>13} {'arch':>6} {'vs paper':>9}")
+        depth_of = {repr(parse_arch(arch(phi, k))): k for k in depths}
         for s in best:
-            depth = s["best_arch"].rsplit(",", 1)[-1].strip(" ))") if s["best_arch"] else "?"
+            depth = str(depth_of.get(s["best_arch"], "?"))
             print(f"  {s['width']:>6} {s['best_accuracy']:>13.4f} {'d' + depth:>6} "
                   f"{s['best_accuracy'] - reference:>+9.4f}")
         accs = [s["best_accuracy"] for s in best]

@@ -6,6 +6,7 @@ from nngp_lut import __version__
 
 from .build import build
 from .common import Boundary
+from .compare import compare
 from .info import info
 from .kernel import kernel
 from .mc import mc
@@ -28,6 +29,7 @@ cli.add_command(predict)
 cli.add_command(search)
 cli.add_command(plot)
 cli.add_command(mc)
+cli.add_command(compare)
 
 
 def main():

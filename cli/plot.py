@@ -1,5 +1,5 @@
 """``nngp-lut plot``: the paper's figures (calibration, order-to-chaos phase), the table, and
-the Monte-Carlo convergence of ``nngp-lut mc``."""
+the Monte-Carlo convergence of ``nngp-lut mc``, and Figure 1 from ``nngp-lut compare``."""
 
 import csv
 from pathlib import Path
@@ -131,4 +131,44 @@ def convergence(results, out, force):
         res = plots.convergence(rows, out, force=force, inputs=(results,))
     slopes = ", ".join(f"{k} {v:.3f}" for k, v in res["slopes"].items())
     click.echo(f"fitted slopes: {slopes}")
+    click.echo(f"wrote {res['png']} and {res['csv']}")
+
+
+def read_compare_rows(path):
+    """The rows of an nngp-lut compare CSV (strings; empty fields are NaN downstream)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    needed = {"model", "width", "seed", "val_accuracy", "val_mse", "test_accuracy",
+              "test_mse"}
+    if not rows or not needed <= set(rows[0]):
+        raise DataError(f"{path} is not a CSV of nngp-lut compare (columns "
+                        f"{', '.join(sorted(needed))})")
+    return rows
+
+
+@plot.command("compare")
+@click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              required=True, multiple=True,
+              help="A CSV of nngp-lut compare --out; repeat it for several curves (each "
+              "labelled by its file name), the best of all is then drawn too.")
+@click.option("--reference", type=float, default=None,
+              help="A reference test accuracy to draw, e.g. the paper's best finite "
+              "network (Table 1, MNIST 1k: 0.9252 relu, 0.9254 tanh).")
+@_OUT
+@_FORCE
+def compare(results, reference, out, force):
+    """Test accuracy and MSE of trained finite networks against width beside the NNGP and
+    NTK-GP (the paper's Figure 1): per width the network with the best validation accuracy,
+    and the mean +- standard deviation over seeds."""
+    with user_errors():
+        plots.check_outputs(out, force=force, inputs=results)
+        runs = [(path.stem, read_compare_rows(path)) for path in results]
+        res = plots.compare_figure(runs, out, force=force, inputs=results,
+                                   reference=reference)
+    for label, summary in res["summaries"].items():
+        best = ", ".join(f"{s['width']}: {s['best_accuracy']:.4f}" for s in summary)
+        click.echo(f"{label}: best network's test accuracy by width: {best}")
     click.echo(f"wrote {res['png']} and {res['csv']}")

@@ -37,3 +37,6 @@ STANDARDIZE = True
 #: The paper's MNIST split: validation = the first 10k of the 60k training images, train =
 #: the other 50k, test = the 10k test images.
 MNIST_N_VAL = 10000
+#: Table 1, the best finite networks (trained with SGD on the squared loss) on MNIST 1k,
+#: by activation: the "NN" rows.
+TABLE1_MNIST_NN_1K = {"relu": 0.9252, "tanh": 0.9254}

@@ -10,6 +10,8 @@
   error at random off-grid points (FIG_error.csv: q, rho, abs_error_normalized).
 * convergence: the error of finite random networks' kernels against the infinite-width ones
   over width, log-log, with a reference slope of -1/2 (``nngp-lut mc``; Yang 2019, GP4A).
+* compare (Figure 1): test accuracy and MSE of trained finite networks against width beside
+  the NNGP and NTK-GP (``nngp-lut compare``).
 
 matplotlib is an optional extra (``pip install "nngp-lut[plot]"``), checked before any work.
 Every file is written atomically; existing files are overwritten only with ``force=True``,
@@ -39,8 +41,8 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike, PhiLike
 
-__all__ = ["CALIBRATION_SETTING", "calibration", "calibration_bins", "chi1", "fixed_point",
-           "phase", "table_figure"]
+__all__ = ["CALIBRATION_SETTING", "PAPER_NN_1K", "calibration", "calibration_bins", "chi1",
+           "compare_figure", "compare_summary", "fixed_point", "phase", "table_figure"]
 
 #: The paper's Figure 2 setting (from :mod:`nngp_lut.paper`).
 CALIBRATION_SETTING = paper.FIGURE2_SETTING
@@ -346,3 +348,122 @@ def convergence(rows, out, *, force=False, inputs=()):
     ax.set_title("finite random networks against the infinite-width kernels", fontsize=9)
     _save(plt, fig, png)
     return {"png": str(png), "csv": str(numbers), "slopes": slopes}
+
+
+# --- trained finite networks against the GPs (Figure 1) -----------------------------------
+def compare_summary(rows):
+    """Per width of the rows of :func:`nngp_lut.finite.compare` (of one run, or of several
+    concatenated: the best is then chosen among all of them): the networks' test accuracy
+    and MSE, mean and standard deviation over seeds, and those of the best network (highest
+    validation accuracy, or lowest validation MSE without labels: the paper's selection of
+    the "best finite network" on a validation set; NaN without validation scores, never
+    chosen on the test set).  Returns (per-width dicts, {gp kind: {test_accuracy,
+    test_mse}})."""
+    rows = [{k: (math.nan if v in ("", None) else v) for k, v in r.items()} for r in rows]
+    nets = [r for r in rows if r["model"] == "network"]
+    gps = {r["model"]: {"test_accuracy": float(r["test_accuracy"]),
+                        "test_mse": float(r["test_mse"])}
+           for r in rows if r["model"] in ("nngp", "ntk")}
+    out = []
+    for width in sorted({int(float(r["width"])) for r in nets}):
+        group = [r for r in nets if int(float(r["width"])) == width]
+        acc = np.array([float(r["test_accuracy"]) for r in group])
+        mse = np.array([float(r["test_mse"]) for r in group])
+        val_acc = np.array([float(r["val_accuracy"]) for r in group])
+        val_mse = np.array([float(r["val_mse"]) for r in group])
+        if np.all(np.isfinite(val_acc)):
+            best = int(np.argmax(val_acc))
+        elif np.all(np.isfinite(val_mse)):
+            best = int(np.argmin(val_mse))
+        else:  # no validation scores: no selection (never on the test set)
+            best = None
+        out.append({"width": width, "seeds": len(group),
+                    "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
+                    "mse_mean": float(np.mean(mse)), "mse_std": float(np.std(mse)),
+                    "best_accuracy": math.nan if best is None else float(acc[best]),
+                    "best_mse": math.nan if best is None else float(mse[best]),
+                    "best_seed": math.nan if best is None else int(float(group[best]["seed"])),
+                    "best_arch": "" if best is None else str(group[best].get("arch", ""))})
+    return out, gps
+
+
+#: The paper's best finite networks on MNIST 1k (Table 1's "NN" rows, from nngp_lut.paper).
+PAPER_NN_1K = paper.TABLE1_MNIST_NN_1K
+
+
+def compare_figure(runs, out, *, force=False, inputs=(), reference=None):
+    """Lee et al. 2018, Figure 1: test accuracy and MSE of trained finite networks against
+    width (log scale), beside the NNGP and NTK-GP of the same architecture.
+
+    Parameters
+    ----------
+    runs : list of (label, rows)
+        Rows of :func:`nngp_lut.finite.compare` (read from its CSV), one list per curve.
+        Each curve is the network with the best validation accuracy at each width
+        (markers) and the mean +- standard deviation over seeds (band); its GPs are
+        horizontal lines.  With several runs, "best of all" picks among all of them.
+    reference : float, optional
+        A reference accuracy to draw (e.g. the paper's best finite network).
+
+    Returns
+    -------
+    dict
+        png, csv, and per run its summary (:func:`compare_summary`).
+    """
+    png, numbers = check_outputs(out, force=force, inputs=inputs)
+    if not runs or not any(compare_summary(rows)[0] for _, rows in runs):
+        raise ParameterError("the results hold no trained networks (model 'network' rows)")
+    curves = [(label, *compare_summary(rows)) for label, rows in runs]
+    if len(runs) > 1:
+        everything = [r for _, rows in runs for r in rows if r["model"] == "network"]
+        curves.append(("best of all", compare_summary(everything)[0], {}))
+    columns = {k: [] for k in ("curve", "width", "best_accuracy", "accuracy_mean",
+                               "accuracy_std", "best_mse", "mse_mean", "mse_std",
+                               "nngp_accuracy", "ntk_accuracy", "nngp_mse", "ntk_mse")}
+    for index, (_, summary, gps) in enumerate(curves):
+        for s in summary:
+            columns["curve"].append(index)
+            for k in ("width", "best_accuracy", "accuracy_mean", "accuracy_std", "best_mse",
+                      "mse_mean", "mse_std"):
+                columns[k].append(s[k])
+            for kind in ("nngp", "ntk"):
+                g = gps.get(kind, {})
+                columns[f"{kind}_accuracy"].append(g.get("test_accuracy", math.nan))
+                columns[f"{kind}_mse"].append(g.get("test_mse", math.nan))
+    _write_csv(numbers, list(columns), list(columns.values()))
+    plt = _pyplot()
+    fig, (ax_acc, ax_mse) = plt.subplots(1, 2, figsize=(10, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, summary, gps) in enumerate(curves):
+        colour = "k" if label == "best of all" else colours[index % len(colours)]
+        w = np.array([s["width"] for s in summary], dtype=float)
+        for ax, metric in ((ax_acc, "accuracy"), (ax_mse, "mse")):
+            mean = np.array([s[f"{metric}_mean"] for s in summary])
+            std = np.array([s[f"{metric}_std"] for s in summary])
+            best = np.array([s[f"best_{metric}"] for s in summary])
+            ax.plot(w, best, "o-" if label != "best of all" else "s-", color=colour, ms=4,
+                    label=f"{label}: best network" if label != "best of all" else label)
+            if label != "best of all":
+                ax.fill_between(w, mean - std, mean + std, color=colour, alpha=0.15)
+            for kind, style in (("nngp", "--"), ("ntk", ":")):
+                if kind in gps:
+                    value = gps[kind]["test_accuracy" if metric == "accuracy" else "test_mse"]
+                    ax.axhline(value, color=colour, ls=style, lw=1,
+                               label=f"{label}: {'NNGP' if kind == 'nngp' else 'NTK-GP'}")
+    if reference is not None:
+        ax_acc.axhline(reference, color="grey", ls="-.", lw=1,
+                       label=f"paper's best network {reference:.4f}")
+    all_widths = sorted({s["width"] for _, summary, _ in curves for s in summary})
+    for ax, name in ((ax_acc, "test accuracy"), (ax_mse, "test MSE")):
+        ax.set_xscale("log")
+        ax.set_xticks(all_widths, [str(w) for w in all_widths], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel("width")
+        ax.set_ylabel(name)
+    ax_acc.legend(fontsize=6)
+    ax_acc.set_title("finite networks (band: mean +- sd over seeds) against the GPs",
+                     fontsize=9)
+    ax_mse.set_title("MSE on the one-hot targets minus their training mean", fontsize=9)
+    _save(plt, fig, png)
+    return {"png": str(png), "csv": str(numbers),
+            "summaries": {label: summary for label, summary, _ in curves}}

@@ -168,12 +168,12 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
 
 
 def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, force, as_json,
-                 quiet, archs, kernel_kind, shape):
+                 quiet, archs, kernel_kind, shape, scheduler, workers):
     """search --arch: score each architecture on validation, then the best on test."""
     check_output(out, force)
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
-    with user_errors():
+    with user_errors(), cluster_client(scheduler, workers) as client:
         data = load_data(data_path, n_train, n_val, need_val=True)
         networks = [arch_network(a) for a in archs]
         ranks = {net.rank != 0 for net in networks}
@@ -186,12 +186,12 @@ def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, fo
             rows = searching.arch_search(networks, x_train, data.y_train, x_val, data.y_val,
                                          kernel=kernel_kind, standardize=standardize,
                                          jitter=jitter, memory=memory, out=out,
-                                         progress=progress)
+                                         progress=progress, client=client)
         best = searching.best_arch(rows)
         net = networks[rows.index(best)]
         test = searching.evaluate(x_train, data.y_train, x_test, data.y_test, network=net,
                                   kernel=kernel_kind, standardize=standardize, jitter=jitter,
-                                  memory=memory)
+                                  memory=memory, client=client)
     lines = [f"{len(rows)} architectures ({kernel_kind.upper()}) in {out}"
              + ("; inputs standardised per example" if standardize else "")]
     lines += [f"  val accuracy {r['val_accuracy']:.4f}, MSE {r['val_mse']:.5g}: {r['arch']}"

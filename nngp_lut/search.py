@@ -571,13 +571,14 @@ ARCH_COLUMNS = ("arch", "val_accuracy", "val_mse", "jitter", "kernel", "seconds"
 def arch_search(networks: Sequence, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike,
                 y_val: ArrayLike, *, kernel: str = "nngp", standardize: bool = False,
                 jitter: str | float = "absolute", memory: int | str = "auto",
-                out: PathLike | None = None,
-                progress: Callable | None = None) -> list[dict]:
+                out: PathLike | None = None, progress: Callable | None = None,
+                client=None) -> list[dict]:
     """Score each network (a :class:`~nngp_lut.kernel.Network` or layer) on the validation
     set: fit on the training set, accuracy and MSE of the posterior mean on validation.
     This is how a convolutional network's depth (or any other choice of architecture) is
     picked: give the candidates.  Rows (``ARCH_COLUMNS``) are written to the CSV ``out`` at
-    the end, when given.
+    the end, when given.  With a ``dask.distributed.Client`` each fit runs on its cluster
+    (see :func:`nngp_lut.gp.evaluate`).
 
     References
     ----------
@@ -593,7 +594,7 @@ def arch_search(networks: Sequence, x_train: ArrayLike, y_train: ArrayLike, x_va
         net = net if isinstance(net, Network) else Network(net)
         t0 = time.perf_counter()
         res = evaluate(x_train, y_train, x_val, y_val, network=net, kernel=kernel,
-                       standardize=standardize, jitter=jitter, memory=memory)
+                       standardize=standardize, jitter=jitter, memory=memory, client=client)
         rows.append({"arch": repr(net.layer), "val_accuracy": (math.nan if res.accuracy is None
                                                               else res.accuracy),
                      "val_mse": res.mse, "jitter": res.jitter, "kernel": kernel,

@@ -494,9 +494,10 @@ def kernel(client: Client, network: Network, x1: np.ndarray, x2: np.ndarray | No
     from distributed import as_completed
 
     from . import _files
-    from .kernel.network import _inputs
+    from .kernel import Network
 
-    x1, x2, same = _inputs(x1, x2)
+    network = network if isinstance(network, Network) else Network(network)
+    x1, x2, same = network._prepare(x1, x2)  # vectors, or images for a spatial network
     if all_depths:
         depths = list(range(network.depth + 1))
     n1, n2 = x1.shape[0], x2.shape[0]

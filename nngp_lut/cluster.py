@@ -115,7 +115,7 @@ def connect(scheduler: str | None = None, workers: int | None = None, *,
             raise ParameterError("--workers must be >= 1")
         cluster = distributed.LocalCluster(
             n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR)
+            dashboard_address=":0", silence_logs=logging.ERROR)  # no clash with a running one
         with cluster, distributed.Client(cluster) as client:
             yield client
         return

@@ -35,7 +35,7 @@ from .gp import evaluate, regression_targets
 from .tables import Integrator, as_table, random_points
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from numpy.typing import ArrayLike
 
@@ -351,7 +351,7 @@ def convergence(rows, out, *, force=False, inputs=()):
 
 
 # --- trained finite networks against the GPs (Figure 1) -----------------------------------
-def compare_summary(rows):
+def compare_summary(rows: list[dict]) -> tuple[list[dict], dict]:
     """Per width of the rows of :func:`nngp_lut.finite.compare` (of one run, or of several
     concatenated: the best is then chosen among all of them): the networks' test accuracy
     and MSE, mean and standard deviation over seeds, and those of the best network (highest
@@ -391,7 +391,8 @@ def compare_summary(rows):
 PAPER_NN_1K = paper.TABLE1_MNIST_NN_1K
 
 
-def compare_figure(runs, out, *, force=False, inputs=(), reference=None):
+def compare_figure(runs: list[tuple[str, list[dict]]], out: PathLike, *, force: bool = False,
+                   inputs: Sequence = (), reference: float | None = None) -> dict:
     """Lee et al. 2018, Figure 1: test accuracy and MSE of trained finite networks against
     width (log scale), beside the NNGP and NTK-GP of the same architecture.
 

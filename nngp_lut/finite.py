@@ -55,13 +55,13 @@ except ImportError as exc:  # the infinite-width engine never needs JAX
     raise ImportError('nngp_lut.finite needs JAX and optax: pip install "nngp-lut[finite]" '
                       f'(import failed: {exc})') from exc
 
-from .data import is_labels, validate_inputs
+from .data import is_labels
 from .errors import DataError, NNGPWarning, ParameterError
 from .gp import evaluate as gp_evaluate
 from .gp import one_hot
 from .kernel import Network
 from .kernel.layers import ArchitectureError, Dense, Serial
-from .montecarlo import _apply, _init, _layer_of, _x64, loglog_slope, with_width
+from .montecarlo import _apply, _init, _inputs, _layer_of, _x64, loglog_slope, with_width
 from .plots import compare_summary as summarize
 
 __all__ = ["COMPARE_COLUMNS", "OPTIMIZERS", "TrainedNetwork", "TrainingDivergedWarning",
@@ -249,7 +249,7 @@ class TrainedNetwork:
     def outputs(self, x, params=None):
         """The network's outputs (n, outputs) at ``x`` (the kept parameters, or
         ``params``), minus the initial ones when ``centre``."""
-        x = validate_inputs(x, "x")
+        x = _inputs(x, "x")
         with _x64():
             f = _outputs(self.layer, self.params if params is None else params, x)
             if self.centre:
@@ -259,7 +259,7 @@ class TrainedNetwork:
     def score(self, x, y):
         """{"mse", "accuracy"} on (x, y), with the training targets' encoding (accuracy NaN
         for float targets)."""
-        x = validate_inputs(x, "x")
+        x = _inputs(x, "x")
         t, labels, _, _ = _targets(y, x.shape[0], "y", self.n_classes, self.offset)
         mse, accuracy = _scores(self.outputs(x), t, labels)
         return {"mse": mse, "accuracy": accuracy}
@@ -333,7 +333,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     on the one-hot targets).
     """
     start = time.perf_counter()
-    x = validate_inputs(x, "x")
+    x = _inputs(x, "x")
     n = x.shape[0]
     t, labels, n_classes, offset = _targets(y, n, "y")
     if int(width) != width or width < 1:
@@ -351,9 +351,9 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     if has_val != (y_val is not None):
         raise ParameterError("give x_val and y_val together")
     if has_val:
-        x_val = validate_inputs(x_val, "x_val")
-        if x_val.shape[1] != x.shape[1]:
-            raise DataError(f"x has {x.shape[1]} features but x_val has {x_val.shape[1]}")
+        x_val = _inputs(x_val, "x_val")
+        if x_val.shape[1:] != x.shape[1:]:
+            raise DataError(f"x has inputs of shape {x.shape[1:]} but x_val {x_val.shape[1:]}")
         t_val, labels_val, _, _ = _targets(y_val, x_val.shape[0], "y_val", n_classes, offset)
     monitor = monitor or ("accuracy" if labels is not None else "mse")
     if monitor not in ("accuracy", "mse") or (monitor == "accuracy" and labels is None):
@@ -364,11 +364,12 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     stream = _Stream(seed, width)
 
     with _x64():
-        params, n_out = _init(layer, _root_key(seed, width), x.shape[1], int(width))
-        if n_out != t.shape[1]:
-            raise ArchitectureError(f"the network has {n_out} outputs but there are "
-                                    f"{t.shape[1]} targets: end it in a Dense without a width "
-                                    "(it gets one unit per target)")
+        params, out_shape = _init(layer, _root_key(seed, width), x.shape[1:], int(width))
+        if tuple(out_shape) != (t.shape[1],):
+            raise ArchitectureError(f"the network has outputs of shape {tuple(out_shape)} but "
+                                    f"there are {t.shape[1]} targets per input: end it in a "
+                                    "Dense without a width (it gets one unit per target), "
+                                    "after a Flatten or GlobalAvgPool for images")
         initial = params
         f0 = _outputs(layer, params, x) if centre else np.zeros_like(t)
         f0_val = _outputs(layer, params, x_val) if centre and has_val else 0.0
@@ -560,8 +561,8 @@ def linearization(network, x, y, x_test, *, widths, seeds=2, steps=1000, rate=No
     Descent", NeurIPS 2019, eqs. 9-11 and 16, Figure 2.
     """
     layer = _layer_of(network)
-    x = validate_inputs(x, "x")
-    x_test = validate_inputs(x_test, "x_test")
+    x = _inputs(x, "x")
+    x_test = _inputs(x_test, "x_test")
     t, _, _, _ = _targets(y, x.shape[0], "y")
     n, m = t.shape
     net = Network(layer)

@@ -16,7 +16,7 @@ pytest.importorskip("optax")
 
 from nngp_lut import finite, montecarlo  # noqa: E402
 from nngp_lut.gp import evaluate, regression_targets  # noqa: E402
-from nngp_lut.kernel import Activation, Dense, Network, serial  # noqa: E402
+from nngp_lut.kernel import Activation, Conv, Dense, Flatten, Network, serial  # noqa: E402
 
 ARCH = "serial(Dense(2, 0.1), Activation('relu'), Dense(2, 0.1))"
 NET = serial(Dense(2.0, 0.1), Activation("relu"), Dense(2.0, 0.1))
@@ -49,6 +49,17 @@ def test_training_decreases_the_loss(data):
     assert net.history[-1]["train_loss"] < 0.2 * net.history[0]["train_loss"]
     # the reported MSE is the GP's: mean over examples and outputs, in the shifted space
     assert after == pytest.approx(float(np.mean((net.outputs(x) - t) ** 2)), rel=EXACT)
+
+
+def test_a_convolutional_network_trains_on_images(rng):
+    x = rng.normal(size=(24, 6, 6, 1))
+    y = rng.integers(0, 3, 24)
+    cnn = serial(Conv(2.0, 0.1), Activation("relu"), Flatten(), Dense(2.0, 0.1))
+    net = finite.train(cnn, 16, x, y, steps=60, learning_rate=1e-2, seed=0)
+    t, _ = regression_targets(y, y)
+    before = float(np.mean((net.outputs(x, net.initial_params) - t) ** 2))
+    assert net.outputs(x).shape == (24, 3)
+    assert net.score(x, y)["mse"] < 0.5 * before
 
 
 def test_seeds_reproduce_exactly(data):

@@ -269,8 +269,11 @@ class NNGPRegressor:
             raise RuntimeError("call fit() first")
         x = self._prepare(x, "x_test")
         if x.shape[1:] != self.x_train_.shape[1:]:
-            raise ValueError(f"x_train has inputs of shape {self.x_train_.shape[1:]} but "
-                             f"x_test {x.shape[1:]}")
+            if x.ndim == 2:
+                raise DataError(f"x_test has {x.shape[1]} features but x_train has "
+                                f"{self.x_train_.shape[1]}")
+            raise DataError(f"x_train has inputs of shape {self.x_train_.shape[1:]} but "
+                            f"x_test {x.shape[1:]}")
         n, m = self.x_train_.shape[0], x.shape[0]
         mean = np.empty((m, self.alpha_.shape[1]))
         var = np.empty(m) if return_variance else None

@@ -19,7 +19,7 @@ import click
 
 from nngp_lut import _files, tables
 from nngp_lut.data import balanced_subset, load_dataset
-from nngp_lut.errors import DataError, NNGPError, NNGPWarning
+from nngp_lut.errors import DataError, MissingDependency, NNGPError, NNGPWarning
 
 #: Exit status of a bug (an unexpected exception); Python's own uncaught-exception status
 #: is 1, which is that of an expected error.
@@ -37,6 +37,17 @@ def one_line(exc):
 
 
 @contextlib.contextmanager
+def finite_module(name):
+    """nngp_lut.<name> (montecarlo, finite), which import JAX: a missing [finite] extra is
+    one line that says what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"nngp_lut.{name}")
+    except ImportError as exc:
+        raise MissingDependency(str(exc).splitlines()[0]) from None
+
+
 def user_errors():
     """Re-raise expected library errors (NNGPError) as click.ClickException: one line,
     exit status 1."""

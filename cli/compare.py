@@ -9,10 +9,10 @@ import click
 
 from nngp_lut import _files, paper
 from nngp_lut.data import standardize_rows
-from nngp_lut.errors import DataError, MissingDependency
+from nngp_lut.errors import DataError
 from nngp_lut.kernel.arch import read_arch
 
-from .common import check_output, load_data, stage_bars, to_json, user_errors
+from .common import check_output, finite_module, load_data, stage_bars, to_json, user_errors
 from .mc import _widths
 
 
@@ -95,10 +95,7 @@ def compare(arch, data_path, widths, seeds, n_train, n_val, n_test, optimizer, l
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
-        try:
-            from nngp_lut import finite
-        except ImportError as exc:
-            raise MissingDependency(str(exc).splitlines()[0]) from None
+        finite = finite_module("finite")
         network = read_arch(arch)
         data = load_data(data_path, n_train, n_val, need_val=True)
         parts = [data.x_train, data.x_val, data.x_test[:n_test]]

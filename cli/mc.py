@@ -8,11 +8,11 @@ import click
 
 from nngp_lut import _files, paper
 from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
-from nngp_lut.errors import DataError, MissingDependency
+from nngp_lut.errors import DataError
 from nngp_lut.kernel.arch import read_arch
 
-from .common import (SHAPE_OPTION, check_output, parse_shape, shaped, stage_bars, to_json,
-                     user_errors)
+from .common import (SHAPE_OPTION, check_output, finite_module, parse_shape, shaped, stage_bars,
+                     to_json, user_errors)
 
 
 def _widths(ctx, param, value):
@@ -82,10 +82,7 @@ def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, sta
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
-        try:
-            from nngp_lut import montecarlo
-        except ImportError as exc:
-            raise MissingDependency(str(exc).splitlines()[0]) from None
+        montecarlo = finite_module("montecarlo")
         network = read_arch(arch)
         data = load_dataset(data_path)
         x = data.x_train[:n_inputs]

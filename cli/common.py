@@ -36,7 +36,6 @@ def one_line(exc):
     return "\n".join([first, *getattr(exc, "__notes__", ())])
 
 
-@contextlib.contextmanager
 def finite_module(name):
     """nngp_lut.<name> (montecarlo, finite), which import JAX: a missing [finite] extra is
     one line that says what to install."""
@@ -48,6 +47,7 @@ def finite_module(name):
         raise MissingDependency(str(exc).splitlines()[0]) from None
 
 
+@contextlib.contextmanager
 def user_errors():
     """Re-raise expected library errors (NNGPError) as click.ClickException: one line,
     exit status 1."""

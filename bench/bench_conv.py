@@ -40,7 +40,6 @@ OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512.  Target: >= 10x entries per seco
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

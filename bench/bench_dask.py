@@ -30,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nngp_lut import cluster, linalg  # noqa: E402
+from nngp_lut import cluster  # noqa: E402
 from nngp_lut.data import standardize_rows  # noqa: E402
 from nngp_lut.gp import NNGPRegressor, evaluate, regression_targets  # noqa: E402
 from nngp_lut.kernel import deep_network  # noqa: E402
@@ -269,7 +269,6 @@ def _noop(*_):
 
 def bench_tasks(args):
     from distributed import wait
-    from scipy.linalg import blas, lapack
 
     lc, client = local_cluster(2)
     with lc, client:

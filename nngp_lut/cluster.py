@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from typing import TYPE_CHECKING
 

@@ -38,8 +38,7 @@ import math
 import numpy as np
 
 from ..errors import DataError
-from .layers import (Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool,
-                     LayerNorm)
+from .layers import Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool
 from .record import Kernels
 
 #: Names of the spatial axes of a record, by the number of spatial dimensions.

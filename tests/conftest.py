@@ -1,9 +1,32 @@
-"""Shared fixtures: tables are built once per session into a temporary cache folder."""
+"""Shared fixtures: tables are built once per session into a temporary cache folder.
+
+Tests marked ``slow`` (the 1e-7 check of the default tables of the general activations that
+no other test uses: each builds a full table, about a minute on 2 cores) run with
+``pytest --runslow``; ``python bench/bench_tables.py`` measures every built-in as well.
+"""
 
 import numpy as np
 import pytest
 
-from nngp_lut import build_table
+from nngp_lut.tables import cached_table
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true",
+                     help="also run the tests marked slow (full table builds)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a full table build; runs with --runslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="a full table build: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 #: Tolerances of issue #2, stated once: |F - F_exact| / sqrt(F(q1,q1,1) F(q2,q2,1)).
 TOL_EQUAL = 1e-7
@@ -30,12 +53,13 @@ _TABLES = {}
 
 @pytest.fixture(scope="session")
 def table_of():
-    """table_of(name, **grid) -> Table, memoised for the session."""
+    """table_of(name, **grid) -> Table, memoised for the session; built through the
+    session's table cache, so the library's own look-ups by name (``phi="tanh"``) reuse it."""
 
     def get(name, **grid):
         key = (name, tuple(sorted(grid.items())))
         if key not in _TABLES:
-            _TABLES[key] = build_table(name, **grid)
+            _TABLES[key] = cached_table(name, **grid)
         return _TABLES[key]
 
     return get

@@ -12,6 +12,7 @@ from nngp_lut.kernel import (Activation, Aggregate, ArchitectureError, AvgPool, 
                              FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LayerNorm,
                              Network, parallel, serial)
 from nngp_lut.kernel.arch import parse_arch
+from nngp_lut.kernel.spatial_program import diagonal_prefix
 
 #: Fused against layer-by-layer: the same look-ups, so only summation order differs (the
 #: symmetric NTK's diagonal comes from the diagonal recursion, E[phi'^2], where the pairs
@@ -64,6 +65,11 @@ def networks(relu, erf):
                                       Dense(1.5, 0.1)),
         "avgpool circular": serial(c, relu, AvgPool((2, 2), padding="CIRCULAR"),
                                    GlobalAvgPool(), Dense(1.5, 0.1)),
+        # Pools after the last activation: the inputs' vectors from the diagonal recursion.
+        "global pool": serial(c, relu, Conv(1.3, 0.1), relu, GlobalAvgPool(), Dense(1.5, 0.1)),
+        "residual global pool": serial(c, FanOut(2), parallel(serial(relu, Conv(1.3, 0.1)),
+                                                              Identity()),
+                                       FanInSum(), erf, GlobalAvgPool(), Dense(1.5, 0.1)),
         "layernorm channels": serial(c, LayerNorm(), relu, Flatten(), Dense(1.5, 0.1)),
         "layernorm all": serial(c, LayerNorm(over="all"), relu, Flatten(), Dense(1.5, 0.1)),
         "residual": serial(c, FanOut(2), parallel(serial(relu, Conv(1.3, 0.1)), Identity()),
@@ -104,6 +110,16 @@ def test_fused_matches_layerwise(relu, erf, imgs):
         assert rel(sym[1], sym_ref[1]) < TOL_FUSED_SYM_NTK, name
         diag = net.diagonal(x, get="nngp")
         assert rel(np.diag(sym_ref[0]), diag) < TOL_EXACT, name
+
+
+def test_diagonal_prefix_only_before_mixing(relu):
+    """The inputs' full self-covariances are skipped only when no pooling or aggregation
+    comes before an activation or a normalisation."""
+    c = Conv(1.7, 0.1)
+    assert len(diagonal_prefix(serial(c, relu, c, relu, GlobalAvgPool(), Dense(1.0)))) == 4
+    assert diagonal_prefix(serial(c, GlobalAvgPool(), Dense(1.0))) == ()
+    assert diagonal_prefix(serial(c, relu, GlobalAvgPool(), Dense(1.0), relu)) is None
+    assert diagonal_prefix(serial(c, AvgPool((2, 2)), LayerNorm(), Flatten())) is None
 
 
 def test_first_conv_is_the_box_sum(imgs):
@@ -186,6 +202,20 @@ def test_flatten_after_a_1x1_image_is_the_dense_kernel(relu, erf):
                        want) < TOL_FUSED
             assert rel(conv.layerwise(x.reshape(5, 1, 1, 6), y.reshape(4, 1, 1, 6),
                                       get=get), want) < TOL_EXACT
+
+
+def test_all_depths_read_out_after_flatten_only(relu, imgs):
+    """A Dense before Flatten acts per position: the depths are the Dense layers after it,
+    and depth 0 is the network cut at the first of them."""
+    x, _ = imgs
+    head = [Conv(1.7, 0.1), relu, Dense(1.5, 0.1), relu, Flatten(), Dense(2.0, 0.1)]
+    net = Network(serial(*head, relu, Dense(1.2, 0.05)))
+    assert net.depth == 1
+    stack = net.kernel(x, get=("nngp", "ntk"), all_depths=True)
+    ref = net.layerwise(x, get=("nngp", "ntk"), all_depths=True)
+    assert stack[0].shape == (2, 4, 4)
+    assert rel(stack[0], ref[0]) <= TOL_FUSED and rel(stack[1], ref[1]) <= TOL_FUSED_SYM_NTK
+    np.testing.assert_allclose(stack[0][0], Network(serial(*head)).kernel(x), rtol=TOL_EXACT)
 
 
 def test_aggregate_dense_and_sparse_agree(relu, imgs):

@@ -660,11 +660,28 @@ def readout_points(network: Layer) -> tuple[tuple, list[int]]:
     """Where the kernel is read out along the network's main chain (the top-level serial,
     nested serials flattened): after each Dense, and at the end.  ``all_depths`` returns
     one kernel per point; depth l is the l-th (for ``deep_network``, the pre-activations of
-    hidden layer l, l = 0..L).  Returns the chain and the indices of its readout layers."""
+    hidden layer l, l = 0..L).  A Dense before the chain's last Flatten or GlobalAvgPool
+    acts per position (its kernel still has spatial axes) and is not a readout.  Returns
+    the chain and the indices of its readout layers."""
     chain = network.layers()
     if not chain:
         raise ArchitectureError("the network has no layers")
-    points = [i for i, layer in enumerate(chain) if isinstance(layer, Dense)]
+    first = 1 + max((i for i, layer in enumerate(chain)
+                     if isinstance(layer, (Flatten, GlobalAvgPool))), default=-1)
+    points = [i for i, layer in enumerate(chain) if i >= first and isinstance(layer, Dense)]
     if not points or points[-1] != len(chain) - 1:
         points.append(len(chain) - 1)
     return chain, points
+
+
+def check_readout(record, depth: int) -> None:
+    """Raise the ArchitectureError that says why the kernel cannot be read out at ``depth``:
+    branches not joined, or spatial axes left (``record`` is a record or a tuple of them)."""
+    if isinstance(record, tuple):
+        raise ArchitectureError("the network ends in branches: join them with FanInSum() or "
+                                "FanInConcat()")
+    if record.axes:
+        raise ArchitectureError(
+            f"the kernel at depth {depth} has spatial axes {record.axes}: read a "
+            "convolutional network out after Flatten() or GlobalAvgPool()")
+

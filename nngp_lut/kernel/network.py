@@ -24,7 +24,7 @@ from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
 from ..errors import DataError, ParameterError
 from . import executor
-from .layers import ArchitectureError, Layer, readout_points
+from .layers import Layer, check_readout, readout_points
 from .layers import deep_network as _deep_layers
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
@@ -111,13 +111,7 @@ class Network:
         for index, layer in enumerate(chain):
             k = layer.apply(k)
             if index in points and (all_depths or index == points[-1]):
-                if isinstance(k, tuple):
-                    raise ArchitectureError("the network ends in branches: join them with "
-                                            "FanInSum() or FanInConcat()")
-                if k.axes:
-                    raise ArchitectureError(
-                        f"the kernel at depth {len(outs)} has spatial axes {k.axes}: read a "
-                        "convolutional network out after Flatten() or GlobalAvgPool()")
+                check_readout(k, len(outs))
                 outs.append(k)
         field = {"nngp": "nngp", "ntk": "ntk"} if pairs else {"nngp": "var1", "ntk": "ntk_var1"}
         res = tuple(np.stack([getattr(o, field[kind]) for o in outs]) for kind in kinds)
@@ -259,12 +253,14 @@ class Network:
 
     @staticmethod
     def _spatial_phase(prog, x1, x2, same, kinds, wanted):
+        # The diagonal of a symmetric result from the diagonal recursion, when the program
+        # has it (else the pairs (x, x) computed it).
         diag = [prog.diag1[depth][0 if k == "nngp" else 1] for depth in wanted
-                for k in kinds] if same else None
+                for k in kinds] if same and prog.diag1 is not None else None
 
         def phase(block, row0, r0, r1):
             run_spatial(prog, block, row0, r0, r1 - r0, x1, x2, r0 if same else -1)
-            if same:
+            if diag is not None:
                 idx = np.arange(r1 - r0)
                 for layer, values in enumerate(diag):
                     block[layer, row0 + idx, r0 + idx] = values[r0:r1]

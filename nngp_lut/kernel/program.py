@@ -49,15 +49,33 @@ def _slice_grid():
     return y * np.sqrt(2.0 - y * y)  # rho of y = sqrt((1+rho)/2) - sqrt((1-rho)/2)
 
 
-class _Compiler:
+class Registers:
+    """The register file of a compiler (this one and the spatial one): register 0 holds the
+    main chain, each live branch of a FanOut takes a free one until its FanIn."""
+
+    def reset_registers(self):
+        self.free = list(range(1, MAX_REGISTERS))
+        self.n_regs = 1
+
+    def register(self):
+        if not self.free:
+            raise NotFusable(f"more than {MAX_REGISTERS} live branches")
+        reg = self.free.pop(0)
+        self.n_regs = max(self.n_regs, reg + 1)
+        return reg
+
+    def release(self, regs):
+        self.free = sorted(self.free + list(regs))
+
+
+class _Compiler(Registers):
     def __init__(self, with_ntk):
         self.with_ntk = with_ntk
         self.ops, self.params = [], []
         self.rows, self.cols = [], []
         self.slices_f, self.slices_df, self.slice_keys = [], [], {}
         self.general = None
-        self.free = list(range(1, MAX_REGISTERS))  # register 0 holds the main chain
-        self.n_regs = 1
+        self.reset_registers()
 
     def emit(self, code, a, b=0, c=0, params=(0.0, 0.0, 0.0, 0.0)):
         self.ops.append((code, a, b, c))
@@ -80,13 +98,6 @@ class _Compiler:
             self.rows.append(np.asarray(r, dtype=np.float64))
             self.cols.append(np.asarray(c, dtype=np.float64))
         return base
-
-    def register(self):
-        if not self.free:
-            raise NotFusable(f"more than {MAX_REGISTERS} live branches")
-        reg = self.free.pop(0)
-        self.n_regs = max(self.n_regs, reg + 1)
-        return reg
 
     # -- one layer ----------------------------------------------------------------------------
     def layer(self, layer, reg, d1, d2):
@@ -120,8 +131,7 @@ class _Compiler:
             first, rest = reg[0], reg[1:]
             for r in rest:
                 self.emit(_kern.OP_ADD, r, first)
-                self.free.append(r)
-            self.free.sort()
+            self.release(rest)
             if isinstance(layer, FanInConcat):
                 self.emit(_kern.OP_SCALE, first, params=(1.0 / len(reg), 0.0, 0.0, 0.0))
             return first, new1, new2

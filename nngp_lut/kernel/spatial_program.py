@@ -11,6 +11,7 @@ full-covariance diagonal record of every input never exists at once.
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -18,11 +19,12 @@ from .._core import spatial as _sp
 from .._core.config import SLICE_INTERVALS
 from .._core.interp import normalized_many
 from .._core.kernel import slice_coefficients
-from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
+from .layers import (Activation, Aggregate, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity,
-                     LayerNorm, Parallel, Serial, readout_points)
-from .program import MAX_REGISTERS, NotFusable, _slice_grid
-from .spatial import input_record, positional, spatial_shape, window_index
+                     LayerNorm, Parallel, Serial, check_readout, readout_points,
+                     serial)
+from .program import NotFusable, Registers, _slice_grid
+from .spatial import FULL_LAYERS, input_record, positional, spatial_shape, window_index
 
 #: Bytes of diagonal records held at once while the per-input vectors are computed.
 VECTOR_CHUNK_BYTES = 200_000_000
@@ -50,7 +52,7 @@ class SpatialProgram:
     with_ntk: bool
     rows: np.ndarray  # (n1, m) per-input vectors
     cols_t: np.ndarray  # (m, n2)
-    diag1: dict  # {readout depth: (var, ntk_var) of the rows}
+    diag1: dict | None  # {readout depth: (var, ntk_var) of the rows}, or None
 
     @property
     def block(self):
@@ -63,15 +65,14 @@ def _hw(shape):
     return (tuple(shape) + (1, 1))[:2] if len(shape) < 2 else tuple(shape)
 
 
-class _Compiler:
+class _Compiler(Registers):
     def __init__(self, with_ntk, full):
         self.with_ntk, self.full = with_ntk, full
         self.ops, self.params, self.windows = [], [], []
         self.slices_f, self.slices_df, self.slice_keys = [], [], {}
         self.general = None
         self.adjacency = None
-        self.free = list(range(1, MAX_REGISTERS))
-        self.n_regs = 1
+        self.reset_registers()
         self.size = 1
         self.vectors = []  # this walk's per-input vectors, in op order
         self.vec_len = 0
@@ -100,13 +101,6 @@ class _Compiler:
             self.vectors.append(block.reshape(block.shape[0], -1))
             self.vec_len += self.vectors[-1].shape[1]
         return base
-
-    def register(self):
-        if not self.free:
-            raise NotFusable(f"more than {MAX_REGISTERS} live branches")
-        reg = self.free.pop(0)
-        self.n_regs = max(self.n_regs, reg + 1)
-        return reg
 
     # -- one layer ----------------------------------------------------------------------------
     def layer(self, layer, reg, d):
@@ -154,8 +148,7 @@ class _Compiler:
             head, rest = reg[0], reg[1:]
             for r in rest:
                 self.emit(_sp.SOP_ADD, r, hw_in, hw_in, b=head)
-                self.free.append(r)
-            self.free.sort()
+            self.release(rest)
             if isinstance(layer, FanInConcat):
                 self.emit(_sp.SOP_SCALE, head, hw_in, hw_in,
                           params=(1.0 / len(reg), 0.0, 0.0, 0.0))
@@ -225,7 +218,7 @@ class _Compiler:
         """Emit the program for records like ``d`` (diagonal-only); returns the vectors of
         d's inputs and {depth: (var, ntk_var)} at the readouts."""
         self.ops, self.params, self.windows, self.vectors, self.vec_len = [], [], [], [], 0
-        self.free, self.n_regs = list(range(1, MAX_REGISTERS)), 1
+        self.reset_registers()
         hw0 = _hw(spatial_shape(d))
         self.emit(_sp.SOP_INPUT, 0, hw0, hw0)
         chain, points = readout_points(network)
@@ -234,13 +227,7 @@ class _Compiler:
             reg, d = self.layer(layer, reg, d)
             depth = points.index(index) if index in points else None
             if depth in readouts:
-                if isinstance(reg, tuple):
-                    raise ArchitectureError("the network ends in branches: join them with "
-                                            "FanInSum() or FanInConcat()")
-                if d.axes:
-                    raise ArchitectureError(
-                        f"the kernel at depth {depth} has spatial axes {d.axes}: read a "
-                        "convolutional network out after Flatten() or GlobalAvgPool()")
+                check_readout(d, depth)
                 hw = _hw(spatial_shape(d))
                 self.emit(_sp.SOP_OUTPUT, reg, hw, hw, b=readouts[depth][0],
                           c=readouts[depth][1])
@@ -293,6 +280,43 @@ def _vectors(comp, network, x, readouts, full, with_ntk):
     return rows, diag
 
 
+def diagonal_prefix(network):
+    """The head of the main chain that holds every layer with per-input vectors
+    (activations, normalisations), when those vectors need only the inputs' diagonal
+    self-covariances K_hh(x, x); else None.
+
+    Convolutions and activations map the diagonal of a self-covariance to itself, so the
+    variances of every position follow from the diagonal recursion (P entries per input)
+    until a pooling or an aggregation mixes positions.  A network whose vectors all come
+    before the first of those (a CNN read out by GlobalAvgPool, say) never needs the
+    inputs' full self-covariances (P^2 entries each, in numpy: most of the time of a small
+    pooled kernel); the readout diagonal then comes from the pairs (x, x) themselves."""
+    chain, _ = readout_points(network)
+
+    def has(layer, kinds):
+        return any(isinstance(node, kinds) for node in layer.walk())
+
+    vec = [i for i, layer in enumerate(chain) if has(layer, (Activation, LayerNorm))]
+    mix = [i for i, layer in enumerate(chain) if has(layer, FULL_LAYERS)]
+    if mix and vec and min(mix) <= max(vec):
+        return None
+    return chain[:max(vec) + 1] if vec else ()
+
+
+def _full_vectors(comp, network, x, readouts, with_ntk):
+    """:func:`_vectors` of a network with full maps: the diagonal recursion when
+    :func:`diagonal_prefix` allows it (then no readout diagonals: None), the full one
+    otherwise."""
+    head = diagonal_prefix(network)
+    if head is None:
+        return _vectors(comp, network, x, readouts, True, with_ntk)
+    rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk)[0] if head
+            else np.zeros((x.shape[0], 1)))
+    # The program itself (the walk sets the ops) from one input's full record.
+    comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True), readouts)
+    return rows, None
+
+
 def compile_spatial(network, x1, x2, readouts, with_ntk, full):
     """The program of ``network`` for spatial inputs x1 (rows) and x2 (columns; None: the
     same).  ``readouts`` as :func:`nngp_lut.kernel.program.compile_network`.
@@ -303,8 +327,10 @@ def compile_spatial(network, x1, x2, readouts, with_ntk, full):
         When a layer has no op (the caller then runs the network layer by layer).
     """
     comp = _Compiler(with_ntk, full)
-    rows, diag1 = _vectors(comp, network, x1, readouts, full, with_ntk)
-    cols = rows if x2 is None else _vectors(comp, network, x2, readouts, full, with_ntk)[0]
+    vectors = partial(_full_vectors, comp, network) if full else \
+        partial(_vectors, comp, network, full=False)
+    rows, diag1 = vectors(x1, readouts, with_ntk=with_ntk)
+    cols = rows if x2 is None else vectors(x2, readouts, with_ntk=with_ntk)[0]
     cols_t = np.ascontiguousarray(cols.T)
     n_slices = max(1, len(comp.slices_f))
     empty = np.zeros((n_slices, SLICE_INTERVALS, 4))

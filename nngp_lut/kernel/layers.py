@@ -684,4 +684,3 @@ def check_readout(record, depth: int) -> None:
         raise ArchitectureError(
             f"the kernel at depth {depth} has spatial axes {record.axes}: read a "
             "convolutional network out after Flatten() or GlobalAvgPool()")
-

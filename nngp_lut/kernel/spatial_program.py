@@ -291,7 +291,7 @@ def diagonal_prefix(network):
     before the first of those (a CNN read out by GlobalAvgPool, say) never needs the
     inputs' full self-covariances (P^2 entries each, in numpy: most of the time of a small
     pooled kernel); the readout diagonal then comes from the pairs (x, x) themselves."""
-    chain, _ = readout_points(network)
+    chain = network.layers()
 
     def has(layer, kinds):
         return any(isinstance(node, kinds) for node in layer.walk())

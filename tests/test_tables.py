@@ -13,7 +13,8 @@ from .conftest import SMALL_GRID, TOL_DF_EQUAL, TOL_DF_UNEQUAL, TOL_EQUAL, TOL_U
 from .naive import closed_form, closed_form_dot, reference_F, reference_moment, scalar
 
 CLOSED = ["relu", "abs", "step", "identity", "erf", "sin", "cos"]
-#: tanh and gelu tables serve other tests too; the other five are built for this check only.
+#: tanh and gelu tables serve other tests too; the other five (slow: run with --runslow)
+#: are built for the checks of the general activations only.
 GENERAL = ["tanh", "gelu"] + [pytest.param(name, marks=pytest.mark.slow)
                               for name in ("sigmoid", "softplus", "silu", "elu", "selu")]
 
@@ -89,7 +90,7 @@ def test_general_builtins_against_slow_reference(name, table_of):
     assert _normalised_error(table, q, q2, rho, exact) <= TOL_UNEQUAL
 
 
-@pytest.mark.parametrize("name", ["tanh", "gelu", "elu"])
+@pytest.mark.parametrize("name", ["tanh", "gelu", pytest.param("elu", marks=pytest.mark.slow)])
 def test_moments_against_slow_reference(name, table_of):
     table = table_of(name)
     phi = scalar(name)
@@ -114,7 +115,8 @@ def test_expression_against_monte_carlo(table_of):
         assert abs(table.F(q, q, rho) - prod.mean()) <= 5 * se
 
 
-@pytest.mark.parametrize("name", ["tanh", "erf", "softplus", "relu"])
+@pytest.mark.parametrize("name", ["tanh", "erf", "gelu", "relu",
+                                  pytest.param("softplus", marks=pytest.mark.slow)])
 def test_derivative_table_is_dF_drho(name, table_of, rng):
     """Price's theorem: dF(q, q, rho)/d rho = q E[phi'(u) phi'(v)]."""
     table = table_of(name)

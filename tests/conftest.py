@@ -1,7 +1,7 @@
 """Shared fixtures: tables are built once per session into a temporary cache folder.
 
 Tests marked ``slow`` (the 1e-7 check of the default tables of the general activations that
-no other test uses: each builds a full table, about a minute on 2 cores) run with
+no other test uses: each builds a full table, about 2 minutes on 2 cores) run with
 ``pytest --runslow``; ``python bench/bench_tables.py`` measures every built-in as well.
 """
 

@@ -11,7 +11,6 @@ full-covariance diagonal record of every input never exists at once.
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -303,13 +302,12 @@ def diagonal_prefix(network):
     return chain[:max(vec) + 1] if vec else ()
 
 
-def _full_vectors(comp, network, x, readouts, with_ntk):
-    """:func:`_vectors` of a network with full maps: the diagonal recursion when
-    :func:`diagonal_prefix` allows it (then no readout diagonals: None), the full one
-    otherwise."""
-    head = diagonal_prefix(network)
+def _input_vectors(comp, network, x, readouts, full, with_ntk):
+    """:func:`_vectors`, or for full maps that :func:`diagonal_prefix` allows, the vectors
+    from the diagonal recursion (then no readout diagonals: None)."""
+    head = diagonal_prefix(network) if full else None
     if head is None:
-        return _vectors(comp, network, x, readouts, True, with_ntk)
+        return _vectors(comp, network, x, readouts, full, with_ntk)
     rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk)[0] if head
             else np.zeros((x.shape[0], 1)))
     # The program itself (the walk sets the ops) from one input's full record.
@@ -327,10 +325,9 @@ def compile_spatial(network, x1, x2, readouts, with_ntk, full):
         When a layer has no op (the caller then runs the network layer by layer).
     """
     comp = _Compiler(with_ntk, full)
-    vectors = partial(_full_vectors, comp, network) if full else \
-        partial(_vectors, comp, network, full=False)
-    rows, diag1 = vectors(x1, readouts, with_ntk=with_ntk)
-    cols = rows if x2 is None else vectors(x2, readouts, with_ntk=with_ntk)[0]
+    rows, diag1 = _input_vectors(comp, network, x1, readouts, full, with_ntk)
+    cols = rows if x2 is None else \
+        _input_vectors(comp, network, x2, readouts, full, with_ntk)[0]
     cols_t = np.ascontiguousarray(cols.T)
     n_slices = max(1, len(comp.slices_f))
     empty = np.zeros((n_slices, SLICE_INTERVALS, 4))

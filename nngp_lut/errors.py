@@ -82,3 +82,8 @@ class DegenerateKernelWarning(NNGPWarning):
 
 class OneClassWarning(NNGPWarning):
     """Classification with a single class in the training labels."""
+
+
+class LayerwiseWarning(NNGPWarning):
+    """The fused engine cannot run a network: it is computed layer by layer (the same
+    kernel, slower and with more memory)."""

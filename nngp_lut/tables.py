@@ -19,6 +19,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,12 +105,15 @@ class Table:
         return float(x[0]), float(x[1] - x[0]) if x.size > 1 else 1.0
 
     def _check_variance(self, q):
+        """q as a float64 array, checked against the table's domain; 0 is allowed (a unit
+        that carries no signal: see :meth:`_with_zero`)."""
         q = np.ascontiguousarray(q, dtype=np.float64)
-        if not np.all(np.isfinite(q)) or np.any(q <= 0.0):
-            raise DomainError("variances must be finite and positive")
+        if not np.all(np.isfinite(q)) or np.any(q < 0.0):
+            raise DomainError("variances must be finite and non-negative")
         if self.homogeneous:
             return q
-        lo, hi = q.min(initial=np.inf), q.max(initial=-np.inf)
+        lo = q.min(initial=np.inf, where=q > 0.0)
+        hi = q.max(initial=-np.inf)
         # A relative slack of DOMAIN_SLACK forgives exp(log(q_max)) rounding above q_max.
         if q.size and (lo < self.variance_min * (1 - DOMAIN_SLACK)
                        or hi > self.variance_max * (1 + DOMAIN_SLACK)):
@@ -165,31 +169,70 @@ class Table:
                 self.unequal_sqrt_axis, self.unequal_warp_scale)
 
     # -- evaluation -------------------------------------------------------------------------
+    @cached_property
+    def activation(self) -> Activation:
+        """The activation the table was built for (its values at 0, direct quadrature)."""
+        name = self.activation_name
+        return get_activation(self.activation_source if name.startswith("expr:") else name)
+
+    @cached_property
+    def at_zero(self) -> tuple[float, float]:
+        """(phi(0), phi'(0)): the constant a unit of variance 0 becomes, and its slope."""
+        act = self.activation
+        return (float(act.phi(0.0)),
+                float(act.dphi(0.0)) if act.dphi is not None else math.nan)
+
+    def _with_zero(self, q, positive, at_zero):
+        """``positive(q)`` (flat float64 in, flat out) where q > 0 and the constant
+        ``at_zero`` where q == 0.  A unit of variance 0 is u = 0 exactly, so every
+        expectation is its value at 0: E[phi(u)] = phi(0), E[phi(u)^2] = phi(0)^2, ..."""
+        q = self._check_variance(q)
+        flat = q.ravel()
+        live = flat > 0.0
+        if live.all():
+            return positive(flat).reshape(q.shape)
+        out = np.full(flat.shape, at_zero)
+        if live.any():
+            out[live] = positive(np.ascontiguousarray(flat[live]))
+        return out.reshape(q.shape)
+
     def second_moment(self, q):
         """E[phi(u)^2] for u ~ N(0, q), elementwise over an array of variances."""
-        q = self._check_variance(q)
         x0, dx = self._x0_dx()
         d1 = math.exp(self.log_second_moment[0])
-        return _interp.diag_many(self.log_second_moment, x0, dx, self.degree, d1,
-                                 q.ravel()).reshape(q.shape)
+        return self._with_zero(q, lambda v: _interp.diag_many(
+            self.log_second_moment, x0, dx, self.degree, d1, v), self.at_zero[0] ** 2)
 
     def mean(self, q):
         """E[phi(u)] for u ~ N(0, q)."""
-        q = self._check_variance(q)
         x0, dx = self._x0_dx()
         d1 = math.exp(self.log_second_moment[0])
-        return _interp.mean_many(self.mean_normalized, self.log_second_moment, x0, dx,
-                                 self.degree, d1, q.ravel()).reshape(q.shape)
+        return self._with_zero(q, lambda v: _interp.mean_many(
+            self.mean_normalized, self.log_second_moment, x0, dx, self.degree, d1, v),
+            self.at_zero[0])
 
     def derivative_second_moment(self, q):
         """E[phi'(u)^2] for u ~ N(0, q)."""
         self._require_derivative()
-        q = self._check_variance(q)
         x0, dx = self._x0_dx()
         d1 = math.exp(self.log_derivative_second_moment[0])
         deg = self.degree - 1.0 if self.homogeneous else -1.0
-        return _interp.diag_many(self.log_derivative_second_moment, x0, dx, deg, d1,
-                                 q.ravel()).reshape(q.shape)
+        return self._with_zero(q, lambda v: _interp.diag_many(
+            self.log_derivative_second_moment, x0, dx, deg, d1, v), self.at_zero[1] ** 2)
+
+    def derivative_mean(self, q):
+        """E[phi'(u)] for u ~ N(0, q), by direct quadrature (not tabulated: only the pairs
+        with a unit of variance 0 need it, Fdot(0, q2, rho) = phi'(0) E[phi'(v)])."""
+        self._require_derivative()
+        q = np.asarray(q, dtype=np.float64)
+        dphi = self.activation.dphi
+        integ = Integrator(self.activation, max(1.0, float(q.max(initial=1.0))))
+
+        def quadrature(v):
+            if integ.tau is not None:
+                return _quad.trapezoid_univariate_many(dphi, zero_function, v, integ.tau)[1]
+            return _quad.univariate_many(dphi, zero_function, integ.bp, v)[1]
+        return self._with_zero(q, quadrature, self.at_zero[1])
 
     def F(self, q1, q2, rho):
         """F_phi(q1, q2, rho) = E[phi(u) phi(v)], elementwise (broadcast) over the arguments.
@@ -215,10 +258,17 @@ class Table:
                                             for a in (q1, q2, rho)))
         shape = q1.shape
         q1, q2, rho = (np.ascontiguousarray(a).ravel() for a in (q1, q2, rho))
-        if not np.all(np.isfinite(rho)) or np.any(np.abs(rho) > 1.0 + 1e-12):
-            raise DomainError("correlations must lie in [-1, 1]")
         q1 = self._check_variance(q1)
         q2 = self._check_variance(q2)
+        live = (q1 > 0.0) & (q2 > 0.0)
+        if not live.all():  # u = 0 or v = 0: independent, E[g(u) g(v)] = E[g(u)] E[g(v)]
+            mean = self.derivative_mean if derivative else self.mean
+            out = mean(q1) * mean(q2)
+            if live.any():
+                out[live] = self._expectation(q1[live], q2[live], rho[live], derivative)
+            return out.reshape(shape)
+        if not np.all(np.isfinite(rho)) or np.any(np.abs(rho) > 1.0 + 1e-12):
+            raise DomainError("correlations must lie in [-1, 1]")
         moment = self.derivative_second_moment if derivative else self.second_moment
         norm = np.sqrt(moment(q1) * moment(q2))
         if not self.homogeneous:

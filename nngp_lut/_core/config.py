@@ -78,6 +78,12 @@ UNIVERSAL_FLOOR = 1e-13
 WARP_LINEAR = 0.3
 
 # --- deep-kernel evaluator (nngp_lut/_core/kernel.py) -------------------------------------
+#: A correlation K / sqrt(q1 q2) within this of +-1 is +-1: what remains is the rounding of K
+#: and q computed by different sums (x with itself, x' = c x), ~1e-16 per layer, which
+#: relu's Fdot = (pi - arccos rho) / (2 pi) would turn into 2e-9 (theta ~ sqrt(2 (1 - rho))).
+#: Snapping a true correlation this close to 1 moves relu's Fdot by at most 1.4e-8 (and F
+#: by far less): below what the inputs' own rounding can resolve.
+RHO_SNAP = 4e-15
 #: Per-layer 1-D slices of the normalised F on a uniform grid in
 #: y = sqrt((1 + rho)/2) - sqrt((1 - rho)/2), interpolated by 4-point (cubic) Lagrange
 #: stored as per-interval Horner coefficients.  4096 intervals (h = 4.9e-4) add well under

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INTERP_POINTS, JIT, JIT_PARALLEL, WARP_LINEAR, WARP_SCALE
+from .config import INTERP_POINTS, JIT, JIT_PARALLEL, RHO_SNAP, WARP_LINEAR, WARP_SCALE
 
 _LO = INTERP_POINTS // 2 - 1  # stencil nodes i - _LO .. i - _LO + INTERP_POINTS - 1
 
@@ -131,6 +131,22 @@ def interp3(values, x0, dx, x1, x2, w, wa, wb, wc):
             sa += wb[b] * sb
         s += wa[a] * sa
     return s
+
+
+@njit(inline="always", **JIT)
+def correlation(k, inv_s):
+    """rho = k inv_s (inv_s = 1 / sqrt(q1 q2)) in [-1, 1], within RHO_SNAP of +-1 set to
+    +-1 (rounding, not correlation: see config.RHO_SNAP)."""
+    rho = k * inv_s
+    return math.copysign(1.0, rho) if abs(rho) >= 1.0 - RHO_SNAP else rho  # NaN stays
+
+
+def correlations(k, s):
+    """:func:`correlation` of arrays: rho = k / s for s = sqrt(q1 q2); 0 where s = 0 (a
+    unit of variance 0, whose expectations do not depend on rho)."""
+    k, s = np.broadcast_arrays(k, s)
+    rho = np.divide(k, s, out=np.zeros(k.shape), where=s > 0.0)
+    return np.where(np.abs(rho) >= 1.0 - RHO_SNAP, np.sign(rho), rho)
 
 
 @njit(**JIT)

@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 from .config import COLUMN_RUN, INTERP_POINTS, JIT, JIT_PARALLEL
-from .interp import blend, interp2, interp3, kappa_of, theta_of, warp_mixed
+from .interp import (blend, correlation, interp2, interp3, kappa_of, theta_of,
+                     warp_mixed)
 
 
 @njit(**JIT)
@@ -187,7 +188,7 @@ def program_tile(out, out_row0, row0, nr, inv_d, ops, params, rows, cols, slices
                             inv_r = rows[v + 1, ri]
                             inv_c = cols[v + 1, c0:c0 + r]
                             for j in range(r):
-                                rho = min(1.0, max(-1.0, ka[j] * inv_r * inv_c[j]))
+                                rho = correlation(ka[j], inv_r * inv_c[j])
                                 y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
                                 u = (y + 1.0) * 0.5 * m
                                 k = min(int(u), m - 1)
@@ -204,7 +205,7 @@ def program_tile(out, out_row0, row0, nr, inv_d, ops, params, rows, cols, slices
                             qa = rows[v, ri]
                             for j in range(r):
                                 qb = cols[v, c0 + j]
-                                rho = min(1.0, max(-1.0, ka[j] / math.sqrt(qa * qb)))
+                                rho = correlation(ka[j], 1.0 / math.sqrt(qa * qb))
                                 f_val[j] = _general_normalized(f_n, x0, dx, lin2, f3, x30,
                                                                dx3, sqrt_axis, warp3, qa, qb,
                                                                rho, wa, wb, wc)

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INTERP_POINTS, JIT, JIT_PARALLEL
+from .interp import correlation
 from .kernel import _cubic, _general_normalized, _row_end, _row_of
 
 # Op codes (one row of ``ops``: the fields OPF_*).
@@ -171,7 +172,7 @@ def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, 
         r_inv = rows[ri, v + h]
         b = h * n
         for g in range(n):
-            rho = min(1.0, max(-1.0, ka[b + g] * r_inv * cols_t[v + g, j]))
+            rho = correlation(ka[b + g], r_inv * cols_t[v + g, j])
             s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
         for g in range(n):
             u = (s1[g] + 1.0) * 0.5 * m
@@ -272,8 +273,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                     if sl >= 0:
                         r_inv = rows[ri, v + hr]
                         for q in range(nj):
-                            rho = min(1.0, max(-1.0, ka[base + q] * r_inv
-                                               * cols_t[v + g, j0 + q]))
+                            rho = correlation(ka[base + q],
+                                              r_inv * cols_t[v + g, j0 + q])
                             y = math.sqrt(0.5 + 0.5 * rho) - \
                                 math.sqrt(0.5 - 0.5 * rho)
                             u = (y + 1.0) * 0.5 * m
@@ -284,8 +285,7 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                         qa = rows[ri, v + hr]
                         for q in range(nj):
                             qb = cols_t[v + g, j0 + q]
-                            rho = min(1.0, max(-1.0, ka[base + q]
-                                               / math.sqrt(qa * qb)))
+                            rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
                             s2[base + q] = _general_normalized(
                                 f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis,
                                 warp3, qa, qb, rho, wa, wb, wc)

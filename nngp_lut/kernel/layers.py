@@ -51,7 +51,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import ParameterError
+from .._core.interp import correlations
+from ..errors import DataError, ParameterError
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
@@ -79,6 +80,18 @@ class Layer:
         yield self
         for child in getattr(self, "children", ()):
             yield from child.walk()
+
+
+def check_components(k):
+    """Refuse a mixture record (:class:`~nngp_lut.kernel.record.Kernels`) before an
+    elementwise nonlinearity, whose kernel is the mean of F over the mixture's groups."""
+    if k.mixture:
+        raise ArchitectureError(
+            "an Activation here acts on features mixed from positions or branches of "
+            "different covariances (Flatten() or FanInConcat(), then a layer such as "
+            "LayerNorm() that does not commute with them), and its kernel would not be "
+            "exact: apply the Activation before Flatten() or in each branch before "
+            "FanInConcat()")
 
 
 def _single(layer, k):
@@ -145,7 +158,7 @@ class Dense(Layer):
     def apply(self, k):
         k = _single(self, k)
         w, b = self.weight_var, self.bias
-        out = dict(var1=b + w * k.var1, var2=b + w * k.var2, is_gaussian=True,
+        out = dict(var1=b + w * k.var1, var2=b + w * k.var2, is_gaussian=True, mixture=False,
                    width=self.width, nngp=None if k.nngp is None else b + w * k.nngp)
         if k.has_ntk:
             a, c = self.ntk_coefficients(k.width)
@@ -208,12 +221,13 @@ class Activation(Layer):
         if not k.is_gaussian:
             raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense before "
                                     "it (the network's inputs are not Gaussian)")
+        check_components(k)
         t = self.table
         out = dict(var1=t.second_moment(k.var1), var2=t.second_moment(k.var2),
                    is_gaussian=False)
         if k.nngp is not None:
             q1, q2 = k.var1[:, None], k.var2[None, :]
-            rho = np.clip(k.nngp / np.sqrt(q1 * q2), -1.0, 1.0)
+            rho = correlations(k.nngp, np.sqrt(q1 * q2))
             out["nngp"] = t.F(q1, q2, rho)
         if k.has_ntk:
             out.update(ntk_var1=t.derivative_second_moment(k.var1) * k.ntk_var1,
@@ -265,7 +279,7 @@ class LayerNorm(Layer):
             raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
                                     "a Dense (or a sum of Dense outputs)")
         out = dict(var1=np.ones_like(k.var1), var2=np.ones_like(k.var2))
-        s1, s2 = 1.0 / np.sqrt(k.var1), 1.0 / np.sqrt(k.var2)
+        s1, s2 = normalisers(k.var1), normalisers(k.var2)
         if k.nngp is not None:
             out["nngp"] = k.nngp * k.outer(s1, s2)
         if k.has_ntk:
@@ -273,6 +287,17 @@ class LayerNorm(Layer):
             if k.ntk is not None:
                 out["ntk"] = k.ntk * k.outer(s1, s2)
         return k.replace(**out)
+
+
+def normalisers(var):
+    """1 / sqrt(var) of a LayerNorm; a variance of 0 (an input or position whose features are
+    all zero) has no normalisation and is a DataError."""
+    if np.any(var <= 0.0):
+        raise DataError("LayerNorm gets features that are all zero (an all-zero input, or a "
+                        "zero-padded or zero-bordered position under a layer with "
+                        "bias_var = 0), which cannot be normalised: give the layer before it "
+                        "a bias (bias_var > 0), or normalise over='all'")
+    return 1.0 / np.sqrt(var)
 
 
 # --- spatial layers (images NHWC, sequences and graphs (N, L, C)) ---------------------------
@@ -551,15 +576,32 @@ def _branches(layer, k):
     return k
 
 
-def _combine(ks, weights):
-    """Weighted sum of records field by field (the branches' weights are independent)."""
+def _shape_of(k):
+    """A record's feature layout, for messages: its spatial shape or "a vector"."""
+    if not k.axes:
+        return "a vector"
+    shape = k.var1.shape[1:1 + len(k.axes)]
+    return "x".join(map(str, shape)) + " positions"
+
+
+def _combine(layer, ks, weights, **changes):
+    """Weighted sum of records field by field (the branches' weights are independent);
+    branches of different shapes are an ArchitectureError."""
+    shapes = [_shape_of(k) for k in ks]
+    if len(set(shapes)) > 1 or len({k.full_spatial for k in ks}) > 1:
+        raise ArchitectureError(
+            f"{type(layer).__name__}() joins branches of different shapes "
+            f"({', '.join(shapes)}): give every branch the same spatial shape (the same "
+            "strides, padding and pooling, or Flatten() in each)")
+
     def total(name):
         vals = [getattr(k, name) for k in ks]
         return None if vals[0] is None else sum(w * v for w, v in zip(weights, vals))
     first = ks[0]
     return first.replace(**{f: total(f) for f in ("nngp", "ntk", "var1", "var2", "ntk_var1",
                                                    "ntk_var2")},
-                         is_gaussian=all(k.is_gaussian for k in ks))
+                         **{"is_gaussian": all(k.is_gaussian for k in ks),
+                            "mixture": any(k.mixture for k in ks), **changes})
 
 
 @dataclass(frozen=True)
@@ -573,19 +615,23 @@ class FanInSum(Layer):
     def apply(self, k):
         ks = _branches(self, k)
         widths = {b.width for b in ks}
-        return _combine(ks, [1.0] * len(ks)).replace(
-            width=widths.pop() if len(widths) == 1 else None)
+        return _combine(self, ks, [1.0] * len(ks),
+                        width=widths.pop() if len(widths) == 1 else None)
 
 
 @dataclass(frozen=True)
 class FanInConcat(Layer):
-    """The branches' features are concatenated: for equal widths the kernels average."""
+    """The branches' features are concatenated: for equal widths the kernels average.
+
+    The result is a mixture (each feature follows one branch), exact for a following Dense
+    or LayerNorm; an Activation after it acts on each branch (:func:`exact_form`)."""
 
     def apply(self, k):
         ks = _branches(self, k)
         widths = [b.width for b in ks]
-        return _combine(ks, [1.0 / len(ks)] * len(ks)).replace(
-            width=None if None in widths else sum(widths))
+        mixed = len(ks) > 1 or ks[0].mixture
+        return _combine(self, ks, [1.0 / len(ks)] * len(ks), mixture=mixed,
+                        width=None if None in widths else sum(widths))
 
 
 @dataclass(frozen=True)
@@ -654,6 +700,79 @@ def deep_network(phi: object, depth: int, weight_var: float, bias_var: float) ->
         raise ArchitectureError("depth must be a non-negative integer")
     dense = Dense(float(weight_var), float(bias_var))
     return serial(dense, repeat(serial(Activation(phi), dense), int(depth)))
+
+
+# --- exact semantics of mixtures -------------------------------------------------------------
+#: Layers that act on each feature alone (they commute with Flatten and FanInConcat).
+ELEMENTWISE = (Activation, Identity, Dropout)
+#: Layers that act on each channel alone (they commute with channel concatenation).
+PER_CHANNEL = (AvgPool, GlobalAvgPool, Aggregate, Flatten, Identity, Dropout)
+
+
+def exact_form(network: Layer) -> Layer:
+    """The same network with every Activation moved before the Flatten or FanInConcat it
+    follows, where the kernel rule F(K) holds.
+
+    After Flatten the features are a mixture over positions and after FanInConcat a mixture
+    over branches, so E[phi(u) phi(v)] is the mean of F over the mixture's groups (mean_h
+    F(K_hh); (F(K_a) + F(K_b)) / 2), not F of their mean covariance.  An elementwise layer
+    commutes with both, so the rewrite computes exactly that:
+
+    * ``Flatten(), Activation`` -> ``Activation, Flatten()``;
+    * ``Flatten(), LayerNorm()`` -> ``LayerNorm(over="all"), Flatten()`` (its normaliser
+      is the mean square over every position and channel);
+    * ``parallel(a, b), FanInConcat(), P..., Activation`` -> ``parallel(serial(a, P...,
+      Activation), serial(b, P..., Activation)), FanInConcat()`` for per-channel layers P
+      (pooling, aggregation, Flatten), and likewise after a bare ``FanOut(n)``.
+
+    The finite network is the same function (the features are only permuted), so its
+    Monte Carlo kernel is the oracle of the rewrite.  What cannot be moved (an Activation
+    after ``FanInConcat(), LayerNorm()``) stays, and the record's ``mixture`` flag makes the
+    Activation refuse it.
+    """
+    if isinstance(network, Parallel):
+        return Parallel(tuple(exact_form(child) for child in network.children))
+    if not isinstance(network, Serial):
+        return network
+    chain = []
+    for layer in network.layers():
+        _place(chain, exact_form(layer))
+    return Serial(tuple(chain))
+
+
+def _place(chain, layer):
+    """Append ``layer`` to the rewritten ``chain``, moving an Activation or a LayerNorm
+    past the mixing layers before it (:func:`exact_form`)."""
+    if not isinstance(layer, (Activation, LayerNorm)):
+        chain.append(layer)
+        return
+    if chain and isinstance(chain[-1], Flatten):
+        flatten = chain.pop()
+        _place(chain, LayerNorm("all") if isinstance(layer, LayerNorm) else layer)
+        chain.append(flatten)
+        return
+    concat = len(chain) - 1  # the FanInConcat before a run of per-channel layers
+    while concat >= 0 and isinstance(chain[concat], PER_CHANNEL):
+        concat -= 1
+    fan = concat - 1  # the FanOut or parallel that made its branches
+    while fan >= 0 and isinstance(chain[fan], (Identity, Dropout)):
+        fan -= 1
+    if (isinstance(layer, Activation) and fan >= 0
+            and isinstance(chain[concat], FanInConcat)
+            and isinstance(chain[fan], (Parallel, FanOut))):
+        moved = chain[concat + 1:] + [layer]
+        join = chain[concat]
+        del chain[concat:]
+        if isinstance(chain[fan], Parallel):
+            branches = chain[fan].children
+        else:
+            branches = (Identity(),) * int(chain[fan].n)
+            fan = len(chain)
+            chain.append(None)
+        chain[fan] = Parallel(tuple(exact_form(Serial((b, *moved))) for b in branches))
+        chain.append(join)
+        return
+    chain.append(layer)
 
 
 def readout_points(network: Layer) -> tuple[tuple, list[int]]:

@@ -16,15 +16,16 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
-from ..errors import DataError, ParameterError
+from ..errors import DataError, LayerwiseWarning, ParameterError
 from . import executor
-from .layers import Layer, check_readout, readout_points
+from .layers import Layer, check_readout, exact_form, readout_points
 from .layers import deep_network as _deep_layers
 from .program import NotFusable, compile_network, run_program
 from .record import input_kernels
@@ -66,6 +67,9 @@ class Network:
         if not isinstance(layer, Layer):
             raise TypeError(f"expected a layer, got {type(layer).__name__}")
         self.layer = layer
+        #: What the kernels are computed from: the same network with activations moved
+        #: where their rule is exact (layers.exact_form).
+        self.exact_layer = exact_form(layer)
         self.depth = len(readout_points(layer)[1]) - 1
         #: Spatial dimensions of the inputs (0: vectors; None: 1 or 2, the inputs decide).
         self.rank = spatial_rank(layer)
@@ -106,7 +110,7 @@ class Network:
         return input_record(x1, x2, ntk=ntk, pairs=pairs, full=self.full_spatial)
 
     def _walk(self, k, kinds, all_depths, pairs):
-        chain, points = readout_points(self.layer)
+        chain, points = readout_points(self.exact_layer)
         outs = []
         for index, layer in enumerate(chain):
             k = layer.apply(k)
@@ -193,10 +197,10 @@ class Network:
         with_ntk = "ntk" in kinds
         if self.rank != 0:  # images, sequences, graphs: the spatial engine
             try:
-                prog = compile_spatial(self.layer, x1, None if same else x2, slot, with_ntk,
+                prog = compile_spatial(self.exact_layer, x1, None if same else x2, slot, with_ntk,
                                        self.full_spatial)
-            except NotFusable:
-                phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
+            except NotFusable as exc:
+                phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
             else:
                 phases = [self._spatial_phase(prog, x1, x2, same, kinds, wanted)]
             return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows,
@@ -204,9 +208,9 @@ class Network:
         d1 = input_kernels(x1, ntk=with_ntk, pairs=False)
         d2 = d1 if same else input_kernels(x2, ntk=with_ntk, pairs=False)
         try:
-            prog = compile_network(self.layer, d1, d2, slot, with_ntk)
-        except NotFusable:
-            phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
+            prog = compile_network(self.exact_layer, d1, d2, slot, with_ntk)
+        except NotFusable as exc:
+            phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
         else:
             phases = [self._gram_phase(x1, x2, same, gram),
                       self._program_phase(prog, x1, same, kinds, wanted)]
@@ -266,7 +270,11 @@ class Network:
                     block[layer, row0 + idx, r0 + idx] = values[r0:r1]
         return phase
 
-    def _layerwise_phase(self, x1, x2, kinds, wanted):
+    def _layerwise_phase(self, x1, x2, kinds, wanted, reason):
+        warnings.warn(f"the fused engine cannot run this network ({reason}): computing it "
+                      "layer by layer (the same kernel, slower)", LayerwiseWarning,
+                      stacklevel=3)
+
         def phase(block, row0, r0, r1):
             res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
             for s, depth in enumerate(wanted):

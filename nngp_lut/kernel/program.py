@@ -15,7 +15,8 @@ from .._core import kernel as _kern
 from .._core.config import SHARED_VARIANCE_RTOL, SLICE_INTERVALS, SLICE_VARIANCE_MAX_NTK
 from .._core.interp import normalized_many
 from .layers import (Activation, ArchitectureError, Dense, Dropout, FanInConcat, FanInSum,
-                     FanOut, Identity, LayerNorm, Parallel, Serial, readout_points)
+                     FanOut, Identity, LayerNorm, Parallel, Serial, normalisers,
+                     readout_points)
 
 #: Registers a program may use (a branch each): fixed so the interpreter's buffers are small.
 MAX_REGISTERS = 16
@@ -47,6 +48,14 @@ class Program:
 def _slice_grid():
     y = np.linspace(-1.0, 1.0, SLICE_INTERVALS + 1)
     return y * np.sqrt(2.0 - y * y)  # rho of y = sqrt((1+rho)/2) - sqrt((1-rho)/2)
+
+
+def check_live(*variances):
+    """Raise NotFusable when a unit of variance 0 reaches an activation: its kernel is the
+    product of the two units' means (``Table._expectation``), which the ops do not have."""
+    if not all(np.all(q > 0.0) for q in variances):
+        raise NotFusable("units of variance 0 before an activation: an all-zero input, or "
+                         "zero-bordered images under a layer with bias_var = 0")
 
 
 class Registers:
@@ -120,7 +129,7 @@ class _Compiler(Registers):
         elif isinstance(layer, Activation):
             self.activation(layer.table, reg, d1, d2)
         elif isinstance(layer, LayerNorm):
-            v = self.vector((1.0 / np.sqrt(d1.var1), 1.0 / np.sqrt(d2.var1)))
+            v = self.vector((normalisers(d1.var1), normalisers(d2.var1)))
             self.emit(_kern.OP_NORMALIZE, reg, v)
         elif isinstance(layer, FanOut):
             regs = [reg] + [self.register() for _ in range(int(layer.n) - 1)]
@@ -141,6 +150,7 @@ class _Compiler(Registers):
 
     def activation(self, table, reg, d1, d2):
         q1, q2 = d1.var1, d2.var1
+        check_live(q1, q2)
         ntk = self.with_ntk
         dd = (lambda q: np.sqrt(table.derivative_second_moment(q))) if ntk else np.ones_like
         v = self.vector((q1, q2), (1.0 / np.sqrt(q1), 1.0 / np.sqrt(q2)),

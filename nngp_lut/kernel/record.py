@@ -38,6 +38,13 @@ class Kernels:
     is_gaussian : bool
         The units are jointly Gaussian (after a Dense, a sum of Dense outputs or a
         normalisation); an activation or a layer norm needs Gaussian inputs.
+    mixture : bool
+        The units are a mixture of Gaussian groups with different covariances: the
+        positions of a Flatten, the branches of a FanInConcat.  The record's kernel (their
+        mean) is exact for a following Dense or LayerNorm, but an activation's kernel is the
+        mean of F over the groups, not F of the mean, so an Activation refuses such a record
+        (:func:`nngp_lut.kernel.layers.exact_form` moves activations before the mixing
+        layer, where they act on each group).
     width : int or None
         Number of features, where it is declared (the inputs' dimension, a Dense's
         ``width``); the standard parameterisation's NTK needs it.
@@ -60,6 +67,7 @@ class Kernels:
     ntk_var1: np.ndarray | None
     ntk_var2: np.ndarray | None
     is_gaussian: bool = False
+    mixture: bool = False
     width: int | None = None
     axes: tuple = ()
     full_spatial: bool = False

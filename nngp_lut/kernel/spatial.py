@@ -37,8 +37,10 @@ import math
 
 import numpy as np
 
+from .._core.interp import correlations
 from ..errors import DataError
-from .layers import Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool
+from .layers import (Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool,
+                     check_components, normalisers)
 from .record import Kernels
 
 #: Names of the spatial axes of a record, by the number of spatial dimensions.
@@ -288,7 +290,7 @@ def conv_apply(layer, k):
     bv1, bv2 = box(k.var1, 1), box(k.var2, 1)
     bk = box(k.nngp, 2)
     out = dict(var1=b + w * bv1, var2=b + w * bv2, nngp=None if bk is None else b + w * bk,
-               is_gaussian=True, width=layer.width)
+               is_gaussian=True, mixture=False, width=layer.width)
     if k.has_ntk:
         if layer.parameterization == "ntk":
             a, c = w, b
@@ -343,7 +345,8 @@ def flatten_apply(layer, k):
             return m.mean(axis=-1)
         return m.mean(axis=tuple(range(nb, nb + ns)))
 
-    return _map_fields(k, trace, axes=(), full_spatial=False,
+    # Each feature follows one position: a mixture of the positions' Gaussians.
+    return _map_fields(k, trace, axes=(), full_spatial=False, mixture=k.mixture or p > 1,
                        width=None if k.width is None else k.width * p)
 
 
@@ -369,19 +372,20 @@ def activation_apply(table, k):
     if not k.is_gaussian:
         raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense or Conv "
                                 "before it (the network's inputs are not Gaussian)")
+    check_components(k)
     d1, d2 = positional(k.var1, k), positional(k.var2, k)
 
     def self_rule(var, d, fn, moment):
         if not k.full_spatial:
             return moment(var)
         qa, qb = self_factors(d, k)
-        return fn(qa, qb, np.clip(var / np.sqrt(qa * qb), -1.0, 1.0))
+        return fn(qa, qb, correlations(var, np.sqrt(qa * qb)))
 
     out = dict(var1=self_rule(k.var1, d1, table.F, table.second_moment),
                var2=self_rule(k.var2, d2, table.F, table.second_moment), is_gaussian=False)
     if k.nngp is not None:
         q1, q2 = pair_factors(d1, d2, k)
-        rho = np.clip(k.nngp / np.sqrt(q1 * q2), -1.0, 1.0)
+        rho = correlations(k.nngp, np.sqrt(q1 * q2))
         out["nngp"] = table.F(q1, q2, rho)
     if k.has_ntk:
         out.update(ntk_var1=self_rule(k.var1, d1, table.dF, table.derivative_second_moment)
@@ -406,11 +410,12 @@ def layernorm_apply(layer, k):
                                 "a Dense or Conv (or a sum of their outputs)")
     ns = len(k.axes)
     d1, d2 = positional(k.var1, k), positional(k.var2, k)
-    s1, s2 = 1.0 / np.sqrt(d1), 1.0 / np.sqrt(d2)
     if layer.over == "all":  # one factor per input: the mean variance over positions
         axes = tuple(range(1, 1 + ns))
-        s1 = np.broadcast_to(1.0 / np.sqrt(d1.mean(axis=axes, keepdims=True)), d1.shape)
-        s2 = np.broadcast_to(1.0 / np.sqrt(d2.mean(axis=axes, keepdims=True)), d2.shape)
+        s1 = np.broadcast_to(normalisers(d1.mean(axis=axes, keepdims=True)), d1.shape)
+        s2 = np.broadcast_to(normalisers(d2.mean(axis=axes, keepdims=True)), d2.shape)
+    else:
+        s1, s2 = normalisers(d1), normalisers(d2)
     p1, p2 = pair_factors(s1, s2, k)
     a1, b1 = self_factors(s1, k)
     a2, b2 = self_factors(s2, k)

@@ -20,9 +20,9 @@ from .._core.interp import normalized_many
 from .._core.kernel import slice_coefficients
 from .layers import (Activation, Aggregate, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity,
-                     LayerNorm, Parallel, Serial, check_readout, readout_points,
+                     LayerNorm, Parallel, Serial, check_readout, normalisers, readout_points,
                      serial)
-from .program import NotFusable, Registers, _slice_grid
+from .program import NotFusable, Registers, _slice_grid, check_live
 from .spatial import FULL_LAYERS, input_record, positional, spatial_shape, window_index
 
 #: Bytes of diagonal records held at once while the per-input vectors are computed.
@@ -178,6 +178,7 @@ class _Compiler(Registers):
 
     def activation(self, table, reg, d, hw):
         q = positional(d.var1, d).reshape(d.var1.shape[0], -1)
+        check_live(q)
         ntk = self.with_ntk
         blocks = [None, np.sqrt(table.second_moment(q))]
         if ntk:
@@ -210,7 +211,7 @@ class _Compiler(Registers):
         q = positional(d.var1, d).reshape(d.var1.shape[0], -1)
         if layer.over == "all":
             q = np.broadcast_to(q.mean(axis=1, keepdims=True), q.shape)
-        self.emit(_sp.SOP_NORMALIZE, reg, hw, hw, vec=self.vector(1.0 / np.sqrt(q)))
+        self.emit(_sp.SOP_NORMALIZE, reg, hw, hw, vec=self.vector(normalisers(q)))
 
     # -- the whole network --------------------------------------------------------------------
     def walk(self, network, d, readouts):

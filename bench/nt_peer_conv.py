@@ -18,6 +18,7 @@ b_std = sqrt(bias_var) (None: no bias):
 ``Conv(w, b, filter_shape, strides, padding,   ``stax.Conv(width or --width, filter_shape,
 parameterization, width)``                     strides, padding, ...)``
 ``Activation('relu' | 'erf' | 'identity')``    ``stax.Relu()``, ``stax.Erf()``, ``stax.Identity()``
+``Activation('gelu')``                         ``stax.Gelu(approximate=False)`` (closed forms)
 ``Activation('tanh')``                         ``stax.ElementwiseNumerical(tanh, deg=--deg)``
                                                (Gauss-Hermite quadrature)
 ``AvgPool(window_shape, strides, padding)``    ``stax.AvgPool(...)`` (normalize_edges=False;
@@ -101,6 +102,8 @@ class Builder:
             return stax.Relu()
         if phi == "erf":
             return stax.Erf()
+        if phi == "gelu":  # x Phi(x), its closed forms
+            return stax.Gelu(approximate=False)
         if phi == "identity":
             return stax.Identity()
         if phi == "tanh":

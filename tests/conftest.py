@@ -5,6 +5,8 @@ no other test uses: each builds a full table, about 2 minutes on 2 cores) run wi
 ``pytest --runslow``; ``python bench/bench_tables.py`` measures every built-in as well.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -42,8 +44,11 @@ SMALL_GRID = dict(variance_min=1e-4, variance_max=1e2, n_variance=40, n_angle=48
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
+    """A fresh table cache per session, or $NNGP_LUT_TEST_CACHE kept between sessions (a
+    developer's repeated runs skip the table builds)."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("NNGP_LUT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    keep = os.environ.get("NNGP_LUT_TEST_CACHE")
+    mp.setenv("NNGP_LUT_CACHE", keep or str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
 

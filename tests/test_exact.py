@@ -236,3 +236,22 @@ def test_relu_ntk_at_correlation_one(depth):
                  net.layerwise(x, x * c, get=("nngp", "ntk"))):
         np.testing.assert_allclose(np.diag(k), kx, rtol=TOL_RHO_ONE)
         np.testing.assert_allclose(np.diag(t), tx, rtol=TOL_RHO_ONE)
+
+
+def test_cli_says_it_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((3, 4, 4, 1)))
+    arch = ("serial(FanOut(2), parallel(Conv(1.0, 0.0, strides=(2, 2)), Conv(1.0, 0.0)), "
+            "FanInConcat(), Flatten(), Dense(1.0, 0.0))")
+    res = CliRunner().invoke(cli, ["kernel", "--arch", arch, "--x1", str(x), "--out",
+                                   str(tmp_path / "k.npy")])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        "Error: FanInConcat() joins branches of different shapes (2x2 positions, 4x4 "
+        "positions): give every branch the same spatial shape (the same strides, padding "
+        "and pooling, or Flatten() in each)"]
+    assert not (tmp_path / "k.npy").exists()

@@ -64,18 +64,19 @@ def flatten_then_relu_oracle(x, w_conv, b_conv, w_out, b_out):
     return k, t
 
 
-def concat_then_relu_oracle(x):
+def concat_then_relu_oracle(x, shares=(0.5, 0.5)):
     """serial(FanOut(2), parallel(Dense(1, 0), Dense(1, 1)), FanInConcat(), relu,
-    Dense(1, 0)): the mean of relu's closed forms over the two branches."""
+    Dense(1, 0)): the mean of relu's closed forms over the two branches, weighted by their
+    shares of the features."""
     g = x @ x.T / x.shape[1]
     k, t = 0.0, 0.0
-    for b in (0.0, 1.0):
+    for b, share in zip((0.0, 1.0), shares):
         kb = b + g
         q = np.diag(kb)
         rho = np.clip(kb / np.sqrt(np.outer(q, q)), -1, 1)
         np.fill_diagonal(rho, 1.0)
-        k = k + closed_form("relu", q[:, None], q[None, :], rho) / 2
-        t = t + closed_form_dot("relu", q[:, None], q[None, :], rho) * kb / 2
+        k = k + closed_form("relu", q[:, None], q[None, :], rho) * share
+        t = t + closed_form_dot("relu", q[:, None], q[None, :], rho) * kb * share
     return k, k + t
 
 
@@ -114,7 +115,20 @@ def test_activation_after_concat_is_the_mean_over_branches(vectors):
         assert np.max(np.abs(t - et)) <= TOL_CLOSED * np.abs(et).max()
 
 
+def test_concat_of_declared_widths_is_weighted_by_them(vectors):
+    ek, et = concat_then_relu_oracle(vectors, (0.25, 0.75))
+    k, t = Network(CONCAT_WIDTHS).kernel(vectors, get=("nngp", "ntk"))
+    assert np.max(np.abs(k - ek)) <= TOL_CLOSED * np.abs(ek).max()
+    assert np.max(np.abs(t - et)) <= TOL_CLOSED * np.abs(et).max()
+
+
+CONCAT_WIDTHS = serial(FanOut(2), parallel(Dense(1.0, 0.0, width=256),
+                                           Dense(1.0, 1.0, width=768)),
+                       FanInConcat(), Activation("relu"), Dense(1.0, 0.0))
+
+
 @pytest.mark.parametrize("layer, inputs", [(FLATTEN_RELU, "images"), (CONCAT_RELU, "vectors"),
+    (CONCAT_WIDTHS, "vectors"),
     (serial(FanOut(2), parallel(Conv(1.0, 0.0, filter_shape=(2, 2)),
                                 Conv(2.0, 0.5, filter_shape=(2, 2))),
             FanInConcat(), AvgPool((2, 2), padding="SAME"), Activation("relu"),

@@ -612,25 +612,40 @@ class FanInSum(Layer):
     one branch has its own Dense (neural-tangents' convention too): two Identity branches of
     one FanOut are the same features, whose sum has 4 K, not the 2 K the rule gives."""
 
+    @staticmethod
+    def weights(ks):
+        """Each branch's factor in the sum of kernels: 1."""
+        return [1.0] * len(ks)
+
     def apply(self, k):
         ks = _branches(self, k)
         widths = {b.width for b in ks}
-        return _combine(self, ks, [1.0] * len(ks),
+        return _combine(self, ks, self.weights(ks),
                         width=widths.pop() if len(widths) == 1 else None)
 
 
 @dataclass(frozen=True)
 class FanInConcat(Layer):
-    """The branches' features are concatenated: for equal widths the kernels average.
+    """The branches' features are concatenated: the kernels average, weighted by the
+    branches' widths where every branch declares one (a following Dense sums over all
+    features), else equally (the sampler gives every undeclared layer the same width).
 
     The result is a mixture (each feature follows one branch), exact for a following Dense
     or LayerNorm; an Activation after it acts on each branch (:func:`exact_form`)."""
+
+    @staticmethod
+    def weights(ks):
+        """Each branch's share of the features."""
+        widths = [b.width for b in ks]
+        if None in widths:
+            return [1.0 / len(ks)] * len(ks)
+        return [w / sum(widths) for w in widths]
 
     def apply(self, k):
         ks = _branches(self, k)
         widths = [b.width for b in ks]
         mixed = len(ks) > 1 or ks[0].mixture
-        return _combine(self, ks, [1.0 / len(ks)] * len(ks), mixture=mixed,
+        return _combine(self, ks, self.weights(ks), mixture=mixed,
                         width=None if None in widths else sum(widths))
 
 

@@ -138,11 +138,12 @@ class _Compiler(Registers):
             return tuple(regs), new1, new2
         elif isinstance(layer, (FanInSum, FanInConcat)):
             first, rest = reg[0], reg[1:]
+            for r, weight in zip(reg, layer.weights(d1)):
+                if weight != 1.0:
+                    self.emit(_kern.OP_SCALE, r, params=(weight, 0.0, 0.0, 0.0))
             for r in rest:
                 self.emit(_kern.OP_ADD, r, first)
             self.release(rest)
-            if isinstance(layer, FanInConcat):
-                self.emit(_kern.OP_SCALE, first, params=(1.0 / len(reg), 0.0, 0.0, 0.0))
             return first, new1, new2
         elif not isinstance(layer, (Identity, Dropout)):
             raise NotFusable(f"{type(layer).__name__} has no fused op")

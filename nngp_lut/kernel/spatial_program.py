@@ -145,12 +145,12 @@ class _Compiler(Registers):
             return tuple(regs), new
         elif isinstance(layer, (FanInSum, FanInConcat)):
             head, rest = reg[0], reg[1:]
+            for r, weight in zip(reg, layer.weights(d)):
+                if weight != 1.0:
+                    self.emit(_sp.SOP_SCALE, r, hw_in, hw_in, params=(weight, 0.0, 0.0, 0.0))
             for r in rest:
                 self.emit(_sp.SOP_ADD, r, hw_in, hw_in, b=head)
             self.release(rest)
-            if isinstance(layer, FanInConcat):
-                self.emit(_sp.SOP_SCALE, head, hw_in, hw_in,
-                          params=(1.0 / len(reg), 0.0, 0.0, 0.0))
             return head, new
         elif not isinstance(layer, (Identity, Dropout)):
             raise NotFusable(f"{type(layer).__name__} has no fused spatial op")

@@ -27,7 +27,7 @@ def test_readme_mentions_every_option_of_the_commands_that_take_a_network():
     from nngp_lut.cli.main import cli
 
     text = README.read_text()
-    for name in ("predict", "search", "kernel", "mc"):
+    for name in ("predict", "search", "kernel", "mc", "compare"):
         for param in cli.commands[name].params:
             for opt in param.opts:
                 if opt.startswith("--") and opt not in ("--help", "--quiet", "--force"):

@@ -240,40 +240,97 @@ def table_for(phi, table_path, progress=None):
                                (lambda done, total: progress("table", done, total)))
 
 
-#: --arch and --kernel, shared by predict, kernel and search.
+#: The network options, declared once for every command that takes a network (predict,
+#: kernel, mc, compare; search takes --phi and --table for its grid): --arch, or the fully
+#: connected network of --phi (or --table), --depth, --weight-var and --bias-var.
 ARCH_OPTION = click.option(
     "--arch", metavar="TEXT|@FILE", default=None,
     help="Any network of the layer algebra, e.g. \"serial(Dense(1.5, 0.1), "
     "Activation('relu'), Dense(1.5, 0.1))\", or @FILE to read it from a file (grammar in "
     "README.md, section Architectures); instead of --phi/--table and --depth/--weight-var/"
     "--bias-var.")
-KERNEL_OPTION = click.option(
-    "--kernel", "kernel_kind", type=click.Choice(["nngp", "ntk"]), default="nngp",
-    show_default=True,
-    help="nngp: the Bayesian posterior of the network's Gaussian process; ntk: the "
-    "infinitely wide network trained to convergence by gradient descent on the squared "
-    "loss (Lee et al. 2019, eq. 16).")
+PHI_OPTION = click.option(
+    "--phi", metavar="NAME_OR_EXPR", default=None,
+    help="Activation of the fully connected network: a built-in name or an expression in x "
+    "(its table is built once and cached).")
+TABLE_OPTION = click.option(
+    "--table", "table_path", type=click.Path(dir_okay=False), default=None,
+    help="A table file made by nngp-lut build (instead of --phi).")
+DEPTH_OPTION = click.option(
+    "--depth", type=click.IntRange(0), default=None,
+    help="Hidden layers L of the fully connected network (0: the linear model on the "
+    "inputs).")
+WEIGHT_VAR_OPTION = click.option(
+    "--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Weight variance sigma_w^2 of the fully connected network (weights ~ N(0, "
+    "sigma_w^2 / fan_in)).")
+BIAS_VAR_OPTION = click.option(
+    "--bias-var", type=click.FloatRange(min=0), default=None,
+    help="Bias variance sigma_b^2 of the fully connected network.")
 
 
-def arch_network(arch, progress=None, **shorthand):
-    """The network of --arch (None without it), its activations' tables built into the
-    cache with progress.  The shorthand options (--phi, --depth, ...) must not be given
-    with it: that is a usage error."""
-    if arch is None:
+def network_options(command):
+    """--arch, --phi, --table, --depth, --weight-var and --bias-var (in that order in the
+    help); :func:`network_flags` checks them, :func:`network_of` makes the network."""
+    for option in (BIAS_VAR_OPTION, WEIGHT_VAR_OPTION, DEPTH_OPTION, TABLE_OPTION,
+                   PHI_OPTION, ARCH_OPTION):
+        command = option(command)
+    return command
+
+
+def network_flags(arch, phi, table_path, depth, weight_var, bias_var, *, default_phi=None,
+                  hint=""):
+    """Check the network options before any work: --arch alone, or --phi or --table (at
+    most one; one of them unless --phi has a default) with --depth, --weight-var and
+    --bias-var.  Anything else is a usage error (exit 2), ``hint`` appended to a missing
+    flag's.  Returns the --phi to use (None with --arch or --table)."""
+    if arch is not None:
+        given = [flag for flag, v in (("--phi", phi), ("--table", table_path),
+                                      ("--depth", depth), ("--weight-var", weight_var),
+                                      ("--bias-var", bias_var)) if v is not None]
+        if given:
+            raise click.UsageError(f"--arch describes the whole network: drop "
+                                   f"{', '.join(given)}")
         return None
-    given = [f"--{k.replace('_', '-')}" for k, v in shorthand.items() if v is not None]
-    if given:
-        raise click.UsageError(f"--arch describes the whole network: drop {', '.join(given)}")
-    from nngp_lut.kernel import Activation, Network
+    if default_phi is None and (phi, table_path, depth, weight_var, bias_var) == (None,) * 5:
+        raise click.UsageError("give the network: --arch, or --phi (or --table) with --depth, "
+                               "--weight-var and --bias-var")
+    phi = phi_or_table(phi, table_path, default_phi)
+    missing = [flag for flag, v in (("--depth", depth), ("--weight-var", weight_var),
+                                    ("--bias-var", bias_var)) if v is None]
+    if missing:
+        raise click.UsageError(f"give {', '.join(missing)}, or the whole network with "
+                               f"--arch{hint}")
+    return phi
+
+
+def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bias_var=None,
+               progress=None):
+    """The Network of the checked options (:func:`network_flags`): that of --arch, or the
+    fully connected one of --phi/--table; the activations' tables are built into the cache
+    with progress."""
+    from nngp_lut.kernel import Activation, Network, deep_network
     from nngp_lut.kernel.arch import read_arch
 
     with user_errors():
+        if arch is None:
+            return deep_network(table_for(phi, table_path, progress), depth, weight_var,
+                                bias_var)
         network = Network(read_arch(arch))
         for layer in network.layer.walk():
             if isinstance(layer, Activation) and isinstance(layer.phi, str) \
                     and not layer.phi.endswith((".h5", ".hdf5")):
                 table_for(layer.phi, None, progress)
     return network
+
+
+#: --kernel, shared by predict, kernel and search.
+KERNEL_OPTION = click.option(
+    "--kernel", "kernel_kind", type=click.Choice(["nngp", "ntk"]), default="nngp",
+    show_default=True,
+    help="nngp: the Bayesian posterior of the network's Gaussian process; ntk: the "
+    "infinitely wide network trained to convergence by gradient descent on the squared "
+    "loss (Lee et al. 2019, eq. 16).")
 
 
 #: --shape, shared by predict, kernel, search and mc.

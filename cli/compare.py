@@ -10,9 +10,10 @@ import click
 from nngp_lut import _files, paper
 from nngp_lut.data import standardize_rows
 from nngp_lut.errors import DataError
-from nngp_lut.kernel.arch import read_arch
 
-from .common import check_output, finite_module, load_data, stage_bars, to_json, user_errors
+from .common import (SHAPE_OPTION, check_output, finite_module, load_data, network_flags,
+                     network_of, network_options, parse_shape, shaped, stage_bars, to_json,
+                     user_errors)
 from .mc import _widths
 
 
@@ -28,16 +29,14 @@ def write_rows(rows, out, columns):
 
 
 @click.command(short_help="Trained finite networks beside the NNGP and NTK-GP (Figure 1).")
-@click.option("--arch", required=True, metavar="TEXT|@FILE",
-              help="The architecture, e.g. \"serial(Dense(2, 0.1), repeat(serial("
-              "Activation('relu'), Dense(2, 0.1)), 2))\", or @FILE (grammar in README.md, "
-              "section Architectures).  Its final Dense gets one unit per class, every other "
-              "Dense without a width each of --widths.")
+@network_options
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset in any format predict reads; omitted: the embedded MNIST sample "
               "(the paper's balanced 1k subset, 1000 validation and 10k test images).")
 @click.option("--widths", default="10,50,100,500,1000,5000", show_default=True,
-              callback=_widths, help="Widths of the finite networks, separated by commas.")
+              callback=_widths, help="Widths of the finite networks, separated by commas: "
+              "every Dense (and Conv) without a declared width gets each in turn, except the "
+              "final Dense, which gets one unit per class (or target).")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True,
               help="Networks per width (seeds 0, 1, ...).")
 @click.option("--n-train", type=click.IntRange(1), default=None,
@@ -82,21 +81,24 @@ def write_rows(rows, out, columns):
               help="Print the rows and the per-width summary as JSON on stdout (the table "
               "goes to stderr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def compare(arch, data_path, widths, seeds, n_train, n_val, n_test, optimizer, learning_rate,
-            steps, batch_size, eval_every, patience, centre, gp, jitter, standardize, out,
-            force, as_json, quiet):
-    """Train the finite networks of an architecture (squared loss on the GP's targets,
-    early stopping on the validation set) at each width and seed, and score them beside
+@SHAPE_OPTION
+def compare(arch, phi, table_path, depth, weight_var, bias_var, data_path, widths, seeds,
+            n_train, n_val, n_test, optimizer, learning_rate, steps, batch_size, eval_every,
+            patience, centre, gp, jitter, standardize, out, force, as_json, quiet, shape):
+    """Train the finite networks of an architecture (--arch, or the fully connected network
+    of --phi or --table, --depth, --weight-var and --bias-var; squared loss on the GP's
+    targets, early stopping on the validation set) at each width and seed, and score them beside
     the NNGP and the NTK-GP on the same split: per width the test accuracy and MSE (mean
     and spread over seeds, and the network with the best validation accuracy), as in Lee
     et al. 2018, Figure 1.  Needs JAX and optax: pip install "nngp-lut[finite]"."""
+    phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
+    shape = parse_shape(shape)
     if out is not None:
         check_output(out, force)  # before the work
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
         finite = finite_module("finite")
-        network = read_arch(arch)
         data = load_data(data_path, n_train, n_val, need_val=True)
         parts = [data.x_train, data.x_val, data.x_test[:n_test]]
         if standardize:
@@ -105,6 +107,11 @@ def compare(arch, data_path, widths, seeds, n_train, n_val, n_test, optimizer, l
         if len(data.y_train) < 2:
             raise DataError("the training set has fewer than 2 examples")
         with stage_bars(quiet) as progress:
+            network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
+                                 progress)
+            # A convolutional network takes images (NHWC): the rows reshaped to --shape or
+            # to the data file's image shape, as predict does.
+            parts = shaped(network, shape, data.image_shape, *parts)
             rows = finite.compare(
                 network, parts[0], data.y_train, parts[1], data.y_val, parts[2],
                 data.y_test[:n_test], widths=widths, seeds=seeds, gp=gp, jitter=jitter,

@@ -10,11 +10,11 @@ import numpy as np
 from nngp_lut import _files, cluster
 from nngp_lut.data import DataError, load_array, standardize_rows
 from nngp_lut.errors import DiskFull
-from nngp_lut.kernel import DEFAULT_MEMORY, deep_network, nngp_kernel
+from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output,
-                     cluster_client, cluster_options, parse_shape, phi_or_table, shaped,
-                     stage_bars, table_for, user_errors)
+from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
+                     cluster_options, network_flags, network_of, network_options, parse_shape,
+                     shaped, stage_bars, user_errors)
 
 
 def _load(spec, name):
@@ -24,19 +24,7 @@ def _load(spec, name):
 
 
 @click.command(short_help="The NNGP or NTK of input files.")
-@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
-              help="Activation (built-in name or expression in x); its table is built once "
-              "and cached.  Give --phi or --table.")
-@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
-              help="A table file made by nngp-lut build.")
-@click.option("--depth", type=click.IntRange(0), default=None,
-              help="Number of hidden layers L (0: the linear model on the inputs).  "
-              "[required without --arch]")
-@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Weight variance sigma_w^2 (weights ~ N(0, sigma_w^2 / fan_in)).  "
-              "[required without --arch]")
-@click.option("--bias-var", type=click.FloatRange(min=0), default=None,
-              help="Bias variance sigma_b^2.  [required without --arch]")
+@network_options
 @click.option("--x1", required=True, metavar="FILE[:KEY]",
               help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array).")
 @click.option("--x2", default=None, metavar="FILE[:KEY]",
@@ -52,7 +40,6 @@ def _load(spec, name):
               help="Memory budget for the kernel in RAM, e.g. 500MB or 8GB.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@ARCH_OPTION
 @KERNEL_OPTION
 @SHAPE_OPTION
 @cluster_options
@@ -62,13 +49,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     connected network, or of any --arch (--all-depths: after each Dense of its main chain
     and at its end).  With --workers or --scheduler the tiles are Dask tasks on a cluster;
     an .h5 output is then written tile by tile as they arrive, by this process alone."""
-    if arch is None:
-        phi = phi_or_table(phi, table_path)
-        missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
-                                  ("--bias-var", bias_var)) if v is None]
-        if missing:
-            raise click.UsageError(f"give {', '.join(missing)}, or the whole network with "
-                                   "--arch")
+    phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
     if out.suffix.lower() not in (".npy", ".h5", ".hdf5"):
         raise click.UsageError("--out must end in .npy, .h5 or .hdf5")
     shape = parse_shape(shape)
@@ -80,11 +61,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
-            network = arch_network(arch, progress, phi=phi, table=table_path, depth=depth,
-                                   weight_var=weight_var, bias_var=bias_var)
-            if network is None:
-                network = deep_network(table_for(phi, table_path, progress), depth,
-                                       weight_var, bias_var)
+            network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
+                                 progress)
             a, b = shaped(network, shape, None, a, b)
             label = "kernel" if network.rank == 0 else \
                 f"kernel [{network.storage(np.shape(a)[1:])}]"

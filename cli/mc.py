@@ -9,10 +9,9 @@ import click
 from nngp_lut import _files, paper
 from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
 from nngp_lut.errors import DataError
-from nngp_lut.kernel.arch import read_arch
 
-from .common import (SHAPE_OPTION, check_output, finite_module, parse_shape, shaped, stage_bars,
-                     to_json, user_errors)
+from .common import (SHAPE_OPTION, check_output, finite_module, network_flags, network_of,
+                     network_options, parse_shape, shaped, stage_bars, to_json, user_errors)
 
 
 def _widths(ctx, param, value):
@@ -36,10 +35,7 @@ def _write_rows(rows, out):
 
 
 @click.command(short_help="Finite random networks against the infinite-width kernels.")
-@click.option("--arch", required=True, metavar="TEXT|@FILE",
-              help="The architecture, e.g. \"serial(Dense(2, 0.1), repeat(serial("
-              "Activation('relu'), Dense(2, 0.1)), 3))\", or @FILE to read it from a file "
-              "(grammar in README.md, section Architectures).")
+@network_options
 @click.option("--widths", default="64,256,1024,4096", show_default=True, callback=_widths,
               help="Widths of the finite networks, separated by commas; every Dense layer "
               "without a declared width gets each in turn, the readout included.")
@@ -70,12 +66,15 @@ def _write_rows(rows, out):
               help="Print the rows and slopes as JSON on stdout (the table goes to stderr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @SHAPE_OPTION
-def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, standardize,
-       out, force, as_json, quiet, shape):
-    """Sample random finite networks of an architecture at each width and print the relative
-    Frobenius error of their empirical NNGP and NTK against the infinite-width kernels, and
-    the fitted log-log slope of error against width (about -1/2: error ~ 1/sqrt(width)).
+def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inputs, data_path,
+       seed, ntk_units, reference, standardize, out, force, as_json, quiet, shape):
+    """Sample random finite networks of an architecture (--arch, or the fully connected
+    network of --phi or --table, --depth, --weight-var and --bias-var) at each width and
+    print the relative Frobenius error of their empirical NNGP and NTK against the
+    infinite-width kernels, and the fitted log-log slope of error against width (about
+    -1/2: error ~ 1/sqrt(width)).
     Needs JAX: pip install "nngp-lut[finite]"."""
+    phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
     shape = parse_shape(shape)
     if out is not None:
         check_output(out, force)  # before the work
@@ -83,18 +82,17 @@ def mc(arch, widths, draws, n_inputs, data_path, seed, ntk_units, reference, sta
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors():
         montecarlo = finite_module("montecarlo")
-        network = read_arch(arch)
         data = load_dataset(data_path)
         x = data.x_train[:n_inputs]
         x = standardize_rows(x, "inputs") if standardize else validate_inputs(x, "inputs")
-        # A convolutional network takes images (NHWC): the rows reshaped (the Monte Carlo
-        # side, montecarlo.empirical_kernels, samples the same shapes).
-        from nngp_lut.kernel import Network
-
-        x, = shaped(Network(network), shape, data.image_shape, x)
         if x.shape[0] < 2:
             raise DataError("the data set has fewer than 2 training inputs")
         with stage_bars(quiet) as progress:
+            network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
+                                 progress)
+            # A convolutional network takes images (NHWC): the rows reshaped (the Monte
+            # Carlo side, montecarlo.empirical_kernels, samples the same shapes).
+            x, = shaped(network, shape, data.image_shape, x)
             rows, slopes = montecarlo.convergence(
                 network, x, widths, draws, seed, ntk_units=ntk_units, reference=reference,
                 progress=progress and (lambda done, total: progress("draws", done, total)))

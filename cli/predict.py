@@ -10,9 +10,10 @@ from nngp_lut import _files, paper
 from nngp_lut.data import is_labels
 from nngp_lut.gp import evaluate
 
-from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output,
-                     cluster_client, cluster_options, load_data, parse_shape, phi_or_table,
-                     shaped, stage_bars, table_for, to_json, user_errors)
+from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
+                     cluster_options, load_data, network_flags, network_of, network_options,
+                     parse_shape, phi_or_table, shaped, stage_bars, table_for, to_json,
+                     user_errors)
 
 
 @click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
@@ -22,16 +23,7 @@ from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, che
               "batches (folder or .tar.gz); or CSV with a header row (see the README).  "
               "Integer labels: classification; float targets: regression.  Omitted: the "
               "embedded MNIST sample (1k train, 10k test) at the paper's Table 1 setting.")
-@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
-              help="Activation (built-in name or expression in x); default relu.")
-@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
-              help="A table file made by nngp-lut build (instead of --phi).")
-@click.option("--depth", type=click.IntRange(0), default=None,
-              help="Hidden layers L.  [required with --data]")
-@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Weight variance sigma_w^2.  [required with --data]")
-@click.option("--bias-var", type=click.FloatRange(min=0), default=None,
-              help="Bias variance sigma_b^2.  [required with --data]")
+@network_options
 @click.option("--n-train", type=click.IntRange(1), default=None,
               help="Use the paper's class-balanced subset of N training examples (first "
               "N/classes of each class, shuffled with RandomState(9999)); N equal to the "
@@ -62,7 +54,6 @@ from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, che
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results as one JSON object (the last line of stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@ARCH_OPTION
 @KERNEL_OPTION
 @SHAPE_OPTION
 @cluster_options
@@ -73,7 +64,8 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
     reports test accuracy (classification) and MSE, for the fully connected network of
-    --phi/--depth/--weight-var/--bias-var or any --arch, with the NNGP or (--kernel ntk)
+    --phi (default relu) or --table, --depth, --weight-var and --bias-var, or any --arch,
+    with the NNGP or (--kernel ntk)
     the NTK's gradient-descent ensemble.  With no arguments it runs the paper's
     MNIST 1k relu setting (Table 1: depth 20, weight_var 1.45, bias_var 0.28) on the
     embedded sample, with the paper's per-input standardisation, and prints the accuracy
@@ -83,20 +75,16 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     there for --resume); the kernel time is then inside the cholesky time.
     """
     wall_start = time.perf_counter()
-    phi_name = phi_or_table(phi, table_path, default="relu") if arch is None else None
     if out is not None and out.suffix.lower() != ".npz":
         raise click.UsageError("--out must end in .npz")
     reference = None
-    missing = [o for o, v in (("--depth", depth), ("--weight-var", weight_var),
-                              ("--bias-var", bias_var)) if v is None and arch is None]
-    if data_path is None and (1000, phi_name) in paper.TABLE1_MNIST:
-        reference = paper.TABLE1_MNIST[1000, phi_name]
-        if len(missing) == 3:
+    if arch is None and data_path is None:  # the paper's setting on the embedded sample
+        reference = paper.TABLE1_MNIST.get((1000, phi_or_table(phi, table_path, "relu")))
+        if reference is not None and (depth, weight_var, bias_var) == (None, None, None):
             depth, weight_var, bias_var = reference[:3]
-        missing = []
-    if missing:
-        raise click.UsageError(f"give {', '.join(missing)} (defaults exist only for relu "
-                               "and tanh on the embedded sample)")
+    phi_name = network_flags(arch, phi, table_path, depth, weight_var, bias_var,
+                             default_phi="relu", hint=" (defaults exist only for relu and "
+                             "tanh on the embedded sample)")
     shape = parse_shape(shape)
     if out is not None:
         check_output(out, force)  # before the work, not after it
@@ -108,15 +96,13 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
         x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
         with stage_bars(quiet) as progress:
             t0 = time.perf_counter()
-            network = arch_network(arch, progress, phi=phi, table=table_path, depth=depth,
-                                   weight_var=weight_var, bias_var=bias_var)
-            source = table_for(phi_name, table_path, progress) if arch is None else None
+            network = network_of(arch, phi_name, table_path, depth, weight_var, bias_var,
+                                 progress)
             t_table = time.perf_counter() - t0
             x_train, x_test = shaped(network, shape, data.image_shape, x_train, x_test)
-            if network is not None and network.rank != 0 and progress:
+            if network.rank != 0 and progress:
                 progress = _label_kernel(progress, network.storage(np.shape(x_train)[1:]))
-            result = evaluate(x_train, y_train, x_test, y_test, phi=source, depth=depth,
-                              weight_var=weight_var, bias_var=bias_var, network=network,
+            result = evaluate(x_train, y_train, x_test, y_test, network=network,
                               kernel=kernel_kind, standardize=standardize, jitter=jitter,
                               variance=variance, memory=memory, scratch=scratch,
                               resume=resume, progress=progress, client=client)
@@ -125,8 +111,8 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     setting = {"data": data_path or "embedded MNIST sample", "kernel": kernel_kind,
                "standardize": standardize}
     if arch is None:
-        setting.update(phi=source.activation_name, depth=depth, weight_var=weight_var,
-                       bias_var=bias_var)
+        setting.update(phi=table_for(phi_name, table_path).activation_name, depth=depth,
+                       weight_var=weight_var, bias_var=bias_var)
     else:
         setting["arch"] = repr(network.layer)
     if reference is not None and (depth, weight_var, bias_var) == reference[:3] and \

@@ -8,9 +8,9 @@ import click
 from nngp_lut import paper
 from nngp_lut import search as searching
 
-from .common import (KERNEL_OPTION, SHAPE_OPTION, arch_network, check_output, cluster_client,
-                     cluster_options, load_data, parse_shape, phi_or_table, progress_bar, shaped,
-                     table_for, to_json, user_errors)
+from .common import (KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION, check_output,
+                     cluster_client, cluster_options, load_data, network_of, parse_shape,
+                     phi_or_table, progress_bar, shaped, table_for, to_json, user_errors)
 
 #: Options of the grid that --arch replaces.
 GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",
@@ -21,10 +21,8 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset in any format predict reads (.npz/.h5, IDX, CIFAR-10, CSV).  "
               "Omitted: the embedded MNIST sample (1k train, 1k validation).")
-@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
-              help="Activation (built-in name or expression in x); default relu.")
-@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
-              help="A table file made by nngp-lut build (instead of --phi).")
+@PHI_OPTION
+@TABLE_OPTION
 @click.option("--n-train", type=click.IntRange(1), default=None,
               help="The paper's class-balanced subset of N training examples.")
 @click.option("--n-val", type=click.IntRange(1), default=None,
@@ -73,8 +71,9 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
            quiet, archs, kernel_kind, shape, scheduler, workers):
-    """Score every (depth, weight_var, bias_var) on a validation set: accuracy, MSE and log
-    marginal likelihood per row of --out.  The input Grams are computed once and every depth
+    """Score every (depth, weight_var, bias_var) of the fully connected network of --phi
+    (default relu) or --table on a validation set: accuracy, MSE and log marginal likelihood
+    per row of --out.  The input Grams are computed once and every depth
     comes from one kernel pass per (weight_var, bias_var).  With --optimize, each depth's
     (weight_var, bias_var) maximises the marginal likelihood instead.  At the end, the best
     setting on validation is fitted on the training set and scored on the test set.  With
@@ -175,7 +174,7 @@ def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, fo
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors(), cluster_client(scheduler, workers) as client:
         data = load_data(data_path, n_train, n_val, need_val=True)
-        networks = [arch_network(a) for a in archs]
+        networks = [network_of(a) for a in archs]
         ranks = {net.rank != 0 for net in networks}
         if len(ranks) > 1:
             raise click.UsageError("the --arch candidates mix convolutional networks and "

@@ -3,12 +3,12 @@ Table 1's "NN" rows; Lee et al. 2019, the linearised dynamics).
 
 :func:`train` trains the finite network of any architecture of the layer algebra
 (:mod:`nngp_lut.kernel.layers`) on the squared loss, with an optimiser of optax (Adam or
-plain SGD, full batch or minibatch), in float64 with JAX.  The network is the one that
-:mod:`nngp_lut.montecarlo` samples, drawn by its own ``init`` functions from the same key:
-``train(net, width, ..., seed=s)`` starts from draw 0 of ``empirical_kernels(net, ...,
-width=width, seed=s)`` (NTK or standard parameterisation, as each Dense declares).  Every
-Dense without a declared width gets ``width`` units, except a final readout Dense, which gets
-one unit per target.
+plain SGD, full batch or minibatch), in float64 with JAX.  The network is
+:func:`nngp_lut.finite_network.finite_network`'s, the one that :mod:`nngp_lut.montecarlo`
+samples, drawn from the same key: ``train(net, width, ..., seed=s)`` starts from draw 0 of
+``empirical_kernels(net, ..., width=width, seed=s)`` (NTK or standard parameterisation, as
+each Dense declares).  Every Dense without a declared width gets ``width`` units, except a
+final readout Dense, which gets one unit per target.
 
 Targets are those of the GP (:func:`nngp_lut.gp.regression_targets`): integer labels become
 one-hot rows minus their training mean (-0.1 / 0.9 for ten balanced classes), and the
@@ -26,8 +26,8 @@ exactly 0), against the NTK-GP mean after the same number of steps,
 Theta_{*D} Theta_{DD}^{-1} (I - (I - c Theta_{DD})^k) Y, with Theta the infinite-width NTK
 and c = 2 lr / (n outputs) the step of the linearised dynamics of this loss.
 
-Randomness: the initial parameters come from ``fold_in(fold_in(key(seed), width), 0)`` (the
-sampler's draw 0); the minibatch order from ``numpy.random.default_rng([seed, width])``.
+Randomness: the initial parameters come from ``draw_key(seed, width, 0)`` (the sampler's
+draw 0); the minibatch order from ``numpy.random.default_rng([seed, width])``.
 The same seed gives the same numbers, bit for bit, on the same machine and versions.
 
 References
@@ -60,13 +60,13 @@ from .errors import DataError, NNGPWarning, ParameterError
 from .gp import evaluate as gp_evaluate
 from .gp import one_hot
 from .kernel import Network
-from .kernel.layers import ArchitectureError, Dense, Serial
-from .montecarlo import _apply, _init, _inputs, _layer_of, _x64, loglog_slope, with_width
+from .finite_network import FiniteNetwork, as_inputs, as_layer, draw_key, finite_network, x64
+from .kernel.layers import ArchitectureError
+from .montecarlo import loglog_slope
 from .plots import compare_summary as summarize
 
 __all__ = ["COMPARE_COLUMNS", "OPTIMIZERS", "TrainedNetwork", "TrainingDivergedWarning",
-           "compare", "linearization", "ntk_gp_mean_at_step", "sized_network", "summarize",
-           "train"]
+           "compare", "linearization", "ntk_gp_mean_at_step", "summarize", "train"]
 
 #: The optimisers by name (optax): plain (minibatch) SGD and Adam.
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
@@ -83,42 +83,21 @@ class TrainingDivergedWarning(NNGPWarning):
 
 
 # --- the network ----------------------------------------------------------------------------
-def _readout_sized(layer, outputs):
-    """The network with ``outputs`` units on its final Dense, when that Dense declares none."""
-    if isinstance(layer, Dense) and layer.width is None:
-        return dataclasses.replace(layer, width=int(outputs))
-    if isinstance(layer, Serial) and layer.children:
-        last = _readout_sized(layer.children[-1], outputs)
-        return dataclasses.replace(layer, children=layer.children[:-1] + (last,))
-    return layer
-
-
-def sized_network(network, width, outputs):
-    """The finite network that :func:`train` builds: the final readout Dense (when it
-    declares no width) gets ``outputs`` units, every other Dense without one ``width``."""
-    return with_width(_readout_sized(_layer_of(network), outputs), width)
-
-
-def _root_key(seed, width):
-    # The Monte-Carlo sampler's key of draw 0 (montecarlo._per_draw).
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), int(width)), 0)
-
-
 def _to_numpy(tree):
     return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), tree)
 
 
 @functools.lru_cache(maxsize=32)
-def _forward(layer):
-    """Jitted f(params, x) of a network (kept per layer: layers are hashable)."""
-    return jax.jit(lambda params, x: _apply(layer, params, x))
+def _forward(net):
+    """Jitted f(params, x) of a FiniteNetwork (kept per network: they are hashable)."""
+    return jax.jit(net.apply)
 
 
-def _outputs(layer, params, x):
-    """f(params, x) in row blocks of PREDICT_ROWS, as float64 numpy (inside _x64).  A short
+def _outputs(net, params, x):
+    """f(params, x) in row blocks of PREDICT_ROWS, as float64 numpy (inside x64).  A short
     block is padded with zero rows to a multiple of PAD_ROWS: few distinct shapes, so few
     compilations (each costs seconds)."""
-    forward = _forward(layer)
+    forward = _forward(net)
     params = jax.tree_util.tree_map(jnp.asarray, params)  # on the device once, not per block
     blocks = []
     for r in range(0, x.shape[0], PREDICT_ROWS):
@@ -149,14 +128,14 @@ def _transformation(key):
 
 
 @functools.lru_cache(maxsize=32)
-def _chunk_function(layer, optimizer_key):
+def _chunk_function(net, optimizer_key):
     """A jitted ``run(params, state, x, t, f0, batches) -> (params, state, losses)`` doing
     one optimiser step per row of ``batches`` (example indices) with lax.scan (kept for
     the next network of the same architecture and optimiser: one compilation per shape)."""
     transformation = _transformation(optimizer_key)
 
     def loss(params, xb, tb, f0b):
-        return jnp.mean((_apply(layer, params, xb) - f0b - tb) ** 2)
+        return jnp.mean((net.apply(params, xb) - f0b - tb) ** 2)
 
     def run(params, state, x, t, f0, batches):
         def step(carry, rows):
@@ -249,17 +228,18 @@ class TrainedNetwork:
     def outputs(self, x, params=None):
         """The network's outputs (n, outputs) at ``x`` (the kept parameters, or
         ``params``), minus the initial ones when ``centre``."""
-        x = _inputs(x, "x")
-        with _x64():
-            f = _outputs(self.layer, self.params if params is None else params, x)
+        x = as_inputs(x, "x")
+        net = FiniteNetwork(self.layer)
+        with x64():
+            f = _outputs(net, self.params if params is None else params, x)
             if self.centre:
-                f = f - _outputs(self.layer, self.initial_params, x)
+                f = f - _outputs(net, self.initial_params, x)
         return f
 
     def score(self, x, y):
         """{"mse", "accuracy"} on (x, y), with the training targets' encoding (accuracy NaN
         for float targets)."""
-        x = _inputs(x, "x")
+        x = as_inputs(x, "x")
         t, labels, _, _ = _targets(y, x.shape[0], "y", self.n_classes, self.offset)
         mse, accuracy = _scores(self.outputs(x), t, labels)
         return {"mse": mse, "accuracy": accuracy}
@@ -292,7 +272,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     Parameters
     ----------
     network : Layer or Network
-        Any architecture of the layer algebra that :mod:`nngp_lut.montecarlo` can
+        Any architecture of the layer algebra that :mod:`nngp_lut.finite_network` can
         instantiate; a final Dense without a width gets one unit per target.
     width : int
         Units of every other Dense without a declared width.
@@ -333,7 +313,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     on the one-hot targets).
     """
     start = time.perf_counter()
-    x = _inputs(x, "x")
+    x = as_inputs(x, "x")
     n = x.shape[0]
     t, labels, n_classes, offset = _targets(y, n, "y")
     if int(width) != width or width < 1:
@@ -351,7 +331,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
     if has_val != (y_val is not None):
         raise ParameterError("give x_val and y_val together")
     if has_val:
-        x_val = _inputs(x_val, "x_val")
+        x_val = as_inputs(x_val, "x_val")
         if x_val.shape[1:] != x.shape[1:]:
             raise DataError(f"x has inputs of shape {x.shape[1:]} but x_val {x_val.shape[1:]}")
         t_val, labels_val, _, _ = _targets(y_val, x_val.shape[0], "y_val", n_classes, offset)
@@ -360,20 +340,20 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
         raise ParameterError("monitor must be 'mse', or 'accuracy' for integer labels")
     patience = DEFAULT_PATIENCE if patience is None else int(patience)
     optimizer_key = _optimizer_key(optimizer, learning_rate)
-    layer = sized_network(network, width, t.shape[1])
+    net = finite_network(network, int(width), outputs=t.shape[1])
     stream = _Stream(seed, width)
 
-    with _x64():
-        params, out_shape = _init(layer, _root_key(seed, width), x.shape[1:], int(width))
+    with x64():
+        params, out_shape = net.init(draw_key(seed, width), x.shape[1:])
         if tuple(out_shape) != (t.shape[1],):
             raise ArchitectureError(f"the network has outputs of shape {tuple(out_shape)} but "
                                     f"there are {t.shape[1]} targets per input: end it in a "
                                     "Dense without a width (it gets one unit per target), "
                                     "after a Flatten or GlobalAvgPool for images")
         initial = params
-        f0 = _outputs(layer, params, x) if centre else np.zeros_like(t)
-        f0_val = _outputs(layer, params, x_val) if centre and has_val else 0.0
-        run = _chunk_function(layer, optimizer_key)
+        f0 = _outputs(net, params, x) if centre else np.zeros_like(t)
+        f0_val = _outputs(net, params, x_val) if centre and has_val else 0.0
+        run = _chunk_function(net, optimizer_key)
         state = _transformation(optimizer_key).init(params)
         xj, tj, f0j = jnp.asarray(x), jnp.asarray(t), jnp.asarray(f0)
         history, best, done, bad = [], None, 0, 0
@@ -394,7 +374,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
                 break
             if has_val:
                 row["val_mse"], row["val_accuracy"] = _scores(
-                    _outputs(layer, params, x_val) - f0_val, t_val, labels_val)
+                    _outputs(net, params, x_val) - f0_val, t_val, labels_val)
                 value = row["val_accuracy"] if monitor == "accuracy" else -row["val_mse"]
                 if best is None or value > best:
                     best, best_params, best_step, bad = value, params, done, 0
@@ -409,7 +389,7 @@ def train(network, width, x, y, *, x_val=None, y_val=None, optimizer="adam",
                 stopped = True
                 break
         result = TrainedNetwork(
-            layer=layer, width=int(width), seed=int(seed), params=_to_numpy(best_params),
+            layer=net.layer, width=int(width), seed=int(seed), params=_to_numpy(best_params),
             initial_params=_to_numpy(initial), centre=bool(centre), history=history,
             best_step=best_step, steps=done, stopped_early=stopped, diverged=diverged,
             seconds=0.0, n_classes=n_classes, offset=offset)
@@ -458,7 +438,7 @@ def compare(network, x_train, y_train, x_val, y_val, x_test, y_test, *, widths, 
         raise ParameterError(f"widths must be distinct positive integers, got {widths}")
     if int(seeds) != seeds or seeds < 1:
         raise ParameterError(f"seeds must be a positive integer, got {seeds}")
-    layer = _layer_of(network)
+    layer = as_layer(network)
     arch = repr(layer)
     rows, total, done = [], len(widths) * int(seeds), 0
     for width in widths:
@@ -560,9 +540,9 @@ def linearization(network, x, y, x_test, *, widths, seeds=2, steps=1000, rate=No
     Lee et al., "Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient
     Descent", NeurIPS 2019, eqs. 9-11 and 16, Figure 2.
     """
-    layer = _layer_of(network)
-    x = _inputs(x, "x")
-    x_test = _inputs(x_test, "x_test")
+    layer = as_layer(network)
+    x = as_inputs(x, "x")
+    x_test = as_inputs(x_test, "x_test")
     t, _, _, _ = _targets(y, x.shape[0], "y")
     n, m = t.shape
     net = Network(layer)

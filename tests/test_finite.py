@@ -15,6 +15,7 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("optax")
 
 from nngp_lut import finite, montecarlo  # noqa: E402
+from nngp_lut.finite_network import finite_network, with_width, x64  # noqa: E402
 from nngp_lut.gp import evaluate, regression_targets  # noqa: E402
 from nngp_lut.kernel import Activation, Conv, Dense, Flatten, Network, serial  # noqa: E402
 
@@ -78,11 +79,12 @@ def _empirical(layer, params, x, unit):
     """NNGP f f^T / outputs and the NTK of output ``unit`` (sum over all parameters of
     grad f_unit(x) . grad f_unit(x')) from a full Jacobian: the definition, computed
     independently of montecarlo's vjp/jvp."""
-    with montecarlo._x64():
+    net = finite_network(layer)
+    with x64():
         p = jax.tree_util.tree_map(jax.numpy.asarray, params)
-        f = montecarlo._apply(layer, p, jax.numpy.asarray(x))
+        f = net.apply(p, jax.numpy.asarray(x))
         xj = jax.numpy.asarray(x)
-        jac = jax.jacobian(lambda q: montecarlo._apply(layer, q, xj)[:, unit])(p)
+        jac = jax.jacobian(lambda q: net.apply(q, xj)[:, unit])(p)
         flat = np.concatenate([np.asarray(j).reshape(x.shape[0], -1)
                                for j in jax.tree_util.tree_leaves(jac)], axis=1)
         f = np.asarray(f)
@@ -104,7 +106,7 @@ def test_initial_network_is_the_samplers(parameterization, data):
     np.testing.assert_allclose(nngp, ref["nngp"], rtol=EXACT, atol=EXACT)
     np.testing.assert_allclose(ntk, ref["ntk"], rtol=EXACT, atol=EXACT)
     if parameterization == "ntk":  # and it is a draw of the infinite-width NTK: O(1/sqrt(n))
-        exact = Network(montecarlo.with_width(layer, 128)).kernel(x, get="ntk")
+        exact = Network(with_width(layer, 128)).kernel(x, get="ntk")
         assert np.linalg.norm(ntk - exact) / np.linalg.norm(exact) < 0.3
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from nngp_lut import finite_network as fn
 from nngp_lut import montecarlo as mc
 from nngp_lut.activations import _FUNCTIONS, from_callable, get_activation
 from nngp_lut.kernel import (Activation, ArchitectureError, Dense, FanInSum, FanOut,
@@ -103,10 +104,11 @@ def test_one_readout_unit_ntk_is_the_gradient_inner_product(x):
 
     net = serial(Dense(1.5, 0.1), Activation("tanh"), Dense(1.5, 0.1, width=1))
     emp = mc.empirical_kernels(net, x, width=16, draws=1, seed=2, get="ntk")["ntk"]
-    with mc._x64():
+    finite = fn.finite_network(net, 16)
+    with fn.x64():
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(2), 16), 0)
-        params, _ = mc._init(net, key, x.shape[1], 16)
-        jac = jax.jacrev(lambda p: mc._apply(net, p, jnp.asarray(x))[:, 0])(params)
+        params, _ = finite.init(key, x.shape[1])
+        jac = jax.jacrev(lambda p: finite.apply(p, jnp.asarray(x))[:, 0])(params)
         flat = np.concatenate([np.asarray(j).reshape(len(x), -1)
                                for j in jax.tree_util.tree_leaves(jac)], axis=1)
     np.testing.assert_allclose(emp, flat @ flat.T, rtol=1e-10)
@@ -117,7 +119,7 @@ def test_activations_in_jax_agree_with_the_numba_ones():
     names = [n for n in mc.BUILTINS if n != "step"] + [
         "leaky_relu(slope=0.2)", "x*tanh(x)", "maximum(x, 0.1*x) + heaviside(x)",
         "sign(x) * sqrt(abs(x)) + erfc(x) - arctan(x) + exp(-x**2) * pi"]
-    with mc._x64():
+    with fn.x64():
         for name in names:
             phi = mc.jax_activation(Activation(name))
             np.testing.assert_allclose(np.asarray(phi(u)), get_activation(name)(u),
@@ -125,7 +127,7 @@ def test_activations_in_jax_agree_with_the_numba_ones():
 
 
 def test_expression_functions_all_have_a_jax_form():
-    namespace = mc._expression_namespace()
+    namespace = fn._expression_namespace()
     assert set(_FUNCTIONS) <= set(namespace)
     assert all(callable(namespace[name]) for name in _FUNCTIONS)
 

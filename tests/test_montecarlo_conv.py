@@ -17,6 +17,7 @@ Two kinds of check:
 import numpy as np
 import pytest
 
+from nngp_lut import finite_network as fn
 from nngp_lut import montecarlo as mc
 from nngp_lut.errors import DataError
 from nngp_lut.kernel import Network
@@ -68,9 +69,10 @@ def test_conv_is_the_scaled_cross_correlation(filter_shape, strides, padding, sh
 
     layer = Conv(1.7, 0.3, filter_shape, strides, padding)
     x = np.random.default_rng(0).standard_normal((3, *shape))
-    with mc._x64():
-        params, out_shape = mc._init(layer, jax.random.key(1), shape, 4)
-        z = np.asarray(mc._apply(layer, params, x))
+    finite = fn.finite_network(layer, 4)
+    with fn.x64():
+        params, out_shape = finite.init(jax.random.key(1), shape)
+        z = np.asarray(finite.apply(params, x))
     w, b = np.asarray(params["W"]), np.asarray(params["b"])
     fan_in = np.prod(filter_shape) * shape[-1]
     expected = np.sqrt(1.7 / fan_in) * naive_correlate(x, w, strides, padding) + np.sqrt(0.3) * b
@@ -83,8 +85,8 @@ def test_avgpool_is_the_window_mean(padding):
     layer = AvgPool((2, 3), (2, 2), padding)
     x = np.random.default_rng(1).standard_normal((2, 5, 6, 3))
     identity = np.broadcast_to(np.eye(3), (2, 3, 3, 3))  # at every offset of the window
-    with mc._x64():
-        z = np.asarray(mc._apply(layer, {}, x))
+    with fn.x64():
+        z = np.asarray(fn.finite_network(layer).apply({}, x))
     # a window sum is a cross-correlation with the channels' identity at every offset
     expected = naive_correlate(x, identity, (2, 2), padding) / 6
     np.testing.assert_allclose(z, expected, rtol=1e-12, atol=1e-14)
@@ -95,12 +97,15 @@ def test_aggregate_global_pool_flatten_and_layernorm():
     adjacency = rng.random((4, 4)) * (rng.random((4, 4)) < 0.5)  # not symmetric
     x = rng.standard_normal((3, 4, 5))
     img = rng.standard_normal((2, 3, 4, 5))
-    with mc._x64():
-        agg = np.asarray(mc._apply(Aggregate(adjacency), {}, x))
-        gap = np.asarray(mc._apply(GlobalAvgPool(), {}, img))
-        flat = np.asarray(mc._apply(Flatten(), {}, img))
-        ln_all = np.asarray(mc._apply(LayerNorm(over="all"), {}, img))
-        ln_space = np.asarray(mc._apply(LayerNorm(over="space"), {}, img))
+    def apply(layer, x):
+        return np.asarray(fn.finite_network(layer).apply({}, x))
+
+    with fn.x64():
+        agg = apply(Aggregate(adjacency), x)
+        gap = apply(GlobalAvgPool(), img)
+        flat = apply(Flatten(), img)
+        ln_all = apply(LayerNorm(over="all"), img)
+        ln_space = apply(LayerNorm(over="space"), img)
     np.testing.assert_allclose(agg, np.stack([adjacency @ xi for xi in x]), rtol=1e-13)
     np.testing.assert_allclose(gap, img.mean(axis=(1, 2)), rtol=1e-13)
     np.testing.assert_array_equal(flat, img.reshape(2, -1))
@@ -118,13 +123,14 @@ def test_ntk_of_spatial_outputs_is_the_mean_over_positions_of_jjt(images):
     net = serial(Conv(1.5, 0.1), Activation("tanh"), Conv(1.5, 0.1, (2, 2), padding="VALID"))
     x = images[:3, :3, :3]  # 3 x 3 images: 2 x 2 output positions
     emp = mc.empirical_kernels(net, x, width=3, draws=1, seed=2, ntk_units=2)
-    with mc._x64():
+    finite = fn.finite_network(net, 3)
+    with fn.x64():
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(2), 3), 0)
-        params, shape = mc._init(net, key, x.shape[1:], 3)
-        f = np.asarray(mc._apply(net, params, jnp.asarray(x)))
+        params, shape = finite.init(key, x.shape[1:])
+        f = np.asarray(finite.apply(params, jnp.asarray(x)))
         ntk = 0.0
         for unit in range(2):
-            jac = jax.jacrev(lambda p: mc._apply(net, p, jnp.asarray(x))[..., unit])(params)
+            jac = jax.jacrev(lambda p: finite.apply(p, jnp.asarray(x))[..., unit])(params)
             flat = np.concatenate([np.asarray(j).reshape(len(x), 4, -1)
                                    for j in jax.tree_util.tree_leaves(jac)], axis=2)
             ntk = ntk + np.einsum("apk,bpk->ab", flat, flat) / 4 / 2

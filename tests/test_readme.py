@@ -23,11 +23,11 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
     exec(code, {"__name__": "__readme__"})  # noqa: S102 - the project's own README
 
 
-def test_readme_mentions_every_option_of_search_and_predict():
+def test_readme_mentions_every_option_of_the_commands_that_take_a_network():
     from nngp_lut.cli.main import cli
 
     text = README.read_text()
-    for name in ("predict", "search"):
+    for name in ("predict", "search", "kernel", "mc", "compare"):
         for param in cli.commands[name].params:
             for opt in param.opts:
                 if opt.startswith("--") and opt not in ("--help", "--quiet", "--force"):

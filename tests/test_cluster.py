@@ -59,8 +59,8 @@ def test_kernel_tiles_equal_the_in_process_kernel(client, data, net, table_of):
     # Any network of the layer algebra, every depth, the NTK.
     # (Tables, not names: the workers then need no table cache.)
     branchy = Network(serial(Dense(1.3, 0.1), FanOut(2), parallel(
-        Activation(table_of("tanh", **SMALL_GRID)), Activation(table_of("relu"))), FanInSum(),
-        Dense(1.1, 0.05)))
+        serial(Activation(table_of("tanh", **SMALL_GRID)), Dense(1.1, 0.05)),
+        Activation(table_of("relu"))), FanInSum(), Dense(1.1, 0.05)))
     got = cluster.kernel(client, branchy, x[:200], get="ntk", all_depths=True, tile=64)
     assert got.shape == (branchy.depth + 1, 200, 200)
     assert rel(got, branchy.kernel(x[:200], get="ntk", all_depths=True)) < REL

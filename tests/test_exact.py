@@ -176,6 +176,20 @@ def test_branches_of_different_shapes_are_refused(join):
             run(x)
 
 
+@pytest.mark.parametrize("branches", [
+    (FanOut(2),),
+    (FanOut(2), parallel(Activation("relu"), Identity())),
+])
+def test_sums_of_dependent_branches_are_refused(branches):
+    # relu(z) + z: E[(relu(u) + u)(relu(v) + v)] has the cross terms E[relu(u) v] that the
+    # rule K_a + K_b leaves out.
+    with pytest.raises(ArchitectureError, match="no Dense or Conv of their own"):
+        Network(serial(Dense(1.0, 0.1), *branches, FanInSum(), Dense(1.0, 0.0)))
+    Network(serial(Dense(1.0, 0.1), FanOut(2), parallel(serial(Activation("relu"),
+                                                                 Dense(1.0, 0.0)),
+                                                          Identity()), FanInSum()))
+
+
 def erf_by_covariance(x, depth, w, b):
     """The erf network's NNGP and NTK by its closed forms written in the covariance c
     (DESIGN.md sections 1 and 6): defined at q = 0, where rho is not."""

@@ -608,9 +608,10 @@ def _combine(layer, ks, weights, **changes):
 class FanInSum(Layer):
     """The branches' features add: their kernels add (Novak et al. 2020, FanInSum).
 
-    The rule assumes the branches independent given the inputs, as in a residual block where
-    one branch has its own Dense (neural-tangents' convention too): two Identity branches of
-    one FanOut are the same features, whose sum has 4 K, not the 2 K the rule gives."""
+    The rule holds for branches independent given the inputs, as in a residual block where
+    one branch has its own Dense (neural-tangents' convention).  Two branches without
+    weights of their own (two Identity branches of one FanOut: the same features, whose sum
+    has 4 K, not 2 K) are refused by :func:`exact_form`, which every Network applies."""
 
     @staticmethod
     def weights(ks):
@@ -755,9 +756,39 @@ def exact_form(network: Layer) -> Layer:
     return Serial(tuple(chain))
 
 
+def _fan(chain, end):
+    """Index of the FanOut or parallel that made the branches reaching ``chain[end]`` (past
+    Identity and Dropout), or -1."""
+    i = end - 1
+    while i >= 0 and isinstance(chain[i], (Identity, Dropout)):
+        i -= 1
+    return i if i >= 0 and isinstance(chain[i], (Parallel, FanOut)) else -1
+
+
+def _check_independent(chain):
+    """FanInSum's rule K_a + K_b holds for branches independent given their inputs: at most
+    one branch may lack weights of its own (a Dense or Conv), as in a residual block.  Two
+    such branches carry functions of the same features, whose sum has cross terms."""
+    fan = _fan(chain, len(chain))
+    if fan < 0:
+        return
+    fan = chain[fan]
+    branches = fan.children if isinstance(fan, Parallel) else (Identity(),) * int(fan.n)
+    shared = sum(not any(isinstance(node, (Dense, Conv)) for node in branch.walk())
+                 for branch in branches)
+    if shared > 1:
+        raise ArchitectureError(
+            f"FanInSum() adds {shared} branches with no Dense or Conv of their own: they "
+            "are functions of the same features, correlated, and the sum of their kernels "
+            "is not the kernel of their sum; give all but one branch its own Dense or Conv")
+
+
 def _place(chain, layer):
     """Append ``layer`` to the rewritten ``chain``, moving an Activation or a LayerNorm
-    past the mixing layers before it (:func:`exact_form`)."""
+    past the mixing layers before it (:func:`exact_form`), and refusing a FanInSum of
+    dependent branches."""
+    if isinstance(layer, FanInSum):
+        _check_independent(chain)
     if not isinstance(layer, (Activation, LayerNorm)):
         chain.append(layer)
         return
@@ -769,12 +800,8 @@ def _place(chain, layer):
     concat = len(chain) - 1  # the FanInConcat before a run of per-channel layers
     while concat >= 0 and isinstance(chain[concat], PER_CHANNEL):
         concat -= 1
-    fan = concat - 1  # the FanOut or parallel that made its branches
-    while fan >= 0 and isinstance(chain[fan], (Identity, Dropout)):
-        fan -= 1
-    if (isinstance(layer, Activation) and fan >= 0
-            and isinstance(chain[concat], FanInConcat)
-            and isinstance(chain[fan], (Parallel, FanOut))):
+    fan = _fan(chain, concat) if concat >= 0 else -1
+    if isinstance(layer, Activation) and fan >= 0 and isinstance(chain[concat], FanInConcat):
         moved = chain[concat + 1:] + [layer]
         join = chain[concat]
         del chain[concat:]

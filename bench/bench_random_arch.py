@@ -20,7 +20,7 @@ of width --mc-width, --mc-draws draws: the mean and its standard error) for the 
 --arbitrate of them.
 
     python bench/bench_random_arch.py [--count 240] [--n 4] [--peer-python PATH]
-        [--mc-width 1024] [--mc-draws 32] [--arbitrate 6]
+        [--mc-width 1024] [--mc-draws 32] [--arbitrate 3]
 """
 
 import argparse
@@ -74,7 +74,7 @@ def main():
     ap.add_argument("--peer-python", default=str(PEER_DEFAULT))
     ap.add_argument("--mc-width", type=int, default=1024)
     ap.add_argument("--mc-draws", type=int, default=32)
-    ap.add_argument("--arbitrate", type=int, default=6)
+    ap.add_argument("--arbitrate", type=int, default=3)
     args = ap.parse_args()
 
     t0 = time.perf_counter()

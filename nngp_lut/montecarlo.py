@@ -84,7 +84,7 @@ except ImportError as exc:  # the infinite-width engine never needs JAX
 
 from .activations import _FUNCTIONS, _to_source
 from .data import validate_inputs
-from .errors import DataError
+from .errors import DataError, MemoryBudgetError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
@@ -528,16 +528,50 @@ def _per_draw(layer, x1, x2, width, draws, seed, kinds, ntk_units, progress):
                              f"{x2.shape[1:]}")
     x = x1 if x2 is None else np.concatenate([x1, x2])
     cols = slice(None, n1) if x2 is None else slice(n1, None)
+    if not -2**63 <= int(seed) < 2**63:
+        raise ParameterError(f"seed must lie in [-2**63, 2**63), got {seed}")
     with _x64():
+        _check_size(layer, x.shape[1:], int(width))
         draw = _draw_function(layer, x.shape[1:], int(width), kinds, int(ntk_units))
         xj = jnp.asarray(x, dtype=jnp.float64)
-        root = jax.random.fold_in(jax.random.key(int(seed)), int(width))
+        root = _fold_in(jax.random.key(int(seed)), int(width))
         for d in range(int(draws)):
             values = dict(zip(KINDS, draw(jax.random.fold_in(root, d), xj)))
             yield {kind: np.asarray(values[kind], dtype=np.float64)[:n1, cols]
                    for kind in kinds}
             if progress:
                 progress(d + 1, int(draws))
+
+
+def _fold_in(key, value):
+    """``jax.random.fold_in`` of a non-negative integer of any size, 32 bits at a time
+    (fold_in takes uint32): a value below 2**32 gives the key it always gave."""
+    key = jax.random.fold_in(key, value & 0xFFFFFFFF)
+    while value >> 32:
+        value >>= 32
+        key = jax.random.fold_in(key, value & 0xFFFFFFFF)
+    return key
+
+
+#: Bytes per parameter of a sampled network in memory: the parameters, a gradient and a
+#: tangent (the empirical NTK), float64, with room for the activations.
+PARAMETER_BYTES = 4 * 8
+
+
+def _check_size(layer, in_shape, width):
+    """Refuse, before any array is made, a width whose network does not fit the memory
+    available (its parameter shapes are traced, not allocated)."""
+    from .linalg import available_memory
+
+    shapes = jax.eval_shape(lambda key: _init(layer, key, in_shape, width)[0],
+                            jax.random.key(0))
+    need = PARAMETER_BYTES * sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
+    have = available_memory()
+    if need > have:
+        raise MemoryBudgetError(f"a network of width {width} needs about {need / 1e9:.3g} GB "
+                                f"(its {need // PARAMETER_BYTES} parameters, their gradients "
+                                f"and tangents), more than the {have / 1e9:.3g} GB available; "
+                                "choose smaller widths")
 
 
 def _kinds(get):

@@ -19,7 +19,8 @@ import click
 
 from nngp_lut import _files, tables
 from nngp_lut.data import balanced_subset, load_dataset
-from nngp_lut.errors import DataError, MissingDependency, NNGPError, NNGPWarning
+from nngp_lut.errors import (DataError, MissingDependency, NNGPError, NNGPWarning,
+                             ParameterError)
 
 #: Exit status of a bug (an unexpected exception); Python's own uncaught-exception status
 #: is 1, which is that of an expected error.
@@ -287,35 +288,49 @@ SHAPE_OPTION = click.option(
 
 
 def parse_shape(text):
-    """--shape "28,28,1" -> (28, 28, 1) (None stays None)."""
+    """--shape "28,28,1" -> (28, 28, 1) (None stays None): 2 or 3 positive integers, as
+    a network with spatial axes takes (one axis would leave the rows as they are)."""
     if text is None:
         return None
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         shape = ()
-    if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        raise click.UsageError(f"--shape takes 1 to 3 positive integers like 28,28,1; got "
-                               f"{text!r}")
+    if not 2 <= len(shape) <= 3 or min(shape) < 1:
+        hint = f" (for sequences of {shape[0]} values: {shape[0]},1)" if len(shape) == 1 else ""
+        raise click.UsageError(f"--shape takes 2 or 3 positive integers: H,W,C or H,W for "
+                               f"images, L,C for sequences and graphs; got {text!r}{hint}")
     return shape
+
+
+def _images(shape):
+    """An image shape with one channel written as H,W (H,W,1 holds the same images)."""
+    shape = tuple(shape)
+    return shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
 
 
 def shaped(network, shape, stored, *arrays):
     """The inputs as the network takes them: a convolutional network's rows reshaped to
     --shape (else to the data file's image shape); anything else unchanged.  --shape with
-    a network of vectors is a usage error."""
+    a network of vectors, or other than the image shape the data file stores, is a usage
+    error."""
     from nngp_lut.kernel.spatial import reshape_inputs
 
     spatial = network is not None and network.rank != 0
     if shape is not None and not spatial:
         raise click.UsageError("--shape is for convolutional networks (an --arch with Conv, "
                                "pooling, Flatten or Aggregate)")
+    if shape is not None and stored is not None and _images(shape) != _images(stored):
+        raise click.UsageError(f"--shape {','.join(map(str, shape))} differs from the image "
+                               f"shape {','.join(map(str, stored))} the data file stores; drop "
+                               "--shape to use the stored one")
     target = shape or (stored if spatial else None)
     if target is None:
         return arrays
     with user_errors():
         return tuple(None if a is None else reshape_inputs(a, target, name)
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
+
 
 def cluster_options(command):
     """--scheduler and --workers (the Dask backend), shared by kernel, predict and search."""

@@ -350,6 +350,13 @@ def cluster_client(scheduler, workers):
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local "
                                "one), not both")
-    from nngp_lut.cluster import connect
+    from nngp_lut import cluster
 
-    return connect(scheduler, workers)
+    try:  # a bad flag value: a usage error, before any work
+        if workers is not None:
+            cluster.check_workers(workers)
+        if scheduler is not None:
+            cluster.check_address(scheduler)
+    except ParameterError as exc:
+        raise click.UsageError(str(exc)) from None
+    return cluster.connect(scheduler, workers)

@@ -18,6 +18,7 @@ import warnings
 import click
 
 from nngp_lut import _files, tables
+from nngp_lut.cluster import WORKER_MEMORY
 from nngp_lut.data import balanced_subset, load_dataset
 from nngp_lut.errors import (DataError, MissingDependency, NNGPError, NNGPWarning,
                              ParameterError)
@@ -336,8 +337,10 @@ def cluster_options(command):
     """--scheduler and --workers (the Dask backend), shared by kernel, predict and search."""
     command = click.option(
         "--workers", type=click.IntRange(1), default=None, metavar="N",
-        help="Run on a local Dask cluster of N single-threaded worker processes (needs "
-        "pip install \"nngp-lut[distributed]\").")(command)
+        help="Run on a local Dask cluster of N single-threaded worker processes, at most "
+        f"one per core and {WORKER_MEMORY // 2**20} MB of available memory each; they stop "
+        "with the command, "
+        "whatever ends it (needs pip install \"nngp-lut[distributed]\").")(command)
     return click.option(
         "--scheduler", metavar="ADDRESS", default=None,
         help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786: kernel tiles and "

@@ -19,8 +19,8 @@ from .common import (ARCH_OPTION, KERNEL_OPTION, SHAPE_OPTION, arch_network, che
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset: .npz or .h5 with x_train, y_train, x_test, y_test (optionally "
               "x_val, y_val); a folder or files of MNIST-style IDX files; the CIFAR-10 python "
-              "batches (folder or .tar.gz); or CSV with a header row (see the README).  "
-              "Integer labels: classification; float targets: regression.  Omitted: the "
+              "batches (folder or .tar.gz); or CSV files, with a header row or without (see the "
+              "README).  Integer labels: classification; float targets: regression.  Omitted: the "
               "embedded MNIST sample (1k train, 10k test) at the paper's Table 1 setting.")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation (built-in name or expression in x); default relu.")

@@ -155,7 +155,7 @@ def connect(scheduler: str | None = None, workers: int | None = None, *,
     try:
         client = distributed.Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {scheduler!r} within "
+        raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} within "
                            f"{timeout:g} s ({type(exc).__name__}); check the address and "
                            "that the scheduler runs, or use --workers N for a local "
                            "cluster") from None

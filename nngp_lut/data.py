@@ -216,7 +216,7 @@ def unreadable(path: PathLike, exc: BaseException, what: str | None = None) -> E
     elif "pickle" in text or "magic string" in text or "magic number" in text:
         reason = "it does not start as one does"  # numpy offers to unpickle it: never
     elif isinstance(exc, UnicodeDecodeError):
-        reason = f"byte {exc.start} is not UTF-8"
+        reason = "it is not UTF-8 text"
     else:
         reason = one_line(exc)
     return DataError(f"{path}: cannot read it as {what}: {reason}; {advice}")

@@ -18,8 +18,10 @@ import warnings
 import click
 
 from nngp_lut import _files, tables
+from nngp_lut.cluster import WORKER_MEMORY
 from nngp_lut.data import balanced_subset, load_dataset
-from nngp_lut.errors import DataError, MissingDependency, NNGPError, NNGPWarning
+from nngp_lut.errors import (DataError, MissingDependency, NNGPError, NNGPWarning,
+                             ParameterError)
 
 #: Exit status of a bug (an unexpected exception); Python's own uncaught-exception status
 #: is 1, which is that of an expected error.
@@ -198,11 +200,12 @@ def stage_bars(quiet):
         close()
 
 
-def load_data(data_path, n_train=None, n_val=None, need_val=False):
-    """The dataset (default: the embedded sample) with the paper's class-balanced subset of
+def load_data(data_path, n_train=None, n_val=None, need_val=False, memory=None):
+    """The dataset (default: the embedded sample; its files checked against the memory
+    budget ``memory`` before they are read) with the paper's class-balanced subset of
     n_train training examples; with ``need_val`` a validation set too: the first n_val of
     x_val, or, when the file has none, the last n_val (default 1000) training examples."""
-    data = load_dataset(data_path)
+    data = load_dataset(data_path, memory)
     if need_val and data.x_val is None:
         n_val = n_val or min(1000, len(data.y_train) // 5)
         if n_val >= len(data.y_train):
@@ -343,29 +346,42 @@ SHAPE_OPTION = click.option(
 
 
 def parse_shape(text):
-    """--shape "28,28,1" -> (28, 28, 1) (None stays None)."""
+    """--shape "28,28,1" -> (28, 28, 1) (None stays None): 2 or 3 positive integers, as
+    a network with spatial axes takes (one axis would leave the rows as they are)."""
     if text is None:
         return None
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         shape = ()
-    if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        raise click.UsageError(f"--shape takes 1 to 3 positive integers like 28,28,1; got "
-                               f"{text!r}")
+    if not 2 <= len(shape) <= 3 or min(shape) < 1:
+        hint = f" (for sequences of {shape[0]} values: {shape[0]},1)" if len(shape) == 1 else ""
+        raise click.UsageError(f"--shape takes 2 or 3 positive integers: H,W,C or H,W for "
+                               f"images, L,C for sequences and graphs; got {text!r}{hint}")
     return shape
+
+
+def _images(shape):
+    """An image shape with one channel written as H,W (H,W,1 holds the same images)."""
+    shape = tuple(shape)
+    return shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
 
 
 def shaped(network, shape, stored, *arrays):
     """The inputs as the network takes them: a convolutional network's rows reshaped to
     --shape (else to the data file's image shape); anything else unchanged.  --shape with
-    a network of vectors is a usage error."""
+    a network of vectors, or other than the image shape the data file stores, is a usage
+    error."""
     from nngp_lut.kernel.spatial import reshape_inputs
 
     spatial = network is not None and network.rank != 0
     if shape is not None and not spatial:
         raise click.UsageError("--shape is for convolutional networks (an --arch with Conv, "
                                "pooling, Flatten or Aggregate)")
+    if shape is not None and stored is not None and _images(shape) != _images(stored):
+        raise click.UsageError(f"--shape {','.join(map(str, shape))} differs from the image "
+                               f"shape {','.join(map(str, stored))} the data file stores; drop "
+                               "--shape to use the stored one")
     target = shape or (stored if spatial else None)
     if target is None:
         return arrays
@@ -373,12 +389,15 @@ def shaped(network, shape, stored, *arrays):
         return tuple(None if a is None else reshape_inputs(a, target, name)
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
 
+
 def cluster_options(command):
     """--scheduler and --workers (the Dask backend), shared by kernel, predict and search."""
     command = click.option(
         "--workers", type=click.IntRange(1), default=None, metavar="N",
-        help="Run on a local Dask cluster of N single-threaded worker processes (needs "
-        "pip install \"nngp-lut[distributed]\").")(command)
+        help="Run on a local Dask cluster of N single-threaded worker processes, at most "
+        f"one per core and {WORKER_MEMORY // 2**20} MB of available memory each; they stop "
+        "with the command, "
+        "whatever ends it (needs pip install \"nngp-lut[distributed]\").")(command)
     return click.option(
         "--scheduler", metavar="ADDRESS", default=None,
         help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786: kernel tiles and "
@@ -391,6 +410,13 @@ def cluster_client(scheduler, workers):
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local "
                                "one), not both")
-    from nngp_lut.cluster import connect
+    from nngp_lut import cluster
 
-    return connect(scheduler, workers)
+    try:  # a bad flag value: a usage error, before any work
+        if workers is not None:
+            cluster.check_workers(workers)
+        if scheduler is not None:
+            cluster.check_address(scheduler)
+    except ParameterError as exc:
+        raise click.UsageError(str(exc)) from None
+    return cluster.connect(scheduler, workers)

@@ -28,6 +28,12 @@ def write_rows(rows, out, columns):
     _files.write_bytes(out, buf.getvalue().encode())
 
 
+def _finite(value):
+    if not math.isfinite(value):
+        raise click.BadParameter(f"give a finite number > 0, such as 1e-3; got {value}")
+    return value
+
+
 @click.command(short_help="Trained finite networks beside the NNGP and NTK-GP (Figure 1).")
 @network_options
 @click.option("--data", "data_path", type=click.Path(), default=None,
@@ -50,7 +56,8 @@ def write_rows(rows, out, columns):
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
               show_default=True, help="The optimiser (optax).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True, help="Learning rate of the optimiser.")
+              show_default=True, callback=lambda ctx, param, value: _finite(value),
+              help="Learning rate of the optimiser: a finite number > 0.")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="Most optimiser steps per network.")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True,

@@ -17,16 +17,17 @@ from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
                      shaped, stage_bars, user_errors)
 
 
-def _load(spec, name):
+def _load(spec, memory):
     path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() \
         else (spec, "", "")
-    return load_array(path, key or None)
+    return load_array(path, key or None, memory)
 
 
 @click.command(short_help="The NNGP or NTK of input files.")
 @network_options
 @click.option("--x1", required=True, metavar="FILE[:KEY]",
-              help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array).")
+              help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array; a "
+              "CSV header row is skipped, every column is a feature).")
 @click.option("--x2", default=None, metavar="FILE[:KEY]",
               help="Second inputs; omitted: the symmetric kernel of x1 with itself.")
 @click.option("--standardize", is_flag=True,
@@ -55,8 +56,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     shape = parse_shape(shape)
     check_output(out, force)
     with user_errors(), _files.lock(out), cluster_client(scheduler, workers) as client:
-        a = _load(x1, "x1")
-        b = None if x2 is None else _load(x2, "x2")
+        a = _load(x1, memory)
+        b = None if x2 is None else _load(x2, memory)
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
         h5 = out.suffix.lower() != ".npy"

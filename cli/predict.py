@@ -20,8 +20,8 @@ from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
 @click.option("--data", "data_path", type=click.Path(), default=None,
               help="Dataset: .npz or .h5 with x_train, y_train, x_test, y_test (optionally "
               "x_val, y_val); a folder or files of MNIST-style IDX files; the CIFAR-10 python "
-              "batches (folder or .tar.gz); or CSV with a header row (see the README).  "
-              "Integer labels: classification; float targets: regression.  Omitted: the "
+              "batches (folder or .tar.gz); or CSV files, with a header row or without (see the "
+              "README).  Integer labels: classification; float targets: regression.  Omitted: the "
               "embedded MNIST sample (1k train, 10k test) at the paper's Table 1 setting.")
 @network_options
 @click.option("--n-train", type=click.IntRange(1), default=None,
@@ -91,7 +91,7 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     if standardize is None:  # off, except for the paper's own run on the embedded sample
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors(), cluster_client(scheduler, workers) as client:
-        data = load_data(data_path, n_train)
+        data = load_data(data_path, n_train, memory=memory)
         x_train, y_train = data.x_train, data.y_train
         x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
         with stage_bars(quiet) as progress:

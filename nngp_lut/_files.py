@@ -66,6 +66,27 @@ def os_failure(exc, path, action="write"):
     return new
 
 
+def read_text(path, limit, *, what="file", error=FileFailure):
+    """The text of a file the user names, read with a cap: at most ``limit`` bytes are
+    read (a FIFO, a device such as /dev/urandom or a huge file never fills memory) and
+    decoded as UTF-8.  Every failure is ``error`` (an NNGPError class taking one message)
+    naming the file and what to do."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        reason = _ADVICE.get(exc.errno) or exc.strerror or str(exc)
+        raise error(f"cannot read {what} {str(path)!r}: {reason}") from None
+    if len(raw) > limit:
+        raise error(f"{what} {str(path)!r} is longer than {limit} bytes; is it the right "
+                    "file?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} is "
+                    f"0x{raw[exc.start]:02x}); is it the right file?") from None
+
+
 def temp_path(path):
     """The temporary name of ``path`` for this process: ``.NAME.nngp-lut-tmp-PID``."""
     path = Path(path)

@@ -35,7 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,8 +58,9 @@ if TYPE_CHECKING:
 
     from .kernel import Network
 
-__all__ = ["CONNECT_TIMEOUT", "DistributedCholesky", "cholesky", "connect", "kernel",
-           "kernel_tile", "require_dask"]
+__all__ = ["CONNECT_TIMEOUT", "DistributedCholesky", "check_address", "check_workers",
+           "cholesky", "connect", "dask_setup", "kernel", "kernel_tile", "max_workers",
+           "require_dask"]
 
 #: Seconds to wait for a scheduler before giving up (--scheduler).
 CONNECT_TIMEOUT = 10.0
@@ -74,18 +82,47 @@ def require_dask() -> object:
     return distributed
 
 
+def max_workers() -> int:
+    """The most local workers this machine runs: one per core this process may use, and
+    no more than the available memory holds at :data:`WORKER_MEMORY` each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, linalg.available_memory() // WORKER_MEMORY))
+
+
+def check_workers(workers: int) -> None:
+    """Raise ParameterError for a local worker count below 1 or above :func:`max_workers`."""
+    if workers < 1:
+        raise ParameterError("--workers must be >= 1")
+    cap = max_workers()
+    if workers > cap:
+        raise ParameterError(f"--workers {workers} is more than this machine runs: at most "
+                             f"{cap} (one single-threaded worker per core, "
+                             f"{WORKER_MEMORY // 2**20} MB of available memory each); give "
+                             f"--workers {cap} or fewer, or --scheduler for a larger cluster")
+
+
+def check_address(scheduler: str) -> None:
+    """Raise ParameterError for an empty scheduler address."""
+    if not scheduler.strip():
+        raise ParameterError("--scheduler needs the address of a running Dask scheduler, "
+                             "such as tcp://10.0.0.1:8786; it is empty")
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, *,
             threads_per_worker: int = 1, timeout: float | None = None
             ) -> Iterator[Client | None]:
     """A :class:`dask.distributed.Client` for ``--scheduler`` / ``--workers`` (None: neither).
 
+    A local cluster leaves nothing behind, whatever ends it (:func:`_local_cluster`).
+
     Parameters
     ----------
     scheduler : str, optional
         Address of a running scheduler ("tcp://host:8786").
     workers : int, optional
-        Start a ``LocalCluster`` of this many worker processes instead.
+        Start a ``LocalCluster`` of this many worker processes instead (at most
+        :func:`max_workers`).
     threads_per_worker : int
         Threads of each local worker; each task runs single-threaded BLAS and Numba, so
         this is the number of cores a worker uses.
@@ -95,7 +132,7 @@ def connect(scheduler: str | None = None, workers: int | None = None, *,
     Raises
     ------
     ParameterError
-        Both or a bad count given.
+        Both given, an empty address, or a bad count.
     ClusterError
         The scheduler cannot be reached.
     MissingDependency
@@ -110,14 +147,11 @@ def connect(scheduler: str | None = None, workers: int | None = None, *,
     distributed = require_dask()
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
     if workers is not None:
-        if workers < 1:
-            raise ParameterError("--workers must be >= 1")
-        cluster = distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-            dashboard_address=":0", silence_logs=logging.ERROR)  # no clash with a running one
-        with cluster, distributed.Client(cluster) as client:
+        check_workers(workers)
+        with _local_cluster(distributed, workers, threads_per_worker) as client:
             yield client
         return
+    check_address(scheduler)
     try:
         client = distributed.Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -127,6 +161,91 @@ def connect(scheduler: str | None = None, workers: int | None = None, *,
                            "cluster") from None
     with client:
         yield client
+
+
+# --- the local cluster: quiet, bounded, and gone with this process ----------------------------
+#: Memory a local worker process needs at the least (Python, numpy, Numba, dask).
+WORKER_MEMORY = 512 * 2**20
+#: Prefix of a local cluster's private folder in the temp directory (dask's scratch space,
+#: its locks, spilled data): ``nngp-lut-dask-PID-XXXX``, removed when the cluster ends, or
+#: by the next run when this process was killed.
+LOCAL_DIR_PREFIX = "nngp-lut-dask-"
+#: The dask config key carrying this process's pid to its workers (:func:`dask_setup`).
+PARENT_KEY = "nngp-lut-parent"
+#: Seconds between a worker's checks that its parent lives, where prctl is missing.
+PARENT_POLL = 1.0
+
+
+@contextlib.contextmanager
+def _local_cluster(distributed, workers, threads_per_worker):
+    """A Client of a LocalCluster whose workers ignore Ctrl-C (the command handles it and
+    stops them), die with this process even when it is SIGKILLed (:func:`dask_setup`),
+    and keep their files in a private temp folder removed at the end.  While it runs,
+    SIGTERM is handled as Ctrl-C, so that the same cleanup runs."""
+    import dask
+
+    from . import _files
+
+    for stale in Path(tempfile.gettempdir()).glob(f"{LOCAL_DIR_PREFIX}*"):
+        pid = stale.name[len(LOCAL_DIR_PREFIX):].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _files._alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=f"{LOCAL_DIR_PREFIX}{os.getpid()}-")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        with dask.config.set({"temporary-directory": folder, PARENT_KEY: os.getpid()}):
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                dashboard_address=":0",  # no clash with a running one
+                silence_logs=logging.CRITICAL, local_directory=folder,
+                preload=[__name__])
+            with cluster, distributed.Client(cluster) as client:
+                try:
+                    yield client
+                except BaseException:
+                    # Scheduler tasks cut short by the end (a scatter half done) fail as
+                    # the workers go: noise after the command's own message, not news.
+                    cluster.loop.asyncio_loop.set_exception_handler(lambda loop, ctx: None)
+                    raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook, run in each local worker process of :func:`connect` as it
+    starts: ignore Ctrl-C (the terminal sends it to every process of the command; the
+    command stops its workers itself, without their tracebacks), and die with the parent
+    process even when it is SIGKILLed: Linux's parent-death signal, else a thread that
+    watches the parent's pid.  A worker of another cluster is left alone."""
+    import dask
+
+    parent = dask.config.get(PARENT_KEY, None)
+    if parent is None:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # PR_SET_PDEATHSIG = 1: the kernel kills this process when its parent dies
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                         name="nngp-lut parent watch").start()
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
+
+
+def _watch_parent(parent):
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
 
 # --- tasks (top-level functions: they are pickled to the workers) ----------------------------

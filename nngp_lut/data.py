@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +15,7 @@ import numpy as np
 
 from . import paper
 from ._files import atomic_write, os_failure
-from .errors import DataError, NNGPWarning, ParameterError
+from .errors import DataError, MemoryBudgetError, NNGPError, NNGPWarning, ParameterError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -97,21 +99,28 @@ def parse_size(size: int | float | str) -> int:
     return value
 
 
-def load_array(path: PathLike, key: str | None = None) -> np.ndarray:
+def load_array(path: PathLike, key: str | None = None, memory: int | str | None = None
+               ) -> np.ndarray:
     """A 2-D float64 array from .npy, .npz (``key`` or the only array), .h5 (``key`` or the
-    only dataset) or .csv (comma separated numbers, no header)."""
+    only dataset) or .csv (comma separated numbers; a header row is detected and skipped,
+    :func:`nngp_lut.formats.read_csv`).
+
+    The array's size is read from the file's header first: an array that would not fit the
+    memory budget ``memory`` ("auto": 75% of the available memory) is refused before it is
+    read (:class:`~nngp_lut.errors.MemoryBudgetError`).
+    """
+    from .formats import read_csv_array
+    from .linalg import resolve_memory
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
+    limit = resolve_memory(memory)
     suffix = p.suffix.lower()
-    if suffix in (".npz", ".h5", ".hdf5"):
-        (a,) = _read_container(p, lambda names: [_pick(names, key, p)]).values()
-    elif suffix in (".npy", ".csv"):
-        try:
-            a = (np.load(p, allow_pickle=False) if suffix == ".npy"
-                 else np.loadtxt(p, delimiter=",", ndmin=2))
-        except _DAMAGE as exc:
-            raise _unreadable(p, exc) from None
+    if suffix in (".npz", ".npy", ".h5", ".hdf5"):
+        (a,) = _read_container(p, lambda names: [_pick(names, key, p)], limit).values()
+    elif suffix == ".csv":
+        a = read_csv_array(p, limit)
     else:
         raise DataError(f"{p}: unknown format (use .npy, .npz, .h5 or .csv)")
     if a.dtype.kind not in "biuf":
@@ -119,32 +128,98 @@ def load_array(path: PathLike, key: str | None = None) -> np.ndarray:
     return a
 
 
-def _read_container(path, choose):
-    """The arrays of an .npz or .h5 file named by ``choose(names of all its arrays)``."""
+def _read_container(path, choose, limit=None):
+    """The arrays of an .npy, .npz or .h5 file named by ``choose(names of all its arrays)``
+    (an .npy file holds one array, named ""), read only when they fit ``limit`` bytes."""
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".npz":
+        if suffix == ".npy":
+            with open(path, "rb") as f:
+                names = choose([""])
+                check_budget(path, _npy_bytes(f), limit)
+                f.seek(0)
+                return {"": np.load(f, allow_pickle=False)}
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in choose(list(z.keys()))}
+                names = choose(list(z.keys()))
+                need = 0
+                for k in names:
+                    with z.zip.open(f"{k}.npy") as f:
+                        need += _npy_bytes(f)
+                check_budget(path, need, limit)
+                return {k: z[k] for k in names}
         import h5py
 
         with h5py.File(path, "r") as h5:
-            names = [k for k in h5.keys() if isinstance(h5[k], h5py.Dataset)]
-            return {k: h5[k][()] for k in choose(names)}
-    except DataError:
+            names = choose([k for k in h5.keys() if isinstance(h5[k], h5py.Dataset)])
+            check_budget(path, sum(_in_memory(h5[k].shape, h5[k].dtype) for k in names),
+                         limit)
+            return {k: h5[k][()] for k in names}
+    except NNGPError:  # choose's and check_budget's own messages
         raise
     except _DAMAGE as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
 
 
-#: What numpy, zipfile and h5py raise on a truncated, bit-flipped or wrong-format file.
-_DAMAGE = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile)
+def _in_memory(shape, dtype):
+    """Bytes of an array and its float64 copy."""
+    return math.prod(shape) * (np.dtype(dtype).itemsize + 8)
 
 
-def _unreadable(path, exc):
-    if isinstance(exc, (PermissionError, IsADirectoryError)):
-        return os_failure(exc, path, "read")
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return DataError(f"{path}: cannot read it ({first}); is it damaged or truncated?")
+def _npy_bytes(f):
+    """Bytes in memory of the array of the .npy stream ``f``, from its header alone."""
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(f)
+    return _in_memory(shape, dtype)
+
+
+def check_budget(path: PathLike, need: int, limit: int | None) -> None:
+    """Refuse, before it is read, a data file whose arrays need ``need`` bytes of memory
+    when that is more than ``limit`` (the memory budget in bytes; None: no limit)."""
+    if limit is not None and need > limit:
+        raise MemoryBudgetError(f"{path}: its data need {need / 1e9:.3g} GB of memory, more "
+                                f"than the budget of {limit / 1e9:.3g} GB; give a larger "
+                                "--memory if the machine has it, or use a smaller file")
+
+
+#: What numpy, zipfile, gzip, zlib and h5py raise on a truncated, bit-flipped or
+#: wrong-format file.
+_DAMAGE = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
+           zlib.error)
+#: What a reader expected, by suffix, for messages.
+_KINDS = {".npy": "a NumPy .npy array", ".npz": "a NumPy .npz archive", ".h5": "an HDF5 file",
+          ".hdf5": "an HDF5 file", ".gz": "a gzip file", ".csv": "CSV text"}
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unreadable(path: PathLike, exc: BaseException, what: str | None = None) -> Exception:
+    """The NNGPError of one line for a data file that cannot be read: a FileFailure with
+    advice for a missing file or a permission, else a DataError naming the file, what it
+    should have been (``what``, default by suffix) and what is wrong."""
+    path = Path(path)
+    failure = os_failure(exc, path, "read")
+    if isinstance(failure, NNGPError):  # missing, no permission, a folder: with advice
+        return failure
+    what = what or _KINDS.get(path.suffix.lower(), "a data file")
+    text, advice = str(exc), "is it damaged, or another kind of file?"
+    if isinstance(exc, EOFError) or "ended before the end-of-stream" in text:
+        reason, advice = "it ends early", "it was cut short: download or write it again"
+    elif isinstance(exc, zlib.error) or "CRC check failed" in text:
+        reason = f"its compressed data are damaged ({one_line(exc)})"
+    elif "pickle" in text or "magic string" in text or "magic number" in text:
+        reason = "it does not start as one does"  # numpy offers to unpickle it: never
+    elif isinstance(exc, UnicodeDecodeError):
+        reason = "it is not UTF-8 text"
+    else:
+        reason = one_line(exc)
+    return DataError(f"{path}: cannot read it as {what}: {reason}; {advice}")
 
 
 def _pick(names, key, path):
@@ -192,7 +267,7 @@ class Dataset:
         return is_labels(self.y_train)
 
 
-def load_dataset(path: PathLike | None = None) -> Dataset:
+def load_dataset(path: PathLike | None = None, memory: int | str | None = None) -> Dataset:
     """A :class:`Dataset` from a file or folder (``path=None``: the embedded MNIST sample).
 
     Formats, recognised by name (see :mod:`nngp_lut.formats`):
@@ -201,13 +276,15 @@ def load_dataset(path: PathLike | None = None) -> Dataset:
     * MNIST-style IDX files (a folder, or one of its files; gzipped or not): MNIST,
       Fashion-MNIST, KMNIST;
     * the CIFAR-10 python batches (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``);
-    * CSV with a header row (train.csv / test.csv in a folder, NAME_train.csv beside
-      NAME_test.csv, or a ``split`` column).
+    * CSV with or without a header row (train.csv / test.csv in a folder, NAME_train.csv
+      beside NAME_test.csv, or a ``split`` column).
 
     Images with more than two dimensions become one row per example; IDX and CIFAR-10
-    pixels are read as floats in [0, 1].
+    pixels are read as floats in [0, 1].  Every file's size in memory is checked against
+    the budget ``memory`` ("auto": 75% of the available memory) before it is read.
     """
     from . import formats
+    from .linalg import resolve_memory
 
     p = SAMPLE_PATH if path is None else Path(path)
     if not p.exists():
@@ -217,12 +294,13 @@ def load_dataset(path: PathLike | None = None) -> Dataset:
     if kind is None:
         raise DataError(f"{p}: unknown dataset format (use .npz or .h5, a folder or the files "
                         "of MNIST-style IDX files, the CIFAR-10 python batches or their "
-                        ".tar.gz, or CSV with a header row)")
+                        ".tar.gz, or CSV files)")
     if kind == "container":
-        arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS])
+        arrays = _read_container(p, lambda names: [k for k in names if k in _PARTS],
+                                 resolve_memory(memory))
     else:
         arrays = {"idx": formats.read_idx_dataset, "cifar10": formats.read_cifar10,
-                  "csv": formats.read_csv_dataset}[kind](p)
+                  "csv": formats.read_csv_dataset}[kind](p, resolve_memory(memory))
     missing = [k for k in _PARTS[:4] if k not in arrays]
     if missing:
         raise DataError(f"{p}: missing {', '.join(missing)} (a dataset holds x_train, "

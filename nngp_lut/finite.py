@@ -119,7 +119,8 @@ def _optimizer_key(optimizer, learning_rate):
         raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (or an optax "
                              f"GradientTransformation), got {optimizer!r}")
     if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ParameterError(f"learning_rate must be > 0, got {learning_rate}")
+        raise ParameterError(f"learning_rate must be a finite number > 0, such as 1e-3; got "
+                             f"{learning_rate}")
     return (optimizer, float(learning_rate))
 
 

@@ -64,7 +64,7 @@ except ImportError as exc:  # the infinite-width engine never needs JAX
 
 from .activations import _FUNCTIONS, _to_source
 from .data import validate_inputs
-from .errors import DataError
+from .errors import DataError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
@@ -522,6 +522,13 @@ def finite_network(network, width=None, *, outputs=None):
 def draw_key(seed, width, draw=0):
     """The key of random network ``draw`` of ``seed`` at ``width``:
     ``fold_in(fold_in(key(seed), width), draw)`` (a run with more draws extends one with
-    fewer; training starts from draw 0)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), int(width)),
-                              int(draw))
+    fewer; training starts from draw 0).  A width of 2**32 or more is folded in 32 bits at a
+    time (fold_in takes uint32; smaller widths keep the keys they always had)."""
+    if not -2**63 <= int(seed) < 2**63:
+        raise ParameterError(f"seed must lie in [-2**63, 2**63), got {seed}")
+    value = int(width)
+    key = jax.random.fold_in(jax.random.key(int(seed)), value & 0xFFFFFFFF)
+    while value >> 32:
+        value >>= 32
+        key = jax.random.fold_in(key, value & 0xFFFFFFFF)
+    return jax.random.fold_in(key, int(draw))

@@ -55,6 +55,7 @@ except ImportError as exc:  # the infinite-width engine never needs JAX
                       f'(import failed: {exc})') from exc
 
 # BUILTINS, LAYERS, jax_activation and with_width are finite_network's, kept here by name.
+from .errors import MemoryBudgetError
 from .finite_network import (BUILTINS, LAYERS, as_inputs, as_layer, draw_key,
                              finite_network, jax_activation, with_width, x64)
 from .kernel import Network
@@ -120,8 +121,10 @@ def _per_draw(layer, x1, x2, width, draws, seed, kinds, ntk_units, progress):
     x = x1 if x2 is None else np.concatenate([x1, x2])
     cols = slice(None, n1) if x2 is None else slice(n1, None)
     with x64():
-        draw = _draw_function(finite_network(layer, int(width)), x.shape[1:], kinds,
-                              int(ntk_units))
+        draw_key(seed, width)  # a seed outside int64 fails here, before any work
+        net = finite_network(layer, int(width))
+        _check_size(net, x.shape[1:], int(width))
+        draw = _draw_function(net, x.shape[1:], kinds, int(ntk_units))
         xj = jnp.asarray(x, dtype=jnp.float64)
         for d in range(int(draws)):
             values = dict(zip(KINDS, draw(draw_key(seed, width, d), xj)))
@@ -129,6 +132,26 @@ def _per_draw(layer, x1, x2, width, draws, seed, kinds, ntk_units, progress):
                    for kind in kinds}
             if progress:
                 progress(d + 1, int(draws))
+
+
+#: Bytes per parameter of a sampled network in memory: the parameters, a gradient and a
+#: tangent (the empirical NTK), float64, with room for the activations.
+PARAMETER_BYTES = 4 * 8
+
+
+def _check_size(net, in_shape, width):
+    """Refuse, before any array is made, a width whose network does not fit the memory
+    available (its parameter shapes are traced, not allocated)."""
+    from .linalg import available_memory
+
+    shapes = jax.eval_shape(lambda key: net.init(key, in_shape)[0], jax.random.key(0))
+    need = PARAMETER_BYTES * sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
+    have = available_memory()
+    if need > have:
+        raise MemoryBudgetError(f"a network of width {width} needs about {need / 1e9:.3g} GB "
+                                f"(its {need // PARAMETER_BYTES} parameters, their gradients "
+                                f"and tangents), more than the {have / 1e9:.3g} GB available; "
+                                "choose smaller widths")
 
 
 def _kinds(get):

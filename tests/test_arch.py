@@ -58,7 +58,8 @@ REFUSED = [
     ("FanOut(2.5)", "positive integer"),
     ("serial(Dense(1), 2)", "is not a layer"),
     ("serial(Dense(1)", "cannot parse"),
-    ("", "cannot parse"),
+    ("", "the architecture is empty"),
+    ("# a comment\n", "the architecture is empty"),
 ]
 
 

@@ -152,7 +152,7 @@ def test_csv_target_rule_and_regression(tmp_path):
 
 
 @pytest.mark.parametrize("train,test,message", [
-    ("1,2,3\n4,5,6\n", "1,2,3\n", "header row"),
+    ("a,b,c\n4,5,6\n", "1,2,3\n", "has no header row and the training file has"),
     ("a,label\nx,1\n", "a,label\n1,1\n", "not a number"),
     ("a,label\n1,1\n", None, "no test set"),
     ("a,b,label\n1,2\n", "a,b,label\n1,2,0\n", "fields"),

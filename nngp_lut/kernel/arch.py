@@ -37,7 +37,6 @@ and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` charac
 """
 
 import ast
-from pathlib import Path
 
 from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
@@ -57,8 +56,10 @@ MAX_TUPLE = 8
 MAX_REPEAT = 1000
 #: Largest number of layers of a whole description, after expanding ``repeat``.
 MAX_LAYERS = 10000
-#: Longest architecture text.
+#: Longest architecture text (characters; bytes for an ``@FILE``).
 MAX_TEXT = 100_000
+#: An architecture to show in messages.
+EXAMPLE = "serial(Dense(1, 0), Activation('relu'), Dense(1, 0))"
 
 
 def _describe(node):
@@ -153,6 +154,8 @@ Activation('relu'), Dense(weight_var=2, bias_var=0.1, parameterization='ntk', wi
         raise ArchitectureError(f"an architecture is a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT:
         raise ArchitectureError(f"the architecture text is longer than {MAX_TEXT} characters")
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        raise ArchitectureError(f"the architecture is empty; write one call such as {EXAMPLE}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
@@ -173,13 +176,17 @@ Activation('relu'), Dense(weight_var=2, bias_var=0.1, parameterization='ntk', wi
 
 def read_arch(spec):
     """``--arch`` as the user gives it: the text itself, or ``@FILE`` to read it from a
-    file (``#`` comment lines and line breaks allowed there)."""
+    file (``#`` comment lines and line breaks allowed there).  A file is read with a cap of
+    :data:`MAX_TEXT` bytes before it is decoded (UTF-8)."""
     if spec.startswith("@"):
-        path = Path(spec[1:])
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ArchitectureError(f"cannot read architecture file {str(path)!r}: "
-                                    f"{exc.strerror or exc}") from None
-        spec = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        from .._files import read_text
+
+        path = spec[1:]
+        text = read_text(path, MAX_TEXT, what="architecture file", error=ArchitectureError)
+        spec = "\n".join(line for line in text.splitlines()
+                         if not line.lstrip().startswith("#"))
+        if not spec.strip():
+            raise ArchitectureError(f"architecture file {path!r} holds no architecture (only "
+                                    f"comments or blank lines); write one call such as "
+                                    f"{EXAMPLE}")
     return parse_arch(spec)

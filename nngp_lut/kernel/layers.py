@@ -46,6 +46,8 @@ architecture of these layers).
 """
 
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -521,16 +523,21 @@ class Aggregate(Layer):
 
 
 def _load_adjacency(path):
-    """A dense .npy or a scipy.sparse .npz adjacency file."""
-    try:
-        if path.endswith(".npz"):
-            import scipy.sparse
+    """A dense .npy (read as every data file is, :func:`nngp_lut.data.load_array`) or a
+    scipy.sparse .npz adjacency file; any failure is one line naming the file."""
+    from ..data import load_array, unreadable
 
-            return scipy.sparse.load_npz(path)
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArchitectureError(f"cannot read adjacency file {path!r}: "
-                                f"{str(exc).splitlines()[0]}") from None
+    if path.endswith(".npy"):
+        return load_array(path)
+    if not path.endswith(".npz"):
+        raise ArchitectureError(f"an adjacency is a dense .npy or a scipy.sparse .npz file; "
+                                f"got {path!r}")
+    import scipy.sparse
+
+    try:
+        return scipy.sparse.load_npz(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise unreadable(path, exc, "a scipy.sparse .npz file") from None
 
 
 @dataclass(frozen=True)

@@ -200,12 +200,13 @@ def stage_bars(quiet):
         close()
 
 
-def load_data(data_path, n_train=None, n_val=None, need_val=False, memory=None):
+def load_data(data_path, n_train=None, n_val=None, need_val=False):
     """The dataset (default: the embedded sample; its files checked against the memory
-    budget ``memory`` before they are read) with the paper's class-balanced subset of
+    available before they are read: --memory budgets the kernels, not the data, which
+    must be in RAM whatever it says) with the paper's class-balanced subset of
     n_train training examples; with ``need_val`` a validation set too: the first n_val of
     x_val, or, when the file has none, the last n_val (default 1000) training examples."""
-    data = load_dataset(data_path, memory)
+    data = load_dataset(data_path)
     if need_val and data.x_val is None:
         n_val = n_val or min(1000, len(data.y_train) // 5)
         if n_val >= len(data.y_train):

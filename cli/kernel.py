@@ -17,10 +17,10 @@ from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
                      shaped, stage_bars, user_errors)
 
 
-def _load(spec, memory):
+def _load(spec):
     path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() \
         else (spec, "", "")
-    return load_array(path, key or None, memory)
+    return load_array(path, key or None, "auto")  # the data must fit in RAM, whatever --memory
 
 
 @click.command(short_help="The NNGP or NTK of input files.")
@@ -56,8 +56,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     shape = parse_shape(shape)
     check_output(out, force)
     with user_errors(), _files.lock(out), cluster_client(scheduler, workers) as client:
-        a = _load(x1, memory)
-        b = None if x2 is None else _load(x2, memory)
+        a = _load(x1)
+        b = None if x2 is None else _load(x2)
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
         h5 = out.suffix.lower() != ".npy"

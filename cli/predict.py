@@ -91,7 +91,7 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
     if standardize is None:  # off, except for the paper's own run on the embedded sample
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors(), cluster_client(scheduler, workers) as client:
-        data = load_data(data_path, n_train, memory=memory)
+        data = load_data(data_path, n_train)
         x_train, y_train = data.x_train, data.y_train
         x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
         with stage_bars(quiet) as progress:

@@ -114,7 +114,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
         bs = searching.parse_grid(bias_var_grid)
-        data = load_data(data_path, n_train, n_val, need_val=True, memory=memory)
+        data = load_data(data_path, n_train, n_val, need_val=True)
         table = table_for(phi, table_path)
         if force and out.exists():
             out.unlink()
@@ -173,7 +173,7 @@ def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, fo
     if standardize is None:
         standardize = paper.STANDARDIZE if data_path is None else False
     with user_errors(), cluster_client(scheduler, workers) as client:
-        data = load_data(data_path, n_train, n_val, need_val=True, memory=memory)
+        data = load_data(data_path, n_train, n_val, need_val=True)
         networks = [network_of(a) for a in archs]
         ranks = {net.rank != 0 for net in networks}
         if len(ranks) > 1:

@@ -180,8 +180,9 @@ def check_budget(path: PathLike, need: int, limit: int | None) -> None:
     when that is more than ``limit`` (the memory budget in bytes; None: no limit)."""
     if limit is not None and need > limit:
         raise MemoryBudgetError(f"{path}: its data need {need / 1e9:.3g} GB of memory, more "
-                                f"than the budget of {limit / 1e9:.3g} GB; give a larger "
-                                "--memory if the machine has it, or use a smaller file")
+                                f"than the {limit / 1e9:.3g} GB they may use (75% of the "
+                                "memory available, unless a budget is given): free memory "
+                                "or use a smaller file")
 
 
 #: What numpy, zipfile, gzip, zlib and h5py raise on a truncated, bit-flipped or

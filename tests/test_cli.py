@@ -113,7 +113,7 @@ def test_kernel_command(inputs):
     (["--x1", "nan.npy"], 1, "NaN"),
     (["--x1", "a.npy", "--x2", "wide.npy"], 1, "features"),
     (["--x1", "empty.npy"], 1, "empty"),
-    (["--x1", "words.csv"], 1, "cannot read"),
+    (["--x1", "words.csv"], 1, "is not a number"),
     (["--x1", "missing.npy"], 1, "no such file"),
     (["--x1", "a.npy", "--table", "t.h5"], 2, "exactly one"),
     (["--x1", "a.npy", "--memory", "lots"], 1, "size"),

@@ -184,14 +184,15 @@ class Table:
 
     def _with_zero(self, q, positive, at_zero):
         """``positive(q)`` (flat float64 in, flat out) where q > 0 and the constant
-        ``at_zero`` where q == 0.  A unit of variance 0 is u = 0 exactly, so every
-        expectation is its value at 0: E[phi(u)] = phi(0), E[phi(u)^2] = phi(0)^2, ..."""
+        ``at_zero()`` where q == 0 (called only then: it needs the activation itself).  A
+        unit of variance 0 is u = 0 exactly, so every expectation is its value at 0:
+        E[phi(u)] = phi(0), E[phi(u)^2] = phi(0)^2, ..."""
         q = self._check_variance(q)
         flat = q.ravel()
         live = flat > 0.0
         if live.all():
             return positive(flat).reshape(q.shape)
-        out = np.full(flat.shape, at_zero)
+        out = np.full(flat.shape, at_zero())
         if live.any():
             out[live] = positive(np.ascontiguousarray(flat[live]))
         return out.reshape(q.shape)
@@ -201,7 +202,7 @@ class Table:
         x0, dx = self._x0_dx()
         d1 = math.exp(self.log_second_moment[0])
         return self._with_zero(q, lambda v: _interp.diag_many(
-            self.log_second_moment, x0, dx, self.degree, d1, v), self.at_zero[0] ** 2)
+            self.log_second_moment, x0, dx, self.degree, d1, v), lambda: self.at_zero[0] ** 2)
 
     def mean(self, q):
         """E[phi(u)] for u ~ N(0, q)."""
@@ -209,7 +210,7 @@ class Table:
         d1 = math.exp(self.log_second_moment[0])
         return self._with_zero(q, lambda v: _interp.mean_many(
             self.mean_normalized, self.log_second_moment, x0, dx, self.degree, d1, v),
-            self.at_zero[0])
+            lambda: self.at_zero[0])
 
     def derivative_second_moment(self, q):
         """E[phi'(u)^2] for u ~ N(0, q)."""
@@ -218,21 +219,21 @@ class Table:
         d1 = math.exp(self.log_derivative_second_moment[0])
         deg = self.degree - 1.0 if self.homogeneous else -1.0
         return self._with_zero(q, lambda v: _interp.diag_many(
-            self.log_derivative_second_moment, x0, dx, deg, d1, v), self.at_zero[1] ** 2)
+            self.log_derivative_second_moment, x0, dx, deg, d1, v),
+            lambda: self.at_zero[1] ** 2)
 
     def derivative_mean(self, q):
         """E[phi'(u)] for u ~ N(0, q), by direct quadrature (not tabulated: only the pairs
         with a unit of variance 0 need it, Fdot(0, q2, rho) = phi'(0) E[phi'(v)])."""
         self._require_derivative()
-        q = np.asarray(q, dtype=np.float64)
-        dphi = self.activation.dphi
-        integ = Integrator(self.activation, max(1.0, float(q.max(initial=1.0))))
 
         def quadrature(v):
+            dphi = self.activation.dphi
+            integ = Integrator(self.activation, max(1.0, float(v.max())))
             if integ.tau is not None:
                 return _quad.trapezoid_univariate_many(dphi, zero_function, v, integ.tau)[1]
             return _quad.univariate_many(dphi, zero_function, integ.bp, v)[1]
-        return self._with_zero(q, quadrature, self.at_zero[1])
+        return self._with_zero(q, quadrature, lambda: self.at_zero[1])
 
     def F(self, q1, q2, rho):
         """F_phi(q1, q2, rho) = E[phi(u) phi(v)], elementwise (broadcast) over the arguments.

@@ -19,6 +19,15 @@ class ParameterError(NNGPError, ValueError):
     """A setting that cannot be used (a grid, a size, a jitter rule, a depth)."""
 
 
+class ArchitectureError(ParameterError):
+    """A network description that cannot be evaluated (a layer in the wrong place)."""
+
+
+class NotFusable(ArchitectureError):
+    """The fused engine has no program for the network (it runs layer by layer instead,
+    with a :class:`LayerwiseWarning`)."""
+
+
 class DataError(NNGPError, ValueError):
     """Input data that cannot be used (missing, empty, non-numeric, NaN, wrong shape)."""
 

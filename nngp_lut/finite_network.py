@@ -68,7 +68,7 @@ from .errors import DataError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                            Identity, Layer, LayerNorm, Parallel, Serial)
+                            Identity, Layer, LayerNorm, Parallel, Serial, single_input)
 
 __all__ = ["BUILTINS", "LAYERS", "FiniteNetwork", "as_inputs", "as_layer", "draw_key",
            "finite_network", "jax_activation", "with_width", "x64"]
@@ -160,10 +160,7 @@ class _Branches(tuple):
 
 
 def _single(layer, shape):
-    if isinstance(shape, _Branches):
-        raise ArchitectureError(f"{layer!r} takes one input but gets {len(shape)} branches; "
-                                "join them with FanInSum() or FanInConcat() first")
-    return shape
+    return single_input(layer, shape, _Branches)
 
 
 def _width(layer):

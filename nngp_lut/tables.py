@@ -159,7 +159,7 @@ class Table:
 
     def interpolation_args(self, derivative=False):
         """Grids and values in the argument order of the Numba kernels
-        (``_core.interp.normalized_many``, ``_core.kernel.general_tile``)."""
+        (``_core.interp.normalized_many``, ``_core.engine.engine_tile``)."""
         x0, dx = self._x0_dx()
         x3 = self.unequal_axis
         return ((self.df_normalized if derivative else self.f_normalized), x0, dx,

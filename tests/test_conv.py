@@ -12,7 +12,7 @@ from nngp_lut.kernel import (Activation, Aggregate, ArchitectureError, AvgPool, 
                              FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LayerNorm,
                              Network, parallel, serial)
 from nngp_lut.kernel.arch import parse_arch
-from nngp_lut.kernel.spatial_program import diagonal_prefix
+from nngp_lut.kernel.compiler import diagonal_prefix
 
 #: Fused against layer-by-layer: the same look-ups, so only summation order differs (the
 #: symmetric NTK's diagonal comes from the diagonal recursion, E[phi'^2], where the pairs

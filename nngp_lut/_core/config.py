@@ -77,7 +77,7 @@ UNIVERSAL_FLOOR = 1e-13
 #: Weight of the linear part of the angle warp of the 3-D table (0: pure asinh warp).
 WARP_LINEAR = 0.3
 
-# --- deep-kernel evaluator (nngp_lut/_core/kernel.py) -------------------------------------
+# --- the fused engine (nngp_lut/_core/engine.py) ------------------------------------------
 #: A correlation K / sqrt(q1 q2) within this of +-1 is +-1: what remains is the rounding of K
 #: and q computed by different sums (x with itself, x' = c x), ~1e-16 per layer, which
 #: relu's Fdot = (pi - arccos rho) / (2 pi) would turn into 2e-9 (theta ~ sqrt(2 (1 - rho))).
@@ -99,11 +99,12 @@ SLICE_VARIANCE_MAX_NTK = 300.0
 #: Inputs whose variances at a layer agree to this relative tolerance share that layer's
 #: slice (it moves the slice's variance by <= 1e-10 relative: far below the table's error).
 SHARED_VARIANCE_RTOL = 1e-10
-#: Rows of a tile of the deep-kernel evaluator (the Gram panel X1[rows] X2^T is one BLAS call).
+#: Rows of a tile of the fused engine (for vectors the Gram panel X1[rows] X2^T is one BLAS
+#: call).
 KERNEL_TILE_ROWS = 2048
 #: Rows per BLAS call on the diagonal block of a symmetric panel: its lower triangle is made
 #: in strips of this height, so only ~1/16 of the block's upper triangle is computed.
 GRAM_DIAG_ROWS = 256
-#: Entries of a row that go through the layers together in the fused kernel (its three
-#: buffers of this length stay in L1).
+#: Pairs of a row that go through the layers together in the fused engine when a pair's map
+#: is one entry (vectors; the engine's buffers of this length stay in L1).
 COLUMN_RUN = 256

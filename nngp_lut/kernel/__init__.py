@@ -3,8 +3,9 @@
 The package shows the split of the work:
 
     record.py     the kernel record (NNGP, NTK, both diagonals) that layers map
-    layers.py     the layer algebra: Dense, Activation, LayerNorm, ..., serial, parallel
-    program.py    a network compiled into ops for the fused tile executor
+    spatial.py    inputs with spatial axes, per-position factors, window geometry
+    layers.py     the layer algebra: each layer's rule (apply) and its ops (lower)
+    compiler.py   a network compiled into ops for the fused engine (_core/engine.py)
     executor.py   tiling, memory budget, HDF5 streaming and progress around any kernel
     network.py    Network (fused and layer-by-layer kernels) and the public functions
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _files
-from .._core import kernel as _kern
+from .._core.engine import mirror_lower
 from .._core.config import KERNEL_TILE_ROWS
 from ..linalg import resolve_memory
 from ..errors import DiskFull, MemoryBudgetError
@@ -70,7 +70,7 @@ def tiled(phases, layers, n1, n2, same, *, memory, out=None, tile_rows=KERNEL_TI
                 phase(array, r0, r0, r1)
                 advance(r1 - r0)
         if same:
-            _kern.mirror_lower(array)
+            mirror_lower(array)
         return array
     if out is None:
         raise MemoryBudgetError(

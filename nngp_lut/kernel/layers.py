@@ -1,11 +1,16 @@
 """The layer algebra: each layer maps a kernel record to a new record.
 
 A network is a tree of small immutable layer objects, in the spirit of neural-tangents'
-``stax``.  Each layer's :meth:`~Layer.apply` is its infinite-width rule on a
-:class:`~nngp_lut.kernel.record.Kernels` record, written once for full matrices and for the
-diagonal alone (the record's entries broadcast the same way in both).  The same description
-is compiled into a program for the fused tile executor (:mod:`nngp_lut.kernel.program`) and
-sampled as a finite random network (:mod:`nngp_lut.montecarlo`).
+``stax``.  Each layer owns its rule, written once.  Its class declares what it needs of
+the record it gets (``needs_gaussian``, ``needs_full``, ``spatial``), gives its
+infinite-width rule on a :class:`~nngp_lut.kernel.record.Kernels` record in
+:meth:`~Layer.apply` (one shape-generic rule for vectors, diagonal maps and full spatial
+covariances, for pairs and for the diagonal alone: the record's entries broadcast the same
+way in all) and its ops for the fused engine in :meth:`~Layer.lower`
+(:mod:`nngp_lut.kernel.compiler`).  Its finite-network twin is registered beside it in
+:data:`nngp_lut.finite_network.LAYERS` (sampled by :mod:`nngp_lut.montecarlo`).  Adding a
+layer is one class here, one entry there, and an engine op (``nngp_lut/_core/engine.py``)
+only when no op expresses it.
 
 Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma_w^2``):
 
@@ -30,7 +35,8 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 
 Records with spatial axes (images, sequences, graphs) hold per pair of inputs either the
 diagonal maps K_{h,h} (n1, n2, *S) or the full covariance K_{h,h'} (n1, n2, *S, *S): see
-:mod:`nngp_lut.kernel.spatial`.
+:mod:`nngp_lut.kernel.spatial`, whose helpers (window geometry, per-position factors) the
+rules share.
 
 References
 ----------
@@ -53,22 +59,43 @@ from functools import cached_property
 
 import numpy as np
 
+from .._core import engine as _eng
 from .._core.interp import correlations
-from ..errors import DataError, ParameterError
+from ..errors import ArchitectureError, DataError, NotFusable
+from .spatial import (conv_mean, map_fields, pair_factors, pool_mean, positional,
+                      require_full, require_spatial, self_factors, spatial_shape,
+                      window_indices)
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
-class ArchitectureError(ParameterError):
-    """A network description that cannot be evaluated (a layer in the wrong place)."""
-
-
 class Layer:
-    """Base of every layer: ``apply(record) -> record`` (tuples of records for branches)."""
+    """Base of every layer: ``apply(record) -> record`` (tuples of records for branches).
 
-    #: Records taken and given: 1, or None for "a tuple of any length" (branches).
+    A layer declares what its rule needs of the record it gets (class attributes), its rule
+    (:meth:`apply`) and its lowering to the engine's ops (:meth:`lower`).
+    """
+
+    #: The rule needs jointly Gaussian units (``Kernels.is_gaussian``): an Activation's
+    #: F(K) and a LayerNorm's mean square hold only for them.
+    needs_gaussian = False
+    #: The rule needs the covariance of every pair of positions (``full_spatial``), not
+    #: only the spatially diagonal maps.
+    needs_full = False
+    #: The layer needs or makes spatial axes (images, sequences, graphs).
+    spatial = False
+    #: Spatial dimensions its window fixes (1 or 2), or None.
+    window_rank = None
+
     def apply(self, k):
+        """The infinite-width rule: the record after the layer."""
         raise NotImplementedError
+
+    def lower(self, comp, reg, d):
+        """Emit the layer's engine ops on register(s) ``reg`` through the compiler ``comp``
+        (:class:`nngp_lut.kernel.compiler.Compiler`), for the diagonal-only record(s) ``d``
+        it gets; returns the register(s) and record(s) after it."""
+        raise NotFusable(f"{type(self).__name__} has no engine op")
 
     def __call__(self, k):
         return self.apply(k)
@@ -96,8 +123,9 @@ def check_components(k):
             "FanInConcat()")
 
 
-def _single(layer, k):
-    if isinstance(k, tuple):
+def single_input(layer, k, branches=tuple):
+    """``k`` itself, when it is one input and not the ``branches`` of a FanOut."""
+    if isinstance(k, branches):
         raise ArchitectureError(f"{layer!r} takes one input but gets {len(k)} branches; "
                                 "join them with FanInSum() or FanInConcat() first")
     return k
@@ -150,24 +178,45 @@ class Dense(Layer):
 
     def ntk_coefficients(self, width_in):
         """(a, c) of the NTK rule Theta' = a K + c + w Theta."""
-        if self.parameterization == "ntk":
-            return self.weight_var, self.bias
-        if width_in is None:
-            raise ArchitectureError("the standard parameterisation's NTK needs the input "
-                                    "width of every Dense: give the previous Dense a width")
-        return float(width_in), (0.0 if self.bias_var is None else 1.0)
+        return _ntk_coefficients(self, width_in, "input width of every Dense: give the "
+                                 "previous Dense a width")
 
     def apply(self, k):
-        k = _single(self, k)
-        w, b = self.weight_var, self.bias
-        out = dict(var1=b + w * k.var1, var2=b + w * k.var2, is_gaussian=True, mixture=False,
-                   width=self.width, nngp=None if k.nngp is None else b + w * k.nngp)
-        if k.has_ntk:
-            a, c = self.ntk_coefficients(k.width)
-            out.update(ntk_var1=a * k.var1 + c + w * k.ntk_var1,
-                       ntk_var2=a * k.var2 + c + w * k.ntk_var2,
-                       ntk=None if k.ntk is None else a * k.nngp + c + w * k.ntk)
-        return k.replace(**out)
+        k = single_input(self, k)
+        return _affine_rule(self, k, lambda m, nb: m, self.ntk_coefficients)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        a, c = self.ntk_coefficients(d.width) if comp.with_ntk else (0.0, 0.0)
+        comp.affine(reg, d, (self.weight_var, self.bias, a, c))
+        return reg, new
+
+
+def _ntk_coefficients(layer, fan_in, needs):
+    """(a, c) of a Dense's or Conv's NTK rule Theta' = a M(K) + c + w M(Theta): (w, b) in
+    the NTK parameterisation, (fan_in, 1 or 0) in the standard one (neural-tangents'
+    definition), which needs the fan-in."""
+    if layer.parameterization == "ntk":
+        return layer.weight_var, layer.bias
+    if fan_in is None:
+        raise ArchitectureError(f"the standard parameterisation's NTK needs the {needs}")
+    return float(fan_in), (0.0 if layer.bias_var is None else 1.0)
+
+
+def _affine_rule(layer, k, mean, ntk_coefficients):
+    """K' = b + w M(K), Theta' = a M(K) + c + w M(Theta) for a Dense (M the identity) or a
+    Conv (M the mean over the filter's offsets); ``mean(field, batch axes)`` is M."""
+    w, b = layer.weight_var, layer.bias
+    mk = None if k.nngp is None else mean(k.nngp, 2)
+    mv1, mv2 = mean(k.var1, 1), mean(k.var2, 1)
+    out = dict(var1=b + w * mv1, var2=b + w * mv2, nngp=None if mk is None else b + w * mk,
+               is_gaussian=True, mixture=False, width=layer.width)
+    if k.has_ntk:
+        a, c = ntk_coefficients(k.width)
+        out.update(ntk_var1=a * mv1 + c + w * mean(k.ntk_var1, 1),
+                   ntk_var2=a * mv2 + c + w * mean(k.ntk_var2, 1),
+                   ntk=None if mk is None else a * mk + c + w * mean(k.ntk, 2))
+    return k.replace(**out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,6 +229,7 @@ class Activation(Layer):
     """
 
     phi: object
+    needs_gaussian = True
 
     def __post_init__(self):
         self.key  # resolved once: a bad name or expression fails here, not later
@@ -215,28 +265,42 @@ class Activation(Layer):
         return as_table(self.phi)
 
     def apply(self, k):
-        k = _single(self, k)
-        if k.axes:  # every position pair with its own variances
-            from .spatial import activation_apply
-
-            return activation_apply(self.table, k)
+        """F_phi at every pair of units (positions, for spatial records) with their own
+        variances (Lee et al. 2018, eq. (5), applied entrywise); the NTK is multiplied by
+        E[phi'(u) phi'(v)] (Jacot et al. 2018, Theorem 1)."""
+        k = single_input(self, k)
         if not k.is_gaussian:
-            raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense before "
-                                    "it (the network's inputs are not Gaussian)")
+            raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense or Conv "
+                                    "before it (the network's inputs are not Gaussian)")
         check_components(k)
         t = self.table
-        out = dict(var1=t.second_moment(k.var1), var2=t.second_moment(k.var2),
-                   is_gaussian=False)
+        d1, d2 = positional(k.var1, k), positional(k.var2, k)
+
+        def self_rule(var, d, fn, moment):
+            if not k.full_spatial:  # the variances themselves: E[phi(u)^2]
+                return moment(var)
+            qa, qb = self_factors(d, k)  # pairs of positions of one input
+            return fn(qa, qb, correlations(var, np.sqrt(qa * qb)))
+
+        out = dict(var1=self_rule(k.var1, d1, t.F, t.second_moment),
+                   var2=self_rule(k.var2, d2, t.F, t.second_moment), is_gaussian=False)
         if k.nngp is not None:
-            q1, q2 = k.var1[:, None], k.var2[None, :]
+            q1, q2 = pair_factors(d1, d2, k)
             rho = correlations(k.nngp, np.sqrt(q1 * q2))
             out["nngp"] = t.F(q1, q2, rho)
         if k.has_ntk:
-            out.update(ntk_var1=t.derivative_second_moment(k.var1) * k.ntk_var1,
-                       ntk_var2=t.derivative_second_moment(k.var2) * k.ntk_var2)
+            out.update(ntk_var1=self_rule(k.var1, d1, t.dF, t.derivative_second_moment)
+                       * k.ntk_var1,
+                       ntk_var2=self_rule(k.var2, d2, t.dF, t.derivative_second_moment)
+                       * k.ntk_var2)
             if k.ntk is not None:
                 out["ntk"] = t.dF(q1, q2, rho) * k.ntk
         return k.replace(**out)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.activation(self.table, reg, d)
+        return reg, new
 
 
 #: What a LayerNorm normalises over (images: per position over the channels, per channel
@@ -262,6 +326,7 @@ class LayerNorm(Layer):
     """
 
     over: str = "channels"
+    needs_gaussian = True
 
     def __post_init__(self):
         if self.over not in LAYERNORM_OVER:
@@ -271,24 +336,45 @@ class LayerNorm(Layer):
     def __repr__(self):
         return "LayerNorm()" if self.over == "channels" else f"LayerNorm(over={self.over!r})"
 
-    def apply(self, k):
-        k = _single(self, k)
-        if k.axes:
-            from .spatial import layernorm_apply
+    def factors(self, k, var):
+        """1 / sqrt of the mean square each unit is divided by, (n, *S) for a var field:
+        each position's own variance (over="channels"), or their mean (over="all")."""
+        d = positional(var, k)
+        if self.over == "all" and k.axes:
+            axes = tuple(range(1, 1 + len(k.axes)))
+            return np.broadcast_to(normalisers(d.mean(axis=axes, keepdims=True)), d.shape)
+        return normalisers(d)
 
-            return layernorm_apply(self, k)
+    def apply(self, k):
+        """K' = K / sqrt(K_hh(x, x) K_h'h'(x', x')) (or the mean variances), the NTK alike."""
+        k = single_input(self, k)
+        if self.over == "space" and k.axes:
+            raise ArchitectureError("LayerNorm(over='space') normalises each channel over "
+                                    "finitely many positions, whose mean square does not "
+                                    "concentrate: it has no Gaussian infinite-width kernel; "
+                                    "use over='channels' or over='all'")
         if not k.is_gaussian:
             raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
-                                    "a Dense (or a sum of Dense outputs)")
-        out = dict(var1=np.ones_like(k.var1), var2=np.ones_like(k.var2))
-        s1, s2 = normalisers(k.var1), normalisers(k.var2)
+                                    "a Dense or Conv (or a sum of their outputs)")
+        s1, s2 = self.factors(k, k.var1), self.factors(k, k.var2)
+        p1, p2 = pair_factors(s1, s2, k)
+        a1, b1 = self_factors(s1, k)
+        a2, b2 = self_factors(s2, k)
+        out = dict(var1=k.var1 * a1 * b1, var2=k.var2 * a2 * b2)
         if k.nngp is not None:
-            out["nngp"] = k.nngp * k.outer(s1, s2)
+            out["nngp"] = k.nngp * p1 * p2
         if k.has_ntk:
-            out.update(ntk_var1=k.ntk_var1 * s1 * s1, ntk_var2=k.ntk_var2 * s2 * s2)
+            out.update(ntk_var1=k.ntk_var1 * a1 * b1, ntk_var2=k.ntk_var2 * a2 * b2)
             if k.ntk is not None:
-                out["ntk"] = k.ntk * k.outer(s1, s2)
+                out["ntk"] = k.ntk * p1 * p2
         return k.replace(**out)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        factors = self.factors(d, d.var1)
+        comp.emit(_eng.OP_NORMALIZE, reg, d, d,
+                  vec=comp.vector(factors.reshape(factors.shape[0], -1)))
+        return reg, new
 
 
 def normalisers(var):
@@ -325,9 +411,18 @@ def _int_tuple(layer, name, value, length=None):
     return out
 
 
-def _check_padding(layer, padding):
-    if padding not in PADDINGS:
-        raise ArchitectureError(f"{layer} padding must be one of {PADDINGS}, got {padding!r}")
+def _check_window(layer, field):
+    """Normalise and check the window fields a Conv and an AvgPool share: the window's
+    shape ``field``, ``strides`` and ``padding``."""
+    name = type(layer).__name__
+    shape = _int_tuple(name, field, getattr(layer, field))
+    object.__setattr__(layer, field, shape)
+    if layer.strides is not None:
+        object.__setattr__(layer, "strides", _int_tuple(name, "strides", layer.strides,
+                                                        len(shape)))
+    if layer.padding not in PADDINGS:
+        raise ArchitectureError(f"{name} padding must be one of {PADDINGS}, got "
+                                f"{layer.padding!r}")
 
 
 def _extra_repr(obj, names):
@@ -366,19 +461,26 @@ class Conv(Layer):
 
     def __post_init__(self):
         _check_affine(self)
-        shape = _int_tuple("Conv", "filter_shape", self.filter_shape)
-        object.__setattr__(self, "filter_shape", shape)
-        if self.strides is not None:
-            object.__setattr__(self, "strides",
-                               _int_tuple("Conv", "strides", self.strides, len(shape)))
-        _check_padding("Conv", self.padding)
+        _check_window(self, "filter_shape")
 
     bias = Dense.bias
+    spatial = True
+
+    @property
+    def window_rank(self):
+        return len(self.filter_shape)
 
     @property
     def stride(self):
         """The strides, all 1 when not given."""
         return self.strides if self.strides is not None else (1,) * len(self.filter_shape)
+
+    def ntk_coefficients(self, width_in):
+        """(a, c) of the NTK rule Theta' = a box_mean(K) + c + w box_mean(Theta): the fan-in
+        is the filter's size times the input channels."""
+        fan_in = None if width_in is None else width_in * math.prod(self.filter_shape)
+        return _ntk_coefficients(self, fan_in, "input channels of every Conv: give the "
+                                 "previous layer a width")
 
     def __repr__(self):
         extra = _extra_repr(self, ("filter_shape", "strides", "padding", "parameterization",
@@ -386,9 +488,20 @@ class Conv(Layer):
         return f"Conv({self.weight_var!r}, {self.bias_var!r}{extra})"
 
     def apply(self, k):
-        from .spatial import conv_apply
+        """The affine rule of a Dense on the mean over the filter's offsets of every field
+        (Novak et al. 2019, eq. (7))."""
+        k = single_input(self, k)
+        require_spatial(self, k, len(self.filter_shape))
+        idxs = window_indices(k, self.filter_shape, self.stride, self.padding)
+        return _affine_rule(self, k, lambda m, nb: conv_mean(m, nb, k, idxs),
+                            self.ntk_coefficients)
 
-        return conv_apply(self, _single(self, k))
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        a, c = self.ntk_coefficients(d.width) if comp.with_ntk else (0.0, 0.0)
+        comp.emit(_eng.OP_CONV, reg, d, new, params=(self.weight_var, self.bias, a, c),
+                  windows=(self.filter_shape, self.stride, self.padding))
+        return reg, new
 
 
 @dataclass(frozen=True)
@@ -405,13 +518,15 @@ class AvgPool(Layer):
     strides: tuple | None = None
     padding: str = "VALID"
 
+    spatial = True
+    needs_full = True
+
     def __post_init__(self):
-        shape = _int_tuple("AvgPool", "window_shape", self.window_shape)
-        object.__setattr__(self, "window_shape", shape)
-        if self.strides is not None:
-            object.__setattr__(self, "strides",
-                               _int_tuple("AvgPool", "strides", self.strides, len(shape)))
-        _check_padding("AvgPool", self.padding)
+        _check_window(self, "window_shape")
+
+    @property
+    def window_rank(self):
+        return len(self.window_shape)
 
     @property
     def stride(self):
@@ -423,9 +538,19 @@ class AvgPool(Layer):
         return f"AvgPool({extra[2:]})"
 
     def apply(self, k):
-        from .spatial import avgpool_apply
+        """Both positions of every field averaged over their own windows
+        (normalize_edges=False: divided by the full window everywhere)."""
+        k = single_input(self, k)
+        require_spatial(self, k, len(self.window_shape))
+        require_full(self, k)
+        idxs = window_indices(k, self.window_shape, self.stride, self.padding)
+        return map_fields(k, lambda m, nb: pool_mean(m, nb, k, idxs))
 
-        return avgpool_apply(self, _single(self, k))
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.emit(_eng.OP_POOL, reg, d, new,
+                  windows=(self.window_shape, self.stride, self.padding))
+        return reg, new
 
 
 @dataclass(frozen=True)
@@ -433,10 +558,21 @@ class GlobalAvgPool(Layer):
     """The mean over all positions: K' = mean_{h, h'} K_{h,h'} (neural-tangents'
     ``GlobalAvgPool``; needs the full spatial covariance).  Gives a vector of C features."""
 
-    def apply(self, k):
-        from .spatial import global_avgpool_apply
+    spatial = True
+    needs_full = True
 
-        return global_avgpool_apply(self, _single(self, k))
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k)
+        require_full(self, k)
+        ns = len(k.axes)
+        return map_fields(k, lambda m, nb: m.mean(axis=tuple(range(nb, nb + 2 * ns))),
+                          axes=(), full_spatial=False)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.emit(_eng.OP_GLOBAL_POOL, reg, d, new)
+        return reg, new
 
 
 @dataclass(frozen=True)
@@ -446,10 +582,28 @@ class Flatten(Layer):
     following Dense (fan-in H W C) sees the average over positions.  Needs only the
     diagonal maps (H W per pair)."""
 
-    def apply(self, k):
-        from .spatial import flatten_apply
+    spatial = True
 
-        return flatten_apply(self, _single(self, k))
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k)
+        ns = len(k.axes)
+        p = math.prod(spatial_shape(k))
+
+        def trace(m, nb):
+            if k.full_spatial:
+                m = np.diagonal(m.reshape(m.shape[:nb] + (p, p)), axis1=-2, axis2=-1)
+                return m.mean(axis=-1)
+            return m.mean(axis=tuple(range(nb, nb + ns)))
+
+        # Each feature follows one position: a mixture of the positions' Gaussians.
+        return map_fields(k, trace, axes=(), full_spatial=False, mixture=k.mixture or p > 1,
+                          width=None if k.width is None else k.width * p)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.emit(_eng.OP_FLATTEN, reg, d, new)
+        return reg, new
 
 
 @dataclass(frozen=True, eq=False)
@@ -466,6 +620,9 @@ class Aggregate(Layer):
     """
 
     adjacency: object
+    spatial = True
+    needs_full = True
+    window_rank = 1
 
     def __post_init__(self):
         self.matrix  # loaded and validated once
@@ -517,9 +674,22 @@ class Aggregate(Layer):
         return f"Aggregate(<{kind} {a.shape[0]}x{a.shape[1]} adjacency>)"
 
     def apply(self, k):
-        from .spatial import aggregate_apply
+        """K' = A K A^T over the nodes (both positions of the full covariance)."""
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        require_full(self, k)
+        nodes = spatial_shape(k)[0]
+        if nodes != self.nodes:
+            raise ArchitectureError(f"Aggregate's adjacency has {self.nodes} nodes but its "
+                                    f"inputs have {nodes}")
+        a = self.dense()
+        return map_fields(k, lambda m, nb: np.einsum("hk,...kl,gl->...hg", a, m, a))
 
-        return aggregate_apply(self, _single(self, k))
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.aggregate(self)
+        comp.emit(_eng.OP_AGGREGATE, reg, d, new)
+        return reg, new
 
 
 def _load_adjacency(path):
@@ -547,6 +717,9 @@ class Identity(Layer):
     def apply(self, k):
         return k
 
+    def lower(self, comp, reg, d):
+        return reg, d
+
 
 @dataclass(frozen=True)
 class Dropout(Layer):
@@ -561,6 +734,8 @@ class Dropout(Layer):
     def apply(self, k):
         return k
 
+    lower = Identity.lower
+
 
 @dataclass(frozen=True)
 class FanOut(Layer):
@@ -573,7 +748,14 @@ class FanOut(Layer):
             raise ArchitectureError(f"FanOut needs a positive integer, got {self.n}")
 
     def apply(self, k):
-        return (_single(self, k),) * int(self.n)
+        return (single_input(self, k),) * int(self.n)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        regs = [reg] + [comp.register() for _ in range(int(self.n) - 1)]
+        for r in regs[1:]:
+            comp.emit(_eng.OP_COPY, reg, d, d, b=r)
+        return tuple(regs), new
 
 
 def _branches(layer, k):
@@ -611,8 +793,23 @@ def _combine(layer, ks, weights, **changes):
                             "mixture": any(k.mixture for k in ks), **changes})
 
 
+class _FanIn(Layer):
+    """What FanInSum and FanInConcat share: a weighted sum of the branches' records."""
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        head, rest = reg[0], reg[1:]
+        for r, weight in zip(reg, self.weights(d)):
+            if weight != 1.0:
+                comp.emit(_eng.OP_SCALE, r, d[0], d[0], params=(weight, 0.0, 0.0, 0.0))
+        for r in rest:
+            comp.emit(_eng.OP_ADD, r, d[0], d[0], b=head)
+        comp.release(rest)
+        return head, new
+
+
 @dataclass(frozen=True)
-class FanInSum(Layer):
+class FanInSum(_FanIn):
     """The branches' features add: their kernels add (Novak et al. 2020, FanInSum).
 
     The rule holds for branches independent given the inputs, as in a residual block where
@@ -633,7 +830,7 @@ class FanInSum(Layer):
 
 
 @dataclass(frozen=True)
-class FanInConcat(Layer):
+class FanInConcat(_FanIn):
     """The branches' features are concatenated: the kernels average, weighted by the
     branches' widths where every branch declares one (a following Dense sums over all
     features), else equally (the sampler gives every undeclared layer the same width).
@@ -668,6 +865,11 @@ class Serial(Layer):
             k = layer.apply(k)
         return k
 
+    def lower(self, comp, reg, d):
+        for layer in self.children:
+            reg, d = layer.lower(comp, reg, d)
+        return reg, d
+
     def layers(self):
         return tuple(x for layer in self.children for x in layer.layers())
 
@@ -687,6 +889,12 @@ class Parallel(Layer):
             raise ArchitectureError(f"parallel has {len(self.children)} layers but gets "
                                     f"{len(ks)} branches")
         return tuple(layer.apply(b) for layer, b in zip(self.children, ks))
+
+    def lower(self, comp, reg, d):
+        if not isinstance(reg, tuple) or len(reg) != len(self.children):
+            self.apply(d)  # raises the ArchitectureError that says what is wrong
+        out = [layer.lower(comp, r, x) for layer, r, x in zip(self.children, reg, d)]
+        return tuple(r for r, _ in out), tuple(x for _, x in out)
 
     def __repr__(self):
         return f"parallel({', '.join(map(repr, self.children))})"
@@ -723,6 +931,27 @@ def deep_network(phi: object, depth: int, weight_var: float, bias_var: float) ->
         raise ArchitectureError("depth must be a non-negative integer")
     dense = Dense(float(weight_var), float(bias_var))
     return serial(dense, repeat(serial(Activation(phi), dense), int(depth)))
+
+
+# --- what a network needs ---------------------------------------------------------------------
+def spatial_rank(network: Layer) -> int | None:
+    """Spatial dimensions the network's inputs have: 0 for a network of vectors (no spatial
+    layer), 1 or 2 when a window (Conv, AvgPool, Aggregate) fixes it, None when only Flatten
+    or GlobalAvgPool appear (the inputs decide)."""
+    nodes = list(network.walk())
+    ranks = {node.window_rank for node in nodes if node.window_rank is not None}
+    if len(ranks) > 1:
+        raise ArchitectureError("the network mixes 1-D and 2-D windows (filter and window "
+                                "shapes must all have the same length)")
+    if ranks:
+        return ranks.pop()
+    return None if any(node.spatial for node in nodes) else 0
+
+
+def needs_full(network: Layer) -> bool:
+    """True when some layer needs the covariance of every pair of positions (pooling,
+    aggregation); otherwise the spatially diagonal maps suffice."""
+    return any(node.needs_full for node in network.walk())
 
 
 # --- exact semantics of mixtures -------------------------------------------------------------

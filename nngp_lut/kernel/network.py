@@ -1,9 +1,10 @@
 """Networks: NNGP and NTK kernels of any composition of layers, fused or layer by layer.
 
 :class:`Network` wraps a layer of the algebra (nngp_lut/kernel/layers.py).  Its
-:meth:`~Network.kernel` compiles the layers into a program (program.py) that one Numba tile
-loop interprets, after BLAS has written the input Gram X1 X2^T into the result; the tiling,
-the memory budget and HDF5 streaming come from executor.py.  :meth:`~Network.layerwise`
+:meth:`~Network.kernel` compiles the layers into a program (compiler.py) that one Numba tile
+loop interprets (``_core/engine.py``), for vectors after BLAS has written the input Gram
+X1 X2^T into the result; the tiling, the memory budget and HDF5 streaming come from
+executor.py.  :meth:`~Network.layerwise`
 applies the layers to full matrices one after another: the readable reference that the
 fused path is tested against.
 
@@ -25,12 +26,10 @@ from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
 from ..errors import DataError, LayerwiseWarning, ParameterError
 from . import executor
-from .layers import Layer, check_readout, exact_form, readout_points
+from .compiler import NotFusable, compile_network, engine_inputs, run
+from .layers import Layer, check_readout, exact_form, needs_full, readout_points, spatial_rank
 from .layers import deep_network as _deep_layers
-from .program import NotFusable, compile_network, run_program
-from .record import input_kernels
-from .spatial import as_spatial_inputs, input_record, needs_full, spatial_rank
-from .spatial_program import compile_spatial, run_spatial
+from .spatial import as_spatial_inputs, input_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,8 +104,6 @@ class Network:
         return x1, x2, False
 
     def _record(self, x1, x2, ntk, pairs):
-        if self.rank == 0:
-            return input_kernels(x1, x2, ntk=ntk, pairs=pairs)
         return input_record(x1, x2, ntk=ntk, pairs=pairs, full=self.full_spatial)
 
     def _walk(self, k, kinds, all_depths, pairs):
@@ -194,26 +191,15 @@ class Network:
         n_layers = len(wanted) * len(kinds)
         slot = {depth: tuple(s * len(kinds) + kinds.index(k) if k in kinds else -1
                              for k in KINDS) for s, depth in enumerate(wanted)}
-        with_ntk = "ntk" in kinds
-        if self.rank != 0:  # images, sequences, graphs: the spatial engine
-            try:
-                prog = compile_spatial(self.exact_layer, x1, None if same else x2, slot, with_ntk,
-                                       self.full_spatial)
-            except NotFusable as exc:
-                phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
-            else:
-                phases = [self._spatial_phase(prog, x1, x2, same, kinds, wanted)]
-            return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows,
-                                progress, get, stacked)
-        d1 = input_kernels(x1, ntk=with_ntk, pairs=False)
-        d2 = d1 if same else input_kernels(x2, ntk=with_ntk, pairs=False)
         try:
-            prog = compile_network(self.exact_layer, d1, d2, slot, with_ntk)
+            prog = compile_network(self.exact_layer, x1, None if same else x2, slot,
+                                   "ntk" in kinds, self.full_spatial)
         except NotFusable as exc:
             phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
         else:
-            phases = [self._gram_phase(x1, x2, same, gram),
-                      self._program_phase(prog, x1, same, kinds, wanted)]
+            phases = [self._engine_phase(prog, x1, x2, same, kinds, wanted)]
+            if prog.gram:  # BLAS writes X1 X2^T where the program's input op reads it
+                phases.insert(0, self._gram_phase(x1, x2, same, gram))
         return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows, progress,
                             get, stacked)
 
@@ -241,29 +227,15 @@ class Network:
         return phase
 
     @staticmethod
-    def _program_phase(prog, x1, same, kinds, wanted):
-        inv_d = 1.0 / x1.shape[1]
-        # The exact diagonal of a symmetric result, from the diagonal recursion.
-        diag = [getattr(prog.diag1[depth], {"nngp": "var1", "ntk": "ntk_var1"}[k])
-                for depth in wanted for k in kinds] if same else None
-
-        def phase(block, row0, r0, r1):
-            run_program(prog, block, row0, r0, r1 - r0, inv_d, 0, r0 if same else -1)
-            if same:
-                idx = np.arange(r1 - r0)
-                for layer, values in enumerate(diag):
-                    block[layer, row0 + idx, r0 + idx] = values[r0:r1]
-        return phase
-
-    @staticmethod
-    def _spatial_phase(prog, x1, x2, same, kinds, wanted):
+    def _engine_phase(prog, x1, x2, same, kinds, wanted):
+        inputs = engine_inputs(prog, x1, x2)
         # The diagonal of a symmetric result from the diagonal recursion, when the program
         # has it (else the pairs (x, x) computed it).
         diag = [prog.diag1[depth][0 if k == "nngp" else 1] for depth in wanted
                 for k in kinds] if same and prog.diag1 is not None else None
 
         def phase(block, row0, r0, r1):
-            run_spatial(prog, block, row0, r0, r1 - r0, x1, x2, r0 if same else -1)
+            run(prog, block, row0, r0, r1 - r0, inputs, r0 if same else -1)
             if diag is not None:
                 idx = np.arange(r1 - r0)
                 for layer, values in enumerate(diag):

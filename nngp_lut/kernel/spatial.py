@@ -1,4 +1,4 @@
-"""Kernel records with spatial axes, and the layer-by-layer rules of the spatial layers.
+"""Kernel records with spatial axes: their inputs, shapes and window geometry.
 
 Images are NHWC arrays (n, H, W, C) ((n, H, W): one channel), sequences and graphs
 (n, L, C).  The input record is the channel dot product over C at every pair of positions,
@@ -10,9 +10,11 @@ K_{h,h'}(x, x') = <x_h, x'_h'> / C.  A record stores per pair of inputs either
   GlobalAvgPool and Aggregate need ((H W)^2 per pair).
 
 :func:`needs_full` makes the choice from the network, as neural-tangents does, and the
-executor states its cost.  The functions below are the readable numpy reference of every
-spatial layer (NNGP, NTK and the diagonal-only records alike); the fused engine
-(``nngp_lut/_core/spatial.py``) is tested against them.
+executor states its cost.  The functions below are what the layers' rules
+(:mod:`nngp_lut.kernel.layers`, each layer's ``apply``) share: the input record, the
+per-position factors, and the box sums of windows, in numpy (NNGP, NTK and the
+diagonal-only records alike); the fused engine (``nngp_lut/_core/engine.py``) is tested
+against them.
 
 Convolution of a covariance map is a box sum over the filter's offsets D, the same offset
 on both positions (Novak et al. 2019, eq. (7)):
@@ -37,49 +39,14 @@ import math
 
 import numpy as np
 
-from .._core.interp import correlations
-from ..errors import DataError
-from .layers import (Aggregate, ArchitectureError, AvgPool, Conv, Flatten, GlobalAvgPool,
-                     check_components, normalisers)
-from .record import Kernels
+from ..errors import ArchitectureError, DataError
+from .record import Kernels, input_kernels
 
 #: Names of the spatial axes of a record, by the number of spatial dimensions.
 AXES = {1: ("length",), 2: ("height", "width")}
-#: Layers that need (or make) a record with spatial axes.
-SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten, Aggregate)
-#: Layers that need the covariance of every pair of positions.
-FULL_LAYERS = (AvgPool, GlobalAvgPool, Aggregate)
 
 
-# --- the network's spatial needs ---------------------------------------------------------------
-def spatial_rank(layer):
-    """Spatial dimensions the network's inputs have: 0 for a network of vectors (no spatial
-    layer), 1 or 2 when a Conv, AvgPool or Aggregate fixes it, None when only Flatten or
-    GlobalAvgPool appear (the inputs decide)."""
-    ranks, spatial = set(), False
-    for node in layer.walk():
-        if isinstance(node, SPATIAL_LAYERS):
-            spatial = True
-        if isinstance(node, Conv):
-            ranks.add(len(node.filter_shape))
-        elif isinstance(node, AvgPool):
-            ranks.add(len(node.window_shape))
-        elif isinstance(node, Aggregate):
-            ranks.add(1)
-    if len(ranks) > 1:
-        raise ArchitectureError("the network mixes 1-D and 2-D windows (filter and window "
-                                "shapes must all have the same length)")
-    if ranks:
-        return ranks.pop()
-    return None if spatial else 0
-
-
-def needs_full(layer):
-    """True when some layer needs the covariance of every pair of positions (pooling,
-    aggregation); otherwise the diagonal maps suffice."""
-    return any(isinstance(node, FULL_LAYERS) for node in layer.walk())
-
-
+# --- inputs ------------------------------------------------------------------------------------
 def as_spatial_inputs(x, rank, name="x"):
     """Validated float64 inputs with spatial axes: (n, H, W, C) for rank 2 ((n, H, W) gets
     one channel), (n, L, C) for rank 1; rank None takes 3-D arrays as (n, L, C) and 4-D as
@@ -121,9 +88,11 @@ def reshape_inputs(x, shape, name="x"):
 
 # --- records -----------------------------------------------------------------------------------
 def input_record(x1, x2=None, *, ntk=True, pairs=True, full=False):
-    """The record of spatial inputs: K_{h,h'}(x, x') = <x_h, x'_h'> / C (all pairs of
-    positions when ``full``, else h = h' only); NTK 0.  Arguments as
-    :func:`nngp_lut.kernel.record.input_kernels`."""
+    """The record of the inputs: K_{h,h'}(x, x') = <x_h, x'_h'> / C for spatial inputs (all
+    pairs of positions when ``full``, else h = h' only), <x, x'> / d for (n, d) vectors;
+    NTK 0.  Arguments as :func:`nngp_lut.kernel.record.input_kernels`."""
+    if x1.ndim == 2:
+        return input_kernels(x1, x2, ntk=ntk, pairs=pairs)
     ns = x1.ndim - 2
     c = x1.shape[-1]
 
@@ -191,7 +160,7 @@ def self_factors(v, k):
     return v.reshape(v.shape + one), v.reshape((v.shape[0],) + one + v.shape[1:])
 
 
-def _spatial(layer, k, rank=None):
+def require_spatial(layer, k, rank=None):
     """Check that ``layer`` gets a record with spatial axes (of ``rank`` dimensions)."""
     name = type(layer).__name__
     if not k.axes:
@@ -204,7 +173,7 @@ def _spatial(layer, k, rank=None):
     return len(k.axes)
 
 
-def _full(layer, k):
+def require_full(layer, k):
     if not k.full_spatial:
         raise ArchitectureError(f"{type(layer).__name__} needs the covariance of every pair "
                                 "of positions: make the input record with full=True "
@@ -251,7 +220,7 @@ def _box(m, axes, idx):
     return total
 
 
-def _conv_mean(m, nb, k, idxs):
+def conv_mean(m, nb, k, idxs):
     """The mean over the filter's offsets of field ``m`` (nb batch axes)."""
     if m is None:
         return None
@@ -261,7 +230,7 @@ def _conv_mean(m, nb, k, idxs):
     return m / math.prod(i.shape[1] for i in idxs)
 
 
-def _pool_mean(m, nb, k, idxs):
+def pool_mean(m, nb, k, idxs):
     """The mean over each position's own window (both positions independently)."""
     if m is None:
         return None
@@ -272,158 +241,15 @@ def _pool_mean(m, nb, k, idxs):
     return m / math.prod(i.shape[1] for i in idxs) ** 2
 
 
-def _indices(k, window, stride, padding):
+def window_indices(k, window, stride, padding):
+    """The window tables of every spatial axis of a record."""
     return [window_index(n, w, s, padding)
             for n, w, s in zip(spatial_shape(k), window, stride)]
 
 
-# --- the layers' rules -------------------------------------------------------------------------
-def conv_apply(layer, k):
-    """Conv on a spatial record (module docstring; Novak et al. 2019, eq. (7))."""
-    _spatial(layer, k, len(layer.filter_shape))
-    idxs = _indices(k, layer.filter_shape, layer.stride, layer.padding)
-    w, b = layer.weight_var, layer.bias
-
-    def box(m, nb):
-        return _conv_mean(m, nb, k, idxs)
-
-    bv1, bv2 = box(k.var1, 1), box(k.var2, 1)
-    bk = box(k.nngp, 2)
-    out = dict(var1=b + w * bv1, var2=b + w * bv2, nngp=None if bk is None else b + w * bk,
-               is_gaussian=True, mixture=False, width=layer.width)
-    if k.has_ntk:
-        if layer.parameterization == "ntk":
-            a, c = w, b
-        else:  # neural-tangents' standard NTK: the filter's fan-in times the mean box
-            if k.width is None:
-                raise ArchitectureError("the standard parameterisation's NTK needs the input "
-                                        "channels of every Conv: give the previous layer a "
-                                        "width")
-            a = float(k.width * math.prod(layer.filter_shape))
-            c = 0.0 if layer.bias_var is None else 1.0
-        out.update(ntk_var1=a * bv1 + c + w * box(k.ntk_var1, 1),
-                   ntk_var2=a * bv2 + c + w * box(k.ntk_var2, 1),
-                   ntk=None if k.ntk is None else a * bk + c + w * box(k.ntk, 2))
-    return k.replace(**out)
-
-
-def _map_fields(k, fn, **changes):
+def map_fields(k, fn, **changes):
     """Apply fn(field, batch axes) to every array field of a record."""
     out = {f: (None if getattr(k, f) is None else fn(getattr(k, f), nb))
            for f, nb in (("nngp", 2), ("ntk", 2), ("var1", 1), ("var2", 1),
                          ("ntk_var1", 1), ("ntk_var2", 1))}
     return k.replace(**out, **changes)
-
-
-def avgpool_apply(layer, k):
-    """AvgPool (normalize_edges=False: divided by the full window everywhere)."""
-    _spatial(layer, k, len(layer.window_shape))
-    _full(layer, k)
-    idxs = _indices(k, layer.window_shape, layer.stride, layer.padding)
-    return _map_fields(k, lambda m, nb: _pool_mean(m, nb, k, idxs))
-
-
-def global_avgpool_apply(layer, k):
-    """GlobalAvgPool: the mean over every pair of positions; gives a vector record."""
-    _spatial(layer, k)
-    _full(layer, k)
-    ns = len(k.axes)
-    return _map_fields(k, lambda m, nb: m.mean(axis=tuple(range(nb, nb + 2 * ns))),
-                       axes=(), full_spatial=False)
-
-
-def flatten_apply(layer, k):
-    """Flatten: the mean over positions of the diagonal maps K_{h,h}; a vector record of
-    H W C features."""
-    _spatial(layer, k)
-    ns = len(k.axes)
-    p = math.prod(spatial_shape(k))
-
-    def trace(m, nb):
-        if k.full_spatial:
-            m = np.diagonal(m.reshape(m.shape[:nb] + (p, p)), axis1=-2, axis2=-1)
-            return m.mean(axis=-1)
-        return m.mean(axis=tuple(range(nb, nb + ns)))
-
-    # Each feature follows one position: a mixture of the positions' Gaussians.
-    return _map_fields(k, trace, axes=(), full_spatial=False, mixture=k.mixture or p > 1,
-                       width=None if k.width is None else k.width * p)
-
-
-def aggregate_apply(layer, k):
-    """Aggregate: K' = A K A^T over the nodes (both positions of the full covariance)."""
-    _spatial(layer, k, 1)
-    _full(layer, k)
-    nodes = spatial_shape(k)[0]
-    if nodes != layer.nodes:
-        raise ArchitectureError(f"Aggregate's adjacency has {layer.nodes} nodes but its "
-                                f"inputs have {nodes}")
-    a = layer.dense()
-
-    def both(m, nb):
-        return np.einsum("hk,...kl,gl->...hg", a, m, a)
-
-    return _map_fields(k, both)
-
-
-def activation_apply(table, k):
-    """Activation on a spatial record: F_phi at every pair of positions with the
-    positions' own variances (Lee et al. 2018, eq. (5), applied entrywise)."""
-    if not k.is_gaussian:
-        raise ArchitectureError("an Activation needs Gaussian inputs: put a Dense or Conv "
-                                "before it (the network's inputs are not Gaussian)")
-    check_components(k)
-    d1, d2 = positional(k.var1, k), positional(k.var2, k)
-
-    def self_rule(var, d, fn, moment):
-        if not k.full_spatial:
-            return moment(var)
-        qa, qb = self_factors(d, k)
-        return fn(qa, qb, correlations(var, np.sqrt(qa * qb)))
-
-    out = dict(var1=self_rule(k.var1, d1, table.F, table.second_moment),
-               var2=self_rule(k.var2, d2, table.F, table.second_moment), is_gaussian=False)
-    if k.nngp is not None:
-        q1, q2 = pair_factors(d1, d2, k)
-        rho = correlations(k.nngp, np.sqrt(q1 * q2))
-        out["nngp"] = table.F(q1, q2, rho)
-    if k.has_ntk:
-        out.update(ntk_var1=self_rule(k.var1, d1, table.dF, table.derivative_second_moment)
-                   * k.ntk_var1,
-                   ntk_var2=self_rule(k.var2, d2, table.dF, table.derivative_second_moment)
-                   * k.ntk_var2)
-        if k.ntk is not None:
-            out["ntk"] = table.dF(q1, q2, rho) * k.ntk
-    return k.replace(**out)
-
-
-def layernorm_apply(layer, k):
-    """LayerNorm on a spatial record: each position divided by its own standard deviation
-    (over="channels") or all by the root mean variance over positions (over="all")."""
-    if layer.over == "space":
-        raise ArchitectureError("LayerNorm(over='space') normalises each channel over "
-                                "finitely many positions, whose mean square does not "
-                                "concentrate: it has no Gaussian infinite-width kernel; use "
-                                "over='channels' or over='all'")
-    if not k.is_gaussian:
-        raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
-                                "a Dense or Conv (or a sum of their outputs)")
-    ns = len(k.axes)
-    d1, d2 = positional(k.var1, k), positional(k.var2, k)
-    if layer.over == "all":  # one factor per input: the mean variance over positions
-        axes = tuple(range(1, 1 + ns))
-        s1 = np.broadcast_to(normalisers(d1.mean(axis=axes, keepdims=True)), d1.shape)
-        s2 = np.broadcast_to(normalisers(d2.mean(axis=axes, keepdims=True)), d2.shape)
-    else:
-        s1, s2 = normalisers(d1), normalisers(d2)
-    p1, p2 = pair_factors(s1, s2, k)
-    a1, b1 = self_factors(s1, k)
-    a2, b2 = self_factors(s2, k)
-    out = dict(var1=k.var1 * a1 * b1, var2=k.var2 * a2 * b2)
-    if k.nngp is not None:
-        out["nngp"] = k.nngp * p1 * p2
-    if k.has_ntk:
-        out.update(ntk_var1=k.ntk_var1 * a1 * b1, ntk_var2=k.ntk_var2 * a2 * b2)
-        if k.ntk is not None:
-            out["ntk"] = k.ntk * p1 * p2
-    return k.replace(**out)

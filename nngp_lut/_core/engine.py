@@ -1,0 +1,576 @@
+"""The fused engine: one Numba loop that interprets a compiled network on a tile of pairs.
+
+A network of the layer algebra compiles (nngp_lut/kernel/compiler.py) into a short
+program of ops on registers (one register per live branch).  A register holds, for a block
+of J pairs (one row input, J column inputs), the pair's whole map: NNGP and NTK side by
+side, with entry e of column jj at [e * J + jj], so every loop's innermost axis is the J
+contiguous pairs (SIMD) and the block stays in cache across the layers; nothing of size
+(n1, n2, P) is ever made.  The map is
+
+* one entry for vectors of features (P = 1: fully connected networks, and every network
+  after its Flatten or GlobalAvgPool),
+* the spatially diagonal map K_{h,h}(x, x') (P = H W entries), or
+* the full covariance K_{h,h'}(x, x') (P^2 entries), which pooling and aggregation need.
+
+Rows of a tile are spread over the cores by ``prange``.  Convolution is a box sum over the
+filter's offsets, separable over the axes (2 k adds per entry for a k x k filter); pooling
+sums each position over its own window (four passes on a full map).
+
+An activation has two look-ups:
+
+* ``slice``: F = sqrt(D_i D_j) * s_l(rho), with s_l a 1-D table of the normalised F in
+  y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (rho = y sqrt(2 - y^2)).  Exact when every
+  input has the same variance at layer l (s_l is the table's slice at that variance) and
+  for homogeneous phi (s_l = s for every layer and variance).  y costs two square roots, is
+  an analytic function of theta = arccos rho (so relu's kink at rho = 1 is smooth in it),
+  and is uniform-grid friendly.
+* ``general``: F from the 2-D table where q_i == q_j and the 3-D table otherwise.
+
+The activation's loops are split into square roots (SIMD), look-ups (a gather, scalar) and
+scaling (SIMD), which the compiler vectorises only when they are separate loops (3.5x faster
+than fused, measured).
+
+References
+----------
+Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eqs. (4)-(5).
+Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+Processes", ICLR 2019, eq. (7); Arora et al., "On Exact Computation with an Infinitely
+Wide Neural Net", NeurIPS 2019, section 4.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .config import INTERP_POINTS, JIT, JIT_PARALLEL
+from .interp import blend, correlation, interp2, interp3, kappa_of, theta_of, warp_mixed
+
+# Op codes (one row of ``ops``: the fields OPF_*).  INPUT and ACTIVATION end with the affine
+# step of a Dense (params as AFFINE; the identity (1, 0, 0, 0) when none follows): the
+# compiler folds a Dense into them, which saves a pass over the registers.
+OP_INPUT = 0  # K[a] = <x1_h, x2_h'> / C (or the Gram in out[b] / C when b >= 0), Theta = 0
+OP_AFFINE = 1  # Theta = p2 K + p3 + p0 Theta;  K = p1 + p0 K  (a Dense: per position)
+OP_CONV = 2  # K = p1 + p0 box(K);  Theta = p2 box(K) + p3 + p0 box(Theta)
+OP_POOL = 3  # K, Theta = the mean over each position's window (full maps)
+OP_ACTIVATION = 4  # K = F(q_i, q_j, rho), Theta *= Fdot (slice c, or -1: the table)
+OP_NORMALIZE = 5  # K, Theta *= v_i v_j (per-position vectors at OPF_VEC)
+OP_FLATTEN = 6  # K, Theta = the mean of the diagonal entries (h = h')
+OP_GLOBAL_POOL = 7  # K, Theta = the mean of every entry (full maps)
+OP_AGGREGATE = 8  # K, Theta = A K A^T over the nodes (full maps)
+OP_COPY = 9  # register b = register a
+OP_ADD = 10  # register b += register a
+OP_SCALE = 11  # register a *= p0
+OP_OUTPUT = 12  # out[b] = K[a][0] (b >= 0), out[c] = Theta[a][0] (c >= 0)
+
+# Fields of an op row.
+OPF_CODE, OPF_A, OPF_B, OPF_C = 0, 1, 2, 3
+OPF_H, OPF_W = 4, 5  # input spatial shape (1-D: W = 1; vectors: 1, 1)
+OPF_HO, OPF_WO = 6, 7  # output spatial shape
+OPF_IY, OPF_IX = 8, 9  # offsets of the height and width window tables in ``windows``
+OPF_VEC = 10  # offset of the op's per-position vectors in ``rows`` / ``cols``
+OP_FIELDS = 11
+#: params of an op without an affine step.
+IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0)
+
+@njit(**JIT)
+def slice_coefficients(values):
+    """Per-interval cubic coefficients (Horner, in t = local coordinate in [0, 1]) of the
+    4-point Lagrange interpolant of ``values`` on the uniform y grid (one-sided at the ends).
+    Returns an (M, 4) array for M = values.size - 1 intervals."""
+    m = values.size - 1
+    c = np.empty((m, 4))
+    for i in range(m):
+        j = min(max(i, 1), m - 2)  # stencil j-1 .. j+2
+        t0 = float(i - j)  # the interval starts at t0 in stencil coordinates
+        f0, f1, f2, f3 = values[j - 1], values[j], values[j + 1], values[j + 2]
+        # Newton form on nodes -1, 0, 1, 2, then re-expanded around t0.
+        d1 = f1 - f0
+        d2 = (f2 - 2.0 * f1 + f0) / 2.0
+        d3 = (f3 - 3.0 * f2 + 3.0 * f1 - f0) / 6.0
+        # p(t) = f0 + d1 (t+1) + d2 (t+1) t + d3 (t+1) t (t-1); shift t = t0 + s.
+        a3 = d3
+        a2 = d2 + d3 * (3.0 * t0)
+        a1 = d1 + d2 * (2.0 * t0 + 1.0) + d3 * (3.0 * t0 * t0 - 1.0)
+        a0 = f0 + d1 * (t0 + 1.0) + d2 * (t0 + 1.0) * t0 + d3 * (t0 + 1.0) * t0 * (t0 - 1.0)
+        c[i, 0] = a0
+        c[i, 1] = a1
+        c[i, 2] = a2
+        c[i, 3] = a3
+    return c
+
+@njit(**JIT)
+def _row_of(p, half, nr, triangle):
+    """Row of prange step p, half 0 or 1: on a triangle rows p and nr - 1 - p pair up (equal
+    work per step); -1 when there is no such row."""
+    p = np.int64(p)  # prange indices are unsigned
+    if half == 0:
+        return p
+    q = np.int64(nr) - 1 - p
+    return q if triangle and q != p else -1
+
+
+@njit(**JIT)
+def _row_end(i, nc, diag_offset):
+    """Columns of row i: all, or on a diagonal block only j <= i + diag_offset (the upper
+    triangle is mirrored afterwards)."""
+    return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
+
+
+@njit(**JIT)
+def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa,
+                        wb, wc):
+    theta = theta_of(rho)
+    if q1 == q2:
+        return interp2(f_n, x0, dx, math.log(q1), blend(theta, kappa_of(q1), lin2), wa, wb)
+    if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
+        q1, q2 = q2, q1
+    w = warp_mixed(theta, warp3 * math.sqrt(q2))
+    if sqrt_axis:
+        return interp3(f3, x30, dx3, math.sqrt(q1), math.sqrt(q2), w, wa, wb, wc)
+    return interp3(f3, x30, dx3, math.log(q1), math.log(q2), w, wa, wb, wc)
+
+@njit(**JIT)
+def _cubic(sl, k, t):
+    return sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+
+# A window table in ``windows`` at offset b: [k, stride, tptr[0..k], (lo, hi, start) per
+# segment]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output positions
+# lo <= o < hi read input position start + (o - lo) * stride (runs without an edge or a
+# wrap-around; zero padding is the positions no segment covers).
+
+
+@njit(**JIT)
+def _pass1(src, dst, outer, n_out, inner, n_in, win, b):
+    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner)."""
+    k = win[b]
+    stride = win[b + 1]
+    seg0 = b + 3 + k
+    for e in range(outer * n_out * inner):
+        dst[e] = 0.0
+    for p in range(outer):
+        for t in range(k):
+            for sg in range(win[b + 2 + t], win[b + 3 + t]):
+                lo = win[seg0 + 3 * sg]
+                hi = win[seg0 + 3 * sg + 1]
+                st = win[seg0 + 3 * sg + 2]
+                for o in range(lo, hi):
+                    db = (p * n_out + o) * inner
+                    sb = (p * n_in + st + (o - lo) * stride) * inner
+                    for q in range(inner):
+                        dst[db + q] += src[sb + q]
+
+
+@njit(**JIT)
+def _pass2(src, dst, outer, n_out, mid, n_in, inner, win, b):
+    """dst[p, o1, m, o2, q] = sum_t src[p, idx(o1, t), m, idx(o2, t), q]: one axis of both
+    positions of a full map shifted by the same offset (the convolution's)."""
+    k = win[b]
+    stride = win[b + 1]
+    seg0 = b + 3 + k
+    for e in range(outer * n_out * mid * n_out * inner):
+        dst[e] = 0.0
+    for p in range(outer):
+        for t in range(k):
+            for s1 in range(win[b + 2 + t], win[b + 3 + t]):
+                lo1 = win[seg0 + 3 * s1]
+                hi1 = win[seg0 + 3 * s1 + 1]
+                st1 = win[seg0 + 3 * s1 + 2]
+                for o1 in range(lo1, hi1):
+                    i1 = st1 + (o1 - lo1) * stride
+                    for m in range(mid):
+                        for s2 in range(win[b + 2 + t], win[b + 3 + t]):
+                            lo2 = win[seg0 + 3 * s2]
+                            hi2 = win[seg0 + 3 * s2 + 1]
+                            st2 = win[seg0 + 3 * s2 + 2]
+                            db = (((p * n_out + o1) * mid + m) * n_out + lo2) * inner
+                            sb = (((p * n_in + i1) * mid + m) * n_in + st2) * inner
+                            if inner == 1 and stride == 1:  # contiguous run (SIMD)
+                                for o2 in range(hi2 - lo2):
+                                    dst[db + o2] += src[sb + o2]
+                            else:
+                                for o2 in range(hi2 - lo2):
+                                    d2 = db + o2 * inner
+                                    s2b = sb + o2 * stride * inner
+                                    for q in range(inner):
+                                        dst[d2 + q] += src[s2b + q]
+
+
+@njit(**JIT)
+def _box(src, tmp, dst, op, win, full, nj):
+    """The box sum of a convolution (not yet divided by the filter size): src -> dst,
+    through tmp; nj pairs per entry."""
+    h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+    if full:  # (h, w, h, w) -> (ho, w, ho, w) -> (ho, wo, ho, wo)
+        _pass2(src, tmp, 1, ho, w, h, w * nj, win, op[OPF_IY])
+        _pass2(tmp, dst, ho, wo, ho, w, nj, win, op[OPF_IX])
+    else:  # (h, w) -> (ho, w) -> (ho, wo)
+        _pass1(src, tmp, 1, ho, w * nj, h, win, op[OPF_IY])
+        _pass1(tmp, dst, ho, wo, nj, w, win, op[OPF_IX])
+
+
+@njit(**JIT)
+def _pool(src, tmp, dst, op, win, nj):
+    """Each position of a full map summed over its own window: four passes, ending in
+    dst (not yet divided by the window size squared)."""
+    h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+    iy, ix = op[OPF_IY], op[OPF_IX]
+    _pass1(src, tmp, 1, ho, w * h * w * nj, h, win, iy)  # (ho, w, h, w)
+    _pass1(tmp, dst, ho, wo, h * w * nj, w, win, ix)  # (ho, wo, h, w)
+    _pass1(dst, tmp, ho * wo, ho, w * nj, h, win, iy)  # (ho, wo, ho, w)
+    _pass1(tmp, dst, ho * wo * ho, wo, nj, w, win, ix)  # (ho, wo, ho, wo)
+
+
+@njit(**JIT)
+def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
+    """dst = A src A^T for (n, n) maps (nj pairs per entry) and A in CSR form."""
+    for e in range(n * n * nj):
+        tmp[e] = 0.0
+    for h in range(n):  # tmp = A src
+        for e in range(ptr[h], ptr[h + 1]):
+            kb = idx[e] * n * nj
+            v = val[e]
+            hb = h * n * nj
+            for g in range(n * nj):
+                tmp[hb + g] += v * src[kb + g]
+    for e in range(n * n * nj):
+        dst[e] = 0.0
+    for h in range(n):  # dst = tmp A^T
+        for g in range(n):
+            db = (h * n + g) * nj
+            for e in range(ptr[g], ptr[g + 1]):
+                v = val[e]
+                sb = (h * n + idx[e]) * nj
+                for q in range(nj):
+                    dst[db + q] += v * tmp[sb + q]
+
+
+@njit(**JIT)
+def _affine(ka, ta, n, p, with_ntk):
+    """The affine step of a Dense on n entries: Theta = p2 K + p3 + p0 Theta, K = p1 + p0 K
+    (nothing for the identity)."""
+    w = p[0]
+    b = p[1]
+    ak = p[2]
+    c = p[3]
+    if w == 1.0 and b == 0.0 and ak == 0.0 and c == 0.0:
+        return
+    if with_ntk:
+        for e in range(n):
+            ta[e] = ak * ka[e] + c + w * ta[e]
+    for e in range(n):
+        ka[e] = b + w * ka[e]
+
+
+@njit(**JIT)
+def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, with_ntk):
+    """The slice activation on the full map of one pair (n positions): rows of the map
+    (one row position h) as the inner loops."""
+    for h in range(n):
+        r_inv = rows[ri, v + h]
+        b = h * n
+        for g in range(n):
+            rho = correlation(ka[b + g], r_inv * cols_t[v + g, j])
+            s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+        for g in range(n):
+            u = (s1[g] + 1.0) * 0.5 * m
+            kc = min(int(u), m - 1)
+            cell[g] = kc
+            s1[g] = u - kc
+        for g in range(n):
+            s2[g] = _cubic(sf, cell[g], s1[g])
+        rs = rows[ri, v + n + h]
+        for g in range(n):
+            ka[b + g] = s2[g] * rs * cols_t[v + n + g, j]
+        if with_ntk:
+            re = rows[ri, v + 2 * n + h]
+            for g in range(n):
+                ta[b + g] *= _cubic(sd, cell[g], s1[g]) * re * cols_t[v + 2 * n + g, j]
+
+
+@njit(**JIT)
+def _activation(ka, ta, s1, s2, cell, wa, wb, wc, n_in, full, nj, ri, j0, v, sl, p, rows,
+                cols_t, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
+                sqrt_axis, warp3, with_ntk):
+    """OP_ACTIVATION on a block, then the affine step ``p`` folded into its scaling loop.
+
+    Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice ``sl``)
+    or q (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  Three
+    loops over the block's entries: rho -> slice cell (or the table's value), the look-ups,
+    then the scaling."""
+    m = slices_f.shape[1]
+    if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
+        _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
+                        slices_f[sl], slices_df[sl], m, with_ntk)
+        _affine(ka, ta, n_in * n_in, p, with_ntk)
+        return
+    for h in range(n_in if full else 1):
+        for g in range(n_in):
+            hr = h if full else g  # the row input's position
+            base = ((h * n_in + g) if full else g) * nj
+            if sl >= 0:
+                r_inv = rows[ri, v + hr]
+                for q in range(nj):
+                    rho = correlation(ka[base + q], r_inv * cols_t[v + g, j0 + q])
+                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                    u = (y + 1.0) * 0.5 * m
+                    kc = min(int(u), m - 1)
+                    cell[base + q] = kc
+                    s1[base + q] = u - kc
+            else:
+                qa = rows[ri, v + hr]
+                for q in range(nj):
+                    qb = cols_t[v + g, j0 + q]
+                    rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
+                    s2[base + q] = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3,
+                                                       sqrt_axis, warp3, qa, qb, rho, wa, wb,
+                                                       wc)
+                    if with_ntk:
+                        s1[base + q] = _general_normalized(df_n, x0, dx, lin2, df3, x30, dx3,
+                                                           sqrt_axis, warp3, qa, qb, rho, wa,
+                                                           wb, wc)
+    n_e = (n_in * n_in if full else n_in) * nj
+    if sl >= 0:
+        sf = slices_f[sl]
+        sd = slices_df[sl]
+        for e in range(n_e):
+            fr = s1[e]
+            if with_ntk:
+                s1[e] = _cubic(sd, cell[e], fr)
+            s2[e] = _cubic(sf, cell[e], fr)
+    # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step (w, b, a, c).
+    w = p[0]
+    b = p[1]
+    ak = p[2]
+    c = p[3]
+    for h in range(n_in if full else 1):
+        for g in range(n_in):
+            hr = h if full else g
+            base = ((h * n_in + g) if full else g) * nj
+            rs = rows[ri, v + n_in + hr]
+            cs = cols_t[v + n_in + g]
+            if with_ntk:
+                re = rows[ri, v + 2 * n_in + hr]
+                ce = cols_t[v + 2 * n_in + g]
+                for q in range(nj):
+                    f = s2[base + q] * rs * cs[j0 + q]
+                    ta[base + q] = ak * f + c + w * (ta[base + q] * s1[base + q] * re
+                                                     * ce[j0 + q])
+                    ka[base + q] = b + w * f
+            else:
+                for q in range(nj):
+                    ka[base + q] = b + w * (s2[base + q] * rs * cs[j0 + q])
+
+
+@njit(**JIT)
+def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
+               n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
+               slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
+               with_ntk):
+    """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
+    a plain (not parallel) function, which the compiler optimises as a whole."""
+    n_ops = ops.shape[0]
+    for o in range(n_ops):
+        op = ops[o]
+        code = op[OPF_CODE]
+        ka = kk[op[OPF_A]]
+        ta = tt[op[OPF_A]]
+        n_in = op[OPF_H] * op[OPF_W]
+        n_out = op[OPF_HO] * op[OPF_WO]
+        e_in = (n_in * n_in if full else n_in) * nj
+        e_out = (n_out * n_out if full else n_out) * nj
+        if code == OP_INPUT:
+            inv_c = 1.0 / n_chan
+            if op[OPF_B] >= 0:  # the inner products are in out[b] already (BLAS)
+                for q in range(nj):
+                    ka[q] = out[op[OPF_B], oi, j0 + q] * inv_c
+            else:
+                for h in range(n_pos):
+                    for g in range(n_pos if full else 1):
+                        pos2 = g if full else h
+                        base = ((h * n_pos + g) if full else h) * nj
+                        for q in range(nj):
+                            ka[base + q] = 0.0
+                        for c in range(n_chan):
+                            xv = x1[ri, h * n_chan + c] * inv_c
+                            col = pos2 * n_chan + c
+                            for q in range(nj):
+                                ka[base + q] += xv * x2t[col, j0 + q]
+            if with_ntk:
+                for e in range(e_out):
+                    ta[e] = 0.0
+            _affine(ka, ta, e_out, params[o], with_ntk)
+        elif code == OP_AFFINE:
+            _affine(ka, ta, e_out, params[o], with_ntk)
+        elif code == OP_CONV:
+            inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
+            w = params[o, 0] * inv
+            b = params[o, 1]
+            _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
+            if with_ntk:
+                ak = params[o, 2] * inv
+                c = params[o, 3]
+                _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
+                for e in range(e_out):
+                    ta[e] = ak * s2[e] + c + w * ka[e]
+            for e in range(e_out):
+                ka[e] = b + w * s2[e]
+        elif code == OP_POOL:
+            inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
+            _pool(ka, s1, s2, op, win, nj)
+            for e in range(e_out):
+                ka[e] = s2[e] * inv
+            if with_ntk:
+                _pool(ta, s1, s2, op, win, nj)
+                for e in range(e_out):
+                    ta[e] = s2[e] * inv
+        elif code == OP_ACTIVATION:
+            _activation(ka, ta, s1, s2, cell, wa, wb, wc, n_in, full, nj, ri, j0,
+                        op[OPF_VEC], op[OPF_C], params[o], rows, cols_t, slices_f, slices_df,
+                        f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3,
+                        with_ntk)
+        elif code == OP_NORMALIZE:
+            v = op[OPF_VEC]
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g
+                    base = ((h * n_in + g) if full else g) * nj
+                    r = rows[ri, v + hr]
+                    cv = cols_t[v + g]
+                    for q in range(nj):
+                        f = r * cv[j0 + q]
+                        ka[base + q] *= f
+                        ta[base + q] *= f
+        elif code == OP_FLATTEN or code == OP_GLOBAL_POOL:
+            for q in range(nj):
+                rr[q] = 0.0
+                yy[q] = 0.0
+            if code == OP_FLATTEN:
+                cnt = n_in
+                for h in range(n_in):
+                    base = ((h * n_in + h) if full else h) * nj
+                    for q in range(nj):
+                        rr[q] += ka[base + q]
+                    if with_ntk:
+                        for q in range(nj):
+                            yy[q] += ta[base + q]
+            else:
+                cnt = n_in * n_in
+                for h in range(cnt):
+                    for q in range(nj):
+                        rr[q] += ka[h * nj + q]
+                if with_ntk:
+                    for h in range(cnt):
+                        for q in range(nj):
+                            yy[q] += ta[h * nj + q]
+            for q in range(nj):
+                ka[q] = rr[q] / cnt
+                ta[q] = yy[q] / cnt
+        elif code == OP_AGGREGATE:
+            _aggregate(ka, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
+            for e in range(e_in):
+                ka[e] = s2[e]
+            if with_ntk:
+                _aggregate(ta, s1, s2, n_in, agg_ptr, agg_idx, agg_val, nj)
+                for e in range(e_in):
+                    ta[e] = s2[e]
+        elif code == OP_COPY:
+            kb = kk[op[OPF_B]]
+            tb = tt[op[OPF_B]]
+            for e in range(e_in):
+                kb[e] = ka[e]
+            if with_ntk:
+                for e in range(e_in):
+                    tb[e] = ta[e]
+        elif code == OP_ADD:
+            kb = kk[op[OPF_B]]
+            tb = tt[op[OPF_B]]
+            for e in range(e_in):
+                kb[e] += ka[e]
+            if with_ntk:
+                for e in range(e_in):
+                    tb[e] += ta[e]
+        elif code == OP_SCALE:
+            g0 = params[o, 0]
+            for e in range(e_in):
+                ka[e] *= g0
+            if with_ntk:
+                for e in range(e_in):
+                    ta[e] *= g0
+        elif code == OP_OUTPUT:
+            if op[OPF_B] >= 0:
+                for q in range(nj):
+                    out[op[OPF_B], oi, j0 + q] = ka[q]
+            if op[OPF_C] >= 0:
+                for q in range(nj):
+                    out[op[OPF_C], oi, j0 + q] = ta[q]
+
+
+@njit(**JIT_PARALLEL)
+def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
+                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
+                lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, block, full,
+                with_ntk, diag_offset):
+    """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
+
+    out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
+        OP_OUTPUT writes the layers it names; an OP_INPUT with b >= 0 reads the inputs'
+        inner products from layer b (a Gram written there by BLAS).
+    row0 : index of the tile's first row in x1 and ``rows``.
+    x1 : (n1, n_pos * n_chan) the row inputs, positions then channels (NHWC order);
+    x2t : (n_pos * n_chan, n2) the column inputs, transposed (both unused with a Gram).
+    ops, params : (n_ops, OP_FIELDS) int64 and (n_ops, 4) float64, the program.
+    win : int64 window tables (see above).
+    rows, cols_t : (n1, m) and (m, n2) per-position vectors of every input, by op (at
+        OPF_VEC): activations 1/sqrt(q) (slice) or q (table), sqrt(E[phi^2]),
+        sqrt(E[phi'^2]); normalisations their factor.
+    agg_ptr, agg_idx, agg_val : the adjacency of OP_AGGREGATE (CSR).
+    slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
+        in y (see slice_coefficients).
+    f_n ... warp3 : the table that activations without a slice (c = -1) interpolate
+        directly, as in ``Table.interpolation_args`` (F and Fdot share the grids).
+    size : entries of the largest map (1, P or P^2); block : pairs per block (J); full :
+        full maps (else diagonal).
+    diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
+        panel): only j <= i + diag_offset is computed; -1 for a full tile.
+    """
+    triangle = diag_offset >= 0
+    steps = (nr + 1) // 2 if triangle else nr
+    for p in prange(steps):
+        kk = np.empty((n_regs, size * block))
+        tt = np.empty((n_regs, size * block))
+        s1 = np.empty(size * block)
+        s2 = np.empty(size * block)
+        rr = np.empty(block)
+        yy = np.empty(block)
+        cell = np.empty(size * block, dtype=np.int64)
+        wa = np.empty(INTERP_POINTS)
+        wb = np.empty(INTERP_POINTS)
+        wc = np.empty(INTERP_POINTS)
+        for half in range(2):
+            i = _row_of(p, half, nr, triangle)
+            if i < 0:
+                continue
+            oi = out_row0 + i
+            ri = row0 + i
+            ncol = _row_end(i, out.shape[2], diag_offset)
+            for j0 in range(0, ncol, block):
+                nj = min(block, ncol - j0)
+                _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1,
+                           x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr,
+                           agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3,
+                           df3, x30, dx3, sqrt_axis, warp3, full, with_ntk)
+
+
+@njit(**JIT_PARALLEL)
+def mirror_lower(a):
+    """a[..., j, i] = a[..., i, j] for j < i, in cache-sized blocks, in parallel."""
+    n = a.shape[-1]
+    b = 64
+    nb = (n + b - 1) // b
+    for layer in range(a.shape[0]):
+        for bi in prange(nb):
+            for bj in range(bi + 1):
+                for i in range(bi * b, min(n, bi * b + b)):
+                    for j in range(bj * b, min(i, bj * b + b)):
+                        a[layer, j, i] = a[layer, i, j]

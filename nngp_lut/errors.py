@@ -44,6 +44,10 @@ class DomainError(NNGPError, ValueError):
     """A variance outside the domain a table covers."""
 
 
+class NonFiniteKernel(NNGPError, FloatingPointError):
+    """A kernel with NaN or infinite entries: the variances overflow float64."""
+
+
 class NotPositiveDefinite(NNGPError, np.linalg.LinAlgError):
     """The matrix (plus the largest jitter tried) is not numerically positive definite."""
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from nngp_lut.errors import DataError, LayerwiseWarning
+from nngp_lut.errors import DataError, LayerwiseWarning, NonFiniteKernel
 from nngp_lut.kernel import (Activation, ArchitectureError, AvgPool, Conv, Dense,
                              FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
                              Identity, LayerNorm, Network, parallel, serial)
@@ -245,6 +245,18 @@ def test_layernorm_of_a_zero_input_is_an_error(vectors):
     for run in (net.kernel, net.layerwise, net.diagonal):
         with pytest.raises(DataError, match="all zero"):
             run(x)
+
+
+@pytest.mark.parametrize("shape,layer", [
+    ((6,), serial(Dense(1.0, 0.1), Dense(1.0, 0.0))),
+    ((5, 2), serial(Conv(1.0, 0.1, (2,)), Flatten(), Dense(1.0, 0.0)))])
+def test_overflowing_variances_are_an_error_not_inf(shape, layer):
+    x = np.full((3,) + shape, 1e160)  # <x, x> / d = 1e320 overflows float64
+    net = Network(layer)
+    with np.errstate(over="ignore"):
+        for run in (net.kernel, net.layerwise, net.diagonal):
+            with pytest.raises(NonFiniteKernel, match="NaN or infinite entries"):
+                run(x)
 
 
 @pytest.mark.parametrize("depth", [1, 5, 20])

@@ -368,8 +368,10 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
                with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
-    a plain (not parallel) function, which the compiler optimises as a whole."""
+    a plain (not parallel) function, which the compiler optimises as a whole.  Returns how
+    many of the values it wrote are NaN or infinite."""
     n_ops = ops.shape[0]
+    nonfinite = 0
     for o in range(n_ops):
         op = ops[o]
         code = op[OPF_CODE]
@@ -501,16 +503,19 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
             if op[OPF_B] >= 0:
                 for q in range(nj):
                     out[op[OPF_B], oi, j0 + q] = ka[q]
+                    nonfinite += not math.isfinite(ka[q])
             if op[OPF_C] >= 0:
                 for q in range(nj):
                     out[op[OPF_C], oi, j0 + q] = ta[q]
+                    nonfinite += not math.isfinite(ta[q])
+    return nonfinite
 
 
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
                 cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
                 lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, block, full,
-                with_ntk, diag_offset):
+                with_ntk, diag_offset, nonfinite):
     """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
 
     out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
@@ -533,6 +538,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         full maps (else diagonal).
     diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
         panel): only j <= i + diag_offset is computed; -1 for a full tile.
+    nonfinite : (nr,) int64, zeros on entry: how many NaN or infinite values each row wrote.
     """
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
@@ -556,10 +562,11 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
             ncol = _row_end(i, out.shape[2], diag_offset)
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
-                _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1,
-                           x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr,
-                           agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3,
-                           df3, x30, dx3, sqrt_axis, warp3, full, with_ntk)
+                nonfinite[i] += _run_block(
+                    kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t,
+                    n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
+                    slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
+                    sqrt_axis, warp3, full, with_ntk)
 
 
 @njit(**JIT_PARALLEL)

@@ -411,8 +411,11 @@ def engine_inputs(prog, x1, x2):
 
 def run(prog, out, out_row0, row0, nr, inputs, diag_offset):
     """Rows row0 .. row0 + nr - 1 of the program's kernels into out[:, out_row0:...];
-    ``inputs`` from :func:`engine_inputs`, ``diag_offset`` as ``engine_tile``."""
+    ``inputs`` from :func:`engine_inputs`, ``diag_offset`` as ``engine_tile``.  Returns how
+    many of the values written are NaN or infinite."""
+    nonfinite = np.zeros(nr, dtype=np.int64)
     _eng.engine_tile(out, out_row0, row0, nr, *inputs, prog.ops, prog.params, prog.windows,
                      prog.rows, prog.cols_t, *prog.agg, prog.slices_f, prog.slices_df,
                      *prog.table_args, prog.n_regs, prog.size, prog.block, prog.full,
-                     prog.with_ntk, diag_offset)
+                     prog.with_ntk, diag_offset, nonfinite)
+    return int(nonfinite.sum())

@@ -24,7 +24,7 @@ import numpy as np
 
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
-from ..errors import DataError, LayerwiseWarning, ParameterError
+from ..errors import DataError, LayerwiseWarning, NonFiniteKernel, ParameterError
 from . import executor
 from .compiler import NotFusable, compile_network, engine_inputs, run
 from .layers import Layer, check_readout, exact_form, needs_full, readout_points, spatial_rank
@@ -117,7 +117,7 @@ class Network:
         field = {"nngp": "nngp", "ntk": "ntk"} if pairs else {"nngp": "var1", "ntk": "ntk_var1"}
         res = tuple(np.stack([getattr(o, field[kind]) for o in outs]) for kind in kinds)
         res = res if all_depths else tuple(r[0] for r in res)
-        return res
+        return _finite(res)
 
     def layerwise(self, x1, x2=None, *, get="nngp", all_depths=False):
         """The kernel step by step on full matrices (the reference of :meth:`kernel`).
@@ -235,7 +235,8 @@ class Network:
                 for k in kinds] if same and prog.diag1 is not None else None
 
         def phase(block, row0, r0, r1):
-            run(prog, block, row0, r0, r1 - r0, inputs, r0 if same else -1)
+            if run(prog, block, row0, r0, r1 - r0, inputs, r0 if same else -1):
+                raise _nonfinite(r0, r1)
             if diag is not None:
                 idx = np.arange(r1 - r0)
                 for layer, values in enumerate(diag):
@@ -344,6 +345,21 @@ def _inputs(x1, x2):
     if x2.shape[1] != x1.shape[1]:
         raise DataError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
     return x1, x2, False
+
+
+def _nonfinite(r0=None, r1=None):
+    rows = "" if r0 is None else f" (rows {r0}..{r1 - 1})"
+    return NonFiniteKernel(f"the kernel has NaN or infinite entries{rows}: its variances "
+                           "overflow float64; scale the inputs down (standardize them), or "
+                           "lower weight_var, bias_var or the depth")
+
+
+def _finite(arrays):
+    """``arrays`` (a tuple of kernels), refused with a NonFiniteKernel if any entry is NaN
+    or infinite."""
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise _nonfinite()
+    return arrays
 
 
 def _gram_into(dest, x1, x2, r0, r1, c1, same):

@@ -289,80 +289,6 @@ def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, 
 
 
 @njit(**JIT)
-def _activation(ka, ta, s1, s2, cell, wa, wb, wc, n_in, full, nj, ri, j0, v, sl, p, rows,
-                cols_t, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
-                sqrt_axis, warp3, with_ntk):
-    """OP_ACTIVATION on a block, then the affine step ``p`` folded into its scaling loop.
-
-    Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice ``sl``)
-    or q (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  Three
-    loops over the block's entries: rho -> slice cell (or the table's value), the look-ups,
-    then the scaling."""
-    m = slices_f.shape[1]
-    if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
-        _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
-                        slices_f[sl], slices_df[sl], m, with_ntk)
-        _affine(ka, ta, n_in * n_in, p, with_ntk)
-        return
-    for h in range(n_in if full else 1):
-        for g in range(n_in):
-            hr = h if full else g  # the row input's position
-            base = ((h * n_in + g) if full else g) * nj
-            if sl >= 0:
-                r_inv = rows[ri, v + hr]
-                for q in range(nj):
-                    rho = correlation(ka[base + q], r_inv * cols_t[v + g, j0 + q])
-                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                    u = (y + 1.0) * 0.5 * m
-                    kc = min(int(u), m - 1)
-                    cell[base + q] = kc
-                    s1[base + q] = u - kc
-            else:
-                qa = rows[ri, v + hr]
-                for q in range(nj):
-                    qb = cols_t[v + g, j0 + q]
-                    rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                    s2[base + q] = _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3,
-                                                       sqrt_axis, warp3, qa, qb, rho, wa, wb,
-                                                       wc)
-                    if with_ntk:
-                        s1[base + q] = _general_normalized(df_n, x0, dx, lin2, df3, x30, dx3,
-                                                           sqrt_axis, warp3, qa, qb, rho, wa,
-                                                           wb, wc)
-    n_e = (n_in * n_in if full else n_in) * nj
-    if sl >= 0:
-        sf = slices_f[sl]
-        sd = slices_df[sl]
-        for e in range(n_e):
-            fr = s1[e]
-            if with_ntk:
-                s1[e] = _cubic(sd, cell[e], fr)
-            s2[e] = _cubic(sf, cell[e], fr)
-    # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step (w, b, a, c).
-    w = p[0]
-    b = p[1]
-    ak = p[2]
-    c = p[3]
-    for h in range(n_in if full else 1):
-        for g in range(n_in):
-            hr = h if full else g
-            base = ((h * n_in + g) if full else g) * nj
-            rs = rows[ri, v + n_in + hr]
-            cs = cols_t[v + n_in + g]
-            if with_ntk:
-                re = rows[ri, v + 2 * n_in + hr]
-                ce = cols_t[v + 2 * n_in + g]
-                for q in range(nj):
-                    f = s2[base + q] * rs * cs[j0 + q]
-                    ta[base + q] = ak * f + c + w * (ta[base + q] * s1[base + q] * re
-                                                     * ce[j0 + q])
-                    ka[base + q] = b + w * f
-            else:
-                for q in range(nj):
-                    ka[base + q] = b + w * (s2[base + q] * rs * cs[j0 + q])
-
-
-@njit(**JIT)
 def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
                n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
                slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
@@ -384,20 +310,28 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
         if code == OP_INPUT:
             inv_c = 1.0 / n_chan
             if op[OPF_B] >= 0:  # the inner products are in out[b] already (BLAS)
+                gram = out[op[OPF_B], oi]
+                w = params[o, 0] * inv_c
+                b = params[o, 1]
+                if with_ntk:
+                    ak = params[o, 2] * inv_c
+                    c = params[o, 3]
+                    for q in range(nj):
+                        ta[q] = ak * gram[j0 + q] + c
                 for q in range(nj):
-                    ka[q] = out[op[OPF_B], oi, j0 + q] * inv_c
-            else:
-                for h in range(n_pos):
-                    for g in range(n_pos if full else 1):
-                        pos2 = g if full else h
-                        base = ((h * n_pos + g) if full else h) * nj
+                    ka[q] = b + w * gram[j0 + q]
+                continue
+            for h in range(n_pos):  # the channel dot products of every pair of positions
+                for g in range(n_pos if full else 1):
+                    pos2 = g if full else h
+                    base = ((h * n_pos + g) if full else h) * nj
+                    for q in range(nj):
+                        ka[base + q] = 0.0
+                    for c in range(n_chan):
+                        xv = x1[ri, h * n_chan + c] * inv_c
+                        col = pos2 * n_chan + c
                         for q in range(nj):
-                            ka[base + q] = 0.0
-                        for c in range(n_chan):
-                            xv = x1[ri, h * n_chan + c] * inv_c
-                            col = pos2 * n_chan + c
-                            for q in range(nj):
-                                ka[base + q] += xv * x2t[col, j0 + q]
+                            ka[base + q] += xv * x2t[col, j0 + q]
             if with_ntk:
                 for e in range(e_out):
                     ta[e] = 0.0
@@ -427,10 +361,81 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                 for e in range(e_out):
                     ta[e] = s2[e] * inv
         elif code == OP_ACTIVATION:
-            _activation(ka, ta, s1, s2, cell, wa, wb, wc, n_in, full, nj, ri, j0,
-                        op[OPF_VEC], op[OPF_C], params[o], rows, cols_t, slices_f, slices_df,
-                        f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3,
-                        with_ntk)
+            # Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice
+            # sl) or q (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).
+            # Three loops over the block's entries: rho -> slice cell (or the table's
+            # value), the look-ups, then the scaling with the folded affine step p.
+            v = op[OPF_VEC]
+            sl = op[OPF_C]
+            p = params[o]
+            m = slices_f.shape[1]
+            if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
+                _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
+                                slices_f[sl], slices_df[sl], m, with_ntk)
+                _affine(ka, ta, n_in * n_in, p, with_ntk)
+                continue
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g  # the row input's position
+                    base = ((h * n_in + g) if full else g) * nj
+                    ct = cols_t[v + g, j0:j0 + nj]
+                    if sl >= 0:
+                        r_inv = rows[ri, v + hr]
+                        kb = ka[base:base + nj]
+                        cb = cell[base:base + nj]
+                        fb = s1[base:base + nj]
+                        for q in range(nj):
+                            rho = correlation(kb[q], r_inv * ct[q])
+                            y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                            u = (y + 1.0) * 0.5 * m
+                            kc = min(int(u), m - 1)
+                            cb[q] = kc
+                            fb[q] = u - kc
+                    else:
+                        qa = rows[ri, v + hr]
+                        for q in range(nj):
+                            qb = ct[q]
+                            rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
+                            s2[base + q] = _general_normalized(
+                                f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, qa, qb, rho,
+                                wa, wb, wc)
+                            if with_ntk:
+                                s1[base + q] = _general_normalized(
+                                    df_n, x0, dx, lin2, df3, x30, dx3, sqrt_axis, warp3, qa, qb,
+                                    rho, wa, wb, wc)
+            n_e = (n_in * n_in if full else n_in) * nj
+            if sl >= 0:
+                sf = slices_f[sl]
+                sd = slices_df[sl]
+                for e in range(n_e):
+                    s2[e] = _cubic(sf, cell[e], s1[e])
+                if with_ntk:
+                    for e in range(n_e):
+                        s1[e] = _cubic(sd, cell[e], s1[e])
+            # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step
+            # (w, b, a, c); row slices keep the loops simple for the vectoriser.
+            w = p[0]
+            b = p[1]
+            ak = p[2]
+            c = p[3]
+            for h in range(n_in if full else 1):
+                for g in range(n_in):
+                    hr = h if full else g
+                    base = ((h * n_in + g) if full else g) * nj
+                    ws = w * rows[ri, v + n_in + hr]
+                    cs = cols_t[v + n_in + g, j0:j0 + nj]
+                    fb = s2[base:base + nj]
+                    kb = ka[base:base + nj]
+                    if with_ntk:
+                        aks = ak * rows[ri, v + n_in + hr]
+                        we = w * rows[ri, v + 2 * n_in + hr]
+                        ce = cols_t[v + 2 * n_in + g, j0:j0 + nj]
+                        db = s1[base:base + nj]
+                        tb = ta[base:base + nj]
+                        for q in range(nj):
+                            tb[q] = aks * fb[q] * cs[q] + c + we * tb[q] * db[q] * ce[q]
+                    for q in range(nj):
+                        kb[q] = b + ws * fb[q] * cs[q]
         elif code == OP_NORMALIZE:
             v = op[OPF_VEC]
             for h in range(n_in if full else 1):
@@ -500,14 +505,13 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                 for e in range(e_in):
                     ta[e] *= g0
         elif code == OP_OUTPUT:
-            if op[OPF_B] >= 0:
-                for q in range(nj):
-                    out[op[OPF_B], oi, j0 + q] = ka[q]
-                    nonfinite += not math.isfinite(ka[q])
-            if op[OPF_C] >= 0:
-                for q in range(nj):
-                    out[op[OPF_C], oi, j0 + q] = ta[q]
-                    nonfinite += not math.isfinite(ta[q])
+            for layer, reg in ((op[OPF_B], ka), (op[OPF_C], ta)):
+                if layer >= 0:
+                    dst = out[layer, oi, j0:j0 + nj]
+                    for q in range(nj):
+                        dst[q] = reg[q]
+                    for q in range(nj):
+                        nonfinite += not math.isfinite(reg[q])
     return nonfinite
 
 

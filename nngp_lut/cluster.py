@@ -268,11 +268,14 @@ def kernel_tile(rows: tuple[int, int], cols: tuple[int, int], network: Network,
     ``Network.kernel`` to rounding.  ``depths`` stacks depths as ``Network.kernel`` does.
     """
     _one_thread()
-    xr = x1[rows[0]:rows[1]]
+    # Dask may deliver scattered inputs at an odd byte offset, where numpy's matmul leaves
+    # BLAS for its own loop and the tile differs from the in-process one in the last bit:
+    # an aligned copy of the block (cheap beside its kernel) keeps them identical.
+    xr = np.require(x1[rows[0]:rows[1]], requirements="A")
     if x2 is None and rows == cols:
         t = network.kernel(xr, get=get, depths=depths, memory=IN_RAM)
         return np.asfortranarray(t)
-    xc = (x1 if x2 is None else x2)[cols[0]:cols[1]]
+    xc = np.require((x1 if x2 is None else x2)[cols[0]:cols[1]], requirements="A")
     # K(cols, rows) in C order, transposed: the Fortran-ordered K(rows, cols) without a copy.
     t = network.kernel(xc, xr, get=get, depths=depths, memory=IN_RAM)
     return np.swapaxes(t, -1, -2)

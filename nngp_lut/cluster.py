@@ -325,7 +325,8 @@ class DaskBackend:
                 self.tiles = l_tiles
                 return
             graph = [t for _, column in tiles.factor_tasks(nt, lost, jitter) for t in column]
-            made = self._submit(graph, lambda key: l_tiles[key[1:]])
+            made = self._submit(graph, lambda key: l_tiles[key[1:]],
+                                [("l", *ij) for ij in lost])
             l_tiles.update({ij: made[("l", *ij)] for ij in lost})
             keys = {l_tiles[ij].key: ij for ij in lost}
             for future in as_completed([l_tiles[ij] for ij in lost]):
@@ -357,9 +358,10 @@ class DaskBackend:
             except CancelledError:  # the next round submits their lineage again
                 pass
 
-    def _submit(self, tasks, source):
+    def _submit(self, tasks, source, outputs):
         """Submit ``tasks`` (in a valid order) as futures with their priorities; an input
-        that no task makes is ``source(key)``.  Returns {key: future} of every task."""
+        that no task makes is ``source(key)``.  Returns {key: future} of the ``outputs``
+        only: a future held here would keep its tile on the workers after its last use."""
         submit, token, made = self.client.submit, uuid.uuid4().hex[:12], {}
         for t in tasks:
             key = f"{t.op}-{token}-" + "-".join(map(str, t.out))
@@ -371,7 +373,7 @@ class DaskBackend:
                 args = [made[k] if k in made else source(k) for k in t.inputs]
                 made[t.out] = submit(tiles.OPS[t.op], *args, *t.params,
                                      priority=t.priority, key=key)
-        return made
+        return {k: made[k] for k in outputs}
 
     def run(self, tasks, leaves, outputs):
         """The values of ``outputs``: the tasks run on the cluster, the leaves (the blocks
@@ -381,7 +383,7 @@ class DaskBackend:
                                      hash=False) if names else []
         given = dict(zip(names, blocks))
         made = self._submit(tasks, lambda key: given[key] if key in given
-                            else self.tiles[key[1:]])
+                            else self.tiles[key[1:]], outputs)
         return self.client.gather([made[k] for k in outputs])
 
     def tile(self, i, j):

@@ -340,7 +340,9 @@ class InProcess:
         todo = [(i, j) for j in range(first_panel, len(bounds))
                 for i in range(j, len(bounds)) if not self.store.has("a", i, j)]
         for count, (i, j) in enumerate(todo, 1):
-            a = np.asfortranarray(self.make_tile(bounds[i], bounds[j]), dtype=np.float64)
+            # A copy: the tasks work in place, and a tile that is already Fortran-ordered may
+            # be a view of the caller's matrix (its last row when n = 1 mod tile).
+            a = np.array(self.make_tile(bounds[i], bounds[j]), dtype=np.float64, order="F")
             self.store.put("a", i, j, a)
             if progress:
                 progress("kernel", count, len(todo))

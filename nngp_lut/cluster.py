@@ -9,20 +9,18 @@ speed.  The work is the one of :mod:`nngp_lut.linalg`, cut into tasks:
   executor.  It is a pure function of the inputs, which are scattered to every worker once
   (:meth:`Client.scatter` with ``broadcast=True``), so a lost tile is recomputed from its
   lineage.  Any :class:`~nngp_lut.kernel.Network` of the layer algebra works.
-* **The factorisation** of K + jitter I as a right-looking tile graph (Buttari et al.,
-  "A class of parallel tiled linear algebra algorithms for multicore architectures",
-  Parallel Computing 35, 2009, Algorithm 3):
-
-      for k:  L_kk = potrf(A_kk + jitter I);  L_ik = trsm(L_kk, A_ik), i > k
-              A_jj -= L_jk L_jk^T (syrk);     A_ij -= L_ik L_jk^T (gemm), i > j > k
-
-  Each tile receives its updates in the order k = 0, 1, ... with the same BLAS calls as the
-  in-process left-looking loop, so both give the same factor.  Tasks carry *priorities*
-  along the critical path (as DPLASMA and SLATE do): a task writing tile column j outranks
-  every task writing a later column, and in a column potrf > trsm > updates, so the
-  potrf -> trsm -> syrk chain that bounds the run is never starved by far-away updates.
-* **Solves** (forward and back substitution) as graphs too: each product L_jk y_k runs on
-  the worker that holds L_jk, only the (n_j x m) products move.
+* **The factorisation** of K + jitter I and **its solves**: the tasks of
+  :mod:`nngp_lut.tiles` (potrf, trsm, syrk, gemm; update and substitute), the very graph
+  that :mod:`nngp_lut.linalg` runs in process, submitted here as futures, with the one
+  jitter ladder and resume driver (:func:`nngp_lut.linalg.factorize`).  Dask runs the graph
+  right-looking (Buttari et al., "A class of parallel tiled linear algebra algorithms for
+  multicore architectures", Parallel Computing 35, 2009, Algorithm 3); each tile receives
+  the same BLAS calls in the same order as in process, so both give the same factor, bit
+  for bit where OpenBLAS runs single-threaded.  Tasks carry *priorities* along the
+  critical path (as DPLASMA and SLATE do): a task writing tile column j outranks every task
+  writing a later column, and in a column potrf > trsm > updates, so the potrf -> trsm ->
+  syrk chain that bounds the run is never starved by far-away updates.  In the solves each
+  update L_jk y_k runs where most of its data is (the tile), only (n_j x m) blocks move.
 
 Tiles stay on the workers (dask spills them to disk over its memory limits); the client only
 holds futures.  A worker that dies costs only its tiles: dask recomputes them from their
@@ -46,10 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.linalg import blas, lapack, solve_triangular
 
-from . import linalg
-from .errors import ClusterError, MissingDependency, NotPositiveDefinite, ParameterError
+from . import linalg, tiles
+from .errors import ClusterError, MissingDependency, ParameterError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -58,16 +55,12 @@ if TYPE_CHECKING:
 
     from .kernel import Network
 
-__all__ = ["CONNECT_TIMEOUT", "DistributedCholesky", "check_address", "check_workers",
-           "cholesky", "connect", "dask_setup", "kernel", "kernel_tile", "max_workers",
-           "require_dask"]
+__all__ = ["CONNECT_TIMEOUT", "DaskBackend", "DistributedCholesky", "check_address",
+           "check_workers", "cholesky", "connect", "dask_setup", "kernel", "kernel_tile",
+           "max_workers", "require_dask"]
 
 #: Seconds to wait for a scheduler before giving up (--scheduler).
 CONNECT_TIMEOUT = 10.0
-#: Priority steps: a tile column outranks the next one by COLUMN_RANK; within a column
-#: potrf > trsm > syrk/gemm (critical path first).
-COLUMN_RANK = 4
-RANK = {"potrf": 3, "trsm": 2, "syrk": 1, "gemm": 1, "kernel": 0}
 #: The memory budget of a tile's kernel: a tile is always made in RAM.
 IN_RAM = 1 << 62
 _EXTRA = 'pip install "nngp-lut[distributed]"'
@@ -268,141 +261,156 @@ def kernel_tile(rows: tuple[int, int], cols: tuple[int, int], network: Network,
     ``Network.kernel`` to rounding.  ``depths`` stacks depths as ``Network.kernel`` does.
     """
     _one_thread()
-    xr = x1[rows[0]:rows[1]]
+    # Dask may deliver scattered inputs at an odd byte offset, where numpy's matmul leaves
+    # BLAS for its own loop and the tile differs from the in-process one in the last bit:
+    # an aligned copy of the block (cheap beside its kernel) keeps them identical.
+    xr = np.require(x1[rows[0]:rows[1]], requirements="A")
     if x2 is None and rows == cols:
         t = network.kernel(xr, get=get, depths=depths, memory=IN_RAM)
         return np.asfortranarray(t)
-    xc = (x1 if x2 is None else x2)[cols[0]:cols[1]]
+    xc = np.require((x1 if x2 is None else x2)[cols[0]:cols[1]], requirements="A")
     # K(cols, rows) in C order, transposed: the Fortran-ordered K(rows, cols) without a copy.
     t = network.kernel(xc, xr, get=get, depths=depths, memory=IN_RAM)
     return np.swapaxes(t, -1, -2)
 
 
-def _potrf(a, jitter, column):
-    _one_thread()
-    a = np.array(a, order="F", copy=True)
-    a[np.diag_indices_from(a)] += jitter
-    factor, info = lapack.dpotrf(a, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
-        raise NotPositiveDefinite(f"dpotrf failed in tile column {column} at jitter {jitter:g}")
-    return factor
-
-
-def _trsm(l_kk, a):
-    return blas.dtrsm(1.0, l_kk, a, side=1, lower=1, trans_a=1)
-
-
-def _syrk(c, l_jk):
-    return blas.dsyrk(-1.0, l_jk, beta=1.0, c=c, lower=1)
-
-
-def _gemm(c, l_ik, l_jk):
-    return blas.dgemm(-1.0, l_ik, l_jk, beta=1.0, c=c, trans_b=1)
-
-
-def _product(a, y, transpose):
-    return (a.T if transpose else a) @ y
-
-
-def _substitute(l_jj, b_j, transpose, *products):
-    y = np.array(b_j, dtype=np.float64, order="F", copy=True)
-    for p in products:  # in the order of the in-process loop
-        y -= p
-    return solve_triangular(l_jj, y, lower=True, trans="T" if transpose else "N",
-                            check_finite=False)
-
-
-def _log_diagonal(l_jj):
-    return float(np.sum(np.log(np.diag(l_jj))))
-
-
 # --- the factor ------------------------------------------------------------------------------
-class DistributedCholesky:
-    """The factor L of A + jitter I as futures of tiles on a Dask cluster, with solves.
+class DaskBackend:
+    """Runs the tasks of :mod:`nngp_lut.tiles` on a Dask cluster: the
+    :class:`nngp_lut.linalg.Backend` of :class:`DistributedCholesky`.
 
-    The same interface as :class:`nngp_lut.linalg.TiledCholesky`; made by :func:`cholesky`.
+    Each task is submitted as a future with its priority; the factor tiles stay on the
+    workers (``tiles``: (i, j) -> future of L_ij), the client holds only futures.  Matrix
+    tiles are ``tile_fn(rows, cols, *inputs)`` on the workers.
     """
 
-    def __init__(self, client, tiles, bounds, jitter, store=None, inputs=()):
+    def __init__(self, client, tile_fn, inputs, store=None):
         self.client = client
-        # The scattered inputs the tiles were made from: held as long as the factor, so
+        self.tile_fn = tile_fn
+        # The scattered inputs the tiles are made from: held as long as the factor, so
         # that a tile lost with a worker can still be recomputed from its lineage.
         self.inputs = inputs
-        self.tiles = tiles  # (i, j) -> future of L_ij, i >= j
-        self.bounds = bounds
-        self.n = bounds[-1][1]
-        self.jitter = jitter
         self.store = store  # DiskTiles holding the finished panels, or None
+        self.tiles = {}
+        self.bounds = None
 
-    def _blocks(self, b):
-        b = np.asarray(b, dtype=np.float64)
-        blocks = [np.asfortranarray(b[lo:hi]) for lo, hi in self.bounds]
-        return self.client.scatter(blocks, hash=False)
+    def factor(self, bounds, jitter, state, progress):
+        """Run the graph to the end, writing finished panels to ``store`` in order.
 
-    def _lower(self, blocks, token):
-        nt, submit = len(self.bounds), self.client.submit
-        y = []
-        for j in range(nt):
-            prio = COLUMN_RANK * (nt - j)
-            prods = [submit(_product, self.tiles[j, k], y[k], False, priority=prio,
-                            key=f"fwd-prod-{token}-{j}-{k}") for k in range(j)]
-            y.append(submit(_substitute, self.tiles[j, j], blocks[j], False, *prods,
-                            priority=prio + 1, key=f"fwd-{token}-{j}"))
-        return y
+        Dask recomputes a lost result from its lineage only while the scheduler still knows
+        the tasks it came from, and it forgets consumed intermediate tiles.  So a factor
+        tile whose future is cancelled ("lost dependencies", after a worker died) is
+        submitted again here from its own lineage, by the same tasks
+        (:func:`nngp_lut.tiles.factor_tasks` of the lost tiles), on top of the factor tiles
+        that survived: only the lost tiles are redone and the result is bit for bit the
+        same.  ``progress("cholesky", done, total)`` counts factor tiles.
+        """
+        from concurrent.futures import CancelledError
 
-    def _upper(self, blocks, token):
-        nt, submit = len(self.bounds), self.client.submit
-        x = [None] * nt
-        for j in range(nt - 1, -1, -1):
-            prio = COLUMN_RANK * (j + 1)
-            prods = [submit(_product, self.tiles[i, j], x[i], True, priority=prio,
-                            key=f"back-prod-{token}-{j}-{i}") for i in range(j + 1, nt)]
-            x[j] = submit(_substitute, self.tiles[j, j], blocks[j], True, *prods,
-                          priority=prio + 1, key=f"back-{token}-{j}")
-        return x
+        from distributed import as_completed, wait
 
-    def _gather(self, futures, shape):
-        out = np.concatenate(self.client.gather(futures), axis=0)
-        return out.reshape(shape)
+        client, store, self.bounds = self.client, self.store, bounds
+        nt, first = len(bounds), state["panels_done"]
+        # Finished panels of a resumed run: their tiles from the scratch directory.
+        done = [(i, j) for j in range(first) for i in range(j, nt)]
+        l_tiles = dict(zip(done, client.scatter([store.get("l", i, j) for i, j in done],
+                                                hash=False) if done else []))
+        wanted = [(i, j) for j in range(first, nt) for i in range(j, nt)]
+        remaining = {j: nt - j for j in range(first, nt)}  # unwritten tiles per panel
+        reported, finished = set(), {}
+        while True:
+            lost = [ij for ij in wanted
+                    if ij not in l_tiles or l_tiles[ij].status == "cancelled"]
+            if not lost:
+                self.tiles = l_tiles
+                return
+            graph = [t for _, column in tiles.factor_tasks(nt, lost, jitter) for t in column]
+            made = self._submit(graph, lambda key: l_tiles[key[1:]],
+                                [("l", *ij) for ij in lost])
+            l_tiles.update({ij: made[("l", *ij)] for ij in lost})
+            keys = {l_tiles[ij].key: ij for ij in lost}
+            for future in as_completed([l_tiles[ij] for ij in lost]):
+                if future.status == "error":
+                    # Dropping the futures (on the way out) releases the rest of the graph;
+                    # an explicit cancel of erred keys trips the scheduler (dask 2026.8).
+                    raise future.exception()
+                if future.status != "finished":
+                    continue  # cancelled: its lineage is submitted again in the next round
+                i, j = ij = keys[future.key]
+                if ij in reported:
+                    continue
+                reported.add(ij)
+                remaining[j] -= 1
+                if store is not None:
+                    finished[ij] = future.result()
+                    # Panels are written in order: a resumed run needs every panel before it.
+                    while state["panels_done"] < nt and remaining[state["panels_done"]] == 0:
+                        p = state["panels_done"]
+                        for r in range(p, nt):
+                            store.put("l", r, p, finished.pop((r, p)))
+                        state["panels_done"] = p + 1
+                        store.save_state(state)
+                if progress:
+                    progress("cholesky", len(reported), len(wanted))
+            # Tiles reported before a worker died may have been lost since: check them all.
+            try:
+                wait([l_tiles[ij] for ij in wanted])
+            except CancelledError:  # the next round submits their lineage again
+                pass
 
-    def solve_lower(self, b):
-        """L^{-1} b for b of shape (n,) or (n, m): forward substitution as a task graph."""
-        b = np.asarray(b, dtype=np.float64)
-        return self._gather(self._lower(self._blocks(b.reshape(self.n, -1)),
-                                        uuid.uuid4().hex), b.shape)
+    def _submit(self, tasks, source, outputs):
+        """Submit ``tasks`` (in a valid order) as futures with their priorities; an input
+        that no task makes is ``source(key)``.  Returns {key: future} of the ``outputs``
+        only: a future held here would keep its tile on the workers after its last use."""
+        submit, token, made = self.client.submit, uuid.uuid4().hex[:12], {}
+        for t in tasks:
+            key = f"{t.op}-{token}-" + "-".join(map(str, t.out))
+            if t.op == "tile":
+                i, j = t.params
+                made[t.out] = submit(self.tile_fn, self.bounds[i], self.bounds[j],
+                                     *self.inputs, priority=t.priority, key=key)
+            else:
+                args = [made[k] if k in made else source(k) for k in t.inputs]
+                made[t.out] = submit(tiles.OPS[t.op], *args, *t.params,
+                                     priority=t.priority, key=key)
+        return {k: made[k] for k in outputs}
 
-    def solve_upper(self, y):
-        """L^{-T} y: back substitution as a task graph."""
-        y = np.asarray(y, dtype=np.float64)
-        return self._gather(self._upper(self._blocks(y.reshape(self.n, -1)),
-                                        uuid.uuid4().hex), y.shape)
+    def run(self, tasks, leaves, outputs):
+        """The values of ``outputs``: the tasks run on the cluster, the leaves (the blocks
+        of a right-hand side) scattered, each product on the worker holding its tile."""
+        names = list(leaves)
+        blocks = self.client.scatter([np.asfortranarray(leaves[k]) for k in names],
+                                     hash=False) if names else []
+        given = dict(zip(names, blocks))
+        made = self._submit(tasks, lambda key: given[key] if key in given
+                            else self.tiles[key[1:]], outputs)
+        return self.client.gather([made[k] for k in outputs])
 
-    def solve(self, b):
-        """(A + jitter I)^{-1} b, both substitutions in one graph (y stays on the workers)."""
-        b = np.asarray(b, dtype=np.float64)
-        token = uuid.uuid4().hex
-        y = self._lower(self._blocks(b.reshape(self.n, -1)), token)
-        return self._gather(self._upper(y, token), b.shape)
-
-    def logdet(self):
-        """log det(A + jitter I) = 2 sum log diag L."""
-        parts = self.client.gather([self.client.submit(_log_diagonal, self.tiles[j, j])
-                                    for j in range(len(self.bounds))])
-        return 2.0 * sum(parts)
-
-    def to_dense(self):
-        """L as a dense array (small n only: tests, debugging)."""
-        out = np.zeros((self.n, self.n))
-        for (i, j), f in self.tiles.items():
-            (ilo, ihi), (lo, hi) = self.bounds[i], self.bounds[j]
-            out[ilo:ihi, lo:hi] = f.result()
-        return out
+    def tile(self, i, j):
+        return self.tiles[i, j].result()
 
     def remove(self):
-        """Release the tiles on the workers (and delete the scratch directory)."""
         self.tiles, self.inputs = {}, ()
         if self.store is not None:
             self.store.remove()
+
+
+class DistributedCholesky(linalg.TiledCholesky):
+    """The factor L of A + jitter I as futures of tiles on a Dask cluster, with solves.
+
+    :class:`nngp_lut.linalg.TiledCholesky` on a :class:`DaskBackend`; made by
+    :func:`cholesky`.  Its solves are task graphs too (y and x stay on the workers until
+    the end).
+    """
+
+    @property
+    def client(self):
+        return self.backend.client
+
+    @property
+    def tiles(self):
+        """(i, j) -> future of the factor tile L_ij, i >= j."""
+        return self.backend.tiles
 
 
 def cholesky(client: Client, tile_fn: Callable, tile_args: Sequence, n: int, *,
@@ -446,38 +454,10 @@ def cholesky(client: Client, tile_fn: Callable, tile_args: Sequence, n: int, *,
     store = None
     if scratch is not None:
         store = linalg._open_scratch(scratch, fingerprint, n, tile, resume)
-    state = (store.load_state() if store is not None else None) or {
-        "n": n, "tile": tile, "fingerprint": fingerprint, "jitter_index": 0, "panels_done": 0}
-    bounds = linalg.tile_bounds(n, state["tile"])
-    jitters = tuple(float(j) for j in jitters)
-    args = scatter_once(client, tile_args)
-    try:
-        for index in range(state["jitter_index"], len(jitters)):
-            state["jitter_index"] = index
-            if store is not None:
-                store.save_state(state)
-            try:
-                tiles = _factor(client, tile_fn, args, bounds, jitters[index], state, store,
-                                progress)
-                return DistributedCholesky(client, tiles, bounds, jitters[index], store,
-                                           inputs=args)
-            except NotPositiveDefinite as exc:
-                failed = exc
-            state["panels_done"] = 0
-            if store is not None:
-                for j in range(len(bounds)):
-                    for i in range(j, len(bounds)):
-                        store.drop("l", i, j)
-    except BaseException as exc:
-        if store is not None:
-            exc.add_note(linalg.kept_note(store, state["panels_done"], len(bounds)))
-            store.close()
-        raise
-    if store is not None:
-        store.remove()
-    raise NotPositiveDefinite(f"the matrix is not positive definite even with jitter "
-                              f"{jitters[-1]:g} ({failed}); check the data for duplicates "
-                              "or use a larger jitter")
+    backend = DaskBackend(client, tile_fn, scatter_once(client, tile_args), store)
+    bounds, jitter = linalg.factorize(backend, n, tile, jitters=jitters,
+                                      fingerprint=fingerprint, progress=progress)
+    return DistributedCholesky(backend, bounds, jitter)
 
 
 def scatter_once(client, values):
@@ -491,101 +471,6 @@ def scatter_once(client, values):
     # hash=False: a fresh key per call.  Content-hashed keys are shared with an earlier call
     # whose futures are being released, and that release can remove the data under this one.
     return [v if plain(v) else client.scatter(v, broadcast=True, hash=False) for v in values]
-
-
-def _factor(client, tile_fn, args, bounds, jitter, state, store, progress):
-    """Run the graph to the end, writing finished panels to ``store``.
-
-    Dask recomputes a lost result from its lineage only while the scheduler still knows the
-    tasks it came from, and it forgets consumed intermediate tiles.  So a factor tile whose
-    future is cancelled ("lost dependencies", after a worker died) is submitted again here
-    from its own lineage, by the same tile operations in the same order (:func:`_submit`),
-    on top of the factor tiles that survived: only the lost tiles are redone and the result
-    is bit for bit the same.
-    """
-    from concurrent.futures import CancelledError
-
-    from distributed import as_completed, wait
-
-    nt, first = len(bounds), state["panels_done"]
-    # Finished panels of a resumed run: their tiles from the scratch directory.
-    done = [(i, j) for j in range(first) for i in range(j, nt)]
-    l_tiles = dict(zip(done, client.scatter([store.get("l", i, j) for i, j in done], hash=False)
-                       if done else []))
-    wanted = [(i, j) for j in range(first, nt) for i in range(j, nt)]
-    remaining = {j: nt - j for j in range(first, nt)}  # unwritten tiles per panel
-    reported, finished = set(), {}
-    while True:
-        lost = [ij for ij in wanted if ij not in l_tiles or l_tiles[ij].status == "cancelled"]
-        if not lost:
-            return l_tiles
-        l_tiles.update(_submit(client, tile_fn, args, bounds, jitter, l_tiles, lost))
-        keys = {l_tiles[ij].key: ij for ij in lost}
-        for future in as_completed([l_tiles[ij] for ij in lost]):
-            if future.status == "error":
-                # Dropping the futures (on the way out) releases the rest of the graph; an
-                # explicit cancel of erred keys trips the scheduler (dask 2026.8).
-                raise future.exception()
-            if future.status != "finished":
-                continue  # cancelled: its lineage is submitted again in the next round
-            i, j = ij = keys[future.key]
-            if ij in reported:
-                continue
-            reported.add(ij)
-            remaining[j] -= 1
-            if store is not None:
-                finished[ij] = future.result()
-                # Panels are written in order: a resumed run needs every panel before it.
-                while state["panels_done"] < nt and remaining[state["panels_done"]] == 0:
-                    p = state["panels_done"]
-                    for r in range(p, nt):
-                        store.put("l", r, p, finished.pop((r, p)))
-                    state["panels_done"] = p + 1
-                    store.save_state(state)
-            if progress:
-                progress("cholesky", len(reported), len(wanted))
-        # Tiles reported before a worker died may have been lost since: check them all.
-        try:
-            wait([l_tiles[ij] for ij in wanted])
-        except CancelledError:  # the next round submits their lineage again
-            pass
-
-
-def _submit(client, tile_fn, args, bounds, jitter, l_tiles, todo):
-    """Submit the factor tiles ``todo`` (sorted by column) and the chains they need:
-
-        L_jj = potrf(A_jj - sum_k L_jk L_jk^T + jitter I),   L_ij = trsm(L_jj, A_ij - sum_k L_ik L_jk^T)
-
-    with the updates k = 0, 1, ... applied one task each (syrk/gemm), the other factor tiles
-    taken from ``l_tiles`` (or from this submission).  For a whole run this is the
-    right-looking graph; the priorities put the critical path first."""
-    nt, submit = len(bounds), client.submit
-    token = uuid.uuid4().hex[:12]
-    new = {}
-
-    def prio(kind, column):
-        return COLUMN_RANK * (nt - column) + RANK[kind]
-
-    def tile(i, k):
-        return new[i, k] if (i, k) in new else l_tiles[i, k]
-
-    for i, j in sorted(todo, key=lambda ij: (ij[1], ij[0] != ij[1], ij[0])):
-        a = submit(tile_fn, bounds[i], bounds[j], *args, priority=prio("kernel", j),
-                   key=f"ktile-{token}-{i}-{j}")
-        for k in range(j):
-            if i == j:
-                a = submit(_syrk, a, tile(j, k), priority=prio("syrk", j),
-                           key=f"syrk-{token}-{j}-{k}")
-            else:
-                a = submit(_gemm, a, tile(i, k), tile(j, k), priority=prio("gemm", j),
-                           key=f"gemm-{token}-{i}-{j}-{k}")
-        if i == j:
-            new[j, j] = submit(_potrf, a, jitter, j, priority=prio("potrf", j),
-                               key=f"potrf-{token}-{j}")
-        else:
-            new[i, j] = submit(_trsm, tile(j, j), a, priority=prio("trsm", j),
-                               key=f"trsm-{token}-{i}-{j}")
-    return new
 
 
 # --- kernels ---------------------------------------------------------------------------------

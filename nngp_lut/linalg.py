@@ -1,23 +1,23 @@
 """Blocked Cholesky factorisation and triangular solves on square tiles, in RAM or out of core.
 
 The symmetric positive definite matrix A (n x n) is cut into square tiles of order at most
-``tile``; only the lower triangle of tiles is stored (the packed lower triangle).  The
-factorisation A = L L^T is left-looking by tile columns ("panels"):
+``tile``; only the lower triangle of tiles is stored (the packed lower triangle).  The tile
+operations and the task graphs of the factorisation and the solves are those of
+:mod:`nngp_lut.tiles`, shared with the Dask backend (:mod:`nngp_lut.cluster`); this module
+runs them in process (:class:`InProcess`), left-looking by tile columns ("panels"):
 
     for each panel j:   A[i, j] -= sum_{k < j} L[i, k] L[j, k]^T      (dsyrk, dgemm)
                         L[j, j]  = chol(A[j, j] + jitter I)            (dpotrf)
                         L[i, j]  = A[i, j] L[j, j]^{-T},  i > j        (dtrsm)
 
-so every factor tile is written once, and a panel needs only its own tiles plus one factor
-tile at a time in memory.  Every tile operation is one LAPACK/BLAS call on a Fortran-ordered
-tile of order <= 8192 (OpenBLAS in the numpy/scipy wheels crashes in threaded dpotrf/dsyrk of
-order >= 16000).
+so every factor tile is written once, and a panel needs only its own tiles plus two factor
+tiles at a time in memory.  It also holds the one driver of both backends,
+:func:`factorize`: the jitter ladder and the resume bookkeeping.
 
 Tiles live in a :class:`MemoryTiles` store (RAM) or a :class:`DiskTiles` store (a scratch
 directory of .npy files, each written atomically, with ``state.json`` recording finished
 panels so that a killed run resumes where it stopped).  Tiles of A are produced on demand by
-a ``make_tile(i, j)`` callable, so the matrix itself (a kernel, say) is never held whole, and
-each tile task is independent (ready for a task scheduler such as Dask).
+a ``make_tile(i, j)`` callable, so the matrix itself (a kernel, say) is never held whole.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from scipy.linalg import blas, lapack, solve_triangular
 
-from . import _files
-from . import paper
+from . import _files, paper, tiles
 from .data import parse_size
 from .errors import MemoryBudgetError, NotPositiveDefinite, ScratchError
 
@@ -43,9 +42,10 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike
 
-__all__ = ["DEFAULT_TILE", "MAX_TILE", "MIN_TILE", "NotPositiveDefinite", "PAPER_JITTERS",
-           "ScratchError", "TiledCholesky", "available_memory", "cholesky", "packed_bytes",
-           "plan", "resolve_memory", "tile_bounds"]
+__all__ = ["Backend", "DEFAULT_TILE", "DiskTiles", "InProcess", "MAX_TILE", "MIN_TILE",
+           "MemoryTiles", "NotPositiveDefinite", "PAPER_JITTERS", "ScratchError", "TiledCholesky",
+           "available_memory", "cholesky", "factorize", "packed_bytes", "plan",
+           "resolve_memory", "tile_bounds"]
 
 #: Largest tile order: OpenBLAS segfaults on threaded dpotrf/dsyrk of order >= 16000 here.
 MAX_TILE = 8192
@@ -216,48 +216,53 @@ class DiskTiles:
         self.close()
 
 
-# --- the factorisation -------------------------------------------------------------------------
+# --- the factor ------------------------------------------------------------------------------
 class TiledCholesky:
-    """The factor L of A + jitter I on tiles, with solves.  Made by :func:`cholesky`."""
+    """The factor L of A + jitter I on tiles, with solves.  Made by :func:`cholesky`.
 
-    def __init__(self, store, bounds, jitter):
-        self.store = store
+    The solves and log det are task graphs of :mod:`nngp_lut.tiles`, run by ``backend``:
+    :class:`InProcess` here, ``nngp_lut.cluster.DaskBackend`` for
+    :class:`nngp_lut.cluster.DistributedCholesky`.
+    """
+
+    def __init__(self, backend, bounds, jitter):
+        self.backend = backend
         self.bounds = bounds
         self.n = bounds[-1][1]
         self.jitter = jitter
 
+    @property
+    def store(self):
+        """The tile store: the factor in process; the scratch directory (or None) on Dask."""
+        return self.backend.store
+
+    def _solve(self, b, lower, upper):
+        b = np.asarray(b, dtype=np.float64)
+        # The working copy: in process the blocks are solved in place in it.
+        y = np.array(b.reshape(self.n, -1), order="F", copy=True)
+        tasks, outputs = tiles.solve_tasks(len(self.bounds), lower=lower, upper=upper)
+        blocks = {("b", j): y[lo:hi] for j, (lo, hi) in enumerate(self.bounds)}
+        for (lo, hi), part in zip(self.bounds, self.backend.run(tasks, blocks, outputs)):
+            if not np.may_share_memory(part, y):
+                y[lo:hi] = part
+        return y.reshape(b.shape)
+
     def solve_lower(self, b):
-        """L^{-1} b for b of shape (n,) or (n, m) (forward substitution, one pass)."""
-        y = np.array(b, dtype=np.float64, order="F", copy=True)
-        for j, (lo, hi) in enumerate(self.bounds):
-            for k in range(j):
-                klo, khi = self.bounds[k]
-                y[lo:hi] -= self.store.get("l", j, k) @ y[klo:khi]
-            y[lo:hi] = solve_triangular(self.store.get("l", j, j), y[lo:hi], lower=True,
-                                        check_finite=False)
-        return y
+        """L^{-1} b for b of shape (n,) or (n, m) (forward substitution)."""
+        return self._solve(b, True, False)
 
     def solve_upper(self, y):
-        """L^{-T} y (back substitution, one pass)."""
-        x = np.array(y, dtype=np.float64, order="F", copy=True)
-        nt = len(self.bounds)
-        for j in range(nt - 1, -1, -1):
-            lo, hi = self.bounds[j]
-            for i in range(j + 1, nt):
-                ilo, ihi = self.bounds[i]
-                x[lo:hi] -= self.store.get("l", i, j).T @ x[ilo:ihi]
-            x[lo:hi] = solve_triangular(self.store.get("l", j, j), x[lo:hi], lower=True,
-                                        trans="T", check_finite=False)
-        return x
+        """L^{-T} y (back substitution)."""
+        return self._solve(y, False, True)
 
     def solve(self, b):
-        """(A + jitter I)^{-1} b."""
-        return self.solve_upper(self.solve_lower(b))
+        """(A + jitter I)^{-1} b, both substitutions in one graph."""
+        return self._solve(b, True, True)
 
     def logdet(self):
         """log det(A + jitter I) = 2 sum log diag L."""
-        return 2.0 * sum(float(np.sum(np.log(np.diag(self.store.get("l", j, j)))))
-                         for j in range(len(self.bounds)))
+        tasks, outputs = tiles.logdet_tasks(len(self.bounds))
+        return 2.0 * sum(self.backend.run(tasks, {}, outputs))
 
     def to_dense(self):
         """L as a dense lower-triangular array (small n only: tests, debugging)."""
@@ -265,12 +270,201 @@ class TiledCholesky:
         for j, (lo, hi) in enumerate(self.bounds):
             for i in range(j, len(self.bounds)):
                 ilo, ihi = self.bounds[i]
-                out[ilo:ihi, lo:hi] = self.store.get("l", i, j)
+                out[ilo:ihi, lo:hi] = self.backend.tile(i, j)
         return out
 
     def remove(self):
-        """Free the tiles (delete the scratch directory)."""
+        """Free the tiles (and delete the scratch directory)."""
+        self.backend.remove()
+
+
+class Backend(Protocol):
+    """What runs the tasks of :mod:`nngp_lut.tiles`: :class:`InProcess` or
+    ``nngp_lut.cluster.DaskBackend``."""
+
+    #: The tile store holding the finished panels (None: none, no resume).
+    store: MemoryTiles | DiskTiles | None
+
+    def factor(self, bounds: list[tuple[int, int]], jitter: float, state: dict,
+               progress: Callable | None) -> None:
+        """One attempt at the factor from panel ``state["panels_done"]`` on, writing each
+        finished panel to ``store`` in order and counting it in ``state``; raises
+        NotPositiveDefinite."""
+
+    def run(self, tasks: list[tiles.Task], leaves: dict, outputs: list[tuple]) -> list:
+        """The values of the keys ``outputs`` of a graph whose inputs are ``leaves`` and
+        the factor tiles."""
+
+    def tile(self, i: int, j: int) -> np.ndarray:
+        """Factor tile L_ij."""
+
+    def remove(self) -> None:
+        """Free the tiles (and the scratch directory)."""
+
+
+class InProcess:
+    """Runs the tasks of :mod:`nngp_lut.tiles` in this process on a tile store (a
+    :class:`Backend`).  Each operation works in place in the tile it updates
+    (``overwrite=True``): the tiles are this process's own."""
+
+    def __init__(self, store, make_tile=None):
+        self.store = store
+        self.make_tile = make_tile
+
+    def factor(self, bounds, jitter, state, progress):
+        """The left-looking factorisation by panels (tile columns), each written to the store
+        as it is finished: a panel needs only its own tiles plus two factor tiles at a time
+        in memory.  The matrix tiles of all unfinished panels are made first (``progress``
+        stage "kernel"), so that a resumed run makes none of them again."""
+        nt, first = len(bounds), state["panels_done"]
+        self._fill(bounds, first, progress)
+        total = sum(_panel_flops(bounds, j) for j in range(nt))
+        done = sum(_panel_flops(bounds, j) for j in range(first))
+        todo = [(i, j) for j in range(first, nt) for i in range(j, nt)]
+        read = _recent(self.store.get, 2)  # L_jk is read once per k (tasks are k-major)
+        for j, tasks in tiles.factor_tasks(nt, todo, jitter):
+            panel = [("l", i, j) for i in range(j, nt)]
+            made = _run(tasks, read, lambda i, j: self.store.get("a", i, j), panel)
+            for key in panel:
+                self.store.put(*key, made[key])
+            state["panels_done"] = j + 1
+            self.store.save_state(state)
+            for i in range(j, nt):
+                self.store.drop("a", i, j)
+            done += _panel_flops(bounds, j)
+            if progress:
+                progress("cholesky", done, total)
+
+    def _fill(self, bounds, first_panel, progress):
+        """Make the matrix tiles of every unfinished panel that is not on the store yet."""
+        todo = [(i, j) for j in range(first_panel, len(bounds))
+                for i in range(j, len(bounds)) if not self.store.has("a", i, j)]
+        for count, (i, j) in enumerate(todo, 1):
+            # A copy: the tasks work in place, and a tile that is already Fortran-ordered may
+            # be a view of the caller's matrix (its last row when n = 1 mod tile).
+            a = np.array(self.make_tile(bounds[i], bounds[j]), dtype=np.float64, order="F")
+            self.store.put("a", i, j, a)
+            if progress:
+                progress("kernel", count, len(todo))
+
+    def run(self, tasks, leaves, outputs):
+        """The values of ``outputs``, the tasks run in order (the leaves are updated in
+        place: pass copies)."""
+        def read(key):
+            return leaves[key] if key in leaves else self.store.get(*key)
+
+        made = _run(tasks, read, None, outputs)
+        return [made[key] for key in outputs]
+
+    def tile(self, i, j):
+        return self.store.get("l", i, j)
+
+    def remove(self):
         self.store.remove()
+
+
+def _run(tasks, read, make, keep):
+    """Run ``tasks`` in order, each in place in the tile it updates; ``read(key)`` gives an
+    input that no task makes, ``make(i, j)`` matrix tile (i, j).  Returns {key: value} for
+    the keys ``keep``; every other result is dropped after its last use."""
+    uses = Counter(key for task in tasks for key in task.inputs)
+    keep, values = set(keep), {}
+    for task in tasks:
+        if task.op == "tile":
+            values[task.out] = make(*task.params)
+            continue
+        args = []
+        for key in task.inputs:
+            args.append(values[key] if key in values else read(key))
+            uses[key] -= 1
+            if not uses[key] and key not in keep:
+                values.pop(key, None)
+        values[task.out] = tiles.OPS[task.op](*args, *task.params, overwrite=True)
+    return {key: values[key] for key in keep}
+
+
+def _recent(get, size):
+    """``get(*key)`` remembering the last ``size`` keys read."""
+    recent = {}
+
+    def read(key):
+        if key in recent:
+            recent[key] = recent.pop(key)  # now the most recent
+        else:
+            recent[key] = get(*key)
+            if len(recent) > size:
+                del recent[next(iter(recent))]
+        return recent[key]
+
+    return read
+
+
+# --- one driver: the jitter ladder and the resume bookkeeping ----------------------------------
+def factorize(backend: Backend, n: int, tile: int, *, jitters: Sequence[float] = (0.0,),
+              fingerprint: str = "", progress: Callable | None = None
+              ) -> tuple[list[tuple[int, int]], float]:
+    """Factor A + jitter I on ``backend``, trying each jitter in turn until one works.
+
+    The paper's rule (:data:`PAPER_JITTERS`): a panel that is not positive definite starts
+    the factorisation over at the next jitter.  With a store, ``state.json`` records the
+    tile order, the jitter reached and the finished panels, so that a killed run resumes
+    from its last finished panel at the same jitter.
+
+    Parameters
+    ----------
+    backend : Backend
+        Runs the tasks; its ``store`` (None: no resume) holds the finished panels.
+    n, tile : int
+        Order of A and of its tiles (a resumed run keeps the tile order it started with).
+    jitters, fingerprint, progress
+        As :func:`cholesky`.
+
+    Returns
+    -------
+    bounds : list of (int, int)
+        The tiles' row ranges.
+    jitter : float
+        The jitter that worked.
+
+    Raises
+    ------
+    NotPositiveDefinite
+        If every jitter fails (the store is removed).
+    """
+    store = backend.store
+    state = (store.load_state() if store is not None else None) or {
+        "n": n, "tile": tile, "fingerprint": fingerprint, "jitter_index": 0, "panels_done": 0}
+    bounds = tile_bounds(n, state["tile"])
+    jitters = tuple(float(j) for j in jitters)
+    # With a scratch directory, an exception (Ctrl-C, a full disk, a dead cluster) leaves
+    # the tiles for --resume.
+    try:
+        for index in range(state["jitter_index"], len(jitters)):
+            state["jitter_index"] = index
+            if store is not None:
+                store.save_state(state)
+            try:
+                backend.factor(bounds, jitters[index], state, progress)
+                return bounds, jitters[index]
+            except NotPositiveDefinite as exc:
+                failed = exc
+            # Start over at the next jitter: the consumed tiles are made again.
+            if store is not None:
+                for j in range(state["panels_done"] + 1):
+                    for i in range(j, len(bounds)):
+                        store.drop("l", i, j)
+                        store.drop("a", i, j)
+            state["panels_done"] = 0
+    except BaseException as exc:
+        if isinstance(store, DiskTiles):
+            exc.add_note(kept_note(store, state["panels_done"], len(bounds)))
+            store.close()
+        raise
+    if store is not None:
+        store.remove()
+    raise NotPositiveDefinite(f"the matrix is not positive definite even with jitter "
+                              f"{jitters[-1]:g} ({failed}); check the data for duplicates "
+                              "or use a larger jitter")
 
 
 def cholesky(make_tile: Callable, n: int, *, jitters: Sequence[float] = (0.0,),
@@ -317,37 +511,10 @@ def cholesky(make_tile: Callable, n: int, *, jitters: Sequence[float] = (0.0,),
     """
     in_ram, b = plan(n, memory, reserve=reserve, tile=tile)
     store = MemoryTiles() if in_ram else _open_scratch(scratch, fingerprint, n, b, resume)
-    # A resumed run keeps the tile order it started with.
-    state = store.load_state() or {"n": n, "tile": b, "fingerprint": fingerprint,
-                                   "jitter_index": 0, "panels_done": 0}
-    bounds = tile_bounds(n, state["tile"])
-    jitters = tuple(float(j) for j in jitters)
-    # Out of core, an exception (Ctrl-C, a full disk) leaves the tiles for --resume.
-    try:
-        for index in range(state["jitter_index"], len(jitters)):
-            state["jitter_index"] = index
-            store.save_state(state)
-            try:
-                _fill(store, bounds, make_tile, state["panels_done"], progress)
-                _factor(store, bounds, jitters[index], state, progress)
-                return TiledCholesky(store, bounds, jitters[index])
-            except NotPositiveDefinite as exc:
-                failed = exc
-            # Start over at the next jitter: the consumed tiles are made again.
-            for j in range(state["panels_done"] + 1):
-                for i in range(j, len(bounds)):
-                    store.drop("l", i, j)
-                    store.drop("a", i, j)
-            state["panels_done"] = 0
-    except BaseException as exc:
-        if isinstance(store, DiskTiles):
-            exc.add_note(kept_note(store, state["panels_done"], len(bounds)))
-            store.close()
-        raise
-    store.remove()
-    raise NotPositiveDefinite(f"the matrix is not positive definite even with jitter "
-                              f"{jitters[-1]:g} ({failed}); check the data for duplicates "
-                              "or use a larger jitter")
+    backend = InProcess(store, make_tile)
+    bounds, jitter = factorize(backend, n, b, jitters=jitters, fingerprint=fingerprint,
+                               progress=progress)
+    return TiledCholesky(backend, bounds, jitter)
 
 
 def kept_note(store, panels_done, panels):
@@ -389,50 +556,7 @@ def _check_scratch(store, root, fingerprint, n, tile, resume):
     return store
 
 
-def _fill(store, bounds, make_tile, first_panel, progress):
-    """Make the matrix tiles of every unfinished panel that is not on the store yet."""
-    todo = [(i, j) for j in range(first_panel, len(bounds)) for i in range(j, len(bounds))
-            if not store.has("a", i, j)]
-    for count, (i, j) in enumerate(todo, 1):
-        a = np.asfortranarray(make_tile(bounds[i], bounds[j]), dtype=np.float64)
-        store.put("a", i, j, a)
-        if progress:
-            progress("kernel", count, len(todo))
-
-
 def _panel_flops(bounds, j):
     lo, hi = bounds[j]
     b, below = hi - lo, bounds[-1][1] - hi
     return lo * (b * b + 2.0 * below * b) + b**3 / 3.0 + below * b * b
-
-
-def _factor(store, bounds, jitter, state, progress):
-    """Left-looking panels from ``state["panels_done"]`` on (see the module docstring)."""
-    nt = len(bounds)
-    total = sum(_panel_flops(bounds, j) for j in range(nt))
-    done = sum(_panel_flops(bounds, j) for j in range(state["panels_done"]))
-    for j in range(state["panels_done"], nt):
-        panel = [store.get("a", i, j) for i in range(j, nt)]
-        for k in range(j):
-            ljk = store.get("l", j, k)
-            panel[0] = blas.dsyrk(-1.0, ljk, beta=1.0, c=panel[0], lower=1, overwrite_c=1)
-            for i in range(j + 1, nt):
-                panel[i - j] = blas.dgemm(-1.0, store.get("l", i, k), ljk, beta=1.0,
-                                          c=panel[i - j], trans_b=1, overwrite_c=1)
-        diag = panel[0]
-        diag[np.diag_indices_from(diag)] += jitter
-        panel[0], info = lapack.dpotrf(diag, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
-            raise NotPositiveDefinite(f"dpotrf failed in tile column {j} at jitter {jitter:g}")
-        for i in range(1, nt - j):
-            panel[i] = blas.dtrsm(1.0, panel[0], panel[i], side=1, lower=1, trans_a=1,
-                                  overwrite_b=1)
-        for i, tile_ in enumerate(panel):
-            store.put("l", j + i, j, tile_)
-        state["panels_done"] = j + 1
-        store.save_state(state)
-        for i in range(j, nt):
-            store.drop("a", i, j)
-        done += _panel_flops(bounds, j)
-        if progress:
-            progress("cholesky", done, total)

@@ -99,6 +99,38 @@ def test_jitter_ladder_picks_the_same_jitter(client, table_of):
         cluster.cholesky(client, cluster.kernel_tile, (net0, x), 300, jitters=(0.0,), tile=64)
 
 
+def test_the_two_backends_agree_bit_for_bit(client, data, net, tmp_path):
+    # One task graph run by both backends: with OpenBLAS single-threaded in process, as on
+    # every worker, the factor, the solves and log det are identical, in RAM and out of core,
+    # after a failed rung of the jitter ladder, with tiles that do not divide n.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x, y, _ = data
+    n, tile, ladder = len(x), 96, (-1.0, JITTER)  # -1 fails in the first tile column
+    args = (net, x, None, "nngp")
+
+    def make_tile(rows, cols):  # the very tiles the workers make
+        return client.submit(cluster.kernel_tile, rows, cols, *args, pure=False).result()
+
+    ours = cluster.cholesky(client, cluster.kernel_tile, args, n, jitters=ladder, tile=tile)
+    budget = 8 * (n * tile + 3 * tile * tile) + 4096  # out of core, tiles of 96
+    assert linalg.plan(n, budget, tile=tile) == (False, tile)
+    want = {"factor": ours.to_dense(), "solve": ours.solve(y), "lower": ours.solve_lower(y),
+            "upper": ours.solve_upper(y), "vector": ours.solve(y[:, 0]),
+            "logdet": ours.logdet()}
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        for memory in ("auto", budget):
+            ref = linalg.cholesky(make_tile, n, jitters=ladder, tile=tile, memory=memory,
+                                  scratch=tmp_path, fingerprint="same")
+            assert isinstance(ref.store, linalg.DiskTiles) == (memory == budget)
+            got = {"factor": ref.to_dense(), "solve": ref.solve(y),
+                   "lower": ref.solve_lower(y), "upper": ref.solve_upper(y),
+                   "vector": ref.solve(y[:, 0]), "logdet": ref.logdet()}
+            ref.remove()
+            assert ref.jitter == ours.jitter == JITTER
+            for name, value in want.items():
+                assert np.array_equal(got[name], value), (memory, name)
+
+
 def test_sigkill_of_a_worker_mid_factorisation_gives_the_identical_factor(client, data, net):
     x = np.random.default_rng(9).standard_normal((1600, 12))
     args = (net, x, None, "nngp")

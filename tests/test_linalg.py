@@ -46,6 +46,18 @@ def test_factor_and_solves_match_scipy_in_ram(n, tile):
     assert f.jitter == 0.0
 
 
+@pytest.mark.parametrize("n, tile, order", [(97, 32, "C"), (40, 64, "F")])
+def test_the_callers_matrix_is_left_alone(n, tile, order):
+    # Tiles that are views of the caller's matrix and already Fortran-ordered (the last row
+    # when n = 1 mod tile; the one tile of a Fortran array) are not factored in place.
+    a = np.array(spd(n), order=order)
+    before = a.copy()
+    f = linalg.cholesky(lambda r, c: a[r[0]:r[1], c[0]:c[1]], n, tile=tile,
+                        jitters=(-1.0, 0.0))  # a failed rung makes the tiles again
+    assert np.array_equal(a, before)
+    assert rel(f.to_dense(), scipy.linalg.cholesky(before, lower=True)) < TOL
+
+
 def test_out_of_core_matches_scipy_and_cleans_up(tmp_path):
     n = 301
     a = spd(n, seed=2)

@@ -8,7 +8,7 @@ import click
 from nngp_lut import tables
 from nngp_lut.activations import builtin_names, get_activation
 
-from .common import check_output, progress_bar, user_errors
+from .common import check_output, output_options, progress_bar, user_errors
 
 G = tables.DEFAULT_GRID
 E = dict(G, **tables.EXP_TYPE_GRID)
@@ -18,10 +18,8 @@ E = dict(G, **tables.EXP_TYPE_GRID)
 @click.option("--phi", "phi", required=True, metavar="NAME_OR_EXPR",
               help="Activation: a built-in name (" + ", ".join(builtin_names()) + "), "
               "leaky_relu(slope=0.1), or an expression in x such as 'x*tanh(x)'.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Table file to write.  Default: NAME.h5 in the current folder.")
-@click.option("--force", is_flag=True, help="Overwrite an existing table file.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@output_options("Table file to write.  Default: NAME.h5 in the current folder.",
+                quiet="summary")
 @click.option("--variance-min", type=float, default=G["variance_min"], show_default=True,
               help="Smallest pre-activation variance the table covers.")
 @click.option("--variance-max", type=float, default=G["variance_max"], show_default=True,

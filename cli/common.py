@@ -14,10 +14,11 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import click
 
-from nngp_lut import _files, tables
+from nngp_lut import _files, paper, tables
 from nngp_lut.cluster import WORKER_MEMORY
 from nngp_lut.data import balanced_subset, load_dataset
 from nngp_lut.errors import (DataError, MissingDependency, NNGPError, NNGPWarning,
@@ -129,7 +130,10 @@ def to_json(obj):
 
 
 def check_output(path, force, what="--out"):
-    """Before any work: the output can be written and exists only with --force."""
+    """Before any work: the output (if one is given) can be written and exists only with
+    --force."""
+    if path is None:
+        return
     with user_errors():
         _files.check_output(path, force=force, what=what)
 
@@ -244,9 +248,31 @@ def table_for(phi, table_path, progress=None):
                                (lambda done, total: progress("table", done, total)))
 
 
-#: The network options, declared once for every command that takes a network (predict,
-#: kernel, mc, compare; search takes --phi and --table for its grid): --arch, or the fully
-#: connected network of --phi (or --table), --depth, --weight-var and --bias-var.
+# --- The command line's vocabulary (issue 20, item 7) -----------------------------------
+# Every flag that more than one command takes is declared here, once, with one help text;
+# a group decorator declares the flags that go together (the network, the data, the
+# output, the cluster), in the order the help lists them.  A help text is a parameter only
+# where the flag's meaning differs between commands (what --out writes, what --memory
+# budgets).
+
+
+def _group(*options):
+    """One decorator applying ``options`` so that the help lists them in that order."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _shown(default):
+    """show_default for an option whose default is None unless a command gives one."""
+    return {} if default is None else {"show_default": True}
+
+
+# The network: --arch, or the fully connected network of --phi (or --table), --depth,
+# --weight-var and --bias-var.
+
 ARCH_OPTION = click.option(
     "--arch", metavar="TEXT|@FILE", default=None,
     help="Any network of the layer algebra, e.g. \"serial(Dense(1.5, 0.1), "
@@ -260,26 +286,175 @@ PHI_OPTION = click.option(
 TABLE_OPTION = click.option(
     "--table", "table_path", type=click.Path(dir_okay=False), default=None,
     help="A table file made by nngp-lut build (instead of --phi).")
-DEPTH_OPTION = click.option(
-    "--depth", type=click.IntRange(0), default=None,
-    help="Hidden layers L of the fully connected network (0: the linear model on the "
-    "inputs).")
-WEIGHT_VAR_OPTION = click.option(
-    "--weight-var", type=click.FloatRange(min=0, min_open=True), default=None,
-    help="Weight variance sigma_w^2 of the fully connected network (weights ~ N(0, "
-    "sigma_w^2 / fan_in)).")
-BIAS_VAR_OPTION = click.option(
-    "--bias-var", type=click.FloatRange(min=0), default=None,
-    help="Bias variance sigma_b^2 of the fully connected network.")
 
 
-def network_options(command):
-    """--arch, --phi, --table, --depth, --weight-var and --bias-var (in that order in the
-    help); :func:`network_flags` checks them, :func:`network_of` makes the network."""
-    for option in (BIAS_VAR_OPTION, WEIGHT_VAR_OPTION, DEPTH_OPTION, TABLE_OPTION,
-                   PHI_OPTION, ARCH_OPTION):
-        command = option(command)
-    return command
+def fc_options(depth=None, weight_var=None, bias_var=None):
+    """--phi, --table, --depth, --weight-var and --bias-var: the fully connected network.
+    No defaults, except for plot calibration (the network of the paper's Figure 2)."""
+    return _group(
+        PHI_OPTION, TABLE_OPTION,
+        click.option("--depth", type=click.IntRange(0), default=depth, **_shown(depth),
+                     help="Hidden layers L of the fully connected network (0: the linear "
+                     "model on the inputs)."),
+        click.option("--weight-var", type=click.FloatRange(min=0, min_open=True),
+                     default=weight_var, **_shown(weight_var),
+                     help="Weight variance sigma_w^2 of the fully connected network "
+                     "(weights ~ N(0, sigma_w^2 / fan_in))."),
+        click.option("--bias-var", type=click.FloatRange(min=0), default=bias_var,
+                     **_shown(bias_var),
+                     help="Bias variance sigma_b^2 of the fully connected network."))
+
+
+#: --arch, --phi, --table, --depth, --weight-var and --bias-var, for every command that takes
+#: a network (predict, kernel, mc, compare); :func:`network_flags` checks them,
+#: :func:`network_of` makes the network.  (search takes --phi and --table for its grid and
+#: a repeatable --arch of candidates; plot calibration the fully connected network alone.)
+network_options = _group(ARCH_OPTION, fc_options())
+
+#: --kernel, shared by predict, kernel and search.
+KERNEL_OPTION = click.option(
+    "--kernel", "kernel_kind", type=click.Choice(["nngp", "ntk"]), default="nngp",
+    show_default=True,
+    help="nngp: the Bayesian posterior of the network's Gaussian process; ntk: the "
+    "infinitely wide network trained to convergence by gradient descent on the squared "
+    "loss (Lee et al. 2019, eq. 16).")
+
+#: --shape, shared by predict, kernel, search, mc and compare.
+SHAPE_OPTION = click.option(
+    "--shape", default=None, metavar="H,W,C",
+    help="Shape of one input for a convolutional --arch (Conv, AvgPool, GlobalAvgPool, "
+    "Flatten, Aggregate): flattened rows are reshaped to it, row-major (NHWC; L,C for "
+    "sequences and graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
+    "image arrays in .npz/.h5).")
+
+
+# The data.
+
+#: What a command reads when --data is omitted.
+EMBEDDED = ("the embedded MNIST sample (the paper's class-balanced 1k training subset, 1000 "
+            "validation and 10000 test images)")
+
+
+def data_option(omitted=EMBEDDED, *, folders=True):
+    """--data (``omitted``: what is read without it); ``folders=False`` (mc) takes a file
+    only."""
+    where = ("Dataset: .npz or .h5 with x_train, y_train, x_test, y_test (optionally x_val, "
+             "y_val); a folder or files of MNIST-style IDX files; the CIFAR-10 python batches "
+             "(folder or .tar.gz); or CSV files, with a header row or without (see the "
+             "README).  Integer labels: classification; float targets: regression."
+             if folders else "Dataset file (not a folder) in any format predict reads, such "
+             "as .npz or .h5 with x_train, y_train, x_test, y_test.")
+    return click.option("--data", "data_path", type=click.Path(dir_okay=folders),
+                        default=None, help=f"{where}  Omitted: {omitted}.")
+
+
+N_TRAIN_OPTION = click.option(
+    "--n-train", type=click.IntRange(1), default=None,
+    help="Use the paper's class-balanced subset of N training examples (first N/classes of "
+    "each class, shuffled with RandomState(9999)); N equal to the training set's size takes "
+    "all of it.")
+N_VAL_OPTION = click.option(
+    "--n-val", type=click.IntRange(1), default=None,
+    help="Validation examples: the first M of the file's validation set (x_val), or, when it "
+    "has none, the last M training examples (default: 1000, at most a fifth of them).")
+N_TEST_OPTION = click.option(
+    "--n-test", type=click.IntRange(1), default=None,
+    help="Use only the first M test examples.")
+
+
+def standardize_option(switch=True):
+    """--standardize/--no-standardize (default None: on for the embedded sample only); with
+    ``switch=False`` (kernel, whose inputs are not a dataset) a plain --standardize flag."""
+    what = ("Standardise each input across its features (the paper's convention for "
+            "images).")
+    if not switch:
+        return click.option("--standardize", is_flag=True, help=f"{what}  Default: off.")
+    return click.option("--standardize/--no-standardize", default=None,
+                        help=f"{what}  Default: off; on for the embedded MNIST sample (no "
+                        "--data), as the paper does.")
+
+
+def standardizing(standardize, data_path):
+    """The --standardize/--no-standardize given, else its default: on for the embedded
+    sample (no --data; the paper's convention), off for a dataset of the user's."""
+    if standardize is None:
+        return paper.STANDARDIZE if data_path is None else False
+    return standardize
+
+
+def data_options(omitted=EMBEDDED, *, n_val=False, n_test=True):
+    """--data, --n-train, --n-val (with ``n_val``), --n-test (with ``n_test``) and
+    --standardize/--no-standardize: a dataset as :func:`load_data` reads it."""
+    subsets = [N_TRAIN_OPTION] + [N_VAL_OPTION] * n_val + [N_TEST_OPTION] * n_test
+    return _group(data_option(omitted), *subsets, standardize_option())
+
+
+#: --jitter, shared by predict, search and compare.
+JITTER_OPTION = click.option(
+    "--jitter", default="absolute", show_default=True, metavar="RULE",
+    help="Noise variance: 'absolute' (the paper's: 1e-10, x10 after each failed "
+    "factorisation, up to 0.1), 'relative' (the same times the kernel's mean diagonal) or a "
+    "fixed number.")
+
+
+def memory_option(budgets, default="auto", more=""):
+    """--memory: ``budgets`` says what it bounds in that command, ``more`` what happens
+    beyond it."""
+    return click.option(
+        "--memory", default=default, show_default=True,
+        help=f"Memory budget for {budgets}, e.g. 500MB or 8GB ('auto': 75% of the available "
+        f"memory).{'  ' + more if more else ''}")
+
+
+# The output.
+
+def quiet_option(summary=False):
+    """--quiet/-q: no progress on stderr; with ``summary`` (build, kernel) nor the closing
+    'wrote FILE' line."""
+    return click.option("--quiet", "-q", is_flag=True,
+                        help="No progress on stderr (bars on a terminal, stage lines in logs)"
+                        + (", nor the closing 'wrote FILE' line." if summary else "."))
+
+
+def output_options(writes, *, required=False, default=None,
+                   force="Overwrite an existing --out file.", quiet=True):
+    """--out (``writes``: what it writes; ``required``, or its ``default``), --force
+    (``force``: its help, where overwriting means more) and --quiet/-q (``quiet``: True,
+    "summary" for :func:`quiet_option` with ``summary``, or False for none)."""
+    given = ({"default": default, "show_default": True} if default is not None else
+             {} if required else {"default": None})
+    options = [click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                            required=required, help=writes, **given),
+               click.option("--force", is_flag=True, help=force)]
+    if quiet:
+        options.append(quiet_option(summary=quiet == "summary"))
+    return _group(*options)
+
+
+def json_option(what, report=True):
+    """--json: ``what`` as one JSON object on stdout; the text report then goes to stderr
+    (``report=False``: there is none)."""
+    return click.option(
+        "--json", "as_json", is_flag=True,
+        help=f"Print {what} as one JSON object, " + (
+            "the last line of stdout; the text report then goes to stderr." if report else
+            "on one line, instead of the text."))
+
+
+# The cluster.
+
+#: --scheduler and --workers (the Dask backend), shared by kernel, predict and search;
+#: :func:`cluster_client` checks them and connects.
+cluster_options = _group(
+    click.option(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786: kernel tiles and "
+        "the blocked Cholesky as task graphs (needs the distributed extra)."),
+    click.option(
+        "--workers", type=click.IntRange(1), default=None, metavar="N",
+        help="Run on a local Dask cluster of N single-threaded worker processes, at most "
+        f"one per core and {WORKER_MEMORY // 2**20} MB of available memory each; they stop "
+        "with the command, whatever ends it (needs pip install \"nngp-lut[distributed]\")."))
 
 
 def network_flags(arch, phi, table_path, depth, weight_var, bias_var, *, default_phi=None,
@@ -328,24 +503,6 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
     return network
 
 
-#: --kernel, shared by predict, kernel and search.
-KERNEL_OPTION = click.option(
-    "--kernel", "kernel_kind", type=click.Choice(["nngp", "ntk"]), default="nngp",
-    show_default=True,
-    help="nngp: the Bayesian posterior of the network's Gaussian process; ntk: the "
-    "infinitely wide network trained to convergence by gradient descent on the squared "
-    "loss (Lee et al. 2019, eq. 16).")
-
-
-#: --shape, shared by predict, kernel, search and mc.
-SHAPE_OPTION = click.option(
-    "--shape", default=None, metavar="H,W,C",
-    help="Shape of one input for a convolutional --arch (Conv, AvgPool, GlobalAvgPool, "
-    "Flatten, Aggregate): flattened rows are reshaped to it, row-major (NHWC; L,C for "
-    "sequences and graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
-    "image arrays in .npz/.h5).")
-
-
 def parse_shape(text):
     """--shape "28,28,1" -> (28, 28, 1) (None stays None): 2 or 3 positive integers, as
     a network with spatial axes takes (one axis would leave the rows as they are)."""
@@ -389,20 +546,6 @@ def shaped(network, shape, stored, *arrays):
     with user_errors():
         return tuple(None if a is None else reshape_inputs(a, target, name)
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
-
-
-def cluster_options(command):
-    """--scheduler and --workers (the Dask backend), shared by kernel, predict and search."""
-    command = click.option(
-        "--workers", type=click.IntRange(1), default=None, metavar="N",
-        help="Run on a local Dask cluster of N single-threaded worker processes, at most "
-        f"one per core and {WORKER_MEMORY // 2**20} MB of available memory each; they stop "
-        "with the command, "
-        "whatever ends it (needs pip install \"nngp-lut[distributed]\").")(command)
-    return click.option(
-        "--scheduler", metavar="ADDRESS", default=None,
-        help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786: kernel tiles and "
-        "the blocked Cholesky as task graphs (needs the distributed extra).")(command)
 
 
 def cluster_client(scheduler, workers):

@@ -3,16 +3,16 @@
 import csv
 import io
 import math
-from pathlib import Path
 
 import click
 
-from nngp_lut import _files, paper
+from nngp_lut import _files
 from nngp_lut.data import standardize_rows
 from nngp_lut.errors import DataError
 
-from .common import (SHAPE_OPTION, check_output, finite_module, load_data, network_flags,
-                     network_of, network_options, parse_shape, shaped, stage_bars, to_json,
+from .common import (JITTER_OPTION, SHAPE_OPTION, check_output, data_options, finite_module,
+                     json_option, load_data, network_flags, network_of, network_options,
+                     output_options, parse_shape, shaped, stage_bars, standardizing, to_json,
                      user_errors)
 from .mc import _widths
 
@@ -36,23 +36,14 @@ def _finite(value):
 
 @click.command(short_help="Trained finite networks beside the NNGP and NTK-GP (Figure 1).")
 @network_options
-@click.option("--data", "data_path", type=click.Path(), default=None,
-              help="Dataset in any format predict reads; omitted: the embedded MNIST sample "
-              "(the paper's balanced 1k subset, 1000 validation and 10k test images).")
+@SHAPE_OPTION
+@data_options(n_val=True)
 @click.option("--widths", default="10,50,100,500,1000,5000", show_default=True,
               callback=_widths, help="Widths of the finite networks, separated by commas: "
               "every Dense (and Conv) without a declared width gets each in turn, except the "
               "final Dense, which gets one unit per class (or target).")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True,
               help="Networks per width (seeds 0, 1, ...).")
-@click.option("--n-train", type=click.IntRange(1), default=None,
-              help="The paper's class-balanced subset of N training examples.")
-@click.option("--n-val", type=click.IntRange(1), default=None,
-              help="Validation examples for early stopping: the first M of the file's "
-              "validation set, or, when it has none, the last M (default 1000) training "
-              "examples.")
-@click.option("--n-test", type=click.IntRange(1), default=None,
-              help="Score only the first M test examples.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
               show_default=True, help="The optimiser (optax).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
@@ -75,20 +66,10 @@ def _finite(value):
               "initialisations is zero).")
 @click.option("--gp/--no-gp", default=True, show_default=True,
               help="Also score the NNGP and NTK-GP posterior means on the same split.")
-@click.option("--jitter", default="absolute", show_default=True, metavar="RULE",
-              help="The GPs' noise variance rule, as in predict.")
-@click.option("--standardize/--no-standardize", default=None,
-              help="Standardise each input across its features (the paper's convention; "
-              "default: on for the embedded sample, off for --data).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write one row per network and per GP to this CSV file, for nngp-lut "
-              "plot compare.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the rows and the per-width summary as JSON on stdout (the table "
-              "goes to stderr).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@SHAPE_OPTION
+@JITTER_OPTION
+@output_options("Write one row per network and per GP to this CSV file, for nngp-lut plot "
+                "compare.")
+@json_option("the rows and the per-width summary")
 def compare(arch, phi, table_path, depth, weight_var, bias_var, data_path, widths, seeds,
             n_train, n_val, n_test, optimizer, learning_rate, steps, batch_size, eval_every,
             patience, centre, gp, jitter, standardize, out, force, as_json, quiet, shape):
@@ -100,10 +81,8 @@ def compare(arch, phi, table_path, depth, weight_var, bias_var, data_path, width
     et al. 2018, Figure 1.  Needs JAX and optax: pip install "nngp-lut[finite]"."""
     phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
     shape = parse_shape(shape)
-    if out is not None:
-        check_output(out, force)  # before the work
-    if standardize is None:
-        standardize = paper.STANDARDIZE if data_path is None else False
+    check_output(out, force)  # before the work
+    standardize = standardizing(standardize, data_path)
     with user_errors():
         finite = finite_module("finite")
         data = load_data(data_path, n_train, n_val, need_val=True)

@@ -6,12 +6,12 @@ import click
 
 from nngp_lut import tables
 
-from .common import to_json, user_errors
+from .common import json_option, to_json, user_errors
 
 
 @click.command(short_help="Validate a table file and describe it.")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option("the description", report=False)
 def info(path, as_json):
     """Validate a table file and describe it: format, activation, grid, measured error."""
     with user_errors():

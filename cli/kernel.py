@@ -12,9 +12,9 @@ from nngp_lut.data import DataError, load_array, standardize_rows
 from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
-                     cluster_options, network_flags, network_of, network_options, parse_shape,
-                     shaped, stage_bars, user_errors)
+from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client, cluster_options,
+                     memory_option, network_flags, network_of, network_options, output_options,
+                     parse_shape, shaped, stage_bars, standardize_option, user_errors)
 
 
 def _load(spec):
@@ -25,24 +25,19 @@ def _load(spec):
 
 @click.command(short_help="The NNGP or NTK of input files.")
 @network_options
+@KERNEL_OPTION
+@SHAPE_OPTION
 @click.option("--x1", required=True, metavar="FILE[:KEY]",
               help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array; a "
               "CSV header row is skipped, every column is a feature).")
 @click.option("--x2", default=None, metavar="FILE[:KEY]",
               help="Second inputs; omitted: the symmetric kernel of x1 with itself.")
-@click.option("--standardize", is_flag=True,
-              help="Standardise each input across its features first (the paper's code).")
+@standardize_option(switch=False)
 @click.option("--all-depths", is_flag=True,
               help="Write K^0..K^L (shape (L+1, n1, n2)) from one pass.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output: K.npy (in RAM) or K.h5 (dataset 'kernel'; streamed tile by "
-              "tile when larger than --memory).")
-@click.option("--memory", default=DEFAULT_MEMORY, show_default=True,
-              help="Memory budget for the kernel in RAM, e.g. 500MB or 8GB.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@KERNEL_OPTION
-@SHAPE_OPTION
+@memory_option("the kernel in RAM", default=DEFAULT_MEMORY)
+@output_options("Output: K.npy (in RAM) or K.h5 (dataset 'kernel'; streamed tile by tile "
+                "when larger than --memory).", required=True, quiet="summary")
 @cluster_options
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
            out, memory, force, quiet, arch, kernel_kind, shape, scheduler, workers):

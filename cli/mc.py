@@ -2,16 +2,16 @@
 
 import csv
 import io
-from pathlib import Path
 
 import click
 
-from nngp_lut import _files, paper
+from nngp_lut import _files
 from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
 from nngp_lut.errors import DataError
 
-from .common import (SHAPE_OPTION, check_output, finite_module, network_flags, network_of,
-                     network_options, parse_shape, shaped, stage_bars, to_json, user_errors)
+from .common import (SHAPE_OPTION, check_output, data_option, finite_module, json_option,
+                     network_flags, network_of, network_options, output_options, parse_shape,
+                     shaped, stage_bars, standardize_option, standardizing, to_json, user_errors)
 
 
 def _widths(ctx, param, value):
@@ -36,6 +36,7 @@ def _write_rows(rows, out):
 
 @click.command(short_help="Finite random networks against the infinite-width kernels.")
 @network_options
+@SHAPE_OPTION
 @click.option("--widths", default="64,256,1024,4096", show_default=True, callback=_widths,
               help="Widths of the finite networks, separated by commas; every Dense layer "
               "without a declared width gets each in turn, the readout included.")
@@ -43,9 +44,8 @@ def _write_rows(rows, out):
               help="Independent random networks per width whose kernels are averaged.")
 @click.option("--n-inputs", type=click.IntRange(2), default=8, show_default=True,
               help="Number of inputs (the first rows of the training set).")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Dataset .npz or .h5 whose training inputs are used; omitted: the "
-              "embedded MNIST sample.")
+@data_option(folders=False)
+@standardize_option()
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the random networks; the same seed gives the same numbers.")
 @click.option("--ntk-units", type=click.IntRange(1), default=1, show_default=True,
@@ -55,17 +55,9 @@ def _write_rows(rows, out):
               show_default=True,
               help="Infinite-width kernel to compare with: the fused one that every command "
               "uses, or its layer-by-layer reference.")
-@click.option("--standardize/--no-standardize", default=None,
-              help="Standardise each input across its features first (the paper's "
-              "convention; default: on for the embedded MNIST sample, off for --data).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the rows (width, draws, errors) to this CSV file, for nngp-lut "
-              "plot convergence.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the rows and slopes as JSON on stdout (the table goes to stderr).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@SHAPE_OPTION
+@output_options("Write the rows (width, draws, errors) to this CSV file, for nngp-lut plot "
+                "convergence.")
+@json_option("the rows and the slopes")
 def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inputs, data_path,
        seed, ntk_units, reference, standardize, out, force, as_json, quiet, shape):
     """Sample random finite networks of an architecture (--arch, or the fully connected
@@ -76,10 +68,8 @@ def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inpu
     Needs JAX: pip install "nngp-lut[finite]"."""
     phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
     shape = parse_shape(shape)
-    if out is not None:
-        check_output(out, force)  # before the work
-    if standardize is None:
-        standardize = paper.STANDARDIZE if data_path is None else False
+    check_output(out, force)  # before the work
+    standardize = standardizing(standardize, data_path)
     with user_errors():
         montecarlo = finite_module("montecarlo")
         data = load_dataset(data_path)

@@ -6,16 +6,19 @@ from pathlib import Path
 
 import click
 
-from nngp_lut import paper, plots
+from nngp_lut import plots
 from nngp_lut.errors import DataError
 from nngp_lut.search import read_results
 
-from .common import load_data, phi_or_table, stage_bars, table_for, user_errors
+from .common import (TABLE_OPTION, data_options, fc_options, load_data, output_options,
+                     phi_or_table, stage_bars, standardizing, table_for, user_errors)
 
-_OUT = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                    help="Figure FILE.png; the numbers go to FILE.csv beside it.")
-_FORCE = click.option("--force", is_flag=True,
-                      help="Overwrite existing FILE.png and FILE.csv (never the input).")
+
+def figure_options(quiet=False):
+    """--out and --force of every figure (and --quiet for one that shows progress)."""
+    return output_options("Figure FILE.png; the numbers go to FILE.csv beside it.",
+                          required=True, quiet=quiet,
+                          force="Overwrite existing FILE.png and FILE.csv (never the input).")
 
 
 @click.group(short_help="The paper's figures and the table, as PNG and CSV.")
@@ -25,38 +28,19 @@ def plot():
 
 
 @plot.command()
-@click.option("--data", "data_path", type=click.Path(), default=None,
-              help="Dataset in any format predict reads; omitted: the embedded MNIST sample.")
-@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
-              help="Activation; default relu.")
-@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
-              help="A table file (instead of --phi).")
-@click.option("--depth", type=click.IntRange(0), default=3, show_default=True,
-              help="Hidden layers (the paper's Figure 2: 3).")
-@click.option("--weight-var", type=click.FloatRange(min=0, min_open=True), default=2.0,
-              show_default=True, help="Weight variance (Figure 2: 2.0).")
-@click.option("--bias-var", type=click.FloatRange(min=0), default=0.2, show_default=True,
-              help="Bias variance (Figure 2: 0.2).")
-@click.option("--n-train", type=click.IntRange(1), default=None,
-              help="The paper's class-balanced subset of N training examples.")
-@click.option("--n-test", type=click.IntRange(1), default=None,
-              help="Use the first M test examples.")
+@data_options()
+@fc_options(depth=3, weight_var=2.0, bias_var=0.2)
 @click.option("--bin-size", type=click.IntRange(1), default=100, show_default=True,
               help="Test points per bin.")
-@click.option("--standardize/--no-standardize", default=None,
-              help="Standardise each input across its features (the paper's convention for "
-              "images).  Default: off; on for the embedded sample (no --data), as in the "
-              "paper's Figure 2.")
-@_OUT
-@_FORCE
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@figure_options(quiet=True)
 def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
                 bin_size, standardize, out, force, quiet):
     """Predicted variance against realised squared error, test points binned by predicted
-    variance (the paper's Figure 2); prints the correlation coefficient."""
+    variance (the paper's Figure 2); prints the correlation coefficient.  The network is
+    the fully connected one of --phi (default relu) or --table, --depth, --weight-var and
+    --bias-var, by default Figure 2's."""
     phi = phi_or_table(phi, table_path, default="relu")
-    if standardize is None:
-        standardize = paper.STANDARDIZE if data_path is None else False
+    standardize = standardizing(standardize, data_path)
     with user_errors():
         plots.check_outputs(out, force=force)
         data = load_data(data_path, n_train)
@@ -79,8 +63,7 @@ def calibration(data_path, phi, table_path, depth, weight_var, bias_var, n_train
 @click.option("--depth", type=click.IntRange(0), required=True, help="The depth to show.")
 @click.option("--phi", metavar="NAME_OR_EXPR", default=None,
               help="Activation for the critical line (default: the one in the results).")
-@_OUT
-@_FORCE
+@figure_options()
 def phase(results, depth, phi, out, force):
     """Validation accuracy over (weight_var, bias_var) at one depth with the order-to-chaos
     line chi_1 = 1 (the paper's Figure 3)."""
@@ -95,11 +78,11 @@ def phase(results, depth, phi, out, force):
 
 
 @plot.command("table")
-@click.option("--phi", metavar="NAME_OR_EXPR", default=None, help="Activation (cached table).")
-@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
-              help="A table file.")
-@_OUT
-@_FORCE
+@click.option("--phi", metavar="NAME_OR_EXPR", default=None,
+              help="Activation whose table to draw: a built-in name or an expression in x "
+              "(its table is built once and cached).")
+@TABLE_OPTION
+@figure_options()
 def table_(phi, table_path, out, force):
     """F_phi(q, q, rho) over the table's domain and its measured error against direct
     quadrature at random off-grid points."""
@@ -115,8 +98,7 @@ def table_(phi, table_path, out, force):
 @plot.command("convergence")
 @click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               required=True, help="A rows CSV of nngp-lut mc --out.")
-@_OUT
-@_FORCE
+@figure_options()
 def convergence(results, out, force):
     """Relative error of finite random networks' NNGP and NTK against the infinite-width
     kernels over width, log-log, with the fitted slopes and a reference slope of -1/2."""
@@ -157,8 +139,7 @@ def read_compare_rows(path):
 @click.option("--reference", type=float, default=None,
               help="A reference test accuracy to draw, e.g. the paper's best finite "
               "network (Table 1, MNIST 1k: 0.9252 relu, 0.9254 tanh).")
-@_OUT
-@_FORCE
+@figure_options()
 def compare(results, reference, out, force):
     """Test accuracy and MSE of trained finite networks against width beside the NNGP and
     NTK-GP (the paper's Figure 1): per width the network with the best validation accuracy,

@@ -1,7 +1,6 @@
 """``nngp-lut predict``: exact NNGP posterior on a dataset; accuracy / MSE, predictions."""
 
 import time
-from pathlib import Path
 
 import click
 import numpy as np
@@ -10,37 +9,21 @@ from nngp_lut import _files, paper
 from nngp_lut.data import is_labels
 from nngp_lut.gp import evaluate
 
-from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
-                     cluster_options, load_data, network_flags, network_of, network_options,
-                     parse_shape, phi_or_table, shaped, stage_bars, table_for, to_json,
-                     user_errors)
+from .common import (EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION, check_output,
+                     cluster_client, cluster_options, data_options, json_option, load_data,
+                     memory_option, network_flags, network_of, network_options, output_options,
+                     parse_shape, phi_or_table, shaped, stage_bars, standardizing, table_for,
+                     to_json, user_errors)
 
 
 @click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
-@click.option("--data", "data_path", type=click.Path(), default=None,
-              help="Dataset: .npz or .h5 with x_train, y_train, x_test, y_test (optionally "
-              "x_val, y_val); a folder or files of MNIST-style IDX files; the CIFAR-10 python "
-              "batches (folder or .tar.gz); or CSV files, with a header row or without (see the "
-              "README).  Integer labels: classification; float targets: regression.  Omitted: the "
-              "embedded MNIST sample (1k train, 10k test) at the paper's Table 1 setting.")
+@data_options(EMBEDDED + ", at the paper's Table 1 setting")
 @network_options
-@click.option("--n-train", type=click.IntRange(1), default=None,
-              help="Use the paper's class-balanced subset of N training examples (first "
-              "N/classes of each class, shuffled with RandomState(9999)); N equal to the "
-              "training set's size takes all of it.")
-@click.option("--n-test", type=click.IntRange(1), default=None,
-              help="Score only the first M test examples.")
-@click.option("--standardize/--no-standardize", default=None,
-              help="Standardise each input across its features (the paper's convention for "
-              "images).  Default: off; on for the embedded-sample run (no --data), which "
-              "reproduces the paper.")
-@click.option("--jitter", default="absolute", show_default=True, metavar="RULE",
-              help="Noise variance: 'absolute' (the paper's: 1e-10, x10 after each failed "
-              "factorisation, up to 0.1), 'relative' (the same times the kernel's mean "
-              "diagonal) or a fixed number.")
-@click.option("--memory", default="auto", show_default=True,
-              help="Memory budget, e.g. 8GB ('auto': 75% of the available memory).  Larger "
-              "factorisations run out of core in --scratch.")
+@KERNEL_OPTION
+@SHAPE_OPTION
+@JITTER_OPTION
+@memory_option("the kernel tiles and the factorisation",
+               more="Larger factorisations run out of core in --scratch.")
 @click.option("--scratch", type=click.Path(file_okay=False), default=None,
               help="Directory for out-of-core tiles (default: the system temp directory).")
 @click.option("--resume", is_flag=True,
@@ -48,14 +31,8 @@ from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client,
               "panels.")
 @click.option("--variance", is_flag=True,
               help="Also compute the predictive variance of every test point.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write predictions to PRED.npz (mean, variance, predicted, y_test).")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the results as one JSON object (the last line of stdout).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@KERNEL_OPTION
-@SHAPE_OPTION
+@output_options("Write predictions to PRED.npz (mean, variance, predicted, y_test).")
+@json_option("the results")
 @cluster_options
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
             standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet,
@@ -86,10 +63,8 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
                              default_phi="relu", hint=" (defaults exist only for relu and "
                              "tanh on the embedded sample)")
     shape = parse_shape(shape)
-    if out is not None:
-        check_output(out, force)  # before the work, not after it
-    if standardize is None:  # off, except for the paper's own run on the embedded sample
-        standardize = paper.STANDARDIZE if data_path is None else False
+    check_output(out, force)  # before the work, not after it
+    standardize = standardizing(standardize, data_path)
     with user_errors(), cluster_client(scheduler, workers) as client:
         data = load_data(data_path, n_train)
         x_train, y_train = data.x_train, data.y_train

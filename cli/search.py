@@ -5,12 +5,13 @@ from pathlib import Path
 
 import click
 
-from nngp_lut import paper
 from nngp_lut import search as searching
 
-from .common import (KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION, check_output,
-                     cluster_client, cluster_options, load_data, network_of, parse_shape,
-                     phi_or_table, progress_bar, shaped, table_for, to_json, user_errors)
+from .common import (JITTER_OPTION, KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION,
+                     check_output, cluster_client, cluster_options, data_options, json_option,
+                     load_data, memory_option, network_of, output_options, parse_shape,
+                     phi_or_table, progress_bar, shaped, standardizing, table_for, to_json,
+                     user_errors)
 
 #: Options of the grid that --arch replaces.
 GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",
@@ -18,48 +19,21 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 
 
 @click.command(short_help="Choose depth, weight_var, bias_var on validation data.")
-@click.option("--data", "data_path", type=click.Path(), default=None,
-              help="Dataset in any format predict reads (.npz/.h5, IDX, CIFAR-10, CSV).  "
-              "Omitted: the embedded MNIST sample (1k train, 1k validation).")
+@data_options(n_val=True, n_test=False)
 @PHI_OPTION
 @TABLE_OPTION
-@click.option("--n-train", type=click.IntRange(1), default=None,
-              help="The paper's class-balanced subset of N training examples.")
-@click.option("--n-val", type=click.IntRange(1), default=None,
-              help="Validation examples: the first M of x_val, or (when the file has no "
-              "x_val) the last M training examples, default 1000.")
 @click.option("--depths", default=",".join(map(str, searching.PAPER_DEPTHS)),
               show_default=True, help="Depths, comma separated (all from one kernel pass).")
 @click.option("--weight-var-grid", default=searching.PAPER_WEIGHT_VAR, show_default=True,
               help="weight_var values: a:b:n (n values from a to b) or a comma list.")
 @click.option("--bias-var-grid", default=searching.PAPER_BIAS_VAR, show_default=True,
               help="bias_var values: a:b:n or a comma list.")
-@click.option("--standardize/--no-standardize", default=None,
-              help="Standardise each input across its features (the paper's convention for "
-              "images).  Default: off; on for the embedded sample (no --data).")
 @click.option("--optimize", is_flag=True,
               help="Instead of the grid: per depth, maximise the log marginal likelihood on "
               "the training set over weight_var and bias_var (L-BFGS-B, finite differences "
               "in log space, within the range of --weight-var-grid and --bias-var-grid, "
               "from its geometric middle), then score the optimum on validation; one CSV "
               "row per depth.")
-@click.option("--memory", default="auto", show_default=True,
-              help="Memory budget for the kernels held at once, e.g. 8GB ('auto': 75% of "
-              "the available memory).")
-@click.option("--jitter", default="absolute", show_default=True, metavar="RULE",
-              help="Noise variance rule: absolute, relative or a number (see predict).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("results.csv"), show_default=True,
-              help="Results CSV, one row per (depth, weight_var, bias_var), appended as "
-              "each setting finishes.")
-@click.option("--resume", is_flag=True,
-              help="Keep the rows already in --out and skip their settings.")
-@click.option("--force", is_flag=True,
-              help="Start over: replace an existing --out (its rows are lost).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the best setting and its test scores as one JSON object (the last "
-              "line of stdout).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--arch", "archs", multiple=True, metavar="TEXT|@FILE",
               help="Instead of the grid: candidate architectures (repeat --arch, e.g. "
               "convolutional networks of several depths), each fitted on the training set "
@@ -67,6 +41,14 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
               "per architecture.")
 @KERNEL_OPTION
 @SHAPE_OPTION
+@JITTER_OPTION
+@memory_option("the kernels held at once")
+@output_options("Results CSV, one row per (depth, weight_var, bias_var), appended as each "
+                "setting finishes.", default=Path("results.csv"),
+                force="Start over: replace an existing --out (its rows are lost).")
+@click.option("--resume", is_flag=True,
+              help="Keep the rows already in --out and skip their settings.")
+@json_option("the best setting and its test scores")
 @cluster_options
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
@@ -108,8 +90,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
                                    "--force to start over, or choose another --out")
     if not resume or not out.exists():
         check_output(out, force=True)  # writable, checked before the work
-    if standardize is None:
-        standardize = paper.STANDARDIZE if data_path is None else False
+    standardize = standardizing(standardize, data_path)
     with user_errors(), cluster_client(scheduler, workers) as client:
         depth_list = searching.parse_depths(depths)
         ws = searching.parse_grid(weight_var_grid)
@@ -170,8 +151,7 @@ def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, fo
                  quiet, archs, kernel_kind, shape, scheduler, workers):
     """search --arch: score each architecture on validation, then the best on test."""
     check_output(out, force)
-    if standardize is None:
-        standardize = paper.STANDARDIZE if data_path is None else False
+    standardize = standardizing(standardize, data_path)
     with user_errors(), cluster_client(scheduler, workers) as client:
         data = load_data(data_path, n_train, n_val, need_val=True)
         networks = [network_of(a) for a in archs]

@@ -34,6 +34,39 @@ def test_every_command_is_in_the_readme():
         assert re.search(rf"nngp-lut {name}\b", readme), name
 
 
+def _options(group=None, path=()):
+    """(command path, option) of every option of every command, subcommands included."""
+    import click
+
+    group = group or cli
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _options(cmd, (*path, name))
+        else:
+            yield from (((*path, name), p) for p in cmd.params if isinstance(p, click.Option))
+
+
+#: Flags whose meaning differs between commands (what --out writes, what --memory bounds,
+#: --phi of plot phase, --depth of plot phase, --arch of search, ...): their help texts may.
+MEANING_DIFFERS = {"--out", "--force", "--memory", "--data", "--json", "--phi", "--depth",
+                   "--arch", "--standardize", "--quiet", "--resume", "--results",
+                   "--reference", "--widths"}
+
+
+def test_one_vocabulary():
+    """Issue 20, item 7: a flag has the same aliases everywhere, and one help text where it
+    means the same; --quiet's help starts the same way everywhere."""
+    aliases, helps = {}, {}
+    for path, opt in _options():
+        aliases.setdefault(opt.opts[0], set()).add((tuple(opt.opts), tuple(opt.secondary_opts)))
+        helps.setdefault(opt.opts[0], set()).add(opt.help)
+    assert {flag: a for flag, a in aliases.items() if len(a) > 1} == \
+        {"--standardize": {(("--standardize",), ()), (("--standardize",), ("--no-standardize",))}}
+    shared = {flag: h for flag, h in helps.items() if flag not in MEANING_DIFFERS}
+    assert {flag: h for flag, h in shared.items() if len(h) > 1} == {}
+    assert all(h.startswith("No progress on stderr") for h in helps["--quiet"])
+
+
 def test_build_then_info(tmp_path):
     out = tmp_path / "relu.h5"
     res = run("build", "--phi", "relu", "--out", str(out), "--quiet")

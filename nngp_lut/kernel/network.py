@@ -4,9 +4,8 @@
 :meth:`~Network.kernel` compiles the layers into a program (compiler.py) that one Numba tile
 loop interprets (``_core/engine.py``), for vectors after BLAS has written the input Gram
 X1 X2^T into the result; the tiling, the memory budget and HDF5 streaming come from
-executor.py.  :meth:`~Network.layerwise`
-applies the layers to full matrices one after another: the readable reference that the
-fused path is tested against.
+executor.py.  :meth:`~Network.layerwise` applies the layers to full matrices one after
+another: the readable reference that the fused path is tested against.
 
 References
 ----------

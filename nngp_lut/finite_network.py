@@ -27,6 +27,9 @@ batch.  As the layers' docstrings define them:
   SAME window reaches past the edge (``normalize_edges=False``); ``GlobalAvgPool``: the
   mean over the positions; ``Flatten``: the reshape to (n, H W C);
 * ``Aggregate``: z_i = sum_j A_ij x_j over the nodes of (n, nodes, C) inputs;
+* ``SimpleRNN``: h_t = phi(sqrt(w / n) W h_{t-1} + sqrt(u / C) U x_t + sqrt(b) beta) over
+  the time axis of (n, T, C) sequences (``lax.scan``), h_0 = 0, W, U, beta ~ N(0, 1);
+  ``LastStep``: h_T;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
 * ``LayerNorm``: (z - mean(z)) / sqrt(var(z)) over the features of each example (the
@@ -68,7 +71,8 @@ from .errors import DataError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                            Identity, Layer, LayerNorm, Parallel, Serial, single_input)
+                            Identity, LastStep, Layer, LayerNorm, Parallel, Serial, SimpleRNN,
+                            single_input)
 
 __all__ = ["BUILTINS", "LAYERS", "FiniteNetwork", "as_inputs", "as_layer", "draw_key",
            "finite_network", "jax_activation", "with_width", "x64"]
@@ -305,6 +309,38 @@ def _aggregate_apply(layer, params, x):
     return jnp.einsum("ij,njc->nic", jnp.asarray(layer.dense()), x)  # z_i = sum_j A_ij x_j
 
 
+def _rnn_init(layer, key, shape):
+    steps, c_in = _spatial(layer, shape, 1, "time axis")[0], shape[-1]
+    n = _width(layer)
+    kw, ku, kb = jax.random.split(key, 3)
+    return {"W": jax.random.normal(kw, (n, n), jnp.float64),
+            "U": jax.random.normal(ku, (c_in, n), jnp.float64),
+            "b": jax.random.normal(kb, (n,), jnp.float64)}, (steps, n)
+
+
+def _rnn_apply(layer, params, x):
+    phi = jax_activation(layer.activation)
+    n = params["W"].shape[0]
+    w, u = math.sqrt(layer.weight_var / n), math.sqrt(layer.input_var / x.shape[-1])
+    inputs = u * (x @ params["U"]) + math.sqrt(layer.bias_var) * params["b"]
+
+    def step(h, z):  # z: the input part of g_t for the whole batch
+        h = phi(w * (h @ params["W"]) + z)
+        return h, h
+
+    h0 = jnp.zeros((x.shape[0], n), x.dtype)
+    _, hs = jax.lax.scan(step, h0, jnp.swapaxes(inputs, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+def _last_step_init(layer, key, shape):
+    return {}, _spatial(layer, shape, 1, "time axis")[1:] + shape[-1:]
+
+
+def _last_step_apply(layer, params, x):
+    return x[:, -1]
+
+
 def _single_init(layer, key, shape):
     return {}, _single(layer, shape)
 
@@ -384,6 +420,8 @@ LAYERS = {
     GlobalAvgPool: (_global_avgpool_init, _global_avgpool_apply),
     Flatten: (_flatten_init, _flatten_apply),
     Aggregate: (_aggregate_init, _aggregate_apply),
+    SimpleRNN: (_rnn_init, _rnn_apply),
+    LastStep: (_last_step_init, _last_step_apply),
     Activation: (_single_init, _activation_apply),
     LayerNorm: (_single_init, _layernorm_apply),
     Identity: (_single_init, _identity_apply),
@@ -431,7 +469,7 @@ def with_width(network, width):
     (channels) of its finite network; the infinite-width kernel depends on them only in
     the standard parameterisation)."""
     layer = as_layer(network)
-    if isinstance(layer, (Dense, Conv)):
+    if isinstance(layer, (Dense, Conv, SimpleRNN)):
         return layer if layer.width is not None else dataclasses.replace(layer, width=width)
     if isinstance(layer, (Serial, Parallel)):
         return dataclasses.replace(layer, children=tuple(with_width(c, width)

@@ -101,6 +101,32 @@ def exact_kernels(name, x1, x2, depth, w, b):
     return k, t
 
 
+def rnn_direct(name, a, b, w, u, bias):
+    """The simple-RNN kernel of sequences a (Ta, C) and b (Tb, C) of any lengths, step pair
+    by step pair with the closed forms (the recursion of ``SimpleRNN``'s docstring: Yang
+    2019; Alemohammad et al. 2021): K_h and Theta_h over (Ta, Tb)."""
+    def variances(z):
+        q = []
+        for t in range(len(z)):
+            carry = w * float(closed_form(name, q[-1], q[-1], 1.0)) if t else 0.0
+            q.append(u * z[t] @ z[t] / z.shape[1] + bias + carry)
+        return q
+
+    qa, qb = variances(a), variances(b)
+    kh, th = np.zeros((len(a), len(b))), np.zeros((len(a), len(b)))
+    for t in range(len(a)):
+        for s in range(len(b)):
+            g = u * a[t] @ b[s] / a.shape[1] + bias
+            theta = g
+            if t and s:
+                g += w * kh[t - 1, s - 1]
+                theta = g + w * th[t - 1, s - 1]
+            rho = min(1.0, max(-1.0, g / math.sqrt(qa[t] * qb[s])))
+            kh[t, s] = closed_form(name, qa[t], qb[s], rho)
+            th[t, s] = closed_form_dot(name, qa[t], qb[s], rho) * theta
+    return kh, th
+
+
 def scalar(name):
     """Plain-Python phi of a built-in, for the reference integrator."""
     return {

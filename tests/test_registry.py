@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from nngp_lut.kernel import (Activation, Aggregate, AvgPool, Conv, Dense, Dropout, FanInConcat,
-                             FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
-                             LayerNorm, Network, parallel, serial)
+                             FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
+                             Layer, LayerNorm, Network, SimpleRNN, parallel, serial)
 
 #: Fused against layerwise, relative to the largest entry.
 TOL_ENGINE = 1e-9
@@ -54,6 +54,10 @@ EXAMPLES = {
     "graph": (serial(Dense(1.0, 0.1), Aggregate(_ring(5)), Activation("relu"),
                      Dense(1.0, 0.1), Aggregate(_ring(5)), GlobalAvgPool(), Dense(1.0, 0.0)),
               (5, 2)),
+    "rnn": (serial(SimpleRNN("erf", 1.5, 1.0, 0.1), SimpleRNN("relu", 1.2, 1.4, 0.2),
+                   LastStep(), Dense(1.0, 0.0)), (4, 2)),
+    "rnn-mean": (serial(Dense(1.0, 0.1), SimpleRNN("erf", 1.3, 1.0, 0.1), GlobalAvgPool(),
+                        Dense(1.0, 0.0)), (3, 2)),
 }
 
 

@@ -12,6 +12,9 @@ contiguous pairs (SIMD) and the block stays in cache across the layers; nothing 
 * the spatially diagonal map K_{h,h}(x, x') (P = H W entries), or
 * the full covariance K_{h,h'}(x, x') (P^2 entries), which pooling and aggregation need.
 
+A simple RNN (OP_RECUR) runs its recursion over the rows t of a pair's (T, T') map: row t
+takes the state term from row t - 1, then the activation of row t.
+
 Rows of a tile are spread over the cores by ``prange``.  Convolution is a box sum over the
 filter's offsets, separable over the axes (2 k adds per entry for a k x k filter); pooling
 sums each position over its own window (four passes on a full map).
@@ -62,6 +65,11 @@ OP_COPY = 9  # register b = register a
 OP_ADD = 10  # register b += register a
 OP_SCALE = 11  # register a *= p0
 OP_OUTPUT = 12  # out[b] = K[a][0] (b >= 0), out[c] = Theta[a][0] (c >= 0)
+OP_RECUR = 13  # the recursion of a simple RNN over the time axis of a full map (below)
+OP_PICK = 14  # K, Theta = the entry (b, b) of the map (b, diagonal maps): one position
+
+#: Values of the columns' inputs that _input_full copies at a time (256 KB: in L2).
+INPUT_CHUNK_ENTRIES = 32768
 
 # Fields of an op row.
 OPF_CODE, OPF_A, OPF_B, OPF_C = 0, 1, 2, 3
@@ -246,27 +254,24 @@ def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
 
 
 @njit(**JIT)
-def _affine(ka, ta, n, p, with_ntk):
-    """The affine step of a Dense on n entries: Theta = p2 K + p3 + p0 Theta, K = p1 + p0 K
-    (nothing for the identity)."""
-    w = p[0]
-    b = p[1]
-    ak = p[2]
-    c = p[3]
+def _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk):
+    """The affine step of a Dense on entries e0 .. e1 - 1: Theta = ak K + c + w Theta,
+    K = b + w K (nothing for the identity)."""
     if w == 1.0 and b == 0.0 and ak == 0.0 and c == 0.0:
         return
     if with_ntk:
-        for e in range(n):
+        for e in range(e0, e1):
             ta[e] = ak * ka[e] + c + w * ta[e]
-    for e in range(n):
+    for e in range(e0, e1):
         ka[e] = b + w * ka[e]
 
 
 @njit(**JIT)
-def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, with_ntk):
-    """The slice activation on the full map of one pair (n positions): rows of the map
-    (one row position h) as the inner loops."""
-    for h in range(n):
+def _activation_one(ka, ta, s1, s2, cell, h0, h1, n, rows, cols_t, ri, j, v, sf, sd, m,
+                    with_ntk):
+    """The slice activation on rows h0 .. h1 - 1 of the full map of one pair (n positions):
+    rows of the map (one row position h) as the inner loops."""
+    for h in range(h0, h1):
         r_inv = rows[ri, v + h]
         b = h * n
         for g in range(n):
@@ -289,7 +294,117 @@ def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, 
 
 
 @njit(**JIT)
-def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
+def _activate(ka, ta, s1, s2, cell, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl, w, b,
+              ak, c, rows, cols_t, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30,
+              dx3, sqrt_axis, warp3, with_ntk):
+    """An activation, then the affine step (w, b, ak, c) of a Dense folded into it, on rows
+    h0 .. h1 - 1 of the block's maps (a full map's row h is its positions (h, g); a diagonal
+    map is one row: h0, h1 = 0, 1).
+
+    Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice sl) or q
+    (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  Three loops over
+    the entries: rho -> slice cell (or the table's value), the look-ups, then the scaling.
+    """
+    m = slices_f.shape[1]
+    per_row = n_in * nj if full else 0
+    e0 = h0 * per_row
+    e1 = h1 * per_row if full else n_in * nj
+    if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
+        _activation_one(ka, ta, s1, s2, cell, h0, h1, n_in, rows, cols_t, ri, j0, v,
+                        slices_f[sl], slices_df[sl], m, with_ntk)
+        _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk)
+        return
+    for h in range(h0, h1):
+        for g in range(n_in):
+            hr = h if full else g  # the row input's position
+            base = ((h * n_in + g) if full else g) * nj
+            ct = cols_t[v + g, j0:j0 + nj]
+            if sl >= 0:
+                r_inv = rows[ri, v + hr]
+                kb = ka[base:base + nj]
+                cb = cell[base:base + nj]
+                fb = s1[base:base + nj]
+                for q in range(nj):
+                    rho = correlation(kb[q], r_inv * ct[q])
+                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
+                    u = (y + 1.0) * 0.5 * m
+                    kc = min(int(u), m - 1)
+                    cb[q] = kc
+                    fb[q] = u - kc
+            else:
+                qa = rows[ri, v + hr]
+                for q in range(nj):
+                    qb = ct[q]
+                    rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
+                    s2[base + q] = _general_normalized(
+                        f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, qa, qb, rho,
+                        wa, wb, wc)
+                    if with_ntk:
+                        s1[base + q] = _general_normalized(
+                            df_n, x0, dx, lin2, df3, x30, dx3, sqrt_axis, warp3, qa, qb,
+                            rho, wa, wb, wc)
+    if sl >= 0:
+        sf = slices_f[sl]
+        sd = slices_df[sl]
+        for e in range(e0, e1):
+            s2[e] = _cubic(sf, cell[e], s1[e])
+        if with_ntk:
+            for e in range(e0, e1):
+                s1[e] = _cubic(sd, cell[e], s1[e])
+    # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step; row slices
+    # keep the loops simple for the vectoriser.
+    for h in range(h0, h1):
+        for g in range(n_in):
+            hr = h if full else g
+            base = ((h * n_in + g) if full else g) * nj
+            ws = w * rows[ri, v + n_in + hr]
+            cs = cols_t[v + n_in + g, j0:j0 + nj]
+            fb = s2[base:base + nj]
+            kb = ka[base:base + nj]
+            if with_ntk:
+                aks = ak * rows[ri, v + n_in + hr]
+                we = w * rows[ri, v + 2 * n_in + hr]
+                ce = cols_t[v + 2 * n_in + g, j0:j0 + nj]
+                db = s1[base:base + nj]
+                tb = ta[base:base + nj]
+                for q in range(nj):
+                    tb[q] = aks * fb[q] * cs[q] + c + we * tb[q] * db[q] * ce[q]
+            for q in range(nj):
+                kb[q] = b + ws * fb[q] * cs[q]
+
+
+@njit(**JIT)
+def _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan):
+    """K_{h,g} = <x1_h, x2_g> / C for every pair of positions of a block of pairs, as
+    rank-one updates of contiguous rows: for each row position h and channel c, the row
+    (g, q) += x1[h, c] x2[q, g, c].  The columns' channels are first copied to ``xb`` in
+    (c, g, q) order, as many channels at a time as it holds (8x faster than a dot product
+    per entry: the inner loop is one long SIMD axpy)."""
+    span = n_pos * nj
+    inv_c = 1.0 / n_chan
+    for e in range(n_pos * span):
+        ka[e] = 0.0
+    chunk = max(1, xb.size // span)
+    for c0 in range(0, n_chan, chunk):
+        c1 = min(n_chan, c0 + chunk)
+        for c in range(c0, c1):
+            base = (c - c0) * span
+            for g in range(n_pos):
+                src = x2t[g * n_chan + c, j0:j0 + nj]
+                dst = xb[base + g * nj:base + g * nj + nj]
+                for q in range(nj):
+                    dst[q] = src[q]
+        for h in range(n_pos):
+            row = ka[h * span:(h + 1) * span]
+            for c in range(c0, c1):
+                xv = x1[ri, h * n_chan + c] * inv_c
+                xr = xb[(c - c0) * span:(c - c0 + 1) * span]
+                for e in range(span):
+                    row[e] += xv * xr[e]
+
+
+@njit(**JIT)
+def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t, n_pos,
                n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
                slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
                with_ntk):
@@ -321,23 +436,26 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                 for q in range(nj):
                     ka[q] = b + w * gram[j0 + q]
                 continue
-            for h in range(n_pos):  # the channel dot products of every pair of positions
-                for g in range(n_pos if full else 1):
-                    pos2 = g if full else h
-                    base = ((h * n_pos + g) if full else h) * nj
+            if full:
+                _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan)
+            else:
+                for h in range(n_pos):  # the channel dot products at each position
+                    base = h * nj
                     for q in range(nj):
                         ka[base + q] = 0.0
                     for c in range(n_chan):
                         xv = x1[ri, h * n_chan + c] * inv_c
-                        col = pos2 * n_chan + c
+                        col = h * n_chan + c
                         for q in range(nj):
                             ka[base + q] += xv * x2t[col, j0 + q]
             if with_ntk:
                 for e in range(e_out):
                     ta[e] = 0.0
-            _affine(ka, ta, e_out, params[o], with_ntk)
+            _affine(ka, ta, 0, e_out, params[o, 0], params[o, 1], params[o, 2], params[o, 3],
+                    with_ntk)
         elif code == OP_AFFINE:
-            _affine(ka, ta, e_out, params[o], with_ntk)
+            _affine(ka, ta, 0, e_out, params[o, 0], params[o, 1], params[o, 2], params[o, 3],
+                    with_ntk)
         elif code == OP_CONV:
             inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
             w = params[o, 0] * inv
@@ -361,81 +479,38 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                 for e in range(e_out):
                     ta[e] = s2[e] * inv
         elif code == OP_ACTIVATION:
-            # Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice
-            # sl) or q (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).
-            # Three loops over the block's entries: rho -> slice cell (or the table's
-            # value), the look-ups, then the scaling with the folded affine step p.
-            v = op[OPF_VEC]
-            sl = op[OPF_C]
-            p = params[o]
-            m = slices_f.shape[1]
-            if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
-                _activation_one(ka, ta, s1, s2, cell, n_in, rows, cols_t, ri, j0, v,
-                                slices_f[sl], slices_df[sl], m, with_ntk)
-                _affine(ka, ta, n_in * n_in, p, with_ntk)
-                continue
-            for h in range(n_in if full else 1):
-                for g in range(n_in):
-                    hr = h if full else g  # the row input's position
-                    base = ((h * n_in + g) if full else g) * nj
-                    ct = cols_t[v + g, j0:j0 + nj]
-                    if sl >= 0:
-                        r_inv = rows[ri, v + hr]
-                        kb = ka[base:base + nj]
-                        cb = cell[base:base + nj]
-                        fb = s1[base:base + nj]
-                        for q in range(nj):
-                            rho = correlation(kb[q], r_inv * ct[q])
-                            y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                            u = (y + 1.0) * 0.5 * m
-                            kc = min(int(u), m - 1)
-                            cb[q] = kc
-                            fb[q] = u - kc
-                    else:
-                        qa = rows[ri, v + hr]
-                        for q in range(nj):
-                            qb = ct[q]
-                            rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                            s2[base + q] = _general_normalized(
-                                f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, qa, qb, rho,
-                                wa, wb, wc)
-                            if with_ntk:
-                                s1[base + q] = _general_normalized(
-                                    df_n, x0, dx, lin2, df3, x30, dx3, sqrt_axis, warp3, qa, qb,
-                                    rho, wa, wb, wc)
-            n_e = (n_in * n_in if full else n_in) * nj
-            if sl >= 0:
-                sf = slices_f[sl]
-                sd = slices_df[sl]
-                for e in range(n_e):
-                    s2[e] = _cubic(sf, cell[e], s1[e])
-                if with_ntk:
-                    for e in range(n_e):
-                        s1[e] = _cubic(sd, cell[e], s1[e])
-            # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step
-            # (w, b, a, c); row slices keep the loops simple for the vectoriser.
-            w = p[0]
-            b = p[1]
-            ak = p[2]
-            c = p[3]
-            for h in range(n_in if full else 1):
-                for g in range(n_in):
-                    hr = h if full else g
-                    base = ((h * n_in + g) if full else g) * nj
-                    ws = w * rows[ri, v + n_in + hr]
-                    cs = cols_t[v + n_in + g, j0:j0 + nj]
-                    fb = s2[base:base + nj]
-                    kb = ka[base:base + nj]
+            n_rows = n_in if full else 1
+            _activate(ka, ta, s1, s2, cell, wa, wb, wc, 0, n_rows, n_in, full,
+                      nj, ri, j0, op[OPF_VEC], op[OPF_C], params[o, 0], params[o, 1],
+                      params[o, 2], params[o, 3], rows, cols_t, slices_f, slices_df, f_n,
+                      df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, with_ntk)
+        elif code == OP_RECUR:
+            # Row t of the (T, T') map after row t - 1 (Alemohammad et al. 2021):
+            # the register holds the input part u K_in + b (its affine step came first);
+            # add w K_h(t-1, s-1) (the state's Dense), Theta += a K_h + w Theta_h likewise,
+            # then the activation of row t turns it into K_h, Theta_h of step t.
+            w = params[o, 0]
+            ak = params[o, 2]
+            span = n_in * nj
+            for t in range(n_in):
+                if t > 0:
+                    prev = (t - 1) * span
+                    cur = t * span + nj  # (t, s) reads (t - 1, s - 1)
                     if with_ntk:
-                        aks = ak * rows[ri, v + n_in + hr]
-                        we = w * rows[ri, v + 2 * n_in + hr]
-                        ce = cols_t[v + 2 * n_in + g, j0:j0 + nj]
-                        db = s1[base:base + nj]
-                        tb = ta[base:base + nj]
-                        for q in range(nj):
-                            tb[q] = aks * fb[q] * cs[q] + c + we * tb[q] * db[q] * ce[q]
-                    for q in range(nj):
-                        kb[q] = b + ws * fb[q] * cs[q]
+                        for e in range(span - nj):
+                            ta[cur + e] += ak * ka[prev + e] + w * ta[prev + e]
+                    for e in range(span - nj):
+                        ka[cur + e] += w * ka[prev + e]
+                _activate(ka, ta, s1, s2, cell, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
+                          j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
+                          slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
+                          sqrt_axis, warp3, with_ntk)
+        elif code == OP_PICK:
+            h = op[OPF_B]
+            base = ((h * n_in + h) if full else h) * nj
+            for q in range(nj):
+                ka[q] = ka[base + q]
+                ta[q] = ta[base + q]
         elif code == OP_NORMALIZE:
             v = op[OPF_VEC]
             for h in range(n_in if full else 1):
@@ -546,6 +621,10 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     """
     triangle = diag_offset >= 0
     steps = (nr + 1) // 2 if triangle else nr
+    # The columns' channels for _input_full: up to INPUT_CHUNK_ENTRIES values at a time.
+    xb_len = 1
+    if full:
+        xb_len = n_pos * block * max(1, min(n_chan, INPUT_CHUNK_ENTRIES // (n_pos * block)))
     for p in prange(steps):
         kk = np.empty((n_regs, size * block))
         tt = np.empty((n_regs, size * block))
@@ -557,6 +636,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
+        xb = np.empty(xb_len)
         for half in range(2):
             i = _row_of(p, half, nr, triangle)
             if i < 0:
@@ -567,7 +647,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
                 nonfinite[i] += _run_block(
-                    kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t,
+                    kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
                     n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
                     slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
                     sqrt_axis, warp3, full, with_ntk)

@@ -17,7 +17,7 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     tuple    := "(" number ("," number)* [","] ")"
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
               | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
-              | GlobalAvgPool | Flatten | Aggregate
+              | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
@@ -26,7 +26,9 @@ expression in x or a table path, ``Dropout(rate)``, ``FanOut(n)``, ``repeat(bloc
 ``Conv(weight_var, bias_var=0.0, filter_shape=(3, 3), strides=None, padding='SAME',
 parameterization='ntk', width=None)``, ``AvgPool(window_shape=(2, 2), strides=None,
 padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channels')``,
-``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file).
+``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file,
+``SimpleRNN(phi, weight_var=1.0, input_var=1.0, bias_var=0.0, width=None)``,
+``LastStep()``).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias).  Anything else —
@@ -39,8 +41,8 @@ and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` charac
 import ast
 
 from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
-                     FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
-                     LayerNorm, parallel, repeat, serial)
+                     FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
+                     Layer, LayerNorm, SimpleRNN, parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
 CONSTRUCTORS = {
@@ -48,7 +50,7 @@ CONSTRUCTORS = {
     "Activation": Activation, "LayerNorm": LayerNorm, "Identity": Identity,
     "Dropout": Dropout, "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
     "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
-    "Aggregate": Aggregate,
+    "Aggregate": Aggregate, "SimpleRNN": SimpleRNN, "LastStep": LastStep,
 }
 #: Longest tuple literal (filter shapes, strides).
 MAX_TUPLE = 8

@@ -172,15 +172,22 @@ class Compiler:
             self.vec_len += self.vectors[-1].shape[1]
         return base
 
-    def activation(self, table, reg, d):
+    def activation(self, table, reg, d, code=_eng.OP_ACTIVATION, params=IDENTITY_AFFINE,
+                   mask=None):
         """An activation on register ``reg`` with the variances of record ``d``: its vectors
         are q, sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)) per position; :meth:`finish`
-        chooses its look-up once every input's q is known."""
+        chooses its look-up once every input's q is known.  ``code`` is the op that applies
+        it (an OP_RECUR's cell, with its ``params``); ``mask`` (n, P) zeroes the outputs at
+        padded positions (their q, which carries no meaning, becomes 1)."""
         q = positional(d.var1, d).reshape(d.var1.shape[0], -1)
+        if mask is not None:
+            q = np.where(mask > 0, q, 1.0)
         check_live(q)
         blocks = [q, np.sqrt(table.second_moment(q))]
         if self.with_ntk:
             blocks.append(np.sqrt(table.derivative_second_moment(q)))
+        if mask is not None:
+            blocks[1:] = [b * mask for b in blocks[1:]]
         index = len(self.activations)
         if index == len(self.seen):
             self.seen.append([table, np.inf, 0.0, 0.0, 0])
@@ -189,7 +196,7 @@ class Compiler:
             seen[4] + q.size
         vec = self.vector(*blocks)
         self.activations.append((len(self.ops), vec, q.shape[1]))
-        self.emit(_eng.OP_ACTIVATION, reg, d, d, c=-1, params=IDENTITY_AFFINE, vec=vec)
+        self.emit(code, reg, d, d, c=-1, params=params, vec=vec)
 
     def aggregate(self, layer):
         """Register the adjacency of an Aggregate (one per program)."""
@@ -300,12 +307,12 @@ def _chunk_rows(x, full):
     return max(1, int(VECTOR_CHUNK_BYTES // per_input))
 
 
-def _vectors(comp, network, x, readouts, full, with_ntk):
+def _vectors(comp, network, x, readouts, full, with_ntk, masked):
     """The per-input vectors and readout diagonals of the inputs x, chunk by chunk."""
     blocks, diag = [], {}
     step = _chunk_rows(x, full)
     for s in range(0, x.shape[0], step):
-        d = input_record(x[s:s + step], ntk=with_ntk, pairs=False, full=full)
+        d = input_record(x[s:s + step], ntk=with_ntk, pairs=False, full=full, masked=masked)
         vectors, dg = comp.walk(network, d, readouts)
         n = min(step, x.shape[0] - s)
         blocks.append(np.concatenate(vectors, axis=1) if vectors else np.zeros((n, 1)))
@@ -334,27 +341,27 @@ def diagonal_prefix(network):
     def has(layer, attribute):
         return any(getattr(node, attribute) for node in layer.walk())
 
-    vec = [i for i, layer in enumerate(chain) if has(layer, "needs_gaussian")]
+    vec = [i for i, layer in enumerate(chain) if has(layer, "reads_variances")]
     mix = [i for i, layer in enumerate(chain) if has(layer, "needs_full")]
     if mix and vec and min(mix) <= max(vec):
         return None
     return chain[:max(vec) + 1] if vec else ()
 
 
-def _input_vectors(comp, network, x, readouts, full, with_ntk):
+def _input_vectors(comp, network, x, readouts, full, with_ntk, masked):
     """:func:`_vectors`, or for full maps that :func:`diagonal_prefix` allows, the vectors
     from the diagonal recursion (then no readout diagonals: None)."""
-    head = diagonal_prefix(network) if full else None
+    head = diagonal_prefix(network) if full and not masked else None
     if head is None:
-        return _vectors(comp, network, x, readouts, full, with_ntk)
-    rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk)[0] if head
+        return _vectors(comp, network, x, readouts, full, with_ntk, masked)
+    rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk, False)[0] if head
             else np.zeros((x.shape[0], 1)))
     # The program itself (the walk sets the ops) from one input's full record.
     comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True), readouts)
     return rows, None
 
 
-def compile_network(network, x1, x2, readouts, with_ntk, full=False):
+def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=False):
     """The program of ``network`` for inputs x1 (rows) and x2 (columns; None: the same).
 
     Parameters
@@ -368,6 +375,8 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False):
     with_ntk : bool
     full : bool
         The records hold every pair of positions (pooling, aggregation).
+    masked : bool
+        The inputs are sequences padded with NaN steps (the records carry masks).
 
     Raises
     ------
@@ -375,9 +384,9 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False):
         When the network has no program (the caller then runs it layer by layer).
     """
     comp = Compiler(with_ntk, full, gram=x1.ndim == 2)
-    rows, diag1 = _input_vectors(comp, network, x1, readouts, full, with_ntk)
+    rows, diag1 = _input_vectors(comp, network, x1, readouts, full, with_ntk, masked)
     cols = rows if x2 is None else \
-        _input_vectors(comp, network, x2, readouts, full, with_ntk)[0]
+        _input_vectors(comp, network, x2, readouts, full, with_ntk, masked)[0]
     comp.finish(rows, cols)
     n_slices = max(1, len(comp.slices_f))
     empty = np.zeros((n_slices, SLICE_INTERVALS, 4))
@@ -401,12 +410,13 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False):
 
 def engine_inputs(prog, x1, x2):
     """The inputs as the engine reads them: x1 (n1, P C), x2 transposed (P C, n2), the
-    positions P and channels C; a program that reads the Gram needs none of them."""
+    positions P and channels C (a padded sequence's NaN steps as zeros); a program that
+    reads the Gram needs none of them."""
     n_pos, n_chan = math.prod(x1.shape[1:-1]), x1.shape[-1]
     if prog.gram:
         return np.zeros((1, 1)), np.zeros((1, 1)), n_pos, n_chan
-    return (x1.reshape(x1.shape[0], -1), np.ascontiguousarray(x2.reshape(x2.shape[0], -1).T),
-            n_pos, n_chan)
+    x1, x2 = (np.nan_to_num(x.reshape(x.shape[0], -1), nan=0.0) for x in (x1, x2))
+    return x1, np.ascontiguousarray(x2.T), n_pos, n_chan
 
 
 def run(prog, out, out_row0, row0, nr, inputs, diag_offset):

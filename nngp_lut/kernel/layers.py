@@ -31,6 +31,8 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``GlobalAvgPool()``   K' = mean_{h,h'} K_{h,h'} (full spatial covariance)
 ``Flatten()``         K' = mean_h K_{h,h} (the spatially diagonal maps suffice)
 ``Aggregate(A)``      K' = A K A^T over the nodes of a graph
+``SimpleRNN(phi)``    the recursion over the (t, s) map of two sequences (its docstring)
+``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
 ====================  ======================================================================
 
 Records with spatial axes (images, sequences, graphs) hold per pair of inputs either the
@@ -86,6 +88,12 @@ class Layer:
     spatial = False
     #: Spatial dimensions its window fixes (1 or 2), or None.
     window_rank = None
+    #: Its ops read per-input vectors (variances, normalisers) that the compiler takes from
+    #: the diagonal recursion.
+    reads_variances = False
+    #: It takes sequences padded to a common length (a record with masks): it acts on each
+    #: step alone, or reads over time leaving the padding out.
+    takes_padding = False
 
     def apply(self, k):
         """The infinite-width rule: the record after the layer."""
@@ -124,10 +132,16 @@ def check_components(k):
 
 
 def single_input(layer, k, branches=tuple):
-    """``k`` itself, when it is one input and not the ``branches`` of a FanOut."""
+    """``k`` itself, when it is one input and not the ``branches`` of a FanOut (nor, for a
+    layer without ``takes_padding``, a record of padded sequences)."""
     if isinstance(k, branches):
         raise ArchitectureError(f"{layer!r} takes one input but gets {len(k)} branches; "
                                 "join them with FanInSum() or FanInConcat() first")
+    if getattr(k, "mask1", None) is not None and not layer.takes_padding:
+        raise ArchitectureError(
+            f"{type(layer).__name__} does not take sequences of unequal length (padded with "
+            "NaN steps): before LastStep() or GlobalAvgPool() use only Dense, SimpleRNN, "
+            "residual branches and Dropout, or give sequences of one length")
     return k
 
 
@@ -163,6 +177,8 @@ class Dense(Layer):
     bias_var: float | None = 0.0
     parameterization: str = "ntk"
     width: int | None = None
+
+    takes_padding = True
 
     def __post_init__(self):
         _check_affine(self)
@@ -230,6 +246,7 @@ class Activation(Layer):
 
     phi: object
     needs_gaussian = True
+    reads_variances = True
 
     def __post_init__(self):
         self.key  # resolved once: a bad name or expression fails here, not later
@@ -327,6 +344,7 @@ class LayerNorm(Layer):
 
     over: str = "channels"
     needs_gaussian = True
+    reads_variances = True
 
     def __post_init__(self):
         if self.over not in LAYERNORM_OVER:
@@ -356,18 +374,7 @@ class LayerNorm(Layer):
         if not k.is_gaussian:
             raise ArchitectureError("LayerNorm needs Gaussian, centred inputs: put it after "
                                     "a Dense or Conv (or a sum of their outputs)")
-        s1, s2 = self.factors(k, k.var1), self.factors(k, k.var2)
-        p1, p2 = pair_factors(s1, s2, k)
-        a1, b1 = self_factors(s1, k)
-        a2, b2 = self_factors(s2, k)
-        out = dict(var1=k.var1 * a1 * b1, var2=k.var2 * a2 * b2)
-        if k.nngp is not None:
-            out["nngp"] = k.nngp * p1 * p2
-        if k.has_ntk:
-            out.update(ntk_var1=k.ntk_var1 * a1 * b1, ntk_var2=k.ntk_var2 * a2 * b2)
-            if k.ntk is not None:
-                out["ntk"] = k.ntk * p1 * p2
-        return k.replace(**out)
+        return _scale_positions(k, self.factors(k, k.var1), self.factors(k, k.var2))
 
     def lower(self, comp, reg, d):
         new = self.apply(d)
@@ -375,6 +382,22 @@ class LayerNorm(Layer):
         comp.emit(_eng.OP_NORMALIZE, reg, d, d,
                   vec=comp.vector(factors.reshape(factors.shape[0], -1)))
         return reg, new
+
+
+def _scale_positions(k, s1, s2):
+    """Every field times s_h(x) s_h'(x') for per-position factors s1 (n1, *S), s2 (n2, *S):
+    what OP_NORMALIZE computes."""
+    p1, p2 = pair_factors(s1, s2, k)
+    a1, b1 = self_factors(s1, k)
+    a2, b2 = self_factors(s2, k)
+    out = dict(var1=k.var1 * a1 * b1, var2=k.var2 * a2 * b2)
+    if k.nngp is not None:
+        out["nngp"] = k.nngp * p1 * p2
+    if k.has_ntk:
+        out.update(ntk_var1=k.ntk_var1 * a1 * b1, ntk_var2=k.ntk_var2 * a2 * b2)
+        if k.ntk is not None:
+            out["ntk"] = k.ntk * p1 * p2
+    return k.replace(**out)
 
 
 def normalisers(var):
@@ -560,17 +583,29 @@ class GlobalAvgPool(Layer):
 
     spatial = True
     needs_full = True
+    takes_padding = True
+
+    @staticmethod
+    def weights(mask):
+        """Per-step factors (n, T) that leave padded steps out of the mean over T: 1 / the
+        fraction of the steps that are the sequence's."""
+        return mask * (mask.shape[1] / mask.sum(axis=1, keepdims=True))
 
     def apply(self, k):
+        """The mean over every pair of positions (of the steps, for padded sequences)."""
         k = single_input(self, k)
         require_spatial(self, k)
         require_full(self, k)
+        if k.mask1 is not None:
+            k = _scale_positions(k, self.weights(k.mask1), self.weights(k.mask2))
         ns = len(k.axes)
         return map_fields(k, lambda m, nb: m.mean(axis=tuple(range(nb, nb + 2 * ns))),
-                          axes=(), full_spatial=False)
+                          axes=(), full_spatial=False, mask1=None, mask2=None)
 
     def lower(self, comp, reg, d):
         new = self.apply(d)
+        if d.mask1 is not None:
+            comp.emit(_eng.OP_NORMALIZE, reg, d, d, vec=comp.vector(self.weights(d.mask1)))
         comp.emit(_eng.OP_GLOBAL_POOL, reg, d, new)
         return reg, new
 
@@ -710,9 +745,179 @@ def _load_adjacency(path):
         raise unreadable(path, exc, "a scipy.sparse .npz file") from None
 
 
+# --- sequences (N, T, C): the time axis --------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class SimpleRNN(Layer):
+    """Elman recurrent layer over the time axis of (N, T, C) sequences, its weights shared
+    over time and the state h_0 = 0 (NTK parameterisation):
+
+        g_t = sqrt(weight_var / n) W h_{t-1} + sqrt(input_var / C) U x_t + sqrt(bias_var) b,
+        h_t = phi(g_t),
+
+    with W, U, b ~ N(0, 1) and n = ``width`` units.  Its output is the sequence h_1 .. h_T
+    (read it out with :class:`LastStep` or :class:`GlobalAvgPool`, the mean over time, or
+    feed it to another SimpleRNN).  The kernel over pairs of steps (t, s) is the recursion
+    of Yang, "Tensor Programs I" (2019), section 6 (GP4A's ``simple RNN``), for any
+    activation through its table:
+
+        K_g^{t,s} = weight_var F_phi(K_g^{t-1,t-1}(x, x), K_g^{s-1,s-1}(x', x'), K_g^{t-1,s-1})
+                    + input_var K_in^{t,s} + bias_var      (the first term 0 at t = 1 or s = 1),
+        K_h^{t,s} = F_phi(K_g^{t,t}(x, x), K_g^{s,s}(x', x'), K_g^{t,s}),
+
+    and the NTK (Alemohammad et al., "The Recurrent Neural Tangent Kernel", ICLR 2021):
+
+        Theta_g^{t,s} = K_g^{t,s} + weight_var Theta_h^{t-1,s-1} + input_var Theta_in^{t,s},
+        Theta_h^{t,s} = E[phi'(u) phi'(v)] Theta_g^{t,s}.
+
+    The record is the full (T, T') map of every pair of inputs; the fused engine runs it as
+    one recursion op (OP_RECUR) over the rows t.
+    """
+
+    phi: object
+    weight_var: float = 1.0
+    input_var: float = 1.0
+    bias_var: float = 0.0
+    width: int | None = None
+
+    spatial = True
+    needs_full = True
+    window_rank = 1
+    reads_variances = True
+    takes_padding = True  # the padding before a sequence leaves h_0 = 0 (masks)
+
+    def __post_init__(self):
+        for name in ("weight_var", "input_var"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ArchitectureError(f"SimpleRNN needs {name} > 0, got {value}")
+        if not (math.isfinite(self.bias_var) and self.bias_var >= 0):
+            raise ArchitectureError(f"SimpleRNN needs bias_var >= 0, got {self.bias_var}")
+        if self.width is not None and (int(self.width) != self.width or self.width < 1):
+            raise ArchitectureError(f"SimpleRNN width must be a positive integer, got "
+                                    f"{self.width}")
+        self.activation  # a bad phi fails here
+
+    @cached_property
+    def activation(self):
+        return Activation(self.phi)
+
+    def _key(self):
+        return (self.activation.key, self.weight_var, self.input_var, self.bias_var,
+                self.width)
+
+    def __eq__(self, other):
+        return isinstance(other, SimpleRNN) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        phi = repr(self.activation)[len("Activation("):-1]
+        width = "" if self.width is None else f", width={self.width!r}"
+        return (f"SimpleRNN({phi}, {self.weight_var!r}, {self.input_var!r}, "
+                f"{self.bias_var!r}{width})")
+
+    def variances(self, d, mask=None):
+        """K_g^{t,t}(x, x) of every step, (n, T), from the input's per-step variances d:
+        q_t = weight_var E[phi^2](q_{t-1}) + input_var d_t + bias_var (no first term at the
+        first step, nor after a padded step, whose state is h = 0)."""
+        q = self.input_var * d + self.bias_var
+        moment = self.activation.table.second_moment
+        for t in range(1, q.shape[1]):
+            carry = moment(q[:, t - 1])
+            q[:, t] += self.weight_var * (carry if mask is None else mask[:, t - 1] * carry)
+        return q
+
+    def _recur(self, kin, tin, qa, qb, ma, mb):
+        """The recursion on one field: kin (..., T, T') the input's map, tin its NTK (or
+        None), qa (..., T, 1) and qb (..., 1, T') the steps' variances, ma and mb the masks
+        alike (or None); returns K_h, Theta_h (0 at padded steps)."""
+        table, w = self.activation.table, self.weight_var
+        g = self.input_var * kin + self.bias_var
+        theta = None if tin is None else g + self.input_var * tin
+        h = np.empty_like(g)
+        ht = None if tin is None else np.empty_like(g)
+        qb_row = qb[..., 0, :]
+        for t in range(g.shape[-2]):
+            if t > 0:
+                g[..., t, 1:] += w * h[..., t - 1, :-1]
+                if theta is not None:
+                    theta[..., t, 1:] += w * (h[..., t - 1, :-1] + ht[..., t - 1, :-1])
+            q1, q2, row = np.broadcast_arrays(qa[..., t, :], qb_row, g[..., t, :])
+            rho = correlations(row, np.sqrt(q1 * q2))
+            mask = 1.0 if ma is None else ma[..., t, :] * mb[..., 0, :]
+            h[..., t, :] = table.F(q1, q2, rho) * mask
+            if theta is not None:
+                ht[..., t, :] = table.dF(q1, q2, rho) * theta[..., t, :] * mask
+        return h, ht
+
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        require_full(self, k)
+        m1, m2 = k.mask1, k.mask2
+        q1 = self.variances(positional(k.var1, k), m1)
+        q2 = q1 if k.var2 is k.var1 else self.variances(positional(k.var2, k), m2)
+
+        def rows(v):  # (n, T) against the first or the second step of a self map
+            return None if v is None else v[:, :, None]
+
+        def cols(v):
+            return None if v is None else v[:, None, :]
+
+        var1, ntk_var1 = self._recur(k.var1, k.ntk_var1, rows(q1), cols(q1), rows(m1),
+                                     cols(m1))
+        var2, ntk_var2 = (var1, ntk_var1) if k.var2 is k.var1 else \
+            self._recur(k.var2, k.ntk_var2, rows(q2), cols(q2), rows(m2), cols(m2))
+        nngp = ntk = None
+        if k.nngp is not None:
+            pair = (slice(None), None, slice(None), None)  # (n1, 1, T, 1)
+            both = (None, slice(None), None, slice(None))  # (1, n2, 1, T')
+            nngp, ntk = self._recur(k.nngp, k.ntk, q1[pair], q2[both],
+                                    None if m1 is None else m1[pair],
+                                    None if m2 is None else m2[both])
+        return k.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2, ntk_var1=ntk_var1,
+                         ntk_var2=ntk_var2, is_gaussian=False, mixture=False,
+                         width=self.width)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        u, b, w = self.input_var, self.bias_var, self.weight_var
+        comp.affine(reg, d, (u, b, u, b) if comp.with_ntk else (u, b, 0.0, 0.0))
+        steps = self.variances(positional(d.var1, d), d.mask1)
+        comp.activation(self.activation.table, reg, d.replace(var1=steps, full_spatial=False),
+                        code=_eng.OP_RECUR, params=(w, 0.0, w if comp.with_ntk else 0.0, 0.0),
+                        mask=d.mask1)
+        return reg, new
+
+
+@dataclass(frozen=True)
+class LastStep(Layer):
+    """The last time step of a sequence, h_T: K' = K^{T,T'} (a sequence-to-one readout;
+    :class:`GlobalAvgPool` is the mean over time)."""
+
+    spatial = True
+    window_rank = 1
+    takes_padding = True  # padded sequences end at the last step
+
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        pick = (-1, -1) if k.full_spatial else (-1,)
+        return map_fields(k, lambda m, nb: m[(slice(None),) * nb + pick], axes=(),
+                          full_spatial=False, mask1=None, mask2=None)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        comp.emit(_eng.OP_PICK, reg, d, new, b=spatial_shape(d)[0] - 1)
+        return reg, new
+
+
 @dataclass(frozen=True)
 class Identity(Layer):
     """The identity."""
+
+    takes_padding = True
 
     def apply(self, k):
         return k
@@ -726,6 +931,7 @@ class Dropout(Layer):
     """Dropout of probability ``rate``: at evaluation (where the GP lives) the identity."""
 
     rate: float = 0.5
+    takes_padding = True
 
     def __post_init__(self):
         if not 0.0 <= self.rate < 1.0:
@@ -742,6 +948,7 @@ class FanOut(Layer):
     """One input to ``n`` identical branches."""
 
     n: int
+    takes_padding = True
 
     def __post_init__(self):
         if int(self.n) != self.n or self.n < 1:
@@ -795,6 +1002,8 @@ def _combine(layer, ks, weights, **changes):
 
 class _FanIn(Layer):
     """What FanInSum and FanInConcat share: a weighted sum of the branches' records."""
+
+    takes_padding = True
 
     def lower(self, comp, reg, d):
         new = self.apply(d)
@@ -958,7 +1167,7 @@ def needs_full(network: Layer) -> bool:
 #: Layers that act on each feature alone (they commute with Flatten and FanInConcat).
 ELEMENTWISE = (Activation, Identity, Dropout)
 #: Layers that act on each channel alone (they commute with channel concatenation).
-PER_CHANNEL = (AvgPool, GlobalAvgPool, Aggregate, Flatten, Identity, Dropout)
+PER_CHANNEL = (AvgPool, GlobalAvgPool, Aggregate, Flatten, LastStep, Identity, Dropout)
 
 
 def exact_form(network: Layer) -> Layer:
@@ -1064,7 +1273,7 @@ def readout_points(network: Layer) -> tuple[tuple, list[int]]:
     if not chain:
         raise ArchitectureError("the network has no layers")
     first = 1 + max((i for i, layer in enumerate(chain)
-                     if isinstance(layer, (Flatten, GlobalAvgPool))), default=-1)
+                     if isinstance(layer, (Flatten, GlobalAvgPool, LastStep))), default=-1)
     points = [i for i, layer in enumerate(chain) if i >= first and isinstance(layer, Dense)]
     if not points or points[-1] != len(chain) - 1:
         points.append(len(chain) - 1)
@@ -1080,4 +1289,5 @@ def check_readout(record, depth: int) -> None:
     if record.axes:
         raise ArchitectureError(
             f"the kernel at depth {depth} has spatial axes {record.axes}: read a "
-            "convolutional network out after Flatten() or GlobalAvgPool()")
+            "convolutional network out after Flatten() or GlobalAvgPool(), a recurrent one "
+            "after LastStep() or GlobalAvgPool()")

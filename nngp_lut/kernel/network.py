@@ -26,7 +26,8 @@ from ..data import standardize_rows, validate_inputs
 from ..errors import DataError, LayerwiseWarning, NonFiniteKernel, ParameterError
 from . import executor
 from .compiler import NotFusable, compile_network, engine_inputs, run
-from .layers import Layer, check_readout, exact_form, needs_full, readout_points, spatial_rank
+from .layers import (Layer, SimpleRNN, check_readout, exact_form, needs_full, readout_points,
+                     spatial_rank)
 from .layers import deep_network as _deep_layers
 from .spatial import as_spatial_inputs, input_record
 
@@ -74,6 +75,8 @@ class Network:
         #: Whether the records hold every pair of positions (pooling, aggregation) or only
         #: the spatially diagonal maps (spatial.py).
         self.full_spatial = self.rank != 0 and needs_full(layer)
+        #: Whether it has a recurrent layer (and takes sequences of unequal length).
+        self.recurrent = any(isinstance(node, SimpleRNN) for node in layer.walk())
 
     def __repr__(self):
         return f"Network({self.layer!r})"
@@ -91,19 +94,31 @@ class Network:
         return f"diagonal spatial maps: {p} entries per pair"
 
     def _prepare(self, x1, x2):
-        """Validated inputs (vectors, or images / sequences for a spatial network)."""
+        """Validated inputs (vectors, or images / sequences for a spatial network).  A
+        recurrent network takes sequences of unequal length, padded with NaN steps
+        (:func:`~nngp_lut.kernel.spatial.as_spatial_inputs`); two sets of different
+        lengths are padded to the longer."""
         if self.rank == 0:
             return _inputs(x1, x2)
-        x1, rank = as_spatial_inputs(x1, self.rank, "x1")
+        x1, rank = as_spatial_inputs(x1, self.rank, "x1", padded=self.recurrent)
         if x2 is None:
             return x1, x1, True
-        x2, _ = as_spatial_inputs(x2, rank, "x2")
+        x2, _ = as_spatial_inputs(x2, rank, "x2", padded=self.recurrent)
+        if self.recurrent and x1.shape[2:] == x2.shape[2:] and x1.shape[1] != x2.shape[1]:
+            steps = max(x1.shape[1], x2.shape[1])
+            x1, x2 = (np.pad(x, ((0, 0), (steps - x.shape[1], 0), (0, 0)),
+                             constant_values=np.nan) for x in (x1, x2))
         if x2.shape[1:] != x1.shape[1:]:
             raise DataError(f"x1 has inputs of shape {x1.shape[1:]} but x2 {x2.shape[1:]}")
         return x1, x2, False
 
-    def _record(self, x1, x2, ntk, pairs):
-        return input_record(x1, x2, ntk=ntk, pairs=pairs, full=self.full_spatial)
+    def _masked(self, x1, x2):
+        """Whether the inputs are padded sequences (whose records carry masks)."""
+        return self.recurrent and any(np.isnan(x[:, :, 0]).any() for x in (x1, x2))
+
+    def _record(self, x1, x2, ntk, pairs, masked):
+        return input_record(x1, x2, ntk=ntk, pairs=pairs, full=self.full_spatial,
+                            masked=masked)
 
     def _walk(self, k, kinds, all_depths, pairs):
         chain, points = readout_points(self.exact_layer)
@@ -126,7 +141,8 @@ class Network:
         """
         kinds = _kinds(get)
         x1, x2, same = self._prepare(x1, x2)
-        k = self._record(x1, None if same else x2, "ntk" in kinds, True)
+        k = self._record(x1, None if same else x2, "ntk" in kinds, True,
+                         self._masked(x1, x2))
         res = self._walk(k, kinds, all_depths, True)
         return res[0] if isinstance(get, str) else res
 
@@ -134,8 +150,8 @@ class Network:
         """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
         kinds = _kinds(get)
         x = validate_inputs(x, "x") if self.rank == 0 else self._prepare(x, None)[0]
-        res = self._walk(self._record(x, None, "ntk" in kinds, False), kinds, all_depths,
-                         False)
+        k = self._record(x, None, "ntk" in kinds, False, self._masked(x, x))
+        res = self._walk(k, kinds, all_depths, False)
         return res[0] if isinstance(get, str) else res
 
     # -- fused --------------------------------------------------------------------------------
@@ -192,7 +208,7 @@ class Network:
                              for k in KINDS) for s, depth in enumerate(wanted)}
         try:
             prog = compile_network(self.exact_layer, x1, None if same else x2, slot,
-                                   "ntk" in kinds, self.full_spatial)
+                                   "ntk" in kinds, self.full_spatial, self._masked(x1, x2))
         except NotFusable as exc:
             phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
         else:

@@ -58,6 +58,12 @@ class Kernels:
     full_spatial : bool
         The record holds every pair of positions (pooling and graph aggregation need it),
         not only the diagonal maps (enough up to a Flatten readout).
+    mask1, mask2 : ndarray (n1, T), (n2, T) or None
+        For sequences of unequal length (``axes == ("length",)``): 1.0 at each input's
+        steps, 0.0 at the padding before them (sequences are aligned at their last step,
+        :func:`nngp_lut.kernel.spatial.as_spatial_inputs`).  Entries at padded steps carry
+        no meaning; only layers with ``takes_padding`` accept such a record, and the layers
+        that read over time (SimpleRNN, GlobalAvgPool) leave the padding out.
     """
 
     nngp: np.ndarray | None
@@ -71,6 +77,8 @@ class Kernels:
     width: int | None = None
     axes: tuple = ()
     full_spatial: bool = False
+    mask1: np.ndarray | None = None
+    mask2: np.ndarray | None = None
 
     @property
     def has_ntk(self):

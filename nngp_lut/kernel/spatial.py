@@ -47,10 +47,15 @@ AXES = {1: ("length",), 2: ("height", "width")}
 
 
 # --- inputs ------------------------------------------------------------------------------------
-def as_spatial_inputs(x, rank, name="x"):
+def as_spatial_inputs(x, rank, name="x", padded=False):
     """Validated float64 inputs with spatial axes: (n, H, W, C) for rank 2 ((n, H, W) gets
     one channel), (n, L, C) for rank 1; rank None takes 3-D arrays as (n, L, C) and 4-D as
-    NHWC.  Returns the array and its rank."""
+    NHWC.  Returns the array and its rank.
+
+    ``padded`` (networks with a recurrent layer) accepts sequences of unequal length: the
+    steps whose channels are all NaN are padding, before or after the sequence's steps.
+    They are returned aligned at the last step (the padding first, still NaN), which is
+    where :func:`time_mask` finds them."""
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -66,9 +71,41 @@ def as_spatial_inputs(x, rank, name="x"):
                         f"{a.shape}{hint}")
     if min(a.shape) == 0:
         raise DataError(f"{name} is empty (shape {a.shape})")
+    if padded and a.ndim == 3 and np.isnan(a).any():
+        return _align_padding(a, name), 1
     if not np.all(np.isfinite(a)):
         raise DataError(f"{name} has a NaN or inf value")
     return np.ascontiguousarray(a), a.ndim - 2
+
+
+def _align_padding(a, name):
+    """(n, T, C) sequences padded with all-NaN steps, aligned at their last step."""
+    pad = np.isnan(a).all(axis=2)
+    if np.any(np.isnan(a).any(axis=2) & ~pad) or not np.all(np.isfinite(a[~pad])):
+        raise DataError(f"{name} has a NaN or inf value inside a step (a padded step of a "
+                        "sequence has every channel NaN)")
+    lengths = (~pad).sum(axis=1)
+    if np.any(lengths == 0):
+        raise DataError(f"{name} has a sequence with no steps (all NaN): input "
+                        f"{int(np.argmin(lengths))}")
+    first = np.argmax(~pad, axis=1)
+    steps = np.arange(a.shape[1])
+    inside = (steps >= first[:, None]) & (steps < (first + lengths)[:, None])
+    if not np.array_equal(inside, ~pad):
+        raise DataError(f"{name} has NaN steps between a sequence's steps: pad sequences "
+                        "only before or after their steps")
+    out = np.full_like(a, np.nan)
+    steps = a.shape[1]
+    for i in range(a.shape[0]):
+        out[i, steps - lengths[i]:] = a[i, first[i]:first[i] + lengths[i]]
+    return out
+
+
+def time_mask(x):
+    """The mask (n, T) of the steps of (n, T, C) inputs (1.0; 0.0 at NaN padding) and the
+    inputs with zeros there."""
+    valid = ~np.isnan(x[:, :, 0])
+    return np.where(valid[:, :, None], x, 0.0), valid.astype(np.float64)
 
 
 def reshape_inputs(x, shape, name="x"):
@@ -87,12 +124,17 @@ def reshape_inputs(x, shape, name="x"):
 
 
 # --- records -----------------------------------------------------------------------------------
-def input_record(x1, x2=None, *, ntk=True, pairs=True, full=False):
+def input_record(x1, x2=None, *, ntk=True, pairs=True, full=False, masked=False):
     """The record of the inputs: K_{h,h'}(x, x') = <x_h, x'_h'> / C for spatial inputs (all
     pairs of positions when ``full``, else h = h' only), <x, x'> / d for (n, d) vectors;
-    NTK 0.  Arguments as :func:`nngp_lut.kernel.record.input_kernels`."""
+    NTK 0.  Arguments as :func:`nngp_lut.kernel.record.input_kernels`; ``masked``: (n, T, C)
+    sequences padded with NaN steps (:func:`as_spatial_inputs`), whose record carries their
+    masks (all ones for a sequence without padding)."""
     if x1.ndim == 2:
         return input_kernels(x1, x2, ntk=ntk, pairs=pairs)
+    mask1 = mask2 = None
+    if masked:
+        x1, mask1 = time_mask(x1)
     ns = x1.ndim - 2
     c = x1.shape[-1]
 
@@ -112,9 +154,13 @@ def input_record(x1, x2=None, *, ntk=True, pairs=True, full=False):
     meta = dict(width=c, axes=AXES[ns], full_spatial=full)
     if not pairs:
         zero = np.zeros_like(var1) if ntk else None
-        return Kernels(None, None, var1, var1, zero, zero, **meta)
+        return Kernels(None, None, var1, var1, zero, zero, **meta, mask1=mask1, mask2=mask1)
     same = x2 is None
-    x2 = x1 if same else x2
+    if same:
+        x2, mask2 = x1, mask1
+    elif masked:
+        x2, mask2 = time_mask(x2)
+    meta.update(mask1=mask1, mask2=mask2)
     var2 = var1 if same else cov(x2, x2, True)
     nngp = cov(x1, x2, False)
     zeros = (np.zeros_like(nngp), np.zeros_like(var1), np.zeros_like(var2)) if ntk else \

@@ -1,0 +1,193 @@
+"""Simple-RNN kernels (issue 23): closed forms, speed, row-sequential MNIST, Monte Carlo.
+
+1. --closed-form: the SimpleRNN kernel (NNGP and NTK, LastStep and mean-over-time
+   readouts, sequences of unequal length) against a direct scalar implementation of the
+   recursion with the closed-form V-transforms of relu (arc-cosine) and erf (arcsine),
+   which shares nothing with the library but the formulas of the layer's docstring.
+   Prints the largest error relative to the largest entry.  Target: 1e-9.
+2. --speed: NNGP + NTK of N row-sequential MNIST sequences (28 steps of 28 pixels, depth
+   1, LastStep readout), symmetric, median of --repeats calls after a warm-up, for relu
+   (homogeneous: 1-D table slices) and erf (its 3-D unequal-variance table).  Target:
+   N = 1000 relu in <= 15 s.
+3. --accuracy: row-sequential MNIST on the paper's split: a SimpleRNN GP fitted on the
+   balanced 1k subset, scored on --n-test test images, beside the fully connected relu
+   NNGP of Table 1 (0.9279 at 1k).  A small search on --n-val validation images picks
+   (weight_var, input_var) and the readout.
+4. --mc: the Monte Carlo convergence of finite SimpleRNN networks (the finite twin in
+   nngp_lut.finite_network) to the kernel on 8 random sequences of length 8, widths 64 ..
+   --mc-max-width: relative Frobenius error and its fitted log-log slope.  Target: slope in
+   [-0.6, -0.4].
+
+    python bench/bench_rnn.py [--closed-form] [--speed] [--accuracy] [--mc] [--n 1000]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from nngp_lut import paper  # noqa: E402
+from nngp_lut.data import balanced_subset, mnist_paper_split, standardize_rows  # noqa: E402
+from nngp_lut.gp import evaluate  # noqa: E402
+from nngp_lut.kernel import (Dense, GlobalAvgPool, LastStep, Network, SimpleRNN,  # noqa: E402
+                             serial)
+from tests.naive import rnn_direct  # noqa: E402
+
+MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+FC_1K = paper.TABLE1_MNIST[1000, "relu"][3]
+SLOPE_TARGET = (-0.6, -0.4)
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+        return [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        return "threadpoolctl missing"
+
+
+# --- 1. closed forms ----------------------------------------------------------------------------
+def closed_form():
+    rng = np.random.default_rng(0)
+    lengths = [6, 3, 8, 5, 7]
+    seqs = [rng.standard_normal((n, 3)) * rng.uniform(0.5, 1.5) for n in lengths]
+    padded = np.full((len(seqs), max(lengths), 3), np.nan)
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)] = s
+    print(f"{'phi':<6}{'readout':<15}{'NNGP err':>12}{'NTK err':>12}")
+    worst = 0.0
+    for phi in ("relu", "erf"):
+        for readout in (LastStep(), GlobalAvgPool()):
+            w, u, bias = 1.4, 1.1, 0.2
+            net = Network(serial(SimpleRNN(phi, w, u, bias), readout))
+            k, t = net.kernel(padded, get=("nngp", "ntk"))
+            ref_k, ref_t = np.zeros_like(k), np.zeros_like(t)
+            for i, a in enumerate(seqs):
+                for j, b in enumerate(seqs):
+                    kh, th = rnn_direct(phi, a, b, w, u, bias)
+                    pick = (kh[-1, -1], th[-1, -1]) if isinstance(readout, LastStep) else \
+                        (kh.mean(), th.mean())
+                    ref_k[i, j], ref_t[i, j] = pick
+            ek = np.abs(k - ref_k).max() / np.abs(ref_k).max()
+            et = np.abs(t - ref_t).max() / np.abs(ref_t).max()
+            worst = max(worst, ek, et)
+            print(f"{phi:<6}{type(readout).__name__:<15}{ek:>12.2e}{et:>12.2e}")
+    print(f"largest relative error {worst:.2e} (target 1e-9)")
+
+
+# --- 2. speed -----------------------------------------------------------------------------------
+def sequences(x):
+    """MNIST rows (n, 784) as 28 steps of 28 pixels, standardised per image."""
+    return standardize_rows(x.astype(np.float64)).reshape(-1, 28, 28)
+
+
+def speed(n, repeats):
+    split = mnist_paper_split(MNIST)
+    x = sequences(split.x_train[:n])
+    for phi in ("relu", "erf"):
+        net = Network(serial(SimpleRNN(phi, 1.5, 1.0, 0.1), LastStep(), Dense(1.0, 0.0)))
+        net.kernel(x[:16], get=("nngp", "ntk"))  # compile and build the table
+        times, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = net.kernel(x, get=("nngp", "ntk"))
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            del res
+        print(json.dumps(dict(phi=phi, n=n, steps=28, runs=repeats,
+                              median_s=round(float(np.median(times)), 3),
+                              times_s=[round(t, 3) for t in times],
+                              median_cpu_s=round(float(np.median(cpu)), 3),
+                              load_average=round(os.getloadavg()[0], 2))), flush=True)
+
+
+# --- 3. row-sequential MNIST ------------------------------------------------------------------
+def rnn(weight_var, input_var, readout, phi="relu", bias_var=0.01):
+    tail = LastStep() if readout == "last" else GlobalAvgPool()
+    return Network(serial(SimpleRNN(phi, weight_var, input_var, bias_var), tail,
+                          Dense(1.0, 0.0)))
+
+
+def accuracy(n_val, n_test, grid):
+    split = mnist_paper_split(MNIST)
+    idx = balanced_subset(split.y_train, 1000)
+    x1k, y1k = sequences(split.x_train[idx]), split.y_train[idx]
+    x_val, y_val = sequences(split.x_val[:n_val]), split.y_val[:n_val]
+    search = []
+    for w, u, readout in grid:
+        t0 = time.perf_counter()
+        res = evaluate(x1k, y1k, x_val, y_val, network=rnn(w, u, readout), memory="auto")
+        search.append(dict(weight_var=w, input_var=u, readout=readout,
+                           val_accuracy=res.accuracy, seconds=time.perf_counter() - t0))
+        print(json.dumps(search[-1]), flush=True)
+    best = max(search, key=lambda r: r["val_accuracy"])
+    net = rnn(best["weight_var"], best["input_var"], best["readout"])
+    x_test, y_test = sequences(split.x_test[:n_test]), split.y_test[:n_test]
+    t0 = time.perf_counter()
+    res = evaluate(x1k, y1k, x_test, y_test, network=net, memory="auto")
+    print(json.dumps(dict(arch=repr(net.layer), n_train=1000, n_test=n_test,
+                          test_accuracy=res.accuracy, fc_nngp_1k=FC_1K,
+                          seconds=round(time.perf_counter() - t0, 1))), flush=True)
+
+
+# --- 4. Monte Carlo ----------------------------------------------------------------------------
+def monte_carlo(max_width, draws):
+    from nngp_lut import montecarlo
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 8, 4))
+    widths = [64 * 4**i for i in range(10) if 64 * 4**i <= max_width]
+    for text, layer in (
+            ("SimpleRNN relu, LastStep",
+             serial(SimpleRNN("relu", 1.5, 1.0, 0.1), LastStep(), Dense(1.0, 0.0))),
+            ("SimpleRNN erf x2, mean over time",
+             serial(SimpleRNN("erf", 1.5, 1.0, 0.1), SimpleRNN("erf", 1.2, 1.0, 0.1),
+                    GlobalAvgPool(), Dense(1.0, 0.0)))):
+        rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0)
+        print(text)
+        print(f"{'width':>7} {'nngp_error':>11} {'ntk_error':>10} {'nngp_rms':>9} "
+              f"{'ntk_rms':>8}")
+        for r in rows:
+            print(f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
+                  f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}")
+        print(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
+              f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   "
+              f"(target {SLOPE_TARGET[0]} .. {SLOPE_TARGET[1]})", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--closed-form", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--mc", action="store_true")
+    ap.add_argument("--n", type=int, default=1000, help="sequences of the speed run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n-val", type=int, default=2000)
+    ap.add_argument("--n-test", type=int, default=10000)
+    ap.add_argument("--mc-max-width", type=int, default=4096)
+    ap.add_argument("--mc-draws", type=int, default=8)
+    args = ap.parse_args()
+    run_all = not (args.closed_form or args.speed or args.accuracy or args.mc)
+    print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    if args.closed_form or run_all:
+        closed_form()
+    if args.speed or run_all:
+        speed(args.n, args.repeats)
+    if args.accuracy or run_all:
+        grid = [(w, 1.0, r) for r in ("last", "mean") for w in (1.0, 1.5, 2.0)]
+        accuracy(args.n_val, args.n_test, grid)
+    if args.mc or run_all:
+        monte_carlo(args.mc_max_width, args.mc_draws)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Simple RNN kernels (issue 23): the recursion against closed forms, padding, errors.
+
+The oracle is ``tests.naive.rnn_direct``: the recursion of SimpleRNN's docstring step pair
+by step pair with the closed-form V-transforms of relu and erf, for sequences of their own
+lengths (no padding, no tables, no engine).  The finite network is checked in
+tests/test_registry.py (Monte Carlo).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from nngp_lut.errors import ArchitectureError, DataError
+from nngp_lut.kernel import (Activation, Conv, Dense, FanInSum, FanOut, Flatten, GlobalAvgPool,
+                             Identity, LastStep, LayerNorm, Network, SimpleRNN, parallel,
+                             serial)
+from tests.conftest import TOL_UNEQUAL
+from tests.naive import rnn_direct
+
+#: relu's kernel has no table error (its 1-D table is exact to rounding in the slices);
+#: relative to the largest entry.
+TOL_RELU = 1e-10
+#: Fused against layerwise (the same rule twice).
+TOL_ENGINE = 1e-12
+W, U, B = 1.4, 1.1, 0.2
+
+
+def _sequences(lengths, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n, channels)) * rng.uniform(0.5, 1.5) for n in lengths]
+
+
+def _padded(seqs, steps=None, front=False):
+    steps = steps or max(len(s) for s in seqs)
+    out = np.full((len(seqs), steps, seqs[0].shape[1]), np.nan)
+    for i, s in enumerate(seqs):
+        if front:
+            out[i, steps - len(s):] = s
+        else:
+            out[i, :len(s)] = s
+    return out
+
+
+def _direct(phi, xs, ys, readout):
+    k, t = np.zeros((len(xs), len(ys))), np.zeros((len(xs), len(ys)))
+    for i, a in enumerate(xs):
+        for j, b in enumerate(ys):
+            kh, th = rnn_direct(phi, a, b, W, U, B)
+            k[i, j], t[i, j] = (kh[-1, -1], th[-1, -1]) if readout == "last" else \
+                (kh.mean(), th.mean())
+    return k, t
+
+
+def _fused(net, x1, x2=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # runs fused, no layerwise fallback
+        return net.kernel(x1, x2, get=("nngp", "ntk"))
+
+
+@pytest.mark.parametrize("phi, tol", [("relu", TOL_RELU), ("erf", TOL_UNEQUAL)])
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_recursion_against_closed_forms(phi, tol, readout):
+    """Sequences of unequal lengths (padded with NaN after, and before, their steps)
+    against the direct recursion on each pair at its own lengths: NNGP and NTK, fused and
+    layerwise, both sets and the symmetric case."""
+    xs, ys = _sequences([6, 3, 8, 5]), _sequences([4, 7, 1], seed=1)
+    net = Network(serial(SimpleRNN(phi, W, U, B),
+                         LastStep() if readout == "last" else GlobalAvgPool()))
+    x, y = _padded(xs), _padded(ys, front=True)
+    for (k, t), (rk, rt) in ((_fused(net, x, y), _direct(phi, xs, ys, readout)),
+                             (_fused(net, x), _direct(phi, xs, xs, readout))):
+        scale = np.abs(rk).max()
+        assert np.abs(k - rk).max() <= tol * scale
+        assert np.abs(t - rt).max() <= tol * np.abs(rt).max()
+    layerwise = net.layerwise(x, y, get=("nngp", "ntk"))
+    for a, b in zip(_fused(net, x, y), layerwise):
+        assert np.abs(a - b).max() <= TOL_ENGINE * np.abs(b).max()
+    diagonal = net.diagonal(x, get="ntk")
+    assert np.abs(diagonal - np.diag(_direct(phi, xs, xs, readout)[1])).max() <= \
+        tol * np.abs(diagonal).max()
+
+
+def test_padding_gives_the_unpadded_kernel():
+    """Stacked RNNs behind a Dense, in a residual block: the kernel of padded sequences is
+    the kernel of the same sequences at one length each (where no padding is needed)."""
+    seqs = _sequences([5, 2, 5, 4], seed=2)
+    net = Network(serial(Dense(1.0, 0.1), FanOut(2),
+                         parallel(Identity(), serial(SimpleRNN("relu", 1.2, 1.0, 0.1),
+                                                     Dense(1.0, 0.1))),
+                         FanInSum(), SimpleRNN("erf", 1.0, 1.0, 0.0), GlobalAvgPool(),
+                         Dense(1.0, 0.0)))
+    k, t = _fused(net, _padded(seqs, steps=7))
+    for i, a in enumerate(seqs):
+        for j, b in enumerate(seqs):
+            if len(a) == len(b):  # no padding at all
+                ref = net.layerwise(np.stack([a]), np.stack([b]), get=("nngp", "ntk"))
+                assert k[i, j] == pytest.approx(ref[0][0, 0], rel=1e-12)
+                assert t[i, j] == pytest.approx(ref[1][0, 0], rel=1e-12)
+    # Padding before or after the steps, or to a longer common length, changes nothing.
+    for other in (_padded(seqs, front=True), _padded(seqs, steps=9)):
+        k2, t2 = _fused(net, other)
+        np.testing.assert_allclose(k2, k, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(t2, t, rtol=1e-12, atol=1e-15)
+
+
+def test_symmetric_and_positive_semidefinite():
+    seqs = _sequences([6, 6, 3, 8, 5, 2, 7, 4], seed=3)
+    net = Network(serial(SimpleRNN("erf", 1.3, 1.0, 0.1), SimpleRNN("relu", 1.0, 1.2, 0.1),
+                         LastStep(), Dense(1.0, 0.0)))
+    for kernel in _fused(net, _padded(seqs)):
+        assert np.array_equal(kernel, kernel.T)
+        assert np.linalg.eigvalsh(kernel).min() >= -1e-12 * np.abs(kernel).max()
+
+
+@pytest.mark.parametrize("layer, x, message", [
+    (serial(SimpleRNN("relu"), LastStep()), np.ones((3, 4)), "sequences"),
+    (serial(Dense(1.0), Flatten(), SimpleRNN("relu"), LastStep()), np.ones((3, 4, 2)),
+     "spatial axes"),
+    (serial(SimpleRNN("relu"), Dense(1.0)), np.ones((3, 4, 2)), "LastStep"),
+    (serial(SimpleRNN("relu"), Activation("relu"), LastStep()), np.ones((3, 4, 2)),
+     "Gaussian"),
+    (serial(SimpleRNN("relu"), Conv(1.0, filter_shape=(2,)), SimpleRNN("relu"), LastStep()),
+     [[[1.0], [2.0]], [[np.nan], [1.0]]], "unequal length"),
+    (serial(SimpleRNN("relu"), LayerNorm(), GlobalAvgPool()),
+     [[[1.0], [2.0]], [[np.nan], [1.0]]], "unequal length"),
+    (serial(SimpleRNN("relu"), LastStep()), [[[1.0, np.nan], [2.0, 1.0]]], "inside a step"),
+    (serial(SimpleRNN("relu"), LastStep()), [[[1.0], [np.nan], [2.0]]], "between"),
+    (serial(SimpleRNN("relu"), LastStep()), [[[np.nan], [np.nan]]], "no steps"),
+])
+def test_one_line_errors(layer, x, message):
+    with pytest.raises((ArchitectureError, DataError), match=message) as info:
+        Network(layer).kernel(np.asarray(x, dtype=float))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [dict(weight_var=0.0), dict(input_var=-1.0),
+                                    dict(bias_var=float("nan")), dict(width=0)])
+def test_bad_parameters(kwargs):
+    with pytest.raises(ArchitectureError, match="SimpleRNN"):
+        SimpleRNN("relu", **kwargs)
+
+
+def test_arch_text_round_trip():
+    from nngp_lut.kernel.arch import parse_arch
+
+    net = serial(SimpleRNN("erf", 1.5, 2.0, 0.1, width=64), LastStep(), Dense(1.0, 0.0))
+    assert parse_arch(repr(net)) == net

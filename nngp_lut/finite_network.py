@@ -29,7 +29,8 @@ batch.  As the layers' docstrings define them:
 * ``Aggregate``: z_i = sum_j A_ij x_j over the nodes of (n, nodes, C) inputs;
 * ``SimpleRNN``: h_t = phi(sqrt(w / n) W h_{t-1} + sqrt(u / C) U x_t + sqrt(b) beta) over
   the time axis of (n, T, C) sequences (``lax.scan``), h_0 = 0, W, U, beta ~ N(0, 1);
-  ``LastStep``: h_T;
+  ``LastStep``: h_T; ``SelfAttention``: softmax(logit_var / n q k^T) v over the positions
+  (q = k for tied weights), its layer's docstring;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
 * ``LayerNorm``: (z - mean(z)) / sqrt(var(z)) over the features of each example (the
@@ -71,8 +72,8 @@ from .errors import DataError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                            Identity, LastStep, Layer, LayerNorm, Parallel, Serial, SimpleRNN,
-                            single_input)
+                            Identity, LastStep, Layer, LayerNorm, Parallel, SelfAttention,
+                            Serial, SimpleRNN, single_input)
 
 __all__ = ["BUILTINS", "LAYERS", "FiniteNetwork", "as_inputs", "as_layer", "draw_key",
            "finite_network", "jax_activation", "with_width", "x64"]
@@ -333,6 +334,27 @@ def _rnn_apply(layer, params, x):
     return jnp.swapaxes(hs, 0, 1)
 
 
+def _attention_init(layer, key, shape):
+    steps, c_in = _spatial(layer, shape, 1, "position axis")[0], shape[-1]
+    n = _width(layer)
+    kq, kk, kv, kb = jax.random.split(key, 4)
+    params = {"Wq": jax.random.normal(kq, (c_in, n), jnp.float64),
+              "Wv": jax.random.normal(kv, (c_in, n), jnp.float64),
+              "b": jax.random.normal(kb, (n,), jnp.float64)}
+    if not layer.tied:
+        params["Wk"] = jax.random.normal(kk, (c_in, n), jnp.float64)
+    return params, (steps, n)
+
+
+def _attention_apply(layer, params, x):
+    n, scale = params["Wq"].shape[1], 1.0 / math.sqrt(x.shape[-1])
+    q = scale * (x @ params["Wq"])
+    k = q if layer.tied else scale * (x @ params["Wk"])
+    a = jax.nn.softmax(layer.logit_var / n * jnp.einsum("ntc,nsc->nts", q, k), axis=-1)
+    v = math.sqrt(layer.weight_var) * scale * (x @ params["Wv"])
+    return jnp.einsum("nts,nsc->ntc", a, v) + math.sqrt(layer.bias_var) * params["b"]
+
+
 def _last_step_init(layer, key, shape):
     return {}, _spatial(layer, shape, 1, "time axis")[1:] + shape[-1:]
 
@@ -421,6 +443,7 @@ LAYERS = {
     Flatten: (_flatten_init, _flatten_apply),
     Aggregate: (_aggregate_init, _aggregate_apply),
     SimpleRNN: (_rnn_init, _rnn_apply),
+    SelfAttention: (_attention_init, _attention_apply),
     LastStep: (_last_step_init, _last_step_apply),
     Activation: (_single_init, _activation_apply),
     LayerNorm: (_single_init, _layernorm_apply),
@@ -469,7 +492,7 @@ def with_width(network, width):
     (channels) of its finite network; the infinite-width kernel depends on them only in
     the standard parameterisation)."""
     layer = as_layer(network)
-    if isinstance(layer, (Dense, Conv, SimpleRNN)):
+    if isinstance(layer, (Dense, Conv, SimpleRNN, SelfAttention)):
         return layer if layer.width is not None else dataclasses.replace(layer, width=width)
     if isinstance(layer, (Serial, Parallel)):
         return dataclasses.replace(layer, children=tuple(with_width(c, width)

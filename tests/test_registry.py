@@ -15,7 +15,8 @@ import pytest
 
 from nngp_lut.kernel import (Activation, Aggregate, AvgPool, Conv, Dense, Dropout, FanInConcat,
                              FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                             Layer, LayerNorm, Network, SimpleRNN, parallel, serial)
+                             Layer, LayerNorm, Network, SelfAttention, SimpleRNN, parallel,
+                             serial)
 
 #: Fused against layerwise, relative to the largest entry.
 TOL_ENGINE = 1e-9
@@ -56,6 +57,9 @@ EXAMPLES = {
               (5, 2)),
     "rnn": (serial(SimpleRNN("erf", 1.5, 1.0, 0.1), SimpleRNN("relu", 1.2, 1.4, 0.2),
                    LastStep(), Dense(1.0, 0.0)), (4, 2)),
+    "attention": (serial(Dense(1.0, 0.1), SelfAttention(1.5, 0.1, logit_var=1.0),
+                         Activation("relu"), SelfAttention(1.0, 0.0, tied=False),
+                         GlobalAvgPool(), Dense(1.0, 0.0)), (4, 3)),
     "rnn-mean": (serial(Dense(1.0, 0.1), SimpleRNN("erf", 1.3, 1.0, 0.1), GlobalAvgPool(),
                         Dense(1.0, 0.0)), (3, 2)),
 }

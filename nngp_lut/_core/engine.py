@@ -67,6 +67,7 @@ OP_SCALE = 11  # register a *= p0
 OP_OUTPUT = 12  # out[b] = K[a][0] (b >= 0), out[c] = Theta[a][0] (c >= 0)
 OP_RECUR = 13  # the recursion of a simple RNN over the time axis of a full map (below)
 OP_PICK = 14  # K, Theta = the entry (b, b) of the map (b, diagonal maps): one position
+OP_MIX = 15  # K, Theta = A_x K A_x'^T with per-input matrices A (vectors at OPF_VEC)
 
 #: Values of the columns' inputs that _input_full copies at a time (256 KB: in L2).
 INPUT_CHUNK_ENTRIES = 32768
@@ -251,6 +252,34 @@ def _aggregate(src, tmp, dst, n, ptr, idx, val, nj):
                 sb = (h * n + idx[e]) * nj
                 for q in range(nj):
                     dst[db + q] += v * tmp[sb + q]
+
+
+@njit(**JIT)
+def _mix(src, tmp, dst, n, rows, cols_t, ri, j0, nj, v):
+    """dst = A_x src A_x'^T for (n, n) maps of a block of pairs: A_x of the row input (its
+    vectors rows[ri, v + h n + k]) on the first position, A_x' of each column input
+    (cols_t[v + g n + l, j]) on the second."""
+    for e in range(n * n * nj):
+        tmp[e] = 0.0
+    for h in range(n):  # tmp[h, l] = sum_k A_x[h, k] src[k, l]: one matrix for the block
+        for k in range(n):
+            a = rows[ri, v + h * n + k]
+            if a == 0.0:
+                continue
+            sb = k * n * nj
+            tb = h * n * nj
+            for e in range(n * nj):
+                tmp[tb + e] += a * src[sb + e]
+    for h in range(n):  # dst[h, g] = sum_l tmp[h, l] A_x'[g, l]: one matrix per column
+        for g in range(n):
+            db = (h * n + g) * nj
+            for q in range(nj):
+                dst[db + q] = 0.0
+            for l in range(n):
+                tb = (h * n + l) * nj
+                ac = cols_t[v + g * n + l, j0:j0 + nj]
+                for q in range(nj):
+                    dst[db + q] += tmp[tb + q] * ac[q]
 
 
 @njit(**JIT)
@@ -505,6 +534,14 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                           j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
                           slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
                           sqrt_axis, warp3, with_ntk)
+        elif code == OP_MIX:
+            _mix(ka, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
+            for e in range(e_in):
+                ka[e] = s2[e]
+            if with_ntk:
+                _mix(ta, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
+                for e in range(e_in):
+                    ta[e] = s2[e]
         elif code == OP_PICK:
             h = op[OPF_B]
             base = ((h * n_in + h) if full else h) * nj

@@ -13,11 +13,12 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     arch     := call
     call     := NAME "(" [arg ("," arg)*] [","] ")"
     arg      := value | KEYWORD "=" value
-    value    := call | number | "-" number | "+" number | string | "None" | tuple
+    value    := call | number | "-" number | "+" number | string | "None" | "True"
+              | "False" | tuple
     tuple    := "(" number ("," number)* [","] ")"
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
               | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
-              | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep
+              | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep | SelfAttention
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
@@ -28,10 +29,12 @@ parameterization='ntk', width=None)``, ``AvgPool(window_shape=(2, 2), strides=No
 padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channels')``,
 ``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file,
 ``SimpleRNN(phi, weight_var=1.0, input_var=1.0, bias_var=0.0, width=None)``,
-``LastStep()``).
+``LastStep()``, ``SelfAttention(weight_var=1.0, bias_var=0.0, logit_var=1.0, tied=True,
+width=None)``).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
-f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias).  Anything else —
+f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias), and ``True`` and
+``False`` (``SelfAttention(tied=False)``).  Anything else —
 names, attribute access, subscripts, operators, lambdas, comprehensions, starred or ``**``
 arguments, calls of anything outside the list — raises an :class:`ArchitectureError` of one
 line that names what is not allowed.  ``repeat`` counts are capped at :data:`MAX_REPEAT`,
@@ -42,7 +45,7 @@ import ast
 
 from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                     Layer, LayerNorm, SimpleRNN, parallel, repeat, serial)
+                     Layer, LayerNorm, SelfAttention, SimpleRNN, parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
 CONSTRUCTORS = {
@@ -51,6 +54,7 @@ CONSTRUCTORS = {
     "Dropout": Dropout, "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
     "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
     "Aggregate": Aggregate, "SimpleRNN": SimpleRNN, "LastStep": LastStep,
+    "SelfAttention": SelfAttention,
 }
 #: Longest tuple literal (filter shapes, strides).
 MAX_TUPLE = 8
@@ -85,9 +89,9 @@ def _count(layer):
 
 
 def _value(node):
-    """A whitelisted AST node -> its value (a layer, a number, a string or None)."""
+    """A whitelisted AST node -> its value (a layer, a number, a string, a bool or None)."""
     if isinstance(node, ast.Constant) and (node.value is None or
-                                           type(node.value) in (int, float, str)):
+                                           type(node.value) in (int, float, str, bool)):
         return node.value
     if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
             and isinstance(node.operand, ast.Constant)

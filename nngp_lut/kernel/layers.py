@@ -33,6 +33,7 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``Aggregate(A)``      K' = A K A^T over the nodes of a graph
 ``SimpleRNN(phi)``    the recursion over the (t, s) map of two sequences (its docstring)
 ``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
+``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling
 ====================  ======================================================================
 
 Records with spatial axes (images, sequences, graphs) hold per pair of inputs either the
@@ -145,9 +146,20 @@ def single_input(layer, k, branches=tuple):
     return k
 
 
+def _check_numbers(layer, names):
+    """Refuse a bool (or a non-number) where a layer takes a variance."""
+    for name in names:
+        value = getattr(layer, name)
+        if value is not None and (isinstance(value, bool) or
+                                  not isinstance(value, (int, float, np.number))):
+            raise ArchitectureError(f"{type(layer).__name__} {name} must be a number, got "
+                                    f"{value!r}")
+
+
 def _check_affine(layer):
     """The fields a Dense and a Conv share: weight_var, bias_var, parameterization, width."""
     name = type(layer).__name__
+    _check_numbers(layer, ("weight_var", "bias_var"))
     if not (math.isfinite(layer.weight_var) and layer.weight_var > 0):
         raise ArchitectureError(f"{name} needs weight_var > 0, got {layer.weight_var}")
     if layer.bias_var is not None and not (math.isfinite(layer.bias_var)
@@ -786,6 +798,7 @@ class SimpleRNN(Layer):
     takes_padding = True  # the padding before a sequence leaves h_0 = 0 (masks)
 
     def __post_init__(self):
+        _check_numbers(self, ("weight_var", "input_var", "bias_var"))
         for name in ("weight_var", "input_var"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -888,6 +901,97 @@ class SimpleRNN(Layer):
         comp.activation(self.activation.table, reg, d.replace(var1=steps, full_spatial=False),
                         code=_eng.OP_RECUR, params=(w, 0.0, w if comp.with_ntk else 0.0, 0.0),
                         mask=d.mask1)
+        return reg, new
+
+
+@dataclass(frozen=True)
+class SelfAttention(Layer):
+    """Scaled dot-product self-attention over the positions of (N, T, C) sequences, at the
+    1/n scaling of Yang's Tensor Programs (GP4A's transformer), NTK parameterisation:
+
+        logits_ij = logit_var / n <q_i, k_j>,  q = h W_q / sqrt(C),  k = h W_k / sqrt(C),
+        z_i = sum_j softmax_j(logits)_ij sqrt(weight_var / C) (h W_v)_j + sqrt(bias_var) b,
+
+    with n = ``width`` units and every weight ~ N(0, 1).  As n grows the logits concentrate,
+    so each input x has fixed attention weights A_x:
+
+    * ``tied=True`` (W_k = W_q, as GP4A's transformer): logits -> logit_var K(x, x)_{ij},
+      the input's own covariance of positions i and j;
+    * ``tied=False`` (independent W_q and W_k): logits -> 0, and attention is uniform.
+
+    The kernel is K' = bias_var + weight_var A_x K A_x'^T and the NTK Theta' = K' +
+    weight_var A_x Theta A_x'^T (the query and key weights' gradients vanish at this
+    scaling).  Every head of a multi-head layer has this same limit, so one layer is also
+    the multi-head one.  The engine applies A_x K A_x'^T as a mixing op (OP_MIX), the
+    matrices stored with the per-input vectors.
+    """
+
+    weight_var: float = 1.0
+    bias_var: float = 0.0
+    logit_var: float = 1.0
+    tied: bool = True
+    width: int | None = None
+
+    spatial = True
+    needs_full = True
+    window_rank = 1
+    reads_variances = True
+
+    def __post_init__(self):
+        _check_numbers(self, ("weight_var", "bias_var", "logit_var"))
+        if not isinstance(self.tied, bool):
+            raise ArchitectureError(f"SelfAttention tied must be True or False, got "
+                                    f"{self.tied!r}")
+        for name, low in (("weight_var", 0.0), ("bias_var", None), ("logit_var", None)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if low is not None else value >= 0)):
+                raise ArchitectureError(f"SelfAttention needs {name} "
+                                        f"{'> 0' if low is not None else '>= 0'}, got {value}")
+        if self.width is not None and (int(self.width) != self.width or self.width < 1):
+            raise ArchitectureError(f"SelfAttention width must be a positive integer, got "
+                                    f"{self.width}")
+
+    def __repr__(self):
+        extra = _extra_repr(self, ("logit_var", "tied", "width"))
+        return f"SelfAttention({self.weight_var!r}, {self.bias_var!r}{extra})"
+
+    def weights(self, var):
+        """The attention weights A_x (n, T, T) from each input's own covariance (n, T, T)."""
+        if not self.tied:
+            return np.full(var.shape, 1.0 / var.shape[-1])
+        z = self.logit_var * var
+        z = np.exp(z - z.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        require_full(self, k)
+        a1 = self.weights(k.var1)
+        a2 = a1 if k.var2 is k.var1 else self.weights(k.var2)
+        w, b = self.weight_var, self.bias_var
+
+        def own(a, m):
+            return np.einsum("ihk,ikl,igl->ihg", a, m, a)
+
+        def pair(m):
+            return np.einsum("ihk,ijkl,jgl->ijhg", a1, m, a2)
+
+        out = dict(var1=b + w * own(a1, k.var1), var2=b + w * own(a2, k.var2),
+                   nngp=None if k.nngp is None else b + w * pair(k.nngp), is_gaussian=True,
+                   mixture=False, width=self.width)
+        if k.has_ntk:
+            out.update(ntk_var1=out["var1"] + w * own(a1, k.ntk_var1),
+                       ntk_var2=out["var2"] + w * own(a2, k.ntk_var2),
+                       ntk=None if k.ntk is None else out["nngp"] + w * pair(k.ntk))
+        return k.replace(**out)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        a = self.weights(d.var1)
+        comp.emit(_eng.OP_MIX, reg, d, d, vec=comp.vector(a.reshape(a.shape[0], -1)))
+        w, b = self.weight_var, self.bias_var
+        comp.affine(reg, d, (w, b, w, b) if comp.with_ntk else (w, b, 0.0, 0.0))
         return reg, new
 
 

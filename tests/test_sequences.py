@@ -1,9 +1,10 @@
-"""Simple RNN kernels (issue 23): the recursion against closed forms, padding, errors.
+"""Sequence layers (issue 23): SimpleRNN against closed forms, padding, SelfAttention,
+errors.
 
-The oracle is ``tests.naive.rnn_direct``: the recursion of SimpleRNN's docstring step pair
-by step pair with the closed-form V-transforms of relu and erf, for sequences of their own
-lengths (no padding, no tables, no engine).  The finite network is checked in
-tests/test_registry.py (Monte Carlo).
+The RNN's oracle is ``tests.naive.rnn_direct``: the recursion of SimpleRNN's docstring step
+pair by step pair with the closed-form V-transforms of relu and erf, for sequences of their
+own lengths (no padding, no tables, no engine).  Attention's is its formula written on the
+raw inputs.  The finite networks are checked in tests/test_registry.py (Monte Carlo).
 """
 
 import warnings
@@ -13,8 +14,8 @@ import pytest
 
 from nngp_lut.errors import ArchitectureError, DataError
 from nngp_lut.kernel import (Activation, Conv, Dense, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                             Identity, LastStep, LayerNorm, Network, SimpleRNN, parallel,
-                             serial)
+                             Identity, LastStep, LayerNorm, Network, SelfAttention, SimpleRNN,
+                             parallel, serial)
 from tests.conftest import TOL_UNEQUAL
 from tests.naive import rnn_direct
 
@@ -113,6 +114,28 @@ def test_symmetric_and_positive_semidefinite():
         assert np.linalg.eigvalsh(kernel).min() >= -1e-12 * np.abs(kernel).max()
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_attention_against_its_formula(tied):
+    """K' = b + w A_x (X X'^T / C) A_x'^T with A_x = softmax(logit_var X X^T / C) (uniform
+    when untied), written on the raw inputs; NTK K' + w A_x Theta A_x'^T with Theta = 0."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((4, 5, 3)), rng.standard_normal((3, 5, 3))
+    w, b, logit = 1.5, 0.1, 2.0
+
+    def weights(z):
+        if not tied:
+            return np.full((5, 5), 0.2)
+        e = np.exp(logit * z @ z.T / 3)
+        return e / e.sum(axis=1, keepdims=True)
+
+    ref = np.array([[b + w * np.sum(weights(p) @ (p @ q.T / 3) @ weights(q).T) / 25
+                     for q in y] for p in x])
+    net = Network(serial(SelfAttention(w, b, logit_var=logit, tied=tied), GlobalAvgPool()))
+    k, t = _fused(net, x, y)
+    np.testing.assert_allclose(k, ref, rtol=1e-12)
+    np.testing.assert_allclose(t, ref, rtol=1e-12)  # no NTK before it: Theta' = K'
+
+
 @pytest.mark.parametrize("layer, x, message", [
     (serial(SimpleRNN("relu"), LastStep()), np.ones((3, 4)), "sequences"),
     (serial(Dense(1.0), Flatten(), SimpleRNN("relu"), LastStep()), np.ones((3, 4, 2)),
@@ -127,6 +150,8 @@ def test_symmetric_and_positive_semidefinite():
     (serial(SimpleRNN("relu"), LastStep()), [[[1.0, np.nan], [2.0, 1.0]]], "inside a step"),
     (serial(SimpleRNN("relu"), LastStep()), [[[1.0], [np.nan], [2.0]]], "between"),
     (serial(SimpleRNN("relu"), LastStep()), [[[np.nan], [np.nan]]], "no steps"),
+    (serial(SimpleRNN("relu"), SelfAttention(), LastStep()),
+     [[[1.0], [2.0]], [[np.nan], [1.0]]], "unequal length"),
 ])
 def test_one_line_errors(layer, x, message):
     with pytest.raises((ArchitectureError, DataError), match=message) as info:
@@ -139,10 +164,14 @@ def test_one_line_errors(layer, x, message):
 def test_bad_parameters(kwargs):
     with pytest.raises(ArchitectureError, match="SimpleRNN"):
         SimpleRNN("relu", **kwargs)
+    with pytest.raises(ArchitectureError, match="SelfAttention"):
+        SelfAttention(**{k: v for k, v in kwargs.items() if k != "input_var"} or
+                      dict(logit_var=-1.0))
 
 
 def test_arch_text_round_trip():
     from nngp_lut.kernel.arch import parse_arch
 
-    net = serial(SimpleRNN("erf", 1.5, 2.0, 0.1, width=64), LastStep(), Dense(1.0, 0.0))
+    net = serial(SimpleRNN("erf", 1.5, 2.0, 0.1, width=64), SelfAttention(1.2, tied=False),
+                 LastStep(), Dense(1.0, 0.0))
     assert parse_arch(repr(net)) == net

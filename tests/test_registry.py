@@ -60,6 +60,13 @@ EXAMPLES = {
     "attention": (serial(Dense(1.0, 0.1), SelfAttention(1.5, 0.1, logit_var=1.0),
                          Activation("relu"), SelfAttention(1.0, 0.0, tied=False),
                          GlobalAvgPool(), Dense(1.0, 0.0)), (4, 3)),
+    "transformer": (serial(Dense(1.0, 0.1), FanOut(2),
+                           parallel(Identity(), SelfAttention(1.0, 0.1, logit_var=1.0)),
+                           FanInSum(), LayerNorm(), FanOut(2),
+                           parallel(Identity(), serial(Dense(2.0, 0.1), Activation("relu"),
+                                                       Dense(1.0, 0.1))),
+                           FanInSum(), LayerNorm(), GlobalAvgPool(), Dense(1.0, 0.0)),
+                    (4, 3)),
     "rnn-mean": (serial(Dense(1.0, 0.1), SimpleRNN("erf", 1.3, 1.0, 0.1), GlobalAvgPool(),
                         Dense(1.0, 0.0)), (3, 2)),
 }

@@ -1316,14 +1316,18 @@ def _fan(chain, end):
 
 def _check_independent(chain):
     """FanInSum's rule K_a + K_b holds for branches independent given their inputs: at most
-    one branch may lack weights of its own (a Dense or Conv), as in a residual block.  Two
+    one branch may lack weights of its own (a Dense, Conv or SelfAttention), as in a
+    residual block.  Two
     such branches carry functions of the same features, whose sum has cross terms."""
     fan = _fan(chain, len(chain))
     if fan < 0:
         return
     fan = chain[fan]
     branches = fan.children if isinstance(fan, Parallel) else (Identity(),) * int(fan.n)
-    shared = sum(not any(isinstance(node, (Dense, Conv)) for node in branch.walk())
+    # Layers whose output is a zero-mean random linear map of their input (attention's
+    # value weights); a SimpleRNN's features (phi of them) have a mean, so not it.
+    shared = sum(not any(isinstance(node, (Dense, Conv, SelfAttention))
+                         for node in branch.walk())
                  for branch in branches)
     if shared > 1:
         raise ArchitectureError(

@@ -1,4 +1,5 @@
-"""Simple-RNN kernels (issue 23): closed forms, speed, row-sequential MNIST, Monte Carlo.
+"""Sequence kernels (issue 23): SimpleRNN and SelfAttention: closed forms, speed,
+row-sequential MNIST, Monte Carlo.
 
 1. --closed-form: the SimpleRNN kernel (NNGP and NTK, LastStep and mean-over-time
    readouts, sequences of unequal length) against a direct scalar implementation of the
@@ -8,17 +9,19 @@
 2. --speed: NNGP + NTK of N row-sequential MNIST sequences (28 steps of 28 pixels, depth
    1, LastStep readout), symmetric, median of --repeats calls after a warm-up, for relu
    (homogeneous: 1-D table slices) and erf (its 3-D unequal-variance table).  Target:
-   N = 1000 relu in <= 15 s.
+   N = 1000 relu in <= 15 s.  Then the same for a transformer block at 1/n scaling
+   (SelfAttention in a residual branch, LayerNorm, a relu MLP branch, LayerNorm, mean over
+   the positions), reported.
 3. --accuracy: row-sequential MNIST on the paper's split: a SimpleRNN GP fitted on the
    balanced 1k subset, scored on --n-test test images, beside the fully connected relu
    NNGP of Table 1 (0.9279 at 1k).  A small search on --n-val validation images picks
    (weight_var, input_var) and the readout.
-4. --mc: the Monte Carlo convergence of finite SimpleRNN networks (the finite twin in
+4. --mc: the Monte Carlo convergence of finite networks (the finite twins in
    nngp_lut.finite_network) to the kernel on 8 random sequences of length 8, widths 64 ..
-   --mc-max-width: relative Frobenius error and its fitted log-log slope.  Target: slope in
-   [-0.6, -0.4].
+   --mc-max-width: relative Frobenius error and its fitted log-log slope, for a simple RNN,
+   two stacked RNNs and the transformer block.  Target: slope in [-0.6, -0.4].
 
-    python bench/bench_rnn.py [--closed-form] [--speed] [--accuracy] [--mc] [--n 1000]
+    python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--n 1000]
 """
 
 import argparse
@@ -35,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 from nngp_lut import paper  # noqa: E402
 from nngp_lut.data import balanced_subset, mnist_paper_split, standardize_rows  # noqa: E402
 from nngp_lut.gp import evaluate  # noqa: E402
-from nngp_lut.kernel import (Dense, GlobalAvgPool, LastStep, Network, SimpleRNN,  # noqa: E402
-                             serial)
+from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, GlobalAvgPool,  # noqa: E402
+                             Identity, LastStep, LayerNorm, Network, SelfAttention, SimpleRNN,
+                             parallel, serial)
 from tests.naive import rnn_direct  # noqa: E402
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
@@ -88,11 +92,22 @@ def sequences(x):
     return standardize_rows(x.astype(np.float64)).reshape(-1, 28, 28)
 
 
+def transformer_block():
+    """A transformer block at 1/n scaling, read out by the mean over positions."""
+    return serial(Dense(1.0, 0.1), FanOut(2),
+                  parallel(Identity(), SelfAttention(1.0, 0.1, logit_var=1.0)), FanInSum(),
+                  LayerNorm(), FanOut(2),
+                  parallel(Identity(), serial(Dense(2.0, 0.1), Activation("relu"),
+                                              Dense(1.0, 0.1))),
+                  FanInSum(), LayerNorm(), GlobalAvgPool(), Dense(1.0, 0.0))
+
+
 def speed(n, repeats):
     split = mnist_paper_split(MNIST)
     x = sequences(split.x_train[:n])
-    for phi in ("relu", "erf"):
-        net = Network(serial(SimpleRNN(phi, 1.5, 1.0, 0.1), LastStep(), Dense(1.0, 0.0)))
+    for phi in ("relu", "erf", "transformer"):
+        net = Network(transformer_block() if phi == "transformer" else
+                      serial(SimpleRNN(phi, 1.5, 1.0, 0.1), LastStep(), Dense(1.0, 0.0)))
         net.kernel(x[:16], get=("nngp", "ntk"))  # compile and build the table
         times, cpu = [], []
         for _ in range(repeats):
@@ -101,7 +116,7 @@ def speed(n, repeats):
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             del res
-        print(json.dumps(dict(phi=phi, n=n, steps=28, runs=repeats,
+        print(json.dumps(dict(network=phi, n=n, steps=28, runs=repeats,
                               median_s=round(float(np.median(times)), 3),
                               times_s=[round(t, 3) for t in times],
                               median_cpu_s=round(float(np.median(cpu)), 3),
@@ -149,7 +164,8 @@ def monte_carlo(max_width, draws):
              serial(SimpleRNN("relu", 1.5, 1.0, 0.1), LastStep(), Dense(1.0, 0.0))),
             ("SimpleRNN erf x2, mean over time",
              serial(SimpleRNN("erf", 1.5, 1.0, 0.1), SimpleRNN("erf", 1.2, 1.0, 0.1),
-                    GlobalAvgPool(), Dense(1.0, 0.0)))):
+                    GlobalAvgPool(), Dense(1.0, 0.0))),
+            ("transformer block, 1/n attention", transformer_block())):
         rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0)
         print(text)
         print(f"{'width':>7} {'nngp_error':>11} {'ntk_error':>10} {'nngp_rms':>9} "

@@ -31,7 +31,10 @@ estimate, ``converged = False`` and a :class:`~nngp_lut.errors.ToleranceWarning`
 silently.
 
 Everything is deterministic given ``seed``; the same scrambled points serve every entry of
-the batch, so the result does not depend on how the batch is chunked.  Memory is bounded:
+the batch, so the result does not depend on how the batch is chunked.  The errors of the
+entries of one call are therefore correlated (one unlucky scrambling affects them all, most
+for similar covariances): the coverage above is per entry, over seeds, not the fraction of
+one batch.  Pass different seeds to calls whose errors must be independent.  Memory is bounded:
 the points handed to ``f`` in one call take at most :data:`CHUNK_BYTES`.
 
 References

@@ -93,21 +93,26 @@ def _mc_sums(x, factors, s1, s2):
     of mixed_product(L x) over the rows x of ``x`` (m, d) to s1[k], s2[k]: fused, no
     temporaries.  Rows are split into blocks (prange), one partial sum per block."""
     m, d = x.shape
+    n_cases = factors.shape[0]
     n_blocks = 64
-    p1 = np.zeros((n_blocks, factors.shape[0]))
-    p2 = np.zeros((n_blocks, factors.shape[0]))
+    p1 = np.zeros((n_blocks, n_cases))
+    p2 = np.zeros((n_blocks, n_cases))
     for blk in numba.prange(n_blocks):
+        a1 = np.zeros(n_cases)  # per-block accumulators: no shared cache lines in the loop
+        a2 = np.zeros(n_cases)
         for r in range(blk * m // n_blocks, (blk + 1) * m // n_blocks):
-            for k in range(factors.shape[0]):
+            for k in range(n_cases):
                 v = 1.0
                 for i in range(d):
                     z = 0.0
                     for j in range(i + 1):
                         z += factors[k, i, j] * x[r, j]
                     v *= 1.0 / (1.0 + math.exp(-z)) if i % 2 == 0 else math.erf(z)
-                p1[blk, k] += v
-                p2[blk, k] += v * v
-    for k in range(factors.shape[0]):
+                a1[k] += v
+                a2[k] += v * v
+        p1[blk] = a1
+        p2[blk] = a2
+    for k in range(n_cases):
         s1[k] += p1[:, k].sum()
         s2[k] += p2[:, k].sum()
 

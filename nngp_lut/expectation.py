@@ -55,9 +55,10 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._core import config
 from .errors import DataError, ParameterError, ToleranceWarning
@@ -239,7 +240,8 @@ def _rqmc(integrand, n_batch, dim, *, tol, rtol, n_randomizations, min_points, m
 
 
 # --- public functions ----------------------------------------------------------------------
-def gaussian_expectation(f: Callable[..., np.ndarray], cov, *, mean=None, args: tuple = (),
+def gaussian_expectation(f: Callable[..., np.ndarray], cov: ArrayLike, *,
+                         mean: Optional[ArrayLike] = None, args: tuple = (),
                          tol: float = 1e-6, rtol: float = 0.0,
                          n_randomizations: int = RANDOMIZATIONS,
                          min_points: int = config.EXPECTATION_MIN_POINTS,
@@ -344,7 +346,9 @@ def gaussian_expectation(f: Callable[..., np.ndarray], cov, *, mean=None, args: 
                     n_points.reshape(batch_shape), converged.reshape(batch_shape))
 
 
-def gaussian_probability(cov, lower=None, upper=None, *, mean=None, tol: float = 1e-6,
+def gaussian_probability(cov: ArrayLike, lower: Optional[ArrayLike] = None,
+                         upper: Optional[ArrayLike] = None, *,
+                         mean: Optional[ArrayLike] = None, tol: float = 1e-6,
                          rtol: float = 0.0, n_randomizations: int = RANDOMIZATIONS,
                          min_points: int = config.EXPECTATION_MIN_POINTS,
                          max_points: int = config.EXPECTATION_MAX_POINTS,

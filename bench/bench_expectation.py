@@ -29,6 +29,7 @@ the point budget (2^20 per randomisation) instead.
 The machine has 2 cores shared with other jobs: times are noisy; medians over the cases.
 
     python bench/bench_expectation.py [--quick] [--cases 20] [--mc-cases N] [--mc-samples 1e8] [--dims 2-12]
+                                        [--parts a,b]
 """
 
 import argparse
@@ -165,6 +166,7 @@ def main():
     ap.add_argument("--dims", default="2-12", help="e.g. 2-12 or 2,4,8")
     ap.add_argument("--tol-coverage", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="a,b", help="a: orthants; b: products; e.g. b")
     args = ap.parse_args()
     if args.quick:
         args.cases, args.mc_samples, args.dims = 4, 1e6, "2,3,4,6,8,12"
@@ -182,6 +184,14 @@ def main():
           f"timings: median over the cases (noisy: 2 shared cores)")
     gaussian_probability(np.eye(3), tol=1e-3)  # compile the Numba ordering outside the timing
 
+    parts = set(args.parts.split(","))
+    if "a" in parts:
+        orthants(args, dims)
+    if "b" in parts:
+        products(args, dims, mc_cases, n_mc)
+
+
+def orthants(args, dims):
     print("\n(a) orthant probabilities P(Z > 0), tol = 1e-6")
     print(f"{'d':>3} {'reference':>14} {'max ref err':>11} {'coverage':>9} {'median err':>10} "
           f"{'max |true err|':>14} {'median time':>11} {'median points':>13} {'not reached':>11}")
@@ -200,6 +210,9 @@ def main():
               f"{true:>14.2e} {np.median(t):>10.3f}s {int(np.median(pts)):>13} "
               f"{int(nr.sum()):>11}")
 
+
+
+def products(args, dims, mc_cases, n_mc):
     print(f"\n(b) E[sigmoid(Z1) erf(Z2) sigmoid(Z3) ...] against brute-force MC, {n_mc:.0e} "
           f"samples per case, {mc_cases} cases per dimension")
     print(f"{'d':>3} {'median SE_ref':>13} | tol {args.tol_coverage:g}: {'coverage':>8} "

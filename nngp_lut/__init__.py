@@ -17,14 +17,15 @@ from ._openblas import set_openblas_idle_timeout
 __version__ = "0.1.0"
 
 #: Public submodules, imported on first attribute access.
-SUBMODULES = ("activations", "cluster", "data", "formats", "gp", "kernel", "linalg", "paper", "plots",
-              "search", "sklearn", "tables")
+SUBMODULES = ("activations", "cluster", "data", "expectation", "formats", "gp", "kernel", "linalg",
+              "paper", "plots", "search", "sklearn", "tables")
 #: Public names of submodules, re-exported here (name -> submodule).
 _EXPORTS = {"Activation": "activations", "builtin_names": "activations",
             "get_activation": "activations", "Table": "tables", "build_table": "tables",
             "cached_table": "tables", "open_table": "tables", "nngp_kernel": "kernel",
             "nngp_diag": "kernel", "deep_network": "kernel", "NNGPRegressor": "gp",
-            "evaluate": "gp", "load_dataset": "data"}
+            "evaluate": "gp", "load_dataset": "data",
+            "gaussian_expectation": "expectation", "gaussian_probability": "expectation"}
 
 __all__ = sorted(_EXPORTS) + ["__version__", "set_openblas_idle_timeout", *SUBMODULES]
 

@@ -100,3 +100,8 @@ class OneClassWarning(NNGPWarning):
 class LayerwiseWarning(NNGPWarning):
     """The fused engine cannot run a network: it is computed layer by layer (the same
     kernel, slower and with more memory)."""
+
+
+class ToleranceWarning(NNGPWarning):
+    """An estimate returned with its error before it met the requested tolerance (a point
+    budget reached): the error estimate is still returned with it."""

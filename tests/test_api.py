@@ -55,7 +55,7 @@ def test_sklearn_submodule_names_its_extra_when_scikit_learn_is_absent(tmp_path)
 
 
 @pytest.mark.parametrize("module", ["activations", "data", "gp", "linalg", "plots", "search",
-                                    "tables", "sklearn", "kernel"])
+                                    "tables", "sklearn", "kernel", "expectation"])
 def test_public_functions_are_typed_and_listed(module):
     mod = getattr(nngp_lut, module)
     assert mod.__all__, module

@@ -109,3 +109,32 @@ GRAM_DIAG_ROWS = 256
 #: is one entry (vectors; the engine's buffers of this length stay in L2).  Measured on relu
 #: and tanh depth 3, one thread: 256 is 8% slower (the per-block dispatch), 1024 no faster.
 COLUMN_RUN = 512
+
+# --- Gaussian expectations by randomised QMC (nngp_lut/expectation.py, _core/sov.py) ------
+#: Independent randomisations (scramblings) of the Sobol' points; the spread of their R
+#: estimates is the error estimate.
+EXPECTATION_RANDOMIZATIONS = 16
+#: The returned error is the two-sided Student-t quantile of this level (R - 1 degrees of
+#: freedom) times the standard error over the randomisations: 2.95 SE at R = 16.  Nominal
+#: 99 %, not 95 %, because the doubling loop stops at the first estimate below tol, which
+#: favours estimates whose spread came out small.
+EXPECTATION_COVERAGE = 0.99
+#: Points per randomisation of the first round (2^10); each further round doubles them.
+EXPECTATION_MIN_POINTS = 2 ** 10
+#: Default budget: points per randomisation at which the doubling stops (2^20, so
+#: 16 * 2^20 = 1.7e7 evaluations per covariance), tolerance reached or not.
+EXPECTATION_MAX_POINTS = 2 ** 20
+#: The points handed to the integrand in one call take at most this many bytes (its own
+#: temporaries come on top, a few times this for a product of nonlinearities).
+EXPECTATION_CHUNK_BYTES = 2 ** 25
+#: Uniforms are clipped to [EXPECTATION_CLIP, 1 - EXPECTATION_CLIP] before ndtri: the
+#: largest normal is 8.1 sd, whose tail mass (2e-16) is below any tolerance.
+EXPECTATION_CLIP = 2.0 ** -53
+#: A covariance is positive semidefinite when its smallest eigenvalue is above
+#: -PSD_RTOL * its largest (rounding of a product of float64 matrices is ~d * 1e-16).
+PSD_RTOL = 1e-10
+#: ... and symmetric when |cov - cov.T| <= SYMMETRY_RTOL * max |cov| entrywise.
+SYMMETRY_RTOL = 1e-10
+#: In the separation of variables (Genz 1992), a conditional variance below this times the
+#: largest variance is zero: the variable is a linear function of the previous ones.
+SOV_SINGULAR_RTOL = 1e-12

@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INTERP_POINTS, JIT, JIT_PARALLEL
-from .interp import blend, correlation, interp2, interp3, kappa_of, theta_of, warp_mixed
+from .interp import correlation, general_normalized, theta_of
 
 # Op codes (one row of ``ops``: the fields OPF_*).  INPUT and ACTIVATION end with the affine
 # step of a Dense (params as AFFINE; the identity (1, 0, 0, 0) when none follows): the
@@ -116,19 +116,6 @@ def _row_end(i, nc, diag_offset):
     triangle is mirrored afterwards)."""
     return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
 
-
-@njit(**JIT)
-def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa,
-                        wb, wc):
-    theta = theta_of(rho)
-    if q1 == q2:
-        return interp2(f_n, x0, dx, math.log(q1), blend(theta, kappa_of(q1), lin2), wa, wb)
-    if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
-        q1, q2 = q2, q1
-    w = warp_mixed(theta, warp3 * math.sqrt(q2))
-    if sqrt_axis:
-        return interp3(f3, x30, dx3, math.sqrt(q1), math.sqrt(q2), w, wa, wb, wc)
-    return interp3(f3, x30, dx3, math.log(q1), math.log(q2), w, wa, wb, wc)
 
 @njit(**JIT)
 def _cubic(sl, k, t):
@@ -291,8 +278,7 @@ def _activation_one(ka, ta, s1, s2, cell, n, rows, cols_t, ri, j, v, sf, sd, m, 
 @njit(**JIT)
 def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t, n_pos,
                n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
-               slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
-               with_ntk):
+               slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
     a plain (not parallel) function, which the compiler optimises as a whole.  Returns how
     many of the values it wrote are NaN or infinite."""
@@ -396,13 +382,12 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
                         for q in range(nj):
                             qb = ct[q]
                             rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                            s2[base + q] = _general_normalized(
-                                f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, qa, qb, rho,
-                                wa, wb, wc)
+                            theta = theta_of(rho)
+                            s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta,
+                                                              wa, wb, wc)
                             if with_ntk:
-                                s1[base + q] = _general_normalized(
-                                    df_n, x0, dx, lin2, df3, x30, dx3, sqrt_axis, warp3, qa, qb,
-                                    rho, wa, wb, wc)
+                                s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb,
+                                                                  theta, wa, wb, wc)
             n_e = (n_in * n_in if full else n_in) * nj
             if sl >= 0:
                 sf = slices_f[sl]
@@ -517,9 +502,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1
 
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
-                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
-                lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, block, full,
-                with_ntk, diag_offset, nonfinite):
+                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, f3, df3,
+                grid_f, grid_df, n_regs, size, block, full, with_ntk, diag_offset, nonfinite):
     """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
 
     out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
@@ -536,8 +520,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     agg_ptr, agg_idx, agg_val : the adjacency of OP_AGGREGATE (CSR).
     slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
         in y (see slice_coefficients).
-    f_n ... warp3 : the table that activations without a slice (c = -1) interpolate
-        directly, as in ``Table.interpolation_args`` (F and Fdot share the grids).
+    f_n, df_n, f3, df3, grid_f, grid_df : the tables (2-D and 3-D, F and Fdot) that
+        activations without a slice (c = -1) interpolate directly, and the axes of each
+        (``_core.interp.G_*``), as ``Table.interpolation_args`` gives them.
     size : entries of the largest map (1, P or P^2); block : pairs per block (J); full :
         full maps (else diagonal).
     diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
@@ -569,8 +554,8 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
                 nonfinite[i] += _run_block(
                     kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, out, oi, ri, j0, nj, x1, x2t,
                     n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
-                    slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
-                    sqrt_axis, warp3, full, with_ntk)
+                    slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full,
+                    with_ntk)
 
 
 @njit(**JIT_PARALLEL)

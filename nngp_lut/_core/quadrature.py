@@ -34,6 +34,7 @@ from .config import (
     JIT,
     JIT_PARALLEL,
     DEGENERATE_SIN,
+    PARITY_TOL,
     PARTITION_MAX_WIDTH,
     PARTITION_MIN_WIDTH,
     PARTITION_TEST_POINTS,
@@ -42,7 +43,6 @@ from .config import (
     TRAPEZOID_MARGIN,
     TRAPEZOID_MAX_STEP,
     UNIVERSAL_FINE,
-    UNIVERSAL_FLOOR,
     UNIVERSAL_RATIO,
     UNIVERSAL_RATIO_FINE,
 )
@@ -412,31 +412,62 @@ def trapezoid_bivariate_many(phi, dphi, q1, q2, theta, tau):
 
 
 @njit(**JIT)
-def graded_z_rule():
-    """Universal outer nodes/weights in z (weights include the standard normal density)."""
+def graded_z_rule(floor):
+    """Universal outer nodes/weights in z (weights include the standard normal density),
+    graded towards 0 down to ``floor`` (see config: UNIVERSAL_*).  The rule is exactly
+    symmetric, node for node: xs[n - 1 - i] = -xs[i], ws[n - 1 - i] = ws[i]."""
     edges = [0.0]
     z = GAUSS_WINDOW
-    while z > UNIVERSAL_FINE:
+    while z > max(UNIVERSAL_FINE, floor):
         edges.append(z)
         z *= UNIVERSAL_RATIO
-    while z > UNIVERSAL_FLOOR:
+    while z > floor:
         edges.append(z)
         z *= UNIVERSAL_RATIO_FINE
     e = np.sort(np.array(edges))
-    half = np.concatenate((-e[::-1], e[1:]))
-    n = (half.size - 1) * GL_ORDER
-    xs = np.empty(n)
-    ws = np.empty(n)
-    k = 0
-    for p in range(half.size - 1):
-        a = half[p]
-        b = half[p + 1]
+    half = (e.size - 1) * GL_ORDER
+    xs = np.empty(2 * half)
+    ws = np.empty(2 * half)
+    k = half
+    for p in range(e.size - 1):
+        a = e[p]
+        b = e[p + 1]
         for j in range(GL_ORDER):
             x = 0.5 * (a + b) + 0.5 * (b - a) * GL_X[j]
+            w = 0.5 * (b - a) * GL_W[j] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
             xs[k] = x
-            ws[k] = 0.5 * (b - a) * GL_W[j] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+            ws[k] = w
+            xs[2 * half - 1 - k] = -x
+            ws[2 * half - 1 - k] = w
             k += 1
     return xs, ws
+
+
+@njit(**JIT)
+def parity(f, bp):
+    """+1 if f is even, -1 if f is odd about f(0) (f(-x) + f(x) = 2 f(0)), else 0, tested at
+    the GL nodes of every panel of the partition ``bp`` and of its mirror image (see
+    config.PARITY_TOL)."""
+    even = True
+    odd = True
+    f0 = f(0.0)
+    pts = np.concatenate((np.abs(bp), np.zeros(1)))
+    pts = np.unique(pts)
+    for p in range(pts.size - 1):
+        a = pts[p]
+        b = pts[p + 1]
+        for j in range(GL_ORDER + 1):
+            x = a + 0.5 * (b - a) * (GL_X[j] + 1.0) if j < GL_ORDER else b
+            fp = f(x)
+            fm = f(-x)
+            tol = PARITY_TOL * max(1.0, abs(fp), abs(fm))
+            if abs(fp - fm) > tol:
+                even = False
+            if abs(fp + fm - 2.0 * f0) > tol:
+                odd = False
+            if not (even or odd):
+                return 0
+    return 1 if even else -1
 
 
 @njit(**JIT)
@@ -454,17 +485,24 @@ def trapezoid_z_rule(scale):
 
 
 @njit(**JIT_PARALLEL)
-def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
+def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs, sym_f, sym_d):
     """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz).
 
     ``tau >= 0`` selects the trapezoid rule (entire phi of exponential type tau), else the
-    partition ``bp``.
+    partition ``bp``.  ``sym_f``, ``sym_d``: the parity of phi and of dphi (:func:`parity`);
+    when both are non-zero and the nodes ``zs`` are symmetric (zs[nz - 1 - i] = -zs[i]),
+    only z >= 0 is integrated: H(-z) = H(z) for an even phi, 2 phi(0) - H(z) for a phi odd
+    about phi(0).
     """
     n = q2.size
     nz = zs.size
     h = np.empty((n, nz))
     hd = np.empty((n, nz))
     cap = rule_capacity(bp)
+    sym = sym_f != 0 and sym_d != 0
+    start = nz // 2 if sym else 0
+    c_f = 2.0 * phi(0.0)
+    c_d = 2.0 * dphi(0.0)
     for k in prange(n):
         xs = np.empty(cap)
         ws = np.empty(cap)
@@ -472,7 +510,7 @@ def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
         sd = sin_t[k] * s2
         step = _trapezoid_step(tau * sd) if tau >= 0.0 else 0.0
         m2 = int(GAUSS_WINDOW / step) + 1 if tau >= 0.0 else 0
-        for i in range(nz):
+        for i in range(start, nz):
             mean = cos_t[k] * s2 * zs[i]
             g = 0.0
             gd = 0.0
@@ -492,6 +530,10 @@ def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
                     gd += ws[j] * dphi(xs[j])
             h[k, i] = g
             hd[k, i] = gd
+            m = nz - 1 - i
+            if sym and m != i:
+                h[k, m] = g if sym_f > 0 else c_f - g
+                hd[k, m] = gd if sym_d > 0 else c_d - gd
     return h, hd
 
 

@@ -31,8 +31,8 @@ import numpy as np
 from . import __version__
 from ._core import interp as _interp
 from ._core import quadrature as _quad
-from ._core.config import (DERIVATIVE_WARP_LINEAR, GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER,
-                           INTERP_POINTS, PRANGE_CHUNK, UNIVERSAL_FINE, UNIVERSAL_FLOOR, UNIVERSAL_SMOOTH_FLOOR,
+from ._core.config import (DERIVATIVE_WARP_LINEAR, GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, GL_X,
+                           INTERP_POINTS, PARITY_TOL, PRANGE_CHUNK, UNIVERSAL_FINE, UNIVERSAL_FLOOR, UNIVERSAL_SMOOTH_FLOOR,
                            WARP_LINEAR, WARP_SCALE)
 from ._files import atomic_write, os_failure
 from .activations import Activation, get_activation, zero_function
@@ -480,10 +480,9 @@ class Integrator:
             sample = self.bp
         else:  # entire of exponential type tau: features ~1/tau wide everywhere
             sample = np.linspace(-half, half, 2 * int(half * max(1.0, self.tau)) + 3)
-        #: Parity (+1 even, -1 odd about the value at 0, 0 neither) of phi and of phi',
-        #: which halves the inner integrals of the table builds (_core.quadrature.parity).
-        self.parity = {f: _quad.parity(f, sample) for f in (self.phi, self.dphi)}
-        self.parity[zero_function] = 1
+        #: Parity of phi and of phi' (see :func:`_parity`), which halves the inner
+        #: integrals of the table builds.
+        self.parity = {"F": _parity(self.phi, sample), "dF": _parity(self.dphi, sample)}
 
     def moments(self, q):
         q = np.ascontiguousarray(q, dtype=np.float64)
@@ -521,16 +520,17 @@ class Integrator:
         q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q2, theta))
         bp = self.bp if self.tau is None else np.zeros(2)
         tau = -1.0 if self.tau is None else float(self.tau)
-        phi, dphi = self._pair(parts)
+        if parts not in ("both", "F", "dF"):
+            raise ValueError(f"parts must be 'both', 'F' or 'dF', not {parts!r}")
         symmetric = np.array_equal(zs, -zs[::-1])  # the parity needs mirrored nodes
         # Dynamic scheduling of the prange loop (the cost of a pair varies tenfold with q2
         # and theta); the setting is the calling thread's, restored at once.
         previous = numba.set_parallel_chunksize(PRANGE_CHUNK)
         try:
-            return _quad.inner_smoothings(phi, dphi, bp, tau, q2, np.cos(theta),
-                                          np.sin(theta), zs,
-                                          self.parity[phi] if symmetric else 0,
-                                          self.parity[dphi] if symmetric else 0)
+            return _quad.inner_smoothings(self.phi, self.dphi, parts != "dF", parts != "F",
+                                          bp, tau, q2, np.cos(theta), np.sin(theta), zs,
+                                          self.parity["F"] if symmetric else 0,
+                                          self.parity["dF"] if symmetric else 0)
         finally:
             numba.set_parallel_chunksize(previous)
 
@@ -542,6 +542,25 @@ class Integrator:
         if self.tau is not None:
             return _quad.trapezoid_bivariate_many(phi, dphi, q1, q2, theta, self.tau)
         return _quad.bivariate_many(phi, dphi, self.bp, self.kinks, q1, q2, theta)
+
+
+def _parity(f, bp):
+    """+1 if f is even, -1 if f is odd about f(0) (f(-x) + f(x) = 2 f(0)), else 0, tested
+    at the Gauss-Legendre nodes and ends of every panel of the partition ``bp`` folded onto
+    x >= 0 (so of the partition and of its mirror image; see config.PARITY_TOL).  Plain
+    Python: a few thousand calls of the compiled phi, no compilation."""
+    f0 = f(0.0)
+    ends = np.unique(np.concatenate((np.abs(bp), [0.0])))
+    a, b = ends[:-1, None], ends[1:, None]
+    x = np.concatenate(((a + 0.5 * (b - a) * (GL_X + 1.0)).ravel(), ends))
+    fp = np.array([f(v) for v in x])
+    fm = np.array([f(-v) for v in x])
+    tol = PARITY_TOL * np.maximum(1.0, np.maximum(np.abs(fp), np.abs(fm)))
+    if np.all(np.abs(fp - fm) <= tol):
+        return 1
+    if np.all(np.abs(fp + fm - 2.0 * f0) <= tol):
+        return -1
+    return 0
 
 
 def _chunks(n, parts):
@@ -738,8 +757,7 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
     if not homogeneous:
         zs = integ.outer_rule()[0]
         quad.update({"outer_nodes": int(zs.size),
-                     "parity": {"phi": integ.parity[integ.phi],
-                                "dphi": integ.parity[integ.dphi]}})
+                     "parity": {"phi": integ.parity["F"], "dphi": integ.parity["dF"]}})
     meta = {
         "grid": {"variance_min": vmin, "variance_max": vmax, "n_variance": int(x.size),
                  "n_angle": int(f_n.shape[1]), "n_variance_derivative": int(xd.size),
@@ -830,16 +848,14 @@ def _general_tables(integ, parts, axes, counter):
     made."""
     zs, zw = integ.outer_rule()
     want_f, want_d = parts in ("both", "F"), parts in ("both", "dF")
-    phi = integ.phi if want_f else zero_function
-    dphi = integ.dphi if want_d else zero_function
-    p3, pd3 = _quad.outer_values(phi, dphi, axes.q3, zs)
+    p3, pd3 = _quad.outer_values(integ.phi, integ.dphi, axes.q3, zs)
     f3, df3 = _unequal_pass(integ, axes.q3, axes.theta3, zs, p3 * zw if want_f else None,
                             pd3 * zw if want_d else None, counter)
     if axes.diagonal and integ.tau is None:
         idx = np.arange(axes.q.size)
         f, fd = (None if a is None else a[idx, idx, :] for a in (f3, df3))
     elif integ.tau is None:
-        p, pd = _quad.outer_values(phi, dphi, axes.q, zs)
+        p, pd = _quad.outer_values(integ.phi, integ.dphi, axes.q, zs)
         f, fd = _equal_pass_z(integ, axes.q, axes.theta, zs, p * zw if want_f else None,
                               pd * zw if want_d else None, counter)
     else:  # sin, cos: per-point trapezoid rules, each as fine as its variance needs

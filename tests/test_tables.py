@@ -210,7 +210,7 @@ def test_parity_of_the_builtins():
              "elu": (0, 0), "x + tanh(x - 0.001)": (0, 0)}
     for name, (p, pd) in truth.items():
         integ = Integrator(name, 100.0)
-        assert (integ.parity[integ.phi], integ.parity[integ.dphi]) == (p, pd), name
+        assert (integ.parity["F"], integ.parity["dF"]) == (p, pd), name
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "gelu", "elu"])

@@ -34,7 +34,6 @@ from .config import (
     JIT,
     JIT_PARALLEL,
     DEGENERATE_SIN,
-    PARITY_TOL,
     PARTITION_MAX_WIDTH,
     PARTITION_MIN_WIDTH,
     PARTITION_TEST_POINTS,
@@ -444,33 +443,6 @@ def graded_z_rule(floor):
 
 
 @njit(**JIT)
-def parity(f, bp):
-    """+1 if f is even, -1 if f is odd about f(0) (f(-x) + f(x) = 2 f(0)), else 0, tested at
-    the GL nodes of every panel of the partition ``bp`` and of its mirror image (see
-    config.PARITY_TOL)."""
-    even = True
-    odd = True
-    f0 = f(0.0)
-    pts = np.concatenate((np.abs(bp), np.zeros(1)))
-    pts = np.unique(pts)
-    for p in range(pts.size - 1):
-        a = pts[p]
-        b = pts[p + 1]
-        for j in range(GL_ORDER + 1):
-            x = a + 0.5 * (b - a) * (GL_X[j] + 1.0) if j < GL_ORDER else b
-            fp = f(x)
-            fm = f(-x)
-            tol = PARITY_TOL * max(1.0, abs(fp), abs(fm))
-            if abs(fp - fm) > tol:
-                even = False
-            if abs(fp + fm - 2.0 * f0) > tol:
-                odd = False
-            if not (even or odd):
-                return 0
-    return 1 if even else -1
-
-
-@njit(**JIT)
 def trapezoid_z_rule(scale):
     """Universal outer nodes for an entire phi: uniform, resolving frequencies up to scale."""
     h = _trapezoid_step(scale)
@@ -485,24 +457,26 @@ def trapezoid_z_rule(scale):
 
 
 @njit(**JIT_PARALLEL)
-def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs, sym_f, sym_d):
-    """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz).
+def inner_smoothings(phi, dphi, want_f, want_d, bp, tau, q2, cos_t, sin_t, zs, sym_f, sym_d):
+    """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz);
+    a part not wanted (``want_f``, ``want_d``) is not evaluated and left at 0.  (Flags, not
+    a zero function in place of phi or phi': one compilation per activation.)
 
     ``tau >= 0`` selects the trapezoid rule (entire phi of exponential type tau), else the
-    partition ``bp``.  ``sym_f``, ``sym_d``: the parity of phi and of dphi (:func:`parity`);
-    when both are non-zero and the nodes ``zs`` are symmetric (zs[nz - 1 - i] = -zs[i]),
-    only z >= 0 is integrated: H(-z) = H(z) for an even phi, 2 phi(0) - H(z) for a phi odd
-    about phi(0).
+    partition ``bp``.  ``sym_f``, ``sym_d``: the parity of phi and of dphi (+1 even, -1 odd
+    about the value at 0, 0 neither; ignored for a part not wanted); when the wanted parts
+    have one and the nodes ``zs`` are symmetric (zs[nz - 1 - i] = -zs[i]), only z >= 0 is
+    integrated: H(-z) = H(z) for an even phi, 2 phi(0) - H(z) for a phi odd about phi(0).
     """
     n = q2.size
     nz = zs.size
     h = np.empty((n, nz))
     hd = np.empty((n, nz))
     cap = rule_capacity(bp)
-    sym = sym_f != 0 and sym_d != 0
+    sym = (sym_f != 0 or not want_f) and (sym_d != 0 or not want_d)
     start = nz // 2 if sym else 0
-    c_f = 2.0 * phi(0.0)
-    c_d = 2.0 * dphi(0.0)
+    c_f = 2.0 * phi(0.0) if want_f else 0.0
+    c_d = 2.0 * dphi(0.0) if want_d else 0.0
     for k in prange(n):
         xs = np.empty(cap)
         ws = np.empty(cap)
@@ -515,19 +489,25 @@ def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs, sym_f, sym_d):
             g = 0.0
             gd = 0.0
             if sin_t[k] <= DEGENERATE_SIN:
-                g = phi(mean)
-                gd = dphi(mean)
+                if want_f:
+                    g = phi(mean)
+                if want_d:
+                    gd = dphi(mean)
             elif tau >= 0.0:
                 for j in range(-m2, m2 + 1):
                     z2 = j * step
                     w = step * _INV_SQRT_2PI * math.exp(-0.5 * z2 * z2)
-                    g += w * phi(mean + sd * z2)
-                    gd += w * dphi(mean + sd * z2)
+                    if want_f:
+                        g += w * phi(mean + sd * z2)
+                    if want_d:
+                        gd += w * dphi(mean + sd * z2)
             else:
                 nn = gauss_rule(bp, mean, sd, xs, ws)
                 for j in range(nn):
-                    g += ws[j] * phi(xs[j])
-                    gd += ws[j] * dphi(xs[j])
+                    if want_f:
+                        g += ws[j] * phi(xs[j])
+                    if want_d:
+                        gd += ws[j] * dphi(xs[j])
             h[k, i] = g
             hd[k, i] = gd
             m = nz - 1 - i

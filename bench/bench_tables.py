@@ -7,8 +7,9 @@ domain, 25 for sin and cos): against the closed form where one exists, else agai
 quadrature (itself tested against a slow scipy integrator in tests/).  dF = E[phi'(u) phi'(v)]
 is measured the same way, normalised by sqrt(E[phi'^2](q1) E[phi'^2](q2)), against its
 closed form (relu, identity, erf, sin, cos) or quadrature.  Build time: median of --repeat
-builds (the first includes Numba compilation unless the on-disk cache is warm); MB: size of
-the saved file.
+builds, wall clock and CPU (all threads; the build runs on every core), the first of them
+including Numba compilation (the builder's kernels take phi as an argument, which Numba
+compiles again in every process); MB: size of the saved file.
 
     python bench/bench_tables.py [--points 20000] [--repeat 3] [NAME ...]
 """
@@ -41,14 +42,15 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp())
-    print(f"{'activation':<14}{'build s':>9}{'MB':>7}{'err F':>10}{'err dF':>10}"
+    print(f"{'activation':<14}{'build s':>9}{'cpu s':>7}{'MB':>7}{'err F':>10}{'err dF':>10}"
           f"{'err F q1!=q2':>14}{'err dF q1!=q2':>15}{'ref F':>8}{'ref dF':>8}{'points':>8}")
     for name in args.names:
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             table = build_table(name)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         with tempfile.TemporaryDirectory() as tmp:
             mb = os.path.getsize(table.save(Path(tmp) / "t.h5")) / 1e6
         q, theta = random_points(table, args.points, seed=2024)
@@ -73,7 +75,8 @@ def main():
             errd = np.max(np.abs(table.dF(q, q, rho) - fd) / table.derivative_second_moment(q))
             dd = np.sqrt(table.derivative_second_moment(qa) * table.derivative_second_moment(qb))
             errdu = np.max(np.abs(table.dF(qa, qb, rho) - fdu) / dd)
-        print(f"{name:<14}{statistics.median(times):>9.2f}{mb:>7.1f}{err:>10.2e}{errd:>10.2e}"
+        print(f"{name:<14}{statistics.median(times):>9.2f}{statistics.median(cpu):>7.1f}"
+              f"{mb:>7.1f}{err:>10.2e}{errd:>10.2e}"
               f"{erru:>14.2e}{errdu:>15.2e}{ref:>8}{refd:>8}{args.points:>8}", flush=True)
 
 

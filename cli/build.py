@@ -30,8 +30,13 @@ E = dict(G, **tables.EXP_TYPE_GRID)
 @click.option("--n-angle", type=click.IntRange(6), default=None,
               help=f"Nodes of the warped correlation-angle axis of the equal-variance table.  "
               f"Default: {G['n_angle']} ({E['n_angle']} for sin, cos).")
+@click.option("--n-variance-derivative", type=click.IntRange(6), default=None,
+              help=f"Nodes of the log-variance axis of the equal-variance table of "
+              f"E[phi'(u)phi'(v)].  Default: {G['n_variance_derivative']} "
+              f"({E['n_variance_derivative']} for sin, cos), or --n-variance scaled in that "
+              "ratio.")
 @click.option("--n-angle-derivative", type=click.IntRange(6), default=None,
-              help=f"Nodes of the angle axis (same warp) of the equal-variance table of "
+              help=f"Nodes of the angle axis of the equal-variance table of "
               f"E[phi'(u)phi'(v)].  Default: {G['n_angle_derivative']} "
               f"({E['n_angle_derivative']} for sin, cos), or --n-angle scaled in that ratio.")
 @click.option("--n-unequal", type=click.IntRange(6), default=None,
@@ -40,6 +45,11 @@ E = dict(G, **tables.EXP_TYPE_GRID)
 @click.option("--n-unequal-angle", type=click.IntRange(6), default=None,
               help=f"Nodes of the angle axis of the unequal-variance table.  Default: "
               f"{G['n_unequal_angle']} ({E['n_unequal_angle']} for sin, cos).")
+@click.option("--n-unequal-derivative", type=click.IntRange(6), default=None,
+              help=f"Nodes of each log-variance axis of the unequal-variance table of "
+              f"E[phi'(u)phi'(v)].  Default: {G['n_unequal_derivative']} "
+              f"({E['n_unequal_derivative']} for sin, cos), or --n-unequal scaled in that "
+              "ratio.")
 @click.option("--n-unequal-angle-derivative", type=click.IntRange(6), default=None,
               help=f"Nodes of the angle axis of the unequal-variance table of "
               f"E[phi'(u)phi'(v)].  Default: {G['n_unequal_angle_derivative']} "
@@ -49,8 +59,8 @@ E = dict(G, **tables.EXP_TYPE_GRID)
               help="Largest variance of the unequal-variance table.  Default: "
               "--variance-max (25 for sin, cos).")
 def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angle,
-          n_angle_derivative, n_unequal, n_unequal_angle, n_unequal_angle_derivative,
-          unequal_variance_max):
+          n_variance_derivative, n_angle_derivative, n_unequal, n_unequal_angle,
+          n_unequal_derivative, n_unequal_angle_derivative, unequal_variance_max):
     """Build the F_phi table of an activation (E[phi(u)phi(v)], its derivative table and the
     moments) and write it to an HDF5 file."""
     if variance_min <= 0 or variance_max <= variance_min:
@@ -66,9 +76,11 @@ def build(phi, out, force, quiet, variance_min, variance_max, n_variance, n_angl
             table = tables.build_table(act, variance_min=variance_min,
                                        variance_max=variance_max, n_variance=n_variance,
                                        n_angle=n_angle,
+                                       n_variance_derivative=n_variance_derivative,
                                        n_angle_derivative=n_angle_derivative,
                                        n_unequal=n_unequal,
                                        n_unequal_angle=n_unequal_angle,
+                                       n_unequal_derivative=n_unequal_derivative,
                                        n_unequal_angle_derivative=n_unequal_angle_derivative,
                                        unequal_variance_max=unequal_variance_max,
                                        progress=progress)

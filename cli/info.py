@@ -31,14 +31,26 @@ def info(path, as_json):
         + ("  (homogeneous: any variance by scaling)" if meta.get("homogeneity_degree")
            is not None else ""),
         f"grid            {grid['n_variance']} x {grid['n_angle']}  "
-        f"({grid['variance_axis']}; {grid['angle_axis']})",
+        f"({grid['variance_axis']}; {grid['angle_axis']})"
+        + (f"; unequal variances {_unequal(grid, '')}" if grid.get("n_unequal") else ""),
         f"quadrature      {meta['quadrature']['rule']}",
-        f"derivative      {'no' if not meta.get('has_derivative') else 'yes, angle axes '}"
-        # Files written before issue #12 have no derivative axes: theirs are the F axes.
-        + (f"{grid.get('n_angle_derivative', grid['n_angle'])} (equal), "
-           f"{grid.get('n_unequal_angle_derivative', grid.get('n_unequal_angle'))} (unequal)"
+        f"derivative      {'no' if not meta.get('has_derivative') else 'yes, grids '}"
+        # Files of format version 1 have no derivative variance axes (theirs are F's), and
+        # those written before issue #12 no derivative angle axes either.
+        + (f"{grid.get('n_variance_derivative', grid['n_variance'])} x "
+           f"{grid.get('n_angle_derivative', grid['n_angle'])} (equal), "
+           f"{_unequal(grid, '_derivative')} (unequal)"
            if meta.get("has_derivative") else ""),
         f"measured error  F {err.get('F', float('nan')):.2e}, dF {err.get('dF', float('nan')):.2e} "
         f"(max over {err.get('points', 0)} off-grid points, relative to E[phi^2])",
     ]
     click.echo("\n".join(lines))
+
+
+def _unequal(grid, suffix):
+    """'n x n x m' of the 3-D table of F (suffix '') or of the derivative ('_derivative');
+    a version-1 file's derivative table has F's variance axes (and, before issue #12, F's
+    angle axis)."""
+    n = grid.get(f"n_unequal{suffix}", grid.get("n_unequal"))
+    m = grid.get(f"n_unequal_angle{suffix}", grid.get("n_unequal_angle"))
+    return f"{n} x {n} x {m}"

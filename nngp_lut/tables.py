@@ -1,4 +1,4 @@
-"""Build, save, open and evaluate F_phi tables (HDF5 format version 1).
+"""Build, save, open and evaluate F_phi tables (HDF5 format version 2; version 1 read).
 
 The only activation-dependent part of the NNGP recursion (Lee et al., ICLR 2018, Section
 2.5) is the bivariate Gaussian expectation
@@ -7,7 +7,8 @@ The only activation-dependent part of the NNGP recursion (Lee et al., ICLR 2018,
 
 A :class:`Table` holds it on a grid, with the diagonal E[phi(u)^2](q), the mean E[phi(u)](q)
 and the same expectations of phi' (for the neural tangent kernel), and evaluates all of them
-at arbitrary points.  The file layout is documented in ``nngp_lut/table_format_v1.md``.
+at arbitrary points.  The file layout is documented in ``nngp_lut/table_format_v2.md``
+(and version 1, still read, in ``nngp_lut/table_format_v1.md``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import h5py
+import numba
 import numpy as np
 
 from . import __version__
 from ._core import interp as _interp
 from ._core import quadrature as _quad
-from ._core.config import (GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, INTERP_POINTS, WARP_LINEAR,
-                           WARP_SCALE)
+from ._core.config import (DERIVATIVE_WARP_LINEAR, GAUSS_PANEL, GAUSS_WINDOW, GL_ORDER, GL_X,
+                           INTERP_POINTS, PARITY_TOL, PRANGE_CHUNK, UNIVERSAL_FINE,
+                           UNIVERSAL_FLOOR, UNIVERSAL_SMOOTH_FLOOR, WARP_LINEAR, WARP_SCALE)
 from ._files import atomic_write, os_failure
 from .activations import Activation, get_activation, zero_function
 from .errors import DomainError, ExpressionError, NNGPWarning, ParameterError, TableError
@@ -46,19 +49,29 @@ __all__ = ["DEFAULT_GRID", "DomainError", "FORMAT_NAME", "FORMAT_VERSION", "Inte
            "read_info"]
 
 FORMAT_NAME = "nngp-lut table"
-FORMAT_VERSION = 1
+#: The version new files are written in.
+FORMAT_VERSION = 2
+#: The versions this package reads (version 1: the derivative tables on F's variance axes).
+READ_VERSIONS = (1, 2)
 
 #: Default variance domain and grid (see the schema document for the measured errors).
-#: The derivative tables have their own angle axes (same warp, more nodes): phi' of a
-#: saturating phi is a bump, so E[phi'(u) phi'(v)] / E[phi'^2] has boundary layers of
-#: height O(1) and width 1/sqrt(q) at rho = +-1, where F's are only O(1/sqrt(q)) high.
+#: The derivative tables have their own axes (format version 2): phi' of a saturating phi is
+#: a bump, so E[phi'(u) phi'(v)] / E[phi'^2] has boundary layers of height O(1) and width
+#: 1/sqrt(q) at rho = +-1, where F's are only O(1/sqrt(q)) high: more angles (and a pure
+#: asinh warp), fewer variance nodes.  Each equal-variance table has the axes of its 3-D
+#: table, so the builder takes it as the 3-D table's diagonal (q1 = q2) at no cost.
 DEFAULT_GRID = dict(variance_min=1e-6, variance_max=1e4, n_variance=144, n_angle=104,
-                    n_angle_derivative=288, n_unequal=120, n_unequal_angle=112,
-                    n_unequal_angle_derivative=160, unequal_variance_max=None)
+                    n_variance_derivative=128, n_angle_derivative=208, n_unequal=144,
+                    n_unequal_angle=104, n_unequal_derivative=128,
+                    n_unequal_angle_derivative=208, unequal_variance_max=None)
 #: Default grid of entire activations of exponential type (sin, cos): denser, and the
-#: unequal-variance table on a sqrt q axis up to 25 (see build_table).
-EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_angle_derivative=256, n_unequal=80,
-                     n_unequal_angle=128, n_unequal_angle_derivative=128,
+#: unequal-variance table on a sqrt q axis up to 25 (see build_table).  Its 96 x 96 x 208
+#: nodes (80 x 80 x 128 in format version 1: 9.1e-7) leave 6.8e-8 (sin) and 7.4e-8 (cos)
+#: on the closed forms (20000 random points); the angle axis limits sin, the variance axes
+#: cos (80 x 80 x 224: 6.1e-8 and 1.8e-7).
+EXP_TYPE_GRID = dict(n_variance=360, n_angle=256, n_variance_derivative=360,
+                     n_angle_derivative=256, n_unequal=96, n_unequal_angle=208,
+                     n_unequal_derivative=96, n_unequal_angle_derivative=208,
                      unequal_variance_max=25.0)
 #: Nodes of the correlation axis of a homogeneous activation's table (theta uniform).
 HOMOGENEOUS_N_ANGLE = 513
@@ -66,6 +79,9 @@ HOMOGENEOUS_N_ANGLE = 513
 DOMAIN_SLACK = 1e-12
 #: Random off-grid points at which a new table is checked against direct quadrature.
 SELF_CHECK_POINTS = 256
+#: Chunks of a build pass: each is one parallel kernel call (both cores), and the progress
+#: bar moves once per chunk.
+BUILD_CHUNKS = 40
 
 
 @dataclass
@@ -88,7 +104,9 @@ class Table:
     df_normalized: np.ndarray  # E[phi'(u) phi'(v)] / E[phi'^2](q) on (x, w)
     unequal_axis: np.ndarray  # ln q (or sqrt q) grid of both variance axes of the 3-D tables
     unequal_f_normalized: np.ndarray  # F(q1, q2, rho) / sqrt(D(q1) D(q2)) on (x1, x2, w3)
-    unequal_df_normalized: np.ndarray  # the same for phi'
+    unequal_df_normalized: np.ndarray  # the same for phi', on (xd1, xd2, wd3)
+    derivative_log_variance: np.ndarray  # x grid of df_normalized (version 1: log_variance)
+    unequal_derivative_axis: np.ndarray  # both variance axes of unequal_df_normalized
     metadata: dict = field(default_factory=dict)
 
     # -- geometry ---------------------------------------------------------------------------
@@ -101,8 +119,7 @@ class Table:
         return bool(np.all(np.isfinite(self.df_normalized)))
 
     def _x0_dx(self):
-        x = self.log_variance
-        return float(x[0]), float(x[1] - x[0]) if x.size > 1 else 1.0
+        return _start_step(self.log_variance)
 
     def _check_variance(self, q):
         """q as a float64 array, checked against the table's domain; 0 is allowed (a unit
@@ -139,6 +156,24 @@ class Table:
         """Weight of theta / pi in the equal-variance table's angle coordinate."""
         return float(self.metadata["grid"].get("warp_linear") or 0.0)
 
+    def _grid_value(self, key, fallback):
+        """A grid entry of the metadata; files of version 1 lack the derivative ones (their
+        derivative tables used F's warps)."""
+        value = self.metadata["grid"].get(key)
+        return float(value) if value is not None else float(fallback)
+
+    @property
+    def derivative_warp_linear(self):
+        return self._grid_value("derivative_warp_linear", self.warp_linear)
+
+    @property
+    def unequal_warp_linear(self):
+        return self._grid_value("unequal_warp_linear", WARP_LINEAR)
+
+    @property
+    def unequal_derivative_warp_linear(self):
+        return self._grid_value("unequal_derivative_warp_linear", self.unequal_warp_linear)
+
     @property
     def unequal_warp_scale(self):
         return float(self.metadata["grid"].get("unequal_warp_scale") or 0.0)
@@ -158,15 +193,24 @@ class Table:
                 "a larger --unequal-variance-max")
 
     def interpolation_args(self, derivative=False):
-        """Grids and values in the argument order of the Numba kernels
-        (``_core.interp.normalized_many``, ``_core.engine.engine_tile``)."""
-        x0, dx = self._x0_dx()
-        x3 = self.unequal_axis
-        return ((self.df_normalized if derivative else self.f_normalized), x0, dx,
-                float(self.degree), self.warp_linear,
-                (self.unequal_df_normalized if derivative else self.unequal_f_normalized),
-                float(x3[0]), float(x3[1] - x3[0]) if x3.size > 1 else 1.0,
-                self.unequal_sqrt_axis, self.unequal_warp_scale)
+        """(2-D values, 3-D values, axes, degree) of F's tables (or of the derivative's) in
+        the argument order of ``_core.interp.normalized_many``; the axes are the float64
+        array that ``_core.interp.G_*`` index."""
+        grid = np.empty(_interp.GRID_SIZE)
+        if derivative:
+            values, values3 = self.df_normalized, self.unequal_df_normalized
+            x, x3 = self.derivative_log_variance, self.unequal_derivative_axis
+            lin2, lin3 = self.derivative_warp_linear, self.unequal_derivative_warp_linear
+        else:
+            values, values3 = self.f_normalized, self.unequal_f_normalized
+            x, x3 = self.log_variance, self.unequal_axis
+            lin2, lin3 = self.warp_linear, self.unequal_warp_linear
+        grid[_interp.G_X0], grid[_interp.G_DX] = _start_step(x)
+        grid[_interp.G_X30], grid[_interp.G_DX3] = _start_step(x3)
+        grid[_interp.G_LIN2], grid[_interp.G_LIN3] = lin2, lin3
+        grid[_interp.G_SQRT] = 1.0 if self.unequal_sqrt_axis else 0.0
+        grid[_interp.G_WARP3] = self.unequal_warp_scale
+        return values, values3, grid, float(self.degree)
 
     # -- evaluation -------------------------------------------------------------------------
     @cached_property
@@ -291,14 +335,23 @@ class Table:
         return atomic_write(path, write, force=force, mkdir=True)
 
 
+def _start_step(x):
+    """First node and step of a uniform axis."""
+    return float(x[0]), float(x[1] - x[0]) if x.size > 1 else 1.0
+
+
 # --- HDF5 ------------------------------------------------------------------------------------
-_DATASETS = ("grid/log_variance", "moments/log_second_moment", "moments/mean_normalized",
-             "moments/log_derivative_second_moment", "equal/f_normalized",
-             "equal/df_normalized", "grid/unequal_axis", "unequal/f_normalized",
-             "unequal/df_normalized")
-_FIELDS = ("log_variance", "log_second_moment", "mean_normalized",
-           "log_derivative_second_moment", "f_normalized", "df_normalized",
-           "unequal_axis", "unequal_f_normalized", "unequal_df_normalized")
+#: Datasets of format version 1, and the Table fields they fill.
+_DATASETS_V1 = ("grid/log_variance", "moments/log_second_moment", "moments/mean_normalized",
+                "moments/log_derivative_second_moment", "equal/f_normalized",
+                "equal/df_normalized", "grid/unequal_axis", "unequal/f_normalized",
+                "unequal/df_normalized")
+_FIELDS_V1 = ("log_variance", "log_second_moment", "mean_normalized",
+              "log_derivative_second_moment", "f_normalized", "df_normalized",
+              "unequal_axis", "unequal_f_normalized", "unequal_df_normalized")
+#: Version 2 adds the derivative tables' own variance axes.
+_DATASETS = _DATASETS_V1 + ("grid/derivative_log_variance", "grid/unequal_derivative_axis")
+_FIELDS = _FIELDS_V1 + ("derivative_log_variance", "unequal_derivative_axis")
 
 
 def _write(h5, t):
@@ -355,12 +408,14 @@ def _read_table(path):
             raise TableError(f"{path}: HDF5 but not an nngp-lut table (no format attribute "
                              f"{FORMAT_NAME!r})")
         version = int(h5.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise TableError(f"{path}: table format version {version} is not supported by "
-                             f"nngp-lut {__version__} (reads version {FORMAT_VERSION}); "
-                             "rebuild it with this version")
+                             f"nngp-lut {__version__} (reads versions "
+                             f"{', '.join(map(str, READ_VERSIONS))}); rebuild it with this "
+                             "version")
+        datasets, fields = (_DATASETS_V1, _FIELDS_V1) if version == 1 else (_DATASETS, _FIELDS)
         arrays = {}
-        for name in _DATASETS:
+        for name in datasets:
             if name not in h5:
                 raise TableError(f"{path}: dataset {name!r} is missing; rebuild the table")
             try:
@@ -375,14 +430,17 @@ def _read_table(path):
         except (KeyError, ValueError):
             raise TableError(f"{path}: metadata are missing or damaged; rebuild the table") \
                 from None
+    values = {attr: arrays[name] for name, attr in zip(datasets, fields)}
+    if version == 1:  # the derivative tables on F's variance axes
+        values["derivative_log_variance"] = values["log_variance"]
+        values["unequal_derivative_axis"] = values["unequal_axis"]
     return Table(
         activation_name=name, activation_source=source,
         degree=float(meta["homogeneity_degree"]) if meta.get("homogeneity_degree") is not None
         else -1.0,
         variance_min=float(meta["grid"]["variance_min"]),
         variance_max=float(meta["grid"]["variance_max"]),
-        metadata=meta,
-        **{attr: arrays[name] for name, attr in zip(_DATASETS, _FIELDS)},
+        metadata=meta, **values,
     )
 
 
@@ -414,14 +472,20 @@ class Integrator:
         self.dphi = self.act.dphi if self.act.dphi is not None else zero_function
         self.tau = self.act.exp_type
         self.variance_max = variance_max
+        # Every inner window lies within 9 sqrt(2 q_max) of the origin.
+        half = 1.01 * GAUSS_WINDOW * math.sqrt(2.0 * variance_max) + 10.0
         if self.tau is None:
-            # Every inner window lies within 9 sqrt(2 q_max) of the origin.
-            half = 1.01 * GAUSS_WINDOW * math.sqrt(2.0 * variance_max) + 10.0
             self.bp, self.kinks, bad = _quad.build_partition(
                 self.phi, self.dphi, half, np.array(self.act.kinks, dtype=np.float64))
             if not math.isnan(bad):
                 raise ExpressionError(f"activation {self.act.name} is not finite at x = "
                                       f"{bad:.6g}")
+            sample = self.bp
+        else:  # entire of exponential type tau: features ~1/tau wide everywhere
+            sample = np.linspace(-half, half, 2 * int(half * max(1.0, self.tau)) + 3)
+        #: Parity of phi and of phi' (see :func:`_parity`), which halves the inner
+        #: integrals of the table builds.
+        self.parity = {"F": _parity(self.phi, sample), "dF": _parity(self.dphi, sample)}
 
     def moments(self, q):
         q = np.ascontiguousarray(q, dtype=np.float64)
@@ -429,11 +493,19 @@ class Integrator:
             return _quad.trapezoid_univariate_many(self.phi, self.dphi, q, self.tau)
         return _quad.univariate_many(self.phi, self.dphi, self.bp, q)
 
+    @property
+    def smooth(self):
+        """True when the partition holds no kink of phi or phi' (declared or found)."""
+        return self.tau is not None or self.kinks.size == 0
+
     def outer_rule(self):
-        """Outer nodes in z shared by every q1 of the 3-D table, with weights."""
+        """Outer nodes in z shared by every q1 of the 3-D table, with weights (a symmetric
+        rule: see _core.quadrature.graded_z_rule)."""
         if self.tau is not None:
             return _quad.trapezoid_z_rule(2.0 * self.tau * math.sqrt(self.variance_max))
-        return _quad.graded_z_rule()
+        floor = (min(UNIVERSAL_FINE, UNIVERSAL_SMOOTH_FLOOR / math.sqrt(self.variance_max))
+                 if self.smooth else UNIVERSAL_FLOOR)
+        return _quad.graded_z_rule(floor)
 
     def _pair(self, parts):
         """(phi, phi') with the unwanted one replaced by zero (``parts``: "both", "F" or
@@ -451,8 +523,19 @@ class Integrator:
         q2, theta = (np.ascontiguousarray(a, dtype=np.float64) for a in (q2, theta))
         bp = self.bp if self.tau is None else np.zeros(2)
         tau = -1.0 if self.tau is None else float(self.tau)
-        return _quad.inner_smoothings(*self._pair(parts), bp, tau, q2, np.cos(theta),
-                                      np.sin(theta), zs)
+        if parts not in ("both", "F", "dF"):
+            raise ValueError(f"parts must be 'both', 'F' or 'dF', not {parts!r}")
+        symmetric = np.array_equal(zs, -zs[::-1])  # the parity needs mirrored nodes
+        # Dynamic scheduling of the prange loop (the cost of a pair varies tenfold with q2
+        # and theta); the setting is the calling thread's, restored at once.
+        previous = numba.set_parallel_chunksize(PRANGE_CHUNK)
+        try:
+            return _quad.inner_smoothings(self.phi, self.dphi, parts != "dF", parts != "F",
+                                          bp, tau, q2, np.cos(theta), np.sin(theta), zs,
+                                          self.parity["F"] if symmetric else 0,
+                                          self.parity["dF"] if symmetric else 0)
+        finally:
+            numba.set_parallel_chunksize(previous)
 
     def bivariate(self, q1, q2, theta, parts="both"):
         """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) at arrays; with ``parts`` = "F" or "dF"
@@ -462,6 +545,25 @@ class Integrator:
         if self.tau is not None:
             return _quad.trapezoid_bivariate_many(phi, dphi, q1, q2, theta, self.tau)
         return _quad.bivariate_many(phi, dphi, self.bp, self.kinks, q1, q2, theta)
+
+
+def _parity(f, bp):
+    """+1 if f is even, -1 if f is odd about f(0) (f(-x) + f(x) = 2 f(0)), else 0, tested
+    at the Gauss-Legendre nodes and ends of every panel of the partition ``bp`` folded onto
+    x >= 0 (so of the partition and of its mirror image; see config.PARITY_TOL).  Plain
+    Python: a few thousand calls of the compiled phi, no compilation."""
+    f0 = f(0.0)
+    ends = np.unique(np.concatenate((np.abs(bp), [0.0])))
+    a, b = ends[:-1, None], ends[1:, None]
+    x = np.concatenate(((a + 0.5 * (b - a) * (GL_X + 1.0)).ravel(), ends))
+    fp = np.array([f(v) for v in x])
+    fm = np.array([f(-v) for v in x])
+    tol = PARITY_TOL * np.maximum(1.0, np.maximum(np.abs(fp), np.abs(fm)))
+    if np.all(np.abs(fp - fm) <= tol):
+        return 1
+    if np.all(np.abs(fp + fm - 2.0 * f0) <= tol):
+        return -1
+    return 0
 
 
 def _chunks(n, parts):
@@ -480,20 +582,29 @@ def default_grid(activation: str | Activation) -> dict:
     return grid
 
 
-#: Each derivative angle axis and the F angle axis it follows when only the latter is given.
+#: Each derivative axis and the F axis it follows when only the latter is given.
 _DERIVATIVE_AXES = (("n_angle_derivative", "n_angle"),
-                    ("n_unequal_angle_derivative", "n_unequal_angle"))
+                    ("n_unequal_angle_derivative", "n_unequal_angle"),
+                    ("n_variance_derivative", "n_variance"),
+                    ("n_unequal_derivative", "n_unequal"))
+#: The derivative angle axes never get fewer nodes than F's when they follow them.
+_AT_LEAST_F = ("n_angle_derivative", "n_unequal_angle_derivative")
+#: Grid keys that count nodes.
+_NODE_KEYS = ("n_variance", "n_angle", "n_variance_derivative", "n_angle_derivative",
+              "n_unequal", "n_unequal_angle", "n_unequal_derivative",
+              "n_unequal_angle_derivative")
 
 
 def resolve_grid(activation: str | Activation, **given) -> dict:
     """The full grid spec of a build: the defaults, overridden by the arguments that are not
-    None.  A derivative angle axis that is not given follows its F axis in the default ratio
-    (a coarse test grid gets a proportionally coarse derivative axis)."""
+    None.  A derivative axis that is not given follows its F axis in the default ratio (a
+    coarse test grid gets a proportionally coarse derivative axis; an angle axis never
+    fewer nodes than F's)."""
     spec = default_grid(activation)
     for d_key, f_key in _DERIVATIVE_AXES:
         if given.get(d_key) is None and given.get(f_key) is not None:
-            given[d_key] = max(int(given[f_key]),
-                               round(int(given[f_key]) * spec[d_key] / spec[f_key]))
+            n = max(INTERP_POINTS, round(int(given[f_key]) * spec[d_key] / spec[f_key]))
+            given[d_key] = max(int(given[f_key]), n) if d_key in _AT_LEAST_F else n
     spec.update({k: v for k, v in given.items() if v is not None})
     return spec
 
@@ -510,8 +621,9 @@ def _angle_grid(q, n, kappa_scale, linear):
 
 def build_table(activation: str | Activation, *, variance_min: float | None = None,
                 variance_max: float | None = None, n_variance: int | None = None,
-                n_angle: int | None = None, n_angle_derivative: int | None = None,
-                n_unequal: int | None = None, n_unequal_angle: int | None = None,
+                n_angle: int | None = None, n_variance_derivative: int | None = None,
+                n_angle_derivative: int | None = None, n_unequal: int | None = None,
+                n_unequal_angle: int | None = None, n_unequal_derivative: int | None = None,
                 n_unequal_angle_derivative: int | None = None,
                 unequal_variance_max: float | None = None,
                 progress: Callable | None = None) -> Table:
@@ -525,12 +637,13 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
         Variance domain of the table (ignored for homogeneous activations, which scale).
     n_variance, n_angle : int, optional
         Nodes of the ln-variance axis and of the warped angle axis (equal variances).
-    n_angle_derivative : int, optional
-        Nodes of the angle axis (same warp) of the equal-variance E[phi'phi'] table.
+    n_variance_derivative, n_angle_derivative : int, optional
+        The same axes of the equal-variance E[phi'phi'] table (its own axes: format
+        version 2).
     n_unequal, n_unequal_angle : int, optional
         Nodes of each variance axis and of the angle axis of the 3-D unequal-variance table.
-    n_unequal_angle_derivative : int, optional
-        Nodes of the angle axis of the 3-D E[phi'phi'] table (its variance axes are F's).
+    n_unequal_derivative, n_unequal_angle_derivative : int, optional
+        The same axes of the 3-D E[phi'phi'] table.
         A derivative axis not given follows its F axis (see :func:`resolve_grid`).
     unequal_variance_max : float, optional
         Largest variance of the unequal-variance table (default: variance_max; 25 for sin
@@ -544,6 +657,14 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
     -------
     Table
 
+    Notes
+    -----
+    Every table of a general phi is computed by one scheme: for each (q2, theta) of an
+    angle grid, the inner integrals H(z) at one universal node set in z (half of it for an
+    even or odd phi), then a dot product per q1 (see ``_core.quadrature``).  An
+    equal-variance table whose axes are those of its 3-D table (the default grid) is the
+    3-D table's diagonal.  The passes run in parallel (Numba ``prange``) over (q2, theta).
+
     References
     ----------
     Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, Section 2.5.
@@ -551,103 +672,126 @@ def build_table(activation: str | Activation, *, variance_min: float | None = No
     act = get_activation(activation)
     spec = resolve_grid(act, variance_min=variance_min, variance_max=variance_max,
                         n_variance=n_variance, n_angle=n_angle,
+                        n_variance_derivative=n_variance_derivative,
                         n_angle_derivative=n_angle_derivative, n_unequal=n_unequal,
                         n_unequal_angle=n_unequal_angle,
+                        n_unequal_derivative=n_unequal_derivative,
                         n_unequal_angle_derivative=n_unequal_angle_derivative,
                         unequal_variance_max=unequal_variance_max)
     vmin, vmax = float(spec["variance_min"]), float(spec["variance_max"])
     if not (0.0 < vmin < vmax and math.isfinite(vmax)):
         raise ParameterError("need 0 < variance_min < variance_max")
-    for key in ("n_variance", "n_angle", "n_angle_derivative", "n_unequal", "n_unequal_angle",
-                "n_unequal_angle_derivative"):
+    for key in _NODE_KEYS:
         if int(spec[key]) < INTERP_POINTS:
             raise ParameterError(f"{key} must be at least {INTERP_POINTS}")
     homogeneous = act.degree is not None
+    deriv = act.has_derivative
+    exp_type = act.exp_type is not None
     if homogeneous:
         # F(q1, q2, rho) = (q1 q2)^(k/2) F(1, 1, rho): one row at q = 1, theta uniform.
-        x = np.zeros(1)
-        theta = theta_d = np.linspace(0.0, math.pi, HOMOGENEOUS_N_ANGLE)[None, :]
+        x = xd = np.zeros(1)
+        theta = np.linspace(0.0, math.pi, HOMOGENEOUS_N_ANGLE)[None, :]
         integ = Integrator(act, 2.0)
-        x3 = np.zeros(1)
+        x3 = x3d = np.zeros(1)
+        lin2 = lin2d = 0.0
+        counter = _Progress(progress, 1 + theta.size)
+        e2, e1, d2 = integ.moments(np.ones(1))
+        counter.advance(1)
+        f, fd = _equal_pass(integ, np.ones(1), theta, "both", counter)
+        f_n = f / e2[:, None]
+        df_n = fd / d2[:, None] if deriv else np.full(theta.shape, np.nan)
+        f3 = df3 = np.full((1, 1, 1), np.nan)
     else:
         x = np.linspace(math.log(vmin), math.log(vmax), int(spec["n_variance"]))
+        xd = np.linspace(math.log(vmin), math.log(vmax), int(spec["n_variance_derivative"]))
         # sin, cos: the pure warp (their layers are Gaussian; measured 6e-9 against 1.8e-7
-        # with the blend); every other phi: the blend (gelu, softplus at large q).
-        lin2 = 0.0 if act.exp_type is not None else WARP_LINEAR
-        theta = _angle_grid(np.exp(x), int(spec["n_angle"]), WARP_SCALE, lin2)
-        theta_d = (theta if int(spec["n_angle_derivative"]) == theta.shape[1] else
-                   _angle_grid(np.exp(x), int(spec["n_angle_derivative"]), WARP_SCALE, lin2))
+        # with the blend); every other phi: the blend (gelu, softplus at large q) for F, the
+        # pure warp for the derivative (config.DERIVATIVE_WARP_LINEAR).
+        lin2 = 0.0 if exp_type else WARP_LINEAR
+        lin2d = 0.0 if exp_type else DERIVATIVE_WARP_LINEAR
         integ = Integrator(act, vmax)
         vmax_u = float(spec["unequal_variance_max"] or vmax)
         if not vmin < vmax_u <= vmax:
             raise ParameterError("need variance_min < unequal_variance_max <= variance_max")
-        n3 = int(spec["n_unequal"])
-        sqrt_axis = act.exp_type is not None
-        x3 = (np.linspace(0.0, math.sqrt(vmax_u), n3) if sqrt_axis
-              else np.linspace(math.log(vmin), math.log(vmax_u), n3))
-    n3w, n3wd = int(spec["n_unequal_angle"]), int(spec["n_unequal_angle_derivative"])
-    deriv = act.has_derivative
-    if not deriv:  # nothing to tabulate for phi': the NaN arrays take F's shapes
-        theta_d, n3wd = theta, n3w
-    cost = theta.size + (theta_d.size if deriv and theta_d is not theta else 0)
-    if not homogeneous:
-        cost += x3.size * (n3w + (n3wd if deriv and n3wd != n3w else 0))
-    counter = _Progress(progress, x.size + cost)
+        sqrt_axis = exp_type
 
-    q = np.exp(x)
-    e2, e1, d2 = integ.moments(q)
-    counter.advance(q.size)
-    f, fd = _equal_block(integ, q, theta, theta_d if deriv else None, counter)
-    if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
-        raise ExpressionError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
-    f_n = f / e2[:, None]
-    df_n = fd / d2[:, None] if deriv else np.full(theta.shape, np.nan)
-    log_d2 = np.log(d2) if act.has_derivative else np.full(q.shape, np.nan)
-    if homogeneous:
-        f3 = df3 = np.full((1, 1, 1), np.nan)
-    else:
-        q3 = x3**2 if sqrt_axis else np.exp(x3)
+        def axis3(n):
+            return (np.linspace(0.0, math.sqrt(vmax_u), n) if sqrt_axis
+                    else np.linspace(math.log(vmin), math.log(vmax_u), n))
+
+        x3, x3d = axis3(int(spec["n_unequal"])), axis3(int(spec["n_unequal_derivative"]))
         # sin, cos: no boundary layers worth a warp below q = 100, and the warp's own
         # dependence on q2 near q = 0 costs accuracy on the sqrt axis (measured 1e-4).
         warp3 = 0.0 if sqrt_axis else WARP_SCALE
-        f3, df3 = _unequal_block(integ, np.maximum(q3, 1e-300), n3w, n3wd if deriv else None,
-                                 warp3, counter)
+        lin3 = WARP_LINEAR
+        lin3d = WARP_LINEAR if exp_type else DERIVATIVE_WARP_LINEAR
+
+        def q_of(c):
+            return np.maximum(c**2, 1e-300) if sqrt_axis else np.exp(c)
+
+        axes_f = _Axes(np.exp(x), int(spec["n_angle"]), lin2, q_of(x3),
+                       int(spec["n_unequal_angle"]), warp3, lin3)
+        axes_d = _Axes(np.exp(xd), int(spec["n_angle_derivative"]), lin2d, q_of(x3d),
+                       int(spec["n_unequal_angle_derivative"]), warp3, lin3d)
+        shared = deriv and axes_f.same_as(axes_d)
+        cost = axes_f.cost(integ) + (axes_d.cost(integ) if deriv and not shared else 0)
+        counter = _Progress(progress, x.size + cost)
+        e2, e1, d2 = integ.moments(axes_f.q)
+        counter.advance(x.size)
+        if shared:  # one pass for both (sin, cos: the same grids)
+            f_n, df_n, f3, df3 = _general_tables(integ, "both", axes_f, counter)
+        else:
+            f_n, _, f3, _ = _general_tables(integ, "F", axes_f, counter)
+            _, df_n, _, df3 = (_general_tables(integ, "dF", axes_d, counter) if deriv
+                               else (None, None, None, None))
         if not deriv:
-            df3 = np.full(f3.shape, np.nan)
+            df_n, df3 = np.full(f_n.shape, np.nan), np.full(f3.shape, np.nan)
+            xd, x3d = x, x3
+    if np.any(e2 <= 0.0) or not np.all(np.isfinite(e2)):
+        raise ExpressionError(f"E[phi^2] of {act.name} is zero or not finite on the domain")
+    log_d2 = np.log(d2) if deriv else np.full(x.shape, np.nan)
 
     quad = ({"rule": "trapezoid in standard-normal units", "exp_type": act.exp_type}
-            if act.exp_type is not None else
+            if exp_type else
             {"rule": "composite Gauss-Legendre on an adaptive partition", "gl_order": GL_ORDER,
              "window_sd": GAUSS_WINDOW, "panel_sd": GAUSS_PANEL,
              "partition_panels": int(integ.bp.size - 1),
              "kinks": [float(k) for k in integ.kinks]})
+    if not homogeneous:
+        zs = integ.outer_rule()[0]
+        quad.update({"outer_nodes": int(zs.size),
+                     "parity": {"phi": integ.parity["F"], "dphi": integ.parity["dF"]}})
     meta = {
         "grid": {"variance_min": vmin, "variance_max": vmax, "n_variance": int(x.size),
-                 "n_angle": int(theta.shape[1]), "n_angle_derivative": int(theta_d.shape[1]),
+                 "n_angle": int(f_n.shape[1]), "n_variance_derivative": int(xd.size),
+                 "n_angle_derivative": int(df_n.shape[1]),
                  "n_unequal": 0 if homogeneous else int(x3.size),
+                 "n_unequal_derivative": 0 if homogeneous else int(x3d.size),
                  "unequal_variance_max": None if homogeneous else vmax_u,
                  "unequal_warp_scale": None if homogeneous else warp3,
                  "unequal_axis": None if homogeneous else
                  ("sqrt q, uniform" if sqrt_axis else "ln q, uniform"),
-                 "n_unequal_angle": 0 if homogeneous else n3w,
-                 "n_unequal_angle_derivative": 0 if homogeneous else n3wd,
+                 "n_unequal_angle": 0 if homogeneous else int(f3.shape[2]),
+                 "n_unequal_angle_derivative": 0 if homogeneous else int(df3.shape[2]),
                  "variance_axis": "q = 1 (scaling law)" if homogeneous else "ln q, uniform",
                  "angle_axis": "theta = arccos rho, uniform" if homogeneous else
                  "w = blend(arccos rho; kappa = warp_scale sqrt(q), warp_linear), uniform on "
                  "[0, 1]",
                  "unequal_angle_axis": None if homogeneous else
-                 "w = warp_mixed(arccos rho; kappa = unequal_warp_scale sqrt(q2)), uniform "
-                 "on [0, 1]",
-                 "warp_scale": WARP_SCALE, "warp_linear": 0.0 if homogeneous else lin2,
-                 "unequal_warp_linear": WARP_LINEAR,
+                 "w = blend(arccos rho; kappa = unequal_warp_scale sqrt(q2), "
+                 "unequal_warp_linear), uniform on [0, 1]",
+                 "warp_scale": WARP_SCALE, "warp_linear": lin2,
+                 "derivative_warp_linear": lin2d,
+                 "unequal_warp_linear": None if homogeneous else lin3,
+                 "unequal_derivative_warp_linear": None if homogeneous else lin3d,
                  "interpolation_points": INTERP_POINTS},
         "quadrature": quad,
         "homogeneity_degree": act.degree,
-        "has_derivative": act.has_derivative,
+        "has_derivative": deriv,
     }
     table = Table(act.name, act.source, float(act.degree) if homogeneous else -1.0, x,
                   vmin, vmax, np.log(e2), e1 / np.sqrt(e2), log_d2, f_n, df_n,
-                  x3, f3, df3, meta)
+                  x3, f3, df3, xd, x3d, meta)
     table.metadata["measured_error"] = measure_error(table, integ, SELF_CHECK_POINTS)
     return table
 
@@ -662,68 +806,131 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-def _equal_block(integ, q, theta, theta_d, counter):
-    """F(q_i, q_i, theta_ij) on the 2-D grid and E[phi'phi'] on its own angle grid theta_d
-    (None: no derivative table, the second result is None); one pass serves both when the
-    grids are the same array."""
-    if theta_d is theta:
-        return _equal_pass(integ, q, theta, "both", counter)
-    f = _equal_pass(integ, q, theta, "F", counter)[0]
-    fd = None if theta_d is None else _equal_pass(integ, q, theta_d, "dF", counter)[1]
-    return f, fd
+@dataclass
+class _Axes:
+    """The axes of one pair of tables (F's, or the derivative's): the equal-variance table
+    on variances ``q`` x ``n_angle`` angles (blend weight ``lin2``), the 3-D table on
+    variances ``q3`` (both axes) x ``n3w`` angles (kappa = warp3 sqrt(q2), weight lin3)."""
+
+    q: np.ndarray
+    n_angle: int
+    lin2: float
+    q3: np.ndarray
+    n3w: int
+    warp3: float
+    lin3: float
+
+    @cached_property
+    def theta(self):
+        return _angle_grid(self.q, self.n_angle, WARP_SCALE, self.lin2)
+
+    @cached_property
+    def theta3(self):
+        return _angle_grid(self.q3, self.n3w, self.warp3, self.lin3)
+
+    @property
+    def diagonal(self):
+        """True when the equal-variance table is the 3-D table's diagonal."""
+        return self.theta.shape == self.theta3.shape and np.array_equal(self.q, self.q3) \
+            and np.array_equal(self.theta, self.theta3)
+
+    def same_as(self, other):
+        return all(np.array_equal(a, b) for a, b in
+                   ((self.q, other.q), (self.q3, other.q3), (self.theta, other.theta),
+                    (self.theta3, other.theta3)))
+
+    def cost(self, integ):
+        """Work units of :func:`_general_tables` (one per (variance, angle) pair)."""
+        return self.theta3.size + (0 if self.diagonal and integ.tau is None
+                                   else self.theta.size)
+
+
+def _general_tables(integ, parts, axes, counter):
+    """The normalised equal-variance and 3-D tables of F (``parts`` "F"), of E[phi'phi']
+    ("dF") or of both ("both") on ``axes``: (f_n, df_n, f3, df3), None for a part not
+    made."""
+    zs, zw = integ.outer_rule()
+    want_f, want_d = parts in ("both", "F"), parts in ("both", "dF")
+    p3, pd3 = _quad.outer_values(integ.phi, integ.dphi, axes.q3, zs)
+    f3, df3 = _unequal_pass(integ, axes.q3, axes.theta3, zs, p3 * zw if want_f else None,
+                            pd3 * zw if want_d else None, counter)
+    if axes.diagonal and integ.tau is None:
+        idx = np.arange(axes.q.size)
+        f, fd = (None if a is None else a[idx, idx, :] for a in (f3, df3))
+    elif integ.tau is None:
+        p, pd = _quad.outer_values(integ.phi, integ.dphi, axes.q, zs)
+        f, fd = _equal_pass_z(integ, axes.q, axes.theta, zs, p * zw if want_f else None,
+                              pd * zw if want_d else None, counter)
+    else:  # sin, cos: per-point trapezoid rules, each as fine as its variance needs
+        f, fd = _equal_pass(integ, axes.q, axes.theta, parts, counter)
+    e2, _, d2 = integ.moments(axes.q)
+    e23, _, d23 = integ.moments(axes.q3)
+    out = []
+    for raw, raw3, m, m3, want in ((f, f3, e2, e23, want_f), (fd, df3, d2, d23, want_d)):
+        if not want:
+            out.append((None, None))
+            continue
+        r3 = np.sqrt(m3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append((raw / m[:, None], raw3 / (r3[:, None, None] * r3[None, :, None])))
+    (f_n, f3n), (df_n, df3n) = out
+    return f_n, df_n, f3n, df3n
 
 
 def _equal_pass(integ, q, theta, parts, counter):
-    """integ.bivariate on the 2-D grid (q_i, q_i, theta_ij), in chunks for the progress bar."""
+    """integ.bivariate on the 2-D grid (q_i, q_i, theta_ij), in chunks for the progress bar
+    (homogeneous phi, and sin and cos)."""
     qq = np.repeat(q, theta.shape[1])
     # Interleave rows so each chunk mixes cheap (small q) and dear (large q) points.
     order = np.argsort(np.tile(np.arange(theta.shape[1]), q.size), kind="stable")
     f = np.empty(theta.size)
     fd = np.empty(theta.size)
     flat = theta.ravel()
-    for a, b in _chunks(theta.size, 40):
+    for a, b in _chunks(theta.size, BUILD_CHUNKS):
         idx = order[a:b]
         f[idx], fd[idx] = integ.bivariate(qq[idx], qq[idx], flat[idx], parts)
         counter.advance(b - a)
     return f.reshape(theta.shape), fd.reshape(theta.shape)
 
 
-def _unequal_block(integ, q3, n_angle, n_angle_d, warp3, counter):
-    """Normalised F(q1_i, q2_j, theta_jk) on the 3-D grid, and E[phi'phi'] on the same
-    variance axes with its own angle axis of ``n_angle_d`` nodes (None: no derivative table,
-    the second result is None).
+def _equal_pass_z(integ, q, theta, zs, pw, pdw, counter):
+    """The equal-variance table on its own axes by the scheme of the 3-D table: the inner
+    integrals H(z) of each (q_i, theta_ij), then one dot product with the outer values
+    times weights of q_i (``pw`` (n, nz), or ``pdw`` for phi'; None skips a part)."""
+    n, nw = theta.shape
+    rows = np.repeat(np.arange(n), nw)
+    flat = theta.ravel()
+    parts = "both" if pw is not None and pdw is not None else ("F" if pw is not None else "dF")
+    f = np.empty(theta.size) if pw is not None else None
+    fd = np.empty(theta.size) if pdw is not None else None
+    order = np.argsort(np.tile(np.arange(nw), n), kind="stable")  # mix small and large q
+    for a, b in _chunks(order.size, BUILD_CHUNKS):
+        idx = order[a:b]
+        h, hd = integ.inner(q[rows[idx]], flat[idx], zs, parts)
+        if f is not None:
+            f[idx] = np.einsum("kz,kz->k", pw[rows[idx]], h)
+        if fd is not None:
+            fd[idx] = np.einsum("kz,kz->k", pdw[rows[idx]], hd)
+        counter.advance(b - a)
+    return (None if f is None else f.reshape(theta.shape),
+            None if fd is None else fd.reshape(theta.shape))
+
+
+def _unequal_pass(integ, q3, theta, zs, pw, pdw, counter):
+    """Raw sums of the 3-D table(s) on the angle grid ``theta`` (n, n_angle):
+    E_z[phi(sqrt(q1_i) z) H(z)] with the outer values times weights ``pw`` (and the same
+    for phi' with ``pdw``); a weight array that is None skips that table and its inner
+    integrals.
 
     One universal node set in z serves every q1, so each (q2, theta) costs one pass of inner
     integrals H(z) and each q1 a dot product (see _core.quadrature)."""
-    zs, zw = integ.outer_rule()
-    p, pd = _quad.outer_values(integ.phi, integ.dphi, q3, zs)
-    e2, _, d2 = integ.moments(q3)
-    if n_angle_d == n_angle:
-        f3, df3 = _unequal_pass(integ, q3, n_angle, warp3, zs, p * zw, pd * zw, counter)
-    else:
-        f3 = _unequal_pass(integ, q3, n_angle, warp3, zs, p * zw, None, counter)[0]
-        df3 = (None if n_angle_d is None else
-               _unequal_pass(integ, q3, n_angle_d, warp3, zs, None, pd * zw, counter)[1])
-    r2, rd2 = np.sqrt(e2), np.sqrt(d2)
-    f3 /= r2[:, None, None] * r2[None, :, None]
-    if df3 is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df3 /= rd2[:, None, None] * rd2[None, :, None]
-    return f3, df3
-
-
-def _unequal_pass(integ, q3, n_angle, warp3, zs, pw, pdw, counter):
-    """Raw sums of the 3-D table(s) on one angle axis: E_z[phi(sqrt(q1_i) z) H(z)] with
-    the outer values times weights ``pw`` (and the same for phi' with ``pdw``); a weight
-    array that is None skips that table and its inner integrals."""
-    theta = _angle_grid(q3, n_angle, warp3, WARP_LINEAR)
     parts = "both" if pw is not None and pdw is not None else ("F" if pw is not None else "dF")
-    n = q3.size
+    n, n_angle = theta.shape
     f3 = np.empty((n, n, n_angle)) if pw is not None else None
     df3 = np.empty((n, n, n_angle)) if pdw is not None else None
     jj, kk = np.divmod(np.arange(n * n_angle), n_angle)
     order = np.argsort(kk, kind="stable")  # mix small and large q2 in every chunk
-    for a, b in _chunks(order.size, 40):
+    for a, b in _chunks(order.size, BUILD_CHUNKS):
         idx = order[a:b]
         j, k = jj[idx], kk[idx]
         h, hd = integ.inner(q3[j], theta[j, k], zs, parts)

@@ -77,7 +77,7 @@ def test_build_then_info(tmp_path):
     res = run("info", str(out))
     assert res.exit_code == 0 and "relu" in res.output
     res = run("info", str(out), "--json")
-    assert '"format_version": 1' in res.output
+    assert '"format_version": 2' in res.output
 
 
 @pytest.mark.parametrize("args,code", [

@@ -1,4 +1,4 @@
-"""HDF5 format version 1: round trip, atomic writes, and every damaged-file case."""
+"""HDF5 format (new files: version 2): round trip, atomic writes, and every damaged-file case."""
 
 import json
 
@@ -35,7 +35,7 @@ def test_round_trip(small, saved):
 
 def test_file_describes_itself(saved):
     info = tables.read_info(saved)
-    assert info["format"] == "nngp-lut table" and info["format_version"] == 1
+    assert info["format"] == "nngp-lut table" and info["format_version"] == 2
     assert info["activation_source"] == "tanh(x)"
     assert info["metadata"]["measured_error"]["F"] < 1e-6
     with h5py.File(saved) as h5:

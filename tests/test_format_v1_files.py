@@ -53,3 +53,21 @@ def test_committed_v1_table_loads_and_matches_closed_forms(name, tmp_path, rng):
     # and it drives the kernel like any table
     x = rng.standard_normal((5, 3))
     assert np.all(np.isfinite(nngp_kernel(x, phi=path, depth=2, weight_var=1.2, bias_var=0.1)))
+
+
+@pytest.mark.parametrize("name", ["erf", "relu"])
+def test_info_describes_a_v1_file(name, tmp_path):
+    """``nngp-lut info`` reads a version-1 file (no derivative variance axes: F's)."""
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    path = shutil.copy(DATA / f"{name}_format_v1.h5", tmp_path)
+    res = CliRunner().invoke(cli, ["info", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "nngp-lut table v1" in res.output and name in res.output
+    grid = tables.open_table(path).metadata["grid"]
+    if name == "erf":
+        assert f"{grid['n_variance']} x {grid['n_angle']} (equal)" in res.output
+        n = grid["n_unequal"]
+        assert f"{n} x {n} x {grid['n_unequal_angle']} (unequal)" in res.output

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nngp_lut import get_activation
+from nngp_lut import tables
 from nngp_lut.tables import Integrator, open_table, random_points
 
 from .conftest import SMALL_GRID, TOL_DF_EQUAL, TOL_DF_UNEQUAL, TOL_EQUAL, TOL_UNEQUAL
@@ -180,22 +181,73 @@ def test_one_part_quadrature_matches_both():
 
 
 def test_derivative_axes_follow_the_F_axes(table_of):
-    """A derivative angle axis not given scales with its F axis (default ratio); given, it is
-    used; both are recorded; the dF datasets take their shape from it."""
+    """A derivative axis not given scales with its F axis (default ratio; an angle axis
+    never below F's); given, it is used; all are recorded; the dF datasets and their own
+    variance axes (format version 2) take their shapes from them."""
     grid = table_of("tanh", **SMALL_GRID).metadata["grid"]
     assert grid["n_angle_derivative"] > grid["n_angle"] == SMALL_GRID["n_angle"]
     assert grid["n_unequal_angle_derivative"] > grid["n_unequal_angle"]
-    t = table_of("tanh", **dict(SMALL_GRID, n_angle_derivative=48, n_unequal_angle_derivative=40))
-    assert t.df_normalized.shape == (40, 48) and t.unequal_df_normalized.shape == (24, 24, 40)
+    d = tables.DEFAULT_GRID
+    assert grid["n_variance_derivative"] == round(
+        SMALL_GRID["n_variance"] * d["n_variance_derivative"] / d["n_variance"])
+    assert grid["n_unequal_derivative"] == round(
+        SMALL_GRID["n_unequal"] * d["n_unequal_derivative"] / d["n_unequal"])
+    t = table_of("tanh", **dict(SMALL_GRID, n_angle_derivative=48, n_unequal_angle_derivative=40,
+                                n_variance_derivative=30, n_unequal_derivative=20))
+    assert t.df_normalized.shape == (30, 48) and t.unequal_df_normalized.shape == (20, 20, 40)
+    assert t.derivative_log_variance.shape == (30,) and t.unequal_derivative_axis.shape == (20,)
+    np.testing.assert_allclose(t.derivative_log_variance[[0, -1]], np.log([1e-4, 1e2]))
     assert t.metadata["grid"]["n_unequal_angle_derivative"] == 40
 
 
+def test_parity_of_the_builtins():
+    """The parity test that halves the inner integrals finds the true parity: odd about
+    phi(0) (tanh, erf, sigmoid - 1/2, sin), even (cos, x tanh x, and the derivatives of the
+    odd ones), or none (elu); gelu' = Phi(x) + x phi(x) and softplus' = sigmoid are odd
+    about 1/2 although gelu and softplus have no parity."""
+    truth = {"tanh": (-1, 1), "erf": (-1, 1), "sigmoid": (-1, 1), "sin": (-1, 1),
+             "cos": (1, -1), "x*tanh(x)": (1, -1), "gelu": (0, -1), "softplus": (0, -1),
+             "elu": (0, 0), "x + tanh(x - 0.001)": (0, 0)}
+    for name, (p, pd) in truth.items():
+        integ = Integrator(name, 100.0)
+        assert (integ.parity["F"], integ.parity["dF"]) == (p, pd), name
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "gelu", "elu"])
+def test_builder_nodes_against_direct_quadrature(name):
+    """The builder's scheme (universal z rule, parity, one dot product per q1) at the grid
+    nodes themselves, equal and unequal variances, against the adaptive direct quadrature
+    (tested against scipy above): no interpolation, so only the rules differ."""
+    integ = Integrator(name, 1e4)
+    q = np.array([1e-6, 3e-3, 0.7, 40.0, 1e4])
+    axes = tables._Axes(q, 9, 0.3, q[::-1].copy(), 7, 1.0, 0.0)
+    assert not axes.diagonal  # the equal-variance table takes its own pass
+    f_n, df_n, f3, df3 = tables._general_tables(integ, "both", axes,
+                                                tables._Progress(None, 0))
+    e2, _, d2 = integ.moments(q)
+    qq = np.repeat(q, 9)
+    f, fd = integ.bivariate(qq, qq, axes.theta.ravel())
+    # normalised as the tables store them: |F| <= E[phi^2] (Cauchy-Schwarz)
+    assert np.max(np.abs(f_n.ravel() - f / np.repeat(e2, 9))) <= 1e-13
+    assert np.max(np.abs(df_n.ravel() - fd / np.repeat(d2, 9))) <= 1e-13
+    i, j, k = np.meshgrid(range(5), range(5), range(7), indexing="ij")
+    q1, q2, th = axes.q3[i], axes.q3[j], axes.theta3[j, k]
+    f, fd = integ.bivariate(q1.ravel(), q2.ravel(), th.ravel())
+    e23, _, d23 = integ.moments(axes.q3)
+    norm = np.sqrt(e23[i] * e23[j]).ravel()
+    dnorm = np.sqrt(d23[i] * d23[j]).ravel()
+    assert np.max(np.abs(f3.ravel() - f / norm)) <= 1e-13
+    assert np.max(np.abs(df3.ravel() - fd / dnorm)) <= 1e-13
+
+
 def test_derivative_on_the_F_grid_still_reads(table_of, tmp_path):
-    """Tables written before issue #12 had the dF datasets on F's angle axes: such a file (same
-    layout, format version 1) loads and evaluates like the denser table, to its coarser grid's
-    accuracy."""
+    """Tables written before issue #12 had the dF datasets on F's angle axes: a file with that
+    layout loads and evaluates like the denser table, to its coarser grid's accuracy (the
+    committed version-1 files: tests/test_format_v1_files.py)."""
     old = table_of("tanh", **dict(SMALL_GRID, n_angle_derivative=SMALL_GRID["n_angle"],
-                                  n_unequal_angle_derivative=SMALL_GRID["n_unequal_angle"]))
+                                  n_unequal_angle_derivative=SMALL_GRID["n_unequal_angle"],
+                                  n_variance_derivative=SMALL_GRID["n_variance"],
+                                  n_unequal_derivative=SMALL_GRID["n_unequal"]))
     new = table_of("tanh", **SMALL_GRID)
     back = open_table(old.save(tmp_path / "old.h5"))
     assert back.df_normalized.shape == back.f_normalized.shape

@@ -7,6 +7,11 @@ import numpy as np
 JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 #: Flags of the kernels that run a ``prange`` loop over independent work items.
 JIT_PARALLEL = dict(JIT, parallel=True)
+#: Iterations per work unit of the table builder's ``prange`` loops, handed out dynamically
+#: (``numba.set_parallel_chunksize``): the default splits a loop into one static block per
+#: thread, which leaves a core idle when the costs of the items vary (tenfold over q and
+#: theta) or when another process holds a core for a while.
+PRANGE_CHUNK = 4
 
 # --- Gaussian quadrature (nngp_lut/_core/quadrature.py) ------------------------------------
 #: Gauss-Legendre nodes per panel.
@@ -70,12 +75,40 @@ WARP_SCALE = 1.0
 #: panels graded geometrically towards z = 0 (where phi(sqrt(q1) z) has its features for
 #: large q1, and the smoothed kinks of the inner integral sit): ratio UNIVERSAL_RATIO from
 #: GAUSS_WINDOW down to UNIVERSAL_FINE, then UNIVERSAL_RATIO_FINE down to UNIVERSAL_FLOOR.
-UNIVERSAL_RATIO = 0.7
+#: A singularity of the integrand at distance d from 0 (a pole of tanh(sqrt(q1) z), a
+#: smoothed kink) is, from the panel [r a, a], about 2 r / (1 - r) half-widths away: at
+#: r = 0.35 GL-16 still converges like 2.6^-32 ~ 1e-13 of the panel's share.  Measured
+#: against direct quadrature (tanh, erf, sigmoid, gelu, softplus, elu, selu; 300 random
+#: points over 1e-6..1e4 with half the angles within 1e-6 of 0): the ratio 0.35 leaves
+#: <= 4e-15 where the ratio 0.7 of format version 1 used 2.4 times the nodes.
+UNIVERSAL_RATIO = 0.35
 UNIVERSAL_FINE = 1e-3
-UNIVERSAL_RATIO_FINE = 0.25
+#: Below UNIVERSAL_FINE only an activation with kinks needs nodes: the smoothed kinks of its
+#: inner integral get as narrow as sin(theta).  0.15 left <= 3e-15 for elu and selu (0.25
+#: in version 1: 1.2 times the nodes).
+UNIVERSAL_RATIO_FINE = 0.15
 UNIVERSAL_FLOOR = 1e-13
-#: Weight of the linear part of the angle warp of the 3-D table (0: pure asinh warp).
+#: An activation without kinks is analytic near the real axis: phi(sqrt(q1) z) and H(z) have
+#: features no narrower than ~1 / sqrt(q_max) in z (tanh's poles at i pi / (2 sqrt(q))), so
+#: its grading stops at min(UNIVERSAL_FINE, UNIVERSAL_SMOOTH_FLOOR / sqrt(q_max)): 288 nodes
+#: in all at q_max = 1e4 instead of 1376, measured <= 4e-15 (the list above).
+UNIVERSAL_SMOOTH_FLOOR = 0.1
+#: An activation is taken as even (phi(-x) = phi(x)) or odd about phi(0) (phi(-x) + phi(x) =
+#: 2 phi(0): tanh, erf, sigmoid, sin) when that holds at the Gauss-Legendre nodes of every
+#: panel of its partition and of the partition's mirror image, to this tolerance relative to
+#: max(1, |phi|).  Both phi and its mirror are polynomials to 1e-13 on those panels, so the
+#: check covers the whole window; the inner integrals H(z) then have the same parity in z
+#: and only z > 0 is integrated.  A violation at the tolerance moves H by as much (<< 1e-7).
+PARITY_TOL = 1e-12
+#: Weight of the linear part of the angle warp of the F tables (0: pure asinh warp).
 WARP_LINEAR = 0.3
+#: The same for the derivative tables (format version 2; version 1 used WARP_LINEAR).
+#: E[phi'(u) phi'(v)] / E[phi'^2] has boundary layers of height O(1) at rho = +-1 that the
+#: pure warp resolves with fewer nodes: on erf's closed form (20000 random points),
+#: 128 x 208 nodes leave 6.4e-8 (equal variances) and 128 x 128 x 208 1.7e-7 (unequal)
+#: with the pure warp; with WARP_LINEAR, 144 x 288 nodes left 4.1e-8 and
+#: 120 x 120 x 160 4.9e-7.
+DERIVATIVE_WARP_LINEAR = 0.0
 
 # --- the fused engine (nngp_lut/_core/engine.py) ------------------------------------------
 #: A correlation K / sqrt(q1 q2) within this of +-1 is +-1: what remains is the rounding of K

@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INTERP_POINTS, JIT, JIT_PARALLEL
-from .interp import blend, correlation, interp2, interp3, kappa_of, theta_of, warp_mixed
+from .interp import correlation, general_normalized, theta_of
 
 # Op codes (one row of ``ops``: the fields OPF_*).  INPUT and ACTIVATION end with the affine
 # step of a Dense (params as AFFINE; the identity (1, 0, 0, 0) when none follows): the
@@ -125,19 +125,6 @@ def _row_end(i, nc, diag_offset):
     triangle is mirrored afterwards)."""
     return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
 
-
-@njit(**JIT)
-def _general_normalized(f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho, wa,
-                        wb, wc):
-    theta = theta_of(rho)
-    if q1 == q2:
-        return interp2(f_n, x0, dx, math.log(q1), blend(theta, kappa_of(q1), lin2), wa, wb)
-    if q1 > q2:  # F is symmetric; one canonical order makes K(X1, X2) = K(X2, X1)^T exactly
-        q1, q2 = q2, q1
-    w = warp_mixed(theta, warp3 * math.sqrt(q2))
-    if sqrt_axis:
-        return interp3(f3, x30, dx3, math.sqrt(q1), math.sqrt(q2), w, wa, wb, wc)
-    return interp3(f3, x30, dx3, math.log(q1), math.log(q2), w, wa, wb, wc)
 
 @njit(**JIT)
 def _cubic(sl, k, t):
@@ -324,8 +311,8 @@ def _activation_one(ka, ta, s1, s2, cell, h0, h1, n, rows, cols_t, ri, j, v, sf,
 
 @njit(**JIT)
 def _activate(ka, ta, s1, s2, cell, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl, w, b,
-              ak, c, rows, cols_t, slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30,
-              dx3, sqrt_axis, warp3, with_ntk):
+              ak, c, rows, cols_t, slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+              with_ntk):
     """An activation, then the affine step (w, b, ak, c) of a Dense folded into it, on rows
     h0 .. h1 - 1 of the block's maps (a full map's row h is its positions (h, g); a diagonal
     map is one row: h0, h1 = 0, 1).
@@ -365,13 +352,12 @@ def _activate(ka, ta, s1, s2, cell, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, 
                 for q in range(nj):
                     qb = ct[q]
                     rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                    s2[base + q] = _general_normalized(
-                        f_n, x0, dx, lin2, f3, x30, dx3, sqrt_axis, warp3, qa, qb, rho,
-                        wa, wb, wc)
+                    theta = theta_of(rho)
+                    s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta, wa, wb,
+                                                      wc)
                     if with_ntk:
-                        s1[base + q] = _general_normalized(
-                            df_n, x0, dx, lin2, df3, x30, dx3, sqrt_axis, warp3, qa, qb,
-                            rho, wa, wb, wc)
+                        s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb, theta,
+                                                          wa, wb, wc)
     if sl >= 0:
         sf = slices_f[sl]
         sd = slices_df[sl]
@@ -435,8 +421,7 @@ def _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan):
 @njit(**JIT)
 def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t, n_pos,
                n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
-               slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, full,
-               with_ntk):
+               slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
     a plain (not parallel) function, which the compiler optimises as a whole.  Returns how
     many of the values it wrote are NaN or infinite."""
@@ -512,7 +497,7 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
             _activate(ka, ta, s1, s2, cell, wa, wb, wc, 0, n_rows, n_in, full,
                       nj, ri, j0, op[OPF_VEC], op[OPF_C], params[o, 0], params[o, 1],
                       params[o, 2], params[o, 3], rows, cols_t, slices_f, slices_df, f_n,
-                      df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3, with_ntk)
+                      df_n, f3, df3, grid_f, grid_df, with_ntk)
         elif code == OP_RECUR:
             # Row t of the (T, T') map after row t - 1 (Alemohammad et al. 2021):
             # the register holds the input part u K_in + b (its affine step came first);
@@ -532,8 +517,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                         ka[cur + e] += w * ka[prev + e]
                 _activate(ka, ta, s1, s2, cell, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
                           j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
-                          slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
-                          sqrt_axis, warp3, with_ntk)
+                          slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+                          with_ntk)
         elif code == OP_MIX:
             _mix(ka, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
             for e in range(e_in):
@@ -629,9 +614,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
 
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
-                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, x0, dx,
-                lin2, f3, df3, x30, dx3, sqrt_axis, warp3, n_regs, size, block, full,
-                with_ntk, diag_offset, nonfinite):
+                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, f3, df3,
+                grid_f, grid_df, n_regs, size, block, full, with_ntk, diag_offset, nonfinite):
     """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
 
     out : (layers, N, nc) C-contiguous; the tile is its rows out_row0 .. out_row0 + nr - 1.
@@ -648,8 +632,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     agg_ptr, agg_idx, agg_val : the adjacency of OP_AGGREGATE (CSR).
     slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
         in y (see slice_coefficients).
-    f_n ... warp3 : the table that activations without a slice (c = -1) interpolate
-        directly, as in ``Table.interpolation_args`` (F and Fdot share the grids).
+    f_n, df_n, f3, df3, grid_f, grid_df : the tables (2-D and 3-D, F and Fdot) that
+        activations without a slice (c = -1) interpolate directly, and the axes of each
+        (``_core.interp.G_*``), as ``Table.interpolation_args`` gives them.
     size : entries of the largest map (1, P or P^2); block : pairs per block (J); full :
         full maps (else diagonal).
     diag_offset : >= 0 when column j = i + diag_offset is row i's own input (a symmetric
@@ -686,8 +671,8 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
                 nonfinite[i] += _run_block(
                     kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
                     n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
-                    slices_f, slices_df, f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3,
-                    sqrt_axis, warp3, full, with_ntk)
+                    slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full,
+                    with_ntk)
 
 
 @njit(**JIT_PARALLEL)

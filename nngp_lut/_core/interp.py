@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INTERP_POINTS, JIT, JIT_PARALLEL, RHO_SNAP, WARP_LINEAR, WARP_SCALE
+from .config import INTERP_POINTS, JIT, JIT_PARALLEL, RHO_SNAP, WARP_SCALE
 
 _LO = INTERP_POINTS // 2 - 1  # stencil nodes i - _LO .. i - _LO + INTERP_POINTS - 1
 
@@ -55,18 +55,6 @@ def unblend(w, kappa, linear):
         else:
             hi = mid
     return 0.5 * (lo + hi)
-
-
-@njit(**JIT)
-def warp_mixed(theta, kappa):
-    """Angle coordinate of the 3-D table: the warp plus WARP_LINEAR * theta / pi, so that
-    nodes stay dense mid-range when kappa (set by q2 alone) overstates the layers."""
-    return blend(theta, kappa, WARP_LINEAR)
-
-
-@njit(**JIT)
-def unwarp_mixed(w, kappa):
-    return unblend(w, kappa, WARP_LINEAR)
 
 
 @njit(**JIT)
@@ -187,35 +175,55 @@ def mean_many(mean_n, log_d, x0, dx, degree, d_at_1, q):
     return out
 
 
+# Layout of the ``grid`` array that describes one table's axes to the kernels (its F or its
+# derivative tables): the equal-variance table on x = x0 + dx * i (ln q) with the angle
+# blend of weight lin2 (kappa = WARP_SCALE sqrt(q)); the 3-D table on c = x30 + dx3 * i
+# (ln q, or sqrt q when sqrt_axis != 0) with the blend of weight lin3 and kappa = warp3
+# sqrt(q2).  Built by ``Table.interpolation_args``.
+G_X0, G_DX, G_LIN2, G_X30, G_DX3, G_SQRT, G_WARP3, G_LIN3 = range(8)
+GRID_SIZE = 8
+
+
 @njit(**JIT)
-def normalized_equal(f_n, x0, dx, degree, lin2, q, theta, wx, ww):
+def normalized_equal(f_n, grid, degree, q, theta, wx, ww):
     """F(q, q, rho) / E[phi^2](q) at theta = arccos rho."""
     if degree >= 0.0:
         return interp1(f_n[0], 0.0, math.pi / (f_n.shape[1] - 1), theta, ww)
-    return interp2(f_n, x0, dx, math.log(q), blend(theta, kappa_of(q), lin2), wx, ww)
+    return interp2(f_n, grid[G_X0], grid[G_DX], math.log(q),
+                   blend(theta, kappa_of(q), grid[G_LIN2]), wx, ww)
+
+
+@njit(**JIT)
+def general_normalized(f_n, f3, grid, q1, q2, theta, wa, wb, wc):
+    """F(q1, q2, rho) / sqrt(E[phi^2](q1) E[phi^2](q2)) of a general phi at theta = arccos
+    rho: the 2-D table where q1 == q2, else the 3-D one (``grid``: see G_*)."""
+    if q1 == q2:
+        return interp2(f_n, grid[G_X0], grid[G_DX], math.log(q1),
+                       blend(theta, kappa_of(q1), grid[G_LIN2]), wa, wb)
+    # F is symmetric: one canonical order (smaller variance first) makes K(X1, X2) =
+    # K(X2, X1)^T exactly.
+    a, b = min(q1, q2), max(q1, q2)
+    w = blend(theta, grid[G_WARP3] * math.sqrt(b), grid[G_LIN3])
+    if grid[G_SQRT] != 0.0:
+        c1, c2 = math.sqrt(a), math.sqrt(b)
+    else:
+        c1, c2 = math.log(a), math.log(b)
+    return interp3(f3, grid[G_X30], grid[G_DX3], c1, c2, w, wa, wb, wc)
 
 
 @njit(**JIT_PARALLEL)
-def normalized_many(f_n, x0, dx, degree, lin2, f3, x30, dx3, sqrt_axis, warp3, q1, q2, rho):
+def normalized_many(f_n, f3, grid, degree, q1, q2, rho):
     """F(q1, q2, rho) / sqrt(E[phi^2](q1) E[phi^2](q2)) (or the same ratio of the phi'
     tables) at arrays: the 2-D table where q1 == q2 (or phi is homogeneous), else the 3-D
-    (its variance axes in ln q, or in sqrt q when ``sqrt_axis``; its angle warp has
-    kappa = warp3 * sqrt(q2))."""
+    (``grid``: the axes, see G_*)."""
     out = np.empty(q1.size)
     for k in prange(q1.size):
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
         theta = theta_of(rho[k])
-        if degree >= 0.0 or q1[k] == q2[k]:
-            out[k] = normalized_equal(f_n, x0, dx, degree, lin2, q1[k], theta, wa, wb)
+        if degree >= 0.0:
+            out[k] = normalized_equal(f_n, grid, degree, q1[k], theta, wa, wb)
         else:
-            # F is symmetric: evaluate in one canonical order (smaller variance first).
-            a, b = min(q1[k], q2[k]), max(q1[k], q2[k])
-            w = warp_mixed(theta, warp3 * math.sqrt(b))
-            if sqrt_axis:
-                c1, c2 = math.sqrt(a), math.sqrt(b)
-            else:
-                c1, c2 = math.log(a), math.log(b)
-            out[k] = interp3(f3, x30, dx3, c1, c2, w, wa, wb, wc)
+            out[k] = general_normalized(f_n, f3, grid, q1[k], q2[k], theta, wa, wb, wc)
     return out

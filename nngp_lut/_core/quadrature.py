@@ -42,7 +42,6 @@ from .config import (
     TRAPEZOID_MARGIN,
     TRAPEZOID_MAX_STEP,
     UNIVERSAL_FINE,
-    UNIVERSAL_FLOOR,
     UNIVERSAL_RATIO,
     UNIVERSAL_RATIO_FINE,
 )
@@ -412,29 +411,33 @@ def trapezoid_bivariate_many(phi, dphi, q1, q2, theta, tau):
 
 
 @njit(**JIT)
-def graded_z_rule():
-    """Universal outer nodes/weights in z (weights include the standard normal density)."""
+def graded_z_rule(floor):
+    """Universal outer nodes/weights in z (weights include the standard normal density),
+    graded towards 0 down to ``floor`` (see config: UNIVERSAL_*).  The rule is exactly
+    symmetric, node for node: xs[n - 1 - i] = -xs[i], ws[n - 1 - i] = ws[i]."""
     edges = [0.0]
     z = GAUSS_WINDOW
-    while z > UNIVERSAL_FINE:
+    while z > max(UNIVERSAL_FINE, floor):
         edges.append(z)
         z *= UNIVERSAL_RATIO
-    while z > UNIVERSAL_FLOOR:
+    while z > floor:
         edges.append(z)
         z *= UNIVERSAL_RATIO_FINE
     e = np.sort(np.array(edges))
-    half = np.concatenate((-e[::-1], e[1:]))
-    n = (half.size - 1) * GL_ORDER
-    xs = np.empty(n)
-    ws = np.empty(n)
-    k = 0
-    for p in range(half.size - 1):
-        a = half[p]
-        b = half[p + 1]
+    half = (e.size - 1) * GL_ORDER
+    xs = np.empty(2 * half)
+    ws = np.empty(2 * half)
+    k = half
+    for p in range(e.size - 1):
+        a = e[p]
+        b = e[p + 1]
         for j in range(GL_ORDER):
             x = 0.5 * (a + b) + 0.5 * (b - a) * GL_X[j]
+            w = 0.5 * (b - a) * GL_W[j] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
             xs[k] = x
-            ws[k] = 0.5 * (b - a) * GL_W[j] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+            ws[k] = w
+            xs[2 * half - 1 - k] = -x
+            ws[2 * half - 1 - k] = w
             k += 1
     return xs, ws
 
@@ -454,17 +457,26 @@ def trapezoid_z_rule(scale):
 
 
 @njit(**JIT_PARALLEL)
-def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
-    """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz).
+def inner_smoothings(phi, dphi, want_f, want_d, bp, tau, q2, cos_t, sin_t, zs, sym_f, sym_d):
+    """H(z) and H'(z) (with phi') for every (q2[k], theta[k]) and node z: arrays (n, nz);
+    a part not wanted (``want_f``, ``want_d``) is not evaluated and left at 0.  (Flags, not
+    a zero function in place of phi or phi': one compilation per activation.)
 
     ``tau >= 0`` selects the trapezoid rule (entire phi of exponential type tau), else the
-    partition ``bp``.
+    partition ``bp``.  ``sym_f``, ``sym_d``: the parity of phi and of dphi (+1 even, -1 odd
+    about the value at 0, 0 neither; ignored for a part not wanted); when the wanted parts
+    have one and the nodes ``zs`` are symmetric (zs[nz - 1 - i] = -zs[i]), only z >= 0 is
+    integrated: H(-z) = H(z) for an even phi, 2 phi(0) - H(z) for a phi odd about phi(0).
     """
     n = q2.size
     nz = zs.size
     h = np.empty((n, nz))
     hd = np.empty((n, nz))
     cap = rule_capacity(bp)
+    sym = (sym_f != 0 or not want_f) and (sym_d != 0 or not want_d)
+    start = nz // 2 if sym else 0
+    c_f = 2.0 * phi(0.0) if want_f else 0.0
+    c_d = 2.0 * dphi(0.0) if want_d else 0.0
     for k in prange(n):
         xs = np.empty(cap)
         ws = np.empty(cap)
@@ -472,26 +484,36 @@ def inner_smoothings(phi, dphi, bp, tau, q2, cos_t, sin_t, zs):
         sd = sin_t[k] * s2
         step = _trapezoid_step(tau * sd) if tau >= 0.0 else 0.0
         m2 = int(GAUSS_WINDOW / step) + 1 if tau >= 0.0 else 0
-        for i in range(nz):
+        for i in range(start, nz):
             mean = cos_t[k] * s2 * zs[i]
             g = 0.0
             gd = 0.0
             if sin_t[k] <= DEGENERATE_SIN:
-                g = phi(mean)
-                gd = dphi(mean)
+                if want_f:
+                    g = phi(mean)
+                if want_d:
+                    gd = dphi(mean)
             elif tau >= 0.0:
                 for j in range(-m2, m2 + 1):
                     z2 = j * step
                     w = step * _INV_SQRT_2PI * math.exp(-0.5 * z2 * z2)
-                    g += w * phi(mean + sd * z2)
-                    gd += w * dphi(mean + sd * z2)
+                    if want_f:
+                        g += w * phi(mean + sd * z2)
+                    if want_d:
+                        gd += w * dphi(mean + sd * z2)
             else:
                 nn = gauss_rule(bp, mean, sd, xs, ws)
                 for j in range(nn):
-                    g += ws[j] * phi(xs[j])
-                    gd += ws[j] * dphi(xs[j])
+                    if want_f:
+                        g += ws[j] * phi(xs[j])
+                    if want_d:
+                        gd += ws[j] * dphi(xs[j])
             h[k, i] = g
             hd[k, i] = gd
+            m = nz - 1 - i
+            if sym and m != i:
+                h[k, m] = g if sym_f > 0 else c_f - g
+                hd[k, m] = gd if sym_d > 0 else c_d - gd
     return h, hd
 
 

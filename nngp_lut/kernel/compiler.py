@@ -35,7 +35,7 @@ from .._core import engine as _eng
 from .._core.config import (COLUMN_RUN, SHARED_VARIANCE_RTOL, SLICE_INTERVALS,
                             SLICE_VARIANCE_MAX_NTK)
 from .._core.engine import IDENTITY_AFFINE, slice_coefficients
-from .._core.interp import normalized_many
+from .._core.interp import GRID_SIZE, normalized_many
 from ..errors import NotFusable
 from .layers import check_readout, readout_points, serial
 from .spatial import input_record, positional, spatial_shape, window_index
@@ -274,11 +274,12 @@ class Compiler:
     def table_args(self):
         t = self.general
         if t is None:  # never read: every activation has a slice
-            z2, z3 = np.zeros((1, 1)), np.zeros((1, 1, 1))
-            return (z2, z2, 0.0, 1.0, 0.0, z3, z3, 0.0, 1.0, False, 0.0)
-        f_n, x0, dx, _, lin2, f3, x30, dx3, sqrt_axis, warp3 = t.interpolation_args()
-        df_n, df3 = (t.df_normalized, t.unequal_df_normalized) if self.with_ntk else (f_n, f3)
-        return (f_n, df_n, x0, dx, lin2, f3, df3, x30, dx3, sqrt_axis, warp3)
+            z2, z3, g = np.zeros((1, 1)), np.zeros((1, 1, 1)), np.ones(GRID_SIZE)
+            return (z2, z2, z3, z3, g, g)
+        f_n, f3, grid_f, _ = t.interpolation_args()
+        df_n, df3, grid_df, _ = t.interpolation_args(True) if self.with_ntk else \
+            (f_n, f3, grid_f, None)
+        return (f_n, df_n, f3, df3, grid_f, grid_df)
 
 
 def _segments(idx, stride):

@@ -43,18 +43,11 @@ from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, GlobalAvgPool,
                              parallel, serial)
 from tests.naive import rnn_direct  # noqa: E402
 
+from bench_cnn_mnist import blas_info  # noqa: E402  (this folder is on sys.path)
+
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 FC_1K = paper.TABLE1_MNIST[1000, "relu"][3]
 SLOPE_TARGET = (-0.6, -0.4)
-
-
-def blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-        return [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-    except ImportError:
-        return "threadpoolctl missing"
 
 
 # --- 1. closed forms ----------------------------------------------------------------------------

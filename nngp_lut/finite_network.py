@@ -30,7 +30,8 @@ batch.  As the layers' docstrings define them:
 * ``SimpleRNN``: h_t = phi(sqrt(w / n) W h_{t-1} + sqrt(u / C) U x_t + sqrt(b) beta) over
   the time axis of (n, T, C) sequences (``lax.scan``), h_0 = 0, W, U, beta ~ N(0, 1);
   ``LastStep``: h_T; ``SelfAttention``: softmax(logit_var / n q k^T) v over the positions
-  (q = k for tied weights), its layer's docstring;
+  (q = k for tied weights), its layer's docstring; ``PositionalEmbedding``: x + sqrt(b) P
+  with P ~ N(0, 1) per position and channel, shared by every input;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
 * ``LayerNorm``: (z - mean(z)) / sqrt(var(z)) over the features of each example (the
@@ -72,8 +73,8 @@ from .errors import DataError, ParameterError
 from .kernel import Network
 from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                            Identity, LastStep, Layer, LayerNorm, Parallel, SelfAttention,
-                            Serial, SimpleRNN, single_input)
+                            Identity, LastStep, Layer, LayerNorm, Parallel, PositionalEmbedding,
+                            SelfAttention, Serial, SimpleRNN, single_input)
 
 __all__ = ["BUILTINS", "LAYERS", "FiniteNetwork", "as_inputs", "as_layer", "draw_key",
            "finite_network", "jax_activation", "with_width", "x64"]
@@ -355,6 +356,16 @@ def _attention_apply(layer, params, x):
     return jnp.einsum("nts,nsc->ntc", a, v) + math.sqrt(layer.bias_var) * params["b"]
 
 
+def _positional_init(layer, key, shape):
+    shape = _single(layer, shape)
+    _spatial(layer, shape, 1, "position axis")
+    return {"P": jax.random.normal(key, shape, jnp.float64)}, shape
+
+
+def _positional_apply(layer, params, x):
+    return x + math.sqrt(layer.bias_var) * params["P"]
+
+
 def _last_step_init(layer, key, shape):
     return {}, _spatial(layer, shape, 1, "time axis")[1:] + shape[-1:]
 
@@ -444,6 +455,7 @@ LAYERS = {
     Aggregate: (_aggregate_init, _aggregate_apply),
     SimpleRNN: (_rnn_init, _rnn_apply),
     SelfAttention: (_attention_init, _attention_apply),
+    PositionalEmbedding: (_positional_init, _positional_apply),
     LastStep: (_last_step_init, _last_step_apply),
     Activation: (_single_init, _activation_apply),
     LayerNorm: (_single_init, _layernorm_apply),

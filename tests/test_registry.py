@@ -15,8 +15,8 @@ import pytest
 
 from nngp_lut.kernel import (Activation, Aggregate, AvgPool, Conv, Dense, Dropout, FanInConcat,
                              FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                             Layer, LayerNorm, Network, SelfAttention, SimpleRNN, parallel,
-                             serial)
+                             Layer, LayerNorm, Network, PositionalEmbedding, SelfAttention,
+                             SimpleRNN, parallel, serial)
 
 #: Fused against layerwise, relative to the largest entry.
 TOL_ENGINE = 1e-9
@@ -60,7 +60,7 @@ EXAMPLES = {
     "attention": (serial(Dense(1.0, 0.1), SelfAttention(1.5, 0.1, logit_var=1.0),
                          Activation("relu"), SelfAttention(1.0, 0.0, tied=False),
                          GlobalAvgPool(), Dense(1.0, 0.0)), (4, 3)),
-    "transformer": (serial(Dense(1.0, 0.1), FanOut(2),
+    "transformer": (serial(PositionalEmbedding(0.5), Dense(1.0, 0.1), FanOut(2),
                            parallel(Identity(), SelfAttention(1.0, 0.1, logit_var=1.0)),
                            FanInSum(), LayerNorm(), FanOut(2),
                            parallel(Identity(), serial(Dense(2.0, 0.1), Activation("relu"),

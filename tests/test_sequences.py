@@ -14,8 +14,8 @@ import pytest
 
 from nngp_lut.errors import ArchitectureError, DataError
 from nngp_lut.kernel import (Activation, Conv, Dense, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                             Identity, LastStep, LayerNorm, Network, SelfAttention, SimpleRNN,
-                             parallel, serial)
+                             Identity, LastStep, LayerNorm, Network, PositionalEmbedding,
+                             SelfAttention, SimpleRNN, parallel, serial)
 from tests.conftest import TOL_UNEQUAL
 from tests.naive import rnn_direct
 
@@ -136,6 +136,20 @@ def test_attention_against_its_formula(tied):
     np.testing.assert_allclose(t, ref, rtol=1e-12)  # no NTK before it: Theta' = K'
 
 
+def test_positional_embedding_adds_its_variance_where_the_positions_meet():
+    """Inputs x + sqrt(b) P, P ~ N(0, 1) shared by all inputs: E_P <x_t + P_t, x'_s + P_s> / C
+    = <x_t, x'_s> / C + b [t = s]; a Dense and the mean over positions then give
+    c + w (mean_{t,s} <x_t, x'_s> / C + b / T), and the NTK adds b / T for P's gradient."""
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((3, 4, 2)), rng.standard_normal((2, 4, 2))
+    b, w, c = 0.7, 1.5, 0.1
+    gram = np.einsum("itc,jsc->ij", x, y) / (2 * 16)
+    net = Network(serial(PositionalEmbedding(b), Dense(w, c), GlobalAvgPool()))
+    k, t = _fused(net, x, y)
+    np.testing.assert_allclose(k, c + w * (gram + b / 4), rtol=1e-12)
+    np.testing.assert_allclose(t, k + w * b / 4, rtol=1e-12)
+
+
 @pytest.mark.parametrize("layer, x, message", [
     (serial(SimpleRNN("relu"), LastStep()), np.ones((3, 4)), "sequences"),
     (serial(Dense(1.0), Flatten(), SimpleRNN("relu"), LastStep()), np.ones((3, 4, 2)),
@@ -151,6 +165,8 @@ def test_attention_against_its_formula(tied):
     (serial(SimpleRNN("relu"), LastStep()), [[[1.0], [np.nan], [2.0]]], "between"),
     (serial(SimpleRNN("relu"), LastStep()), [[[np.nan], [np.nan]]], "no steps"),
     (serial(SimpleRNN("relu"), SelfAttention(), LastStep()),
+     [[[1.0], [2.0]], [[np.nan], [1.0]]], "unequal length"),
+    (serial(PositionalEmbedding(), SimpleRNN("relu"), LastStep()),
      [[[1.0], [2.0]], [[np.nan], [1.0]]], "unequal length"),
 ])
 def test_one_line_errors(layer, x, message):

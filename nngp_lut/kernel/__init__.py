@@ -18,13 +18,13 @@ Novak et al., "Neural Tangents: Fast and Easy Infinite Neural Networks in Python
 
 from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, Layer,
-                     LastStep, LayerNorm, SelfAttention, SimpleRNN, parallel, repeat,
-                     serial)
+                     LastStep, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
+                     parallel, repeat, serial)
 from .network import DEFAULT_MEMORY, Network, deep_network, nngp_diag, nngp_kernel, ntk_kernel
 from .record import Kernels
 
 __all__ = ["DEFAULT_MEMORY", "Activation", "Aggregate", "ArchitectureError", "AvgPool", "Conv",
            "Dense", "Dropout", "FanInConcat", "FanInSum", "FanOut", "Flatten", "GlobalAvgPool",
-           "Identity", "Kernels", "LastStep", "Layer", "LayerNorm", "Network", "SelfAttention",
+           "Identity", "Kernels", "LastStep", "Layer", "LayerNorm", "Network", "PositionalEmbedding", "SelfAttention",
            "SimpleRNN", "deep_network", "nngp_diag", "nngp_kernel", "ntk_kernel", "parallel",
            "repeat", "serial"]

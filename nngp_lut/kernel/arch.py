@@ -19,6 +19,7 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
               | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
               | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep | SelfAttention
+              | PositionalEmbedding
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
@@ -30,7 +31,7 @@ padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channe
 ``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file,
 ``SimpleRNN(phi, weight_var=1.0, input_var=1.0, bias_var=0.0, width=None)``,
 ``LastStep()``, ``SelfAttention(weight_var=1.0, bias_var=0.0, logit_var=1.0, tied=True,
-width=None)``).
+width=None)``, ``PositionalEmbedding(bias_var=1.0)``).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias), and ``True`` and
@@ -45,7 +46,8 @@ import ast
 
 from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
                      FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                     Layer, LayerNorm, SelfAttention, SimpleRNN, parallel, repeat, serial)
+                     Layer, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
+                     parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
 CONSTRUCTORS = {
@@ -54,7 +56,7 @@ CONSTRUCTORS = {
     "Dropout": Dropout, "FanOut": FanOut, "FanInSum": FanInSum, "FanInConcat": FanInConcat,
     "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
     "Aggregate": Aggregate, "SimpleRNN": SimpleRNN, "LastStep": LastStep,
-    "SelfAttention": SelfAttention,
+    "SelfAttention": SelfAttention, "PositionalEmbedding": PositionalEmbedding,
 }
 #: Longest tuple literal (filter shapes, strides).
 MAX_TUPLE = 8

@@ -34,6 +34,7 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``SimpleRNN(phi)``    the recursion over the (t, s) map of two sequences (its docstring)
 ``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
 ``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling
+``PositionalEmbedding(b)``  K' = K + b I over the positions (a learned embedding)
 ====================  ======================================================================
 
 Records with spatial axes (images, sequences, graphs) hold per pair of inputs either the
@@ -992,6 +993,53 @@ class SelfAttention(Layer):
         comp.emit(_eng.OP_MIX, reg, d, d, vec=comp.vector(a.reshape(a.shape[0], -1)))
         w, b = self.weight_var, self.bias_var
         comp.affine(reg, d, (w, b, w, b) if comp.with_ntk else (w, b, 0.0, 0.0))
+        return reg, new
+
+
+@dataclass(frozen=True)
+class PositionalEmbedding(Layer):
+    """A learned positional embedding added to every input: z_t = h_t + sqrt(bias_var) P_t,
+    P ~ N(0, 1) of shape (T, C), the same for every input (as a transformer's embedding at
+    initialisation).  Being shared by all inputs and independent across positions, it adds
+    the map-valued bias B = bias_var I over the positions to the kernel and, as a trained
+    parameter, to the NTK (NTK parameterisation):
+
+        K'_{t,s} = K_{t,s} + bias_var [t = s],   Theta'_{t,s} = Theta_{t,s} + bias_var [t = s].
+
+    The engine adds it as OP_BIAS_MAP, the map stored with the per-input vectors.
+    """
+
+    bias_var: float = 1.0
+
+    spatial = True
+    window_rank = 1
+    reads_variances = True  # its map is stored with the per-input vectors
+
+    def __post_init__(self):
+        _check_numbers(self, ("bias_var",))
+        if not (math.isfinite(self.bias_var) and self.bias_var >= 0):
+            raise ArchitectureError(f"PositionalEmbedding needs bias_var >= 0, got "
+                                    f"{self.bias_var}")
+
+    def bias_map(self, steps):
+        """The map B (T, T) it adds."""
+        return self.bias_var * np.eye(steps)
+
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        steps = spatial_shape(k)[0]
+        bias = self.bias_map(steps) if k.full_spatial else np.full(steps, self.bias_var)
+        out = {f: getattr(k, f) + bias for f in ("nngp", "var1", "var2") +
+               (("ntk", "ntk_var1", "ntk_var2") if k.has_ntk else ())
+               if getattr(k, f) is not None}
+        return k.replace(**out)
+
+    def lower(self, comp, reg, d):
+        new = self.apply(d)
+        bias = self.bias_map(spatial_shape(d)[0]).ravel()
+        comp.emit(_eng.OP_BIAS_MAP, reg, d, d,
+                  vec=comp.vector(np.broadcast_to(bias, (d.var1.shape[0], bias.size))))
         return reg, new
 
 

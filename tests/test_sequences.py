@@ -105,6 +105,27 @@ def test_padding_gives_the_unpadded_kernel():
         np.testing.assert_allclose(t2, t, rtol=1e-12, atol=1e-15)
 
 
+def test_sequence_to_sequence_maps():
+    """Network.maps: the (n1, n2, T, T') kernel of every pair of steps, whose last step and
+    mean are the LastStep and GlobalAvgPool kernels; padded steps are NaN, the others
+    those of the unpadded sequences (aligned at their last step)."""
+    seqs = _sequences([5, 3, 4], seed=6)
+    rnn = SimpleRNN("relu", W, U, B)
+    k, t = Network(serial(rnn, Dense(1.0, 0.1))).maps(_padded(seqs), get=("nngp", "ntk"))
+    assert k.shape == (3, 3, 5, 5)
+    last = Network(serial(rnn, Dense(1.0, 0.1), LastStep())).kernel(_padded(seqs))
+    np.testing.assert_allclose(k[..., -1, -1], last, rtol=1e-12)
+    for i, a in enumerate(seqs):
+        for j, b in enumerate(seqs):
+            kh, th = rnn_direct("relu", a, b, W, U, B)
+            valid = (slice(5 - len(a), None), slice(5 - len(b), None))
+            np.testing.assert_allclose(k[i, j][valid], 0.1 + kh, rtol=TOL_RELU)
+            np.testing.assert_allclose(t[i, j][valid], 0.1 + kh + th, rtol=TOL_RELU)
+            assert np.isnan(k[i, j]).sum() == 25 - len(a) * len(b)
+    with pytest.raises(ArchitectureError, match="maps"):
+        Network(serial(rnn, LastStep())).maps(_padded(seqs))
+
+
 def test_symmetric_and_positive_semidefinite():
     seqs = _sequences([6, 6, 3, 8, 5, 2, 7, 4], seed=3)
     net = Network(serial(SimpleRNN("erf", 1.3, 1.0, 0.1), SimpleRNN("relu", 1.0, 1.2, 0.1),

@@ -23,7 +23,8 @@ import numpy as np
 
 from .._core.config import GRAM_DIAG_ROWS, KERNEL_TILE_ROWS
 from ..data import standardize_rows, validate_inputs
-from ..errors import DataError, LayerwiseWarning, NonFiniteKernel, ParameterError
+from ..errors import (ArchitectureError, DataError, LayerwiseWarning, NonFiniteKernel,
+                      ParameterError)
 from . import executor
 from .compiler import NotFusable, compile_network, engine_inputs, run
 from .layers import (Layer, SimpleRNN, check_readout, exact_form, needs_full, readout_points,
@@ -144,6 +145,32 @@ class Network:
         k = self._record(x1, None if same else x2, "ntk" in kinds, True,
                          self._masked(x1, x2))
         res = self._walk(k, kinds, all_depths, True)
+        return res[0] if isinstance(get, str) else res
+
+    def maps(self, x1, x2=None, *, get="nngp"):
+        """Sequence-to-sequence (and image-to-image) kernels: the NNGP or NTK over every
+        pair of positions of the network's output, layer by layer, for a network whose
+        output keeps its spatial axes (no LastStep, GlobalAvgPool or Flatten at the end).
+
+        Returns (n1, n2, T, T') arrays (full maps: a network with a SimpleRNN, attention
+        or pooling) or (n1, n2, *S) (the diagonal maps K_{h,h}).  Sequences padded with NaN
+        steps are aligned at their last step (position -1 is every sequence's last step)
+        and the entries at their padding are NaN.
+        """
+        kinds = _kinds(get)
+        x1, x2, same = self._prepare(x1, x2)
+        k = self._record(x1, None if same else x2, "ntk" in kinds, True,
+                         self._masked(x1, x2))
+        k = self.exact_layer.apply(k)
+        if isinstance(k, tuple) or not k.axes:
+            raise ArchitectureError("maps() is for networks whose output keeps its positions"
+                                    " (no LastStep, GlobalAvgPool or Flatten at the end, "
+                                    "branches joined); use kernel() for the others")
+        res = tuple(getattr(k, kind).copy() for kind in kinds)
+        if k.mask1 is not None:
+            padding = k.mask1[:, None, :, None] * k.mask2[None, :, None, :] == 0
+            for m in res:
+                m[padding] = np.nan
         return res[0] if isinstance(get, str) else res
 
     def diagonal(self, x, *, get="nngp", all_depths=False):

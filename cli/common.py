@@ -322,9 +322,9 @@ KERNEL_OPTION = click.option(
 #: --shape, shared by predict, kernel, search, mc and compare.
 SHAPE_OPTION = click.option(
     "--shape", default=None, metavar="H,W,C",
-    help="Shape of one input for a convolutional --arch (Conv, AvgPool, GlobalAvgPool, "
-    "Flatten, Aggregate): flattened rows are reshaped to it, row-major (NHWC; L,C for "
-    "sequences and graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
+    help="Shape of one input for an --arch with positions (Conv, AvgPool, GlobalAvgPool, "
+    "Flatten, Aggregate, SimpleRNN, SelfAttention): flattened rows are reshaped to it, "
+    "row-major (NHWC; T,C for sequences, L,C for graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
     "image arrays in .npz/.h5).")
 
 
@@ -534,8 +534,8 @@ def shaped(network, shape, stored, *arrays):
 
     spatial = network is not None and network.rank != 0
     if shape is not None and not spatial:
-        raise click.UsageError("--shape is for convolutional networks (an --arch with Conv, "
-                               "pooling, Flatten or Aggregate)")
+        raise click.UsageError("--shape is for networks with positions (an --arch with Conv, "
+                               "pooling, Flatten, Aggregate, SimpleRNN or SelfAttention)")
     if shape is not None and stored is not None and _images(shape) != _images(stored):
         raise click.UsageError(f"--shape {','.join(map(str, shape))} differs from the image "
                                f"shape {','.join(map(str, stored))} the data file stores; drop "

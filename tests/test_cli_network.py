@@ -122,4 +122,4 @@ def test_compare_trains_a_cnn_on_stored_images_and_on_rows_with_shape(images, tm
     assert "Traceback" not in res.output
     # --shape with a network of vectors is a usage error
     res = run("compare", "--data", flat, "--shape", "6,6,1", *SHORTHAND, "--quiet")
-    assert res.exit_code == 2 and "--shape is for convolutional networks" in res.output
+    assert res.exit_code == 2 and "--shape is for networks with positions" in res.output

@@ -91,7 +91,8 @@ class Network:
         rank = self.rank or max(1, len(shape) - 1)  # (H, W) images have no channel axis
         p = math.prod(shape[:rank])
         if self.full_spatial:
-            return f"full spatial covariance: {p * p} entries per pair (pooling needs it)"
+            return (f"full spatial covariance: {p * p} entries per pair (pooling, aggregation, "
+                    "recurrence and attention need it)")
         return f"diagonal spatial maps: {p} entries per pair"
 
     def _prepare(self, x1, x2):

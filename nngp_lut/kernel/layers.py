@@ -770,8 +770,9 @@ class SimpleRNN(Layer):
     with W, U, b ~ N(0, 1) and n = ``width`` units.  Its output is the sequence h_1 .. h_T
     (read it out with :class:`LastStep` or :class:`GlobalAvgPool`, the mean over time, or
     feed it to another SimpleRNN).  The kernel over pairs of steps (t, s) is the recursion
-    of Yang, "Tensor Programs I" (2019), section 6 (GP4A's ``simple RNN``), for any
-    activation through its table:
+    of Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
+    Processes" (Tensor Programs I, NeurIPS 2019; GP4A's simple RNN), for any activation
+    through its table:
 
         K_g^{t,s} = weight_var F_phi(K_g^{t-1,t-1}(x, x), K_g^{s-1,s-1}(x', x'), K_g^{t-1,s-1})
                     + input_var K_in^{t,s} + bias_var      (the first term 0 at t = 1 or s = 1),
@@ -885,11 +886,11 @@ class SimpleRNN(Layer):
             self._recur(k.var2, k.ntk_var2, rows(q2), cols(q2), rows(m2), cols(m2))
         nngp = ntk = None
         if k.nngp is not None:
-            pair = (slice(None), None, slice(None), None)  # (n1, 1, T, 1)
-            both = (None, slice(None), None, slice(None))  # (1, n2, 1, T')
-            nngp, ntk = self._recur(k.nngp, k.ntk, q1[pair], q2[both],
-                                    None if m1 is None else m1[pair],
-                                    None if m2 is None else m2[both])
+            first = (slice(None), None, slice(None), None)  # (n1, 1, T, 1)
+            second = (None, slice(None), None, slice(None))  # (1, n2, 1, T')
+            nngp, ntk = self._recur(k.nngp, k.ntk, q1[first], q2[second],
+                                    None if m1 is None else m1[first],
+                                    None if m2 is None else m2[second])
         return k.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2, ntk_var1=ntk_var1,
                          ntk_var2=ntk_var2, is_gaussian=False, mixture=False,
                          width=self.width)

@@ -318,7 +318,7 @@ def test_cli_conv_smoke(tmp_path, monkeypatch):
         "kernel", "--arch", CNN, "--x1", "img.npy", "--out", "K.npy", "--force").output
     res = run("kernel", "--phi", "relu", "--depth", 1, "--weight-var", 1, "--bias-var", 0,
               "--x1", "flat.npy", "--shape", "6,6,1", "--out", "K.npy", "--force")
-    assert res.exit_code == 2 and "--shape is for convolutional" in res.output
+    assert res.exit_code == 2 and "--shape is for networks with positions" in res.output
     res = run("kernel", "--arch", CNN, "--x1", "flat.npy", "--shape", "6,x", "--out", "K.npy",
               "--force")
     assert res.exit_code == 2

@@ -257,17 +257,22 @@ def monte_carlo(args):
           f"width, seed 0, against Network.kernel")
     start = time.perf_counter()
     rows, slopes = montecarlo.convergence(parse_arch(text), x, widths, args.mc_draws, seed=0)
+    print_convergence(rows, slopes, f"{time.perf_counter() - start:.0f} s")
+
+
+def print_convergence(rows, slopes, note):
+    """The table of ``montecarlo.convergence``: errors per width, the fitted slopes (with
+    ``note`` beside them), and each slope against SLOPE_TARGET."""
     print(f"{'width':>7} {'NNGP error':>11} {'NTK error':>10} {'NNGP rms':>9} {'NTK rms':>8}")
     for r in rows:
         print(f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
               f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}")
     print(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
-          f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   "
-          f"({time.perf_counter() - start:.0f} s)")
+          f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   ({note})")
     for name in ("nngp_rms", "ntk_rms", "nngp_error", "ntk_error"):
         ok = SLOPE_TARGET[0] <= slopes[name] <= SLOPE_TARGET[1]
         print(f"  slope {name}: {slopes[name]:.3f} {'in' if ok else 'OUTSIDE'} "
-              f"{list(SLOPE_TARGET)}")
+              f"{list(SLOPE_TARGET)}", flush=True)
 
 
 # --- speed -----------------------------------------------------------------------------------

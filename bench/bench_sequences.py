@@ -41,13 +41,12 @@ from nngp_lut.gp import evaluate  # noqa: E402
 from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, GlobalAvgPool,  # noqa: E402
                              Identity, LastStep, LayerNorm, Network, SelfAttention, SimpleRNN,
                              parallel, serial)
+from bench.bench_cnn_mnist import blas_info  # noqa: E402
+from bench.bench_conv import print_convergence  # noqa: E402
 from tests.naive import rnn_direct  # noqa: E402
-
-from bench_cnn_mnist import blas_info  # noqa: E402  (this folder is on sys.path)
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 FC_1K = paper.TABLE1_MNIST[1000, "relu"][3]
-SLOPE_TARGET = (-0.6, -0.4)
 
 
 # --- 1. closed forms ----------------------------------------------------------------------------
@@ -159,16 +158,9 @@ def monte_carlo(max_width, draws):
              serial(SimpleRNN("erf", 1.5, 1.0, 0.1), SimpleRNN("erf", 1.2, 1.0, 0.1),
                     GlobalAvgPool(), Dense(1.0, 0.0))),
             ("transformer block, 1/n attention", transformer_block())):
-        rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0)
         print(text)
-        print(f"{'width':>7} {'nngp_error':>11} {'ntk_error':>10} {'nngp_rms':>9} "
-              f"{'ntk_rms':>8}")
-        for r in rows:
-            print(f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
-                  f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}")
-        print(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
-              f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   "
-              f"(target {SLOPE_TARGET[0]} .. {SLOPE_TARGET[1]})", flush=True)
+        rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0)
+        print_convergence(rows, slopes, f"{draws} draws per width")
 
 
 def main():

@@ -68,7 +68,7 @@ OP_OUTPUT = 12  # out[b] = K[a][0] (b >= 0), out[c] = Theta[a][0] (c >= 0)
 OP_RECUR = 13  # the recursion of a simple RNN over the time axis of a full map (below)
 OP_PICK = 14  # K, Theta = the entry (b, b) of the map (b, diagonal maps): one position
 OP_MIX = 15  # K, Theta = A_x K A_x'^T with per-input matrices A (vectors at OPF_VEC)
-OP_BIAS_MAP = 16  # K, Theta += B (a map over the positions, in the row's vectors at OPF_VEC)
+OP_DIAGONAL_BIAS = 16  # K, Theta += p0 at the entries (h, h) (every entry of diagonal maps)
 
 #: Values of the columns' inputs that _input_full copies at a time (256 KB: in L2).
 INPUT_CHUNK_ENTRIES = 32768
@@ -528,17 +528,15 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                 _mix(ta, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
                 for e in range(e_in):
                     ta[e] = s2[e]
-        elif code == OP_BIAS_MAP:
-            v = op[OPF_VEC]
-            for h in range(n_in if full else 1):
-                for g in range(n_in):
-                    base = ((h * n_in + g) if full else g) * nj
-                    bias = rows[ri, v + (h * n_in + g if full else g * n_in + g)]
+        elif code == OP_DIAGONAL_BIAS:
+            bias = params[o, 0]
+            for h in range(n_in):
+                base = ((h * n_in + h) if full else h) * nj
+                for q in range(nj):
+                    ka[base + q] += bias
+                if with_ntk:
                     for q in range(nj):
-                        ka[base + q] += bias
-                    if with_ntk:
-                        for q in range(nj):
-                            ta[base + q] += bias
+                        ta[base + q] += bias
         elif code == OP_PICK:
             h = op[OPF_B]
             base = ((h * n_in + h) if full else h) * nj

@@ -147,30 +147,36 @@ def single_input(layer, k, branches=tuple):
     return k
 
 
-def _check_numbers(layer, names):
-    """Refuse a bool (or a non-number) where a layer takes a variance."""
-    for name in names:
-        value = getattr(layer, name)
-        if value is not None and (isinstance(value, bool) or
-                                  not isinstance(value, (int, float, np.number))):
-            raise ArchitectureError(f"{type(layer).__name__} {name} must be a number, got "
-                                    f"{value!r}")
+def _check_variances(layer, positive=(), nonnegative=(), optional=False):
+    """Refuse a variance that is not a finite number > 0 (``positive`` fields) or >= 0
+    (``nonnegative``; None too when ``optional``: no bias), a bool included."""
+    name = type(layer).__name__
+    for attr in positive + nonnegative:
+        value = getattr(layer, attr)
+        if value is None and optional and attr in nonnegative:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ArchitectureError(f"{name} {attr} must be a number, got {value!r}")
+        strict = attr in positive
+        if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+            raise ArchitectureError(f"{name} needs {attr} {'>' if strict else '>='} 0, got "
+                                    f"{value}")
+
+
+def _check_width(layer):
+    """A declared width (units or channels of the finite network) is a positive integer."""
+    if layer.width is not None and (int(layer.width) != layer.width or layer.width < 1):
+        raise ArchitectureError(f"{type(layer).__name__} width must be a positive integer, "
+                                f"got {layer.width}")
 
 
 def _check_affine(layer):
     """The fields a Dense and a Conv share: weight_var, bias_var, parameterization, width."""
-    name = type(layer).__name__
-    _check_numbers(layer, ("weight_var", "bias_var"))
-    if not (math.isfinite(layer.weight_var) and layer.weight_var > 0):
-        raise ArchitectureError(f"{name} needs weight_var > 0, got {layer.weight_var}")
-    if layer.bias_var is not None and not (math.isfinite(layer.bias_var)
-                                           and layer.bias_var >= 0):
-        raise ArchitectureError(f"{name} needs bias_var >= 0, got {layer.bias_var}")
+    _check_variances(layer, ("weight_var",), ("bias_var",), optional=True)
     if layer.parameterization not in PARAMETERIZATIONS:
         raise ArchitectureError(f"parameterization must be one of {PARAMETERIZATIONS}, "
                                 f"got {layer.parameterization!r}")
-    if layer.width is not None and (int(layer.width) != layer.width or layer.width < 1):
-        raise ArchitectureError(f"{name} width must be a positive integer, got {layer.width}")
+    _check_width(layer)
 
 
 @dataclass(frozen=True)
@@ -800,16 +806,8 @@ class SimpleRNN(Layer):
     takes_padding = True  # the padding before a sequence leaves h_0 = 0 (masks)
 
     def __post_init__(self):
-        _check_numbers(self, ("weight_var", "input_var", "bias_var"))
-        for name in ("weight_var", "input_var"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ArchitectureError(f"SimpleRNN needs {name} > 0, got {value}")
-        if not (math.isfinite(self.bias_var) and self.bias_var >= 0):
-            raise ArchitectureError(f"SimpleRNN needs bias_var >= 0, got {self.bias_var}")
-        if self.width is not None and (int(self.width) != self.width or self.width < 1):
-            raise ArchitectureError(f"SimpleRNN width must be a positive integer, got "
-                                    f"{self.width}")
+        _check_variances(self, ("weight_var", "input_var"), ("bias_var",))
+        _check_width(self)
         self.activation  # a bad phi fails here
 
     @cached_property
@@ -940,18 +938,11 @@ class SelfAttention(Layer):
     reads_variances = True
 
     def __post_init__(self):
-        _check_numbers(self, ("weight_var", "bias_var", "logit_var"))
+        _check_variances(self, ("weight_var",), ("bias_var", "logit_var"))
         if not isinstance(self.tied, bool):
             raise ArchitectureError(f"SelfAttention tied must be True or False, got "
                                     f"{self.tied!r}")
-        for name, low in (("weight_var", 0.0), ("bias_var", None), ("logit_var", None)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and (value > 0 if low is not None else value >= 0)):
-                raise ArchitectureError(f"SelfAttention needs {name} "
-                                        f"{'> 0' if low is not None else '>= 0'}, got {value}")
-        if self.width is not None and (int(self.width) != self.width or self.width < 1):
-            raise ArchitectureError(f"SelfAttention width must be a positive integer, got "
-                                    f"{self.width}")
+        _check_width(self)
 
     def __repr__(self):
         extra = _extra_repr(self, ("logit_var", "tied", "width"))
@@ -1002,45 +993,32 @@ class PositionalEmbedding(Layer):
     """A learned positional embedding added to every input: z_t = h_t + sqrt(bias_var) P_t,
     P ~ N(0, 1) of shape (T, C), the same for every input (as a transformer's embedding at
     initialisation).  Being shared by all inputs and independent across positions, it adds
-    the map-valued bias B = bias_var I over the positions to the kernel and, as a trained
-    parameter, to the NTK (NTK parameterisation):
+    the bias bias_var I over the positions (a map-valued bias) to the kernel and, as a
+    trained parameter, to the NTK (NTK parameterisation):
 
         K'_{t,s} = K_{t,s} + bias_var [t = s],   Theta'_{t,s} = Theta_{t,s} + bias_var [t = s].
 
-    The engine adds it as OP_BIAS_MAP, the map stored with the per-input vectors.
+    The engine adds it as OP_DIAGONAL_BIAS.
     """
 
     bias_var: float = 1.0
 
     spatial = True
     window_rank = 1
-    reads_variances = True  # its map is stored with the per-input vectors
 
     def __post_init__(self):
-        _check_numbers(self, ("bias_var",))
-        if not (math.isfinite(self.bias_var) and self.bias_var >= 0):
-            raise ArchitectureError(f"PositionalEmbedding needs bias_var >= 0, got "
-                                    f"{self.bias_var}")
-
-    def bias_map(self, steps):
-        """The map B (T, T) it adds."""
-        return self.bias_var * np.eye(steps)
+        _check_variances(self, nonnegative=("bias_var",))
 
     def apply(self, k):
         k = single_input(self, k)
         require_spatial(self, k, 1)
         steps = spatial_shape(k)[0]
-        bias = self.bias_map(steps) if k.full_spatial else np.full(steps, self.bias_var)
-        out = {f: getattr(k, f) + bias for f in ("nngp", "var1", "var2") +
-               (("ntk", "ntk_var1", "ntk_var2") if k.has_ntk else ())
-               if getattr(k, f) is not None}
-        return k.replace(**out)
+        bias = self.bias_var * (np.eye(steps) if k.full_spatial else np.ones(steps))
+        return map_fields(k, lambda m, nb: m + bias)
 
     def lower(self, comp, reg, d):
         new = self.apply(d)
-        bias = self.bias_map(spatial_shape(d)[0]).ravel()
-        comp.emit(_eng.OP_BIAS_MAP, reg, d, d,
-                  vec=comp.vector(np.broadcast_to(bias, (d.var1.shape[0], bias.size))))
+        comp.emit(_eng.OP_DIAGONAL_BIAS, reg, d, d, params=(self.bias_var, 0.0, 0.0, 0.0))
         return reg, new
 
 

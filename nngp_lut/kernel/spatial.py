@@ -81,7 +81,7 @@ def as_spatial_inputs(x, rank, name="x", padded=False):
 def _align_padding(a, name):
     """(n, T, C) sequences padded with all-NaN steps, aligned at their last step."""
     pad = np.isnan(a).all(axis=2)
-    if np.any(np.isnan(a).any(axis=2) & ~pad) or not np.all(np.isfinite(a[~pad])):
+    if not np.all(np.isfinite(a[~pad])):
         raise DataError(f"{name} has a NaN or inf value inside a step (a padded step of a "
                         "sequence has every channel NaN)")
     lengths = (~pad).sum(axis=1)
@@ -89,15 +89,14 @@ def _align_padding(a, name):
         raise DataError(f"{name} has a sequence with no steps (all NaN): input "
                         f"{int(np.argmin(lengths))}")
     first = np.argmax(~pad, axis=1)
-    steps = np.arange(a.shape[1])
-    inside = (steps >= first[:, None]) & (steps < (first + lengths)[:, None])
+    step = np.arange(a.shape[1])
+    inside = (step >= first[:, None]) & (step < (first + lengths)[:, None])
     if not np.array_equal(inside, ~pad):
         raise DataError(f"{name} has NaN steps between a sequence's steps: pad sequences "
                         "only before or after their steps")
     out = np.full_like(a, np.nan)
-    steps = a.shape[1]
-    for i in range(a.shape[0]):
-        out[i, steps - lengths[i]:] = a[i, first[i]:first[i] + lengths[i]]
+    for i, (start, length) in enumerate(zip(first, lengths)):
+        out[i, a.shape[1] - length:] = a[i, start:start + length]
     return out
 
 

@@ -262,14 +262,14 @@ def monte_carlo(args):
 
 def print_convergence(rows, slopes, note):
     """The table of ``montecarlo.convergence``: errors per width, the fitted slopes (with
-    ``note`` beside them), and each slope against SLOPE_TARGET."""
-    print(f"{'width':>7} {'NNGP error':>11} {'NTK error':>10} {'NNGP rms':>9} {'NTK rms':>8}")
+    ``note`` beside them), and each slope against SLOPE_TARGET (the kinds the rows have)."""
+    names = [f"{kind}_{what}" for what in ("error", "rms") for kind in ("nngp", "ntk")
+             if f"{kind}_{what}" in rows[0]]
+    print(f"{'width':>7} " + " ".join(f"{n.replace('_', ' '):>11}" for n in names))
     for r in rows:
-        print(f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
-              f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}")
-    print(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
-          f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   ({note})")
-    for name in ("nngp_rms", "ntk_rms", "nngp_error", "ntk_error"):
+        print(f"{r['width']:>7} " + " ".join(f"{r[n]:>11.4f}" for n in names))
+    print(f"{'slope':>7} " + " ".join(f"{slopes[n]:>11.3f}" for n in names) + f"   ({note})")
+    for name in names:
         ok = SLOPE_TARGET[0] <= slopes[name] <= SLOPE_TARGET[1]
         print(f"  slope {name}: {slopes[name]:.3f} {'in' if ok else 'OUTSIDE'} "
               f"{list(SLOPE_TARGET)}", flush=True)

@@ -1,5 +1,5 @@
-"""Sequence kernels (issue 23): SimpleRNN and SelfAttention: closed forms, speed,
-row-sequential MNIST, Monte Carlo.
+"""Sequence kernels (issue 23): SimpleRNN, SelfAttention, GRU and LSTM: closed forms,
+speed, row-sequential MNIST, Monte Carlo.
 
 1. --closed-form: the SimpleRNN kernel (NNGP and NTK, LastStep and mean-over-time
    readouts, sequences of unequal length) against a direct scalar implementation of the
@@ -20,8 +20,12 @@ row-sequential MNIST, Monte Carlo.
    nngp_lut.finite_network) to the kernel on 8 random sequences of length 8, widths 64 ..
    --mc-max-width: relative Frobenius error and its fitted log-log slope, for a simple RNN,
    two stacked RNNs and the transformer block.  Target: slope in [-0.6, -0.4].
+5. --gated: the same convergence for a GRU and an LSTM (NNGP only; their kernels to 2e-4),
+   then the time of the GRU kernel of --gated-n row-sequential MNIST sequences at
+   --gated-tol (reported, with any ToleranceWarning).
 
-    python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--n 1000]
+    python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--gated]
+                                    [--n 1000] [--gated-n 200] [--gated-tol 1e-2]
 """
 
 import argparse
@@ -163,12 +167,54 @@ def monte_carlo(max_width, draws):
         print_convergence(rows, slopes, f"{draws} draws per width")
 
 
+# --- 5. gated cells -----------------------------------------------------------------------------
+def gated(n, tol, max_width, draws):
+    """GRU and LSTM: the Monte Carlo convergence of finite networks to the kernel (computed
+    to 2e-4), then the GRU kernel of n row-sequential MNIST sequences at ``tol``."""
+    import warnings
+
+    from nngp_lut import montecarlo
+    from nngp_lut.kernel import GRU, LSTM
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 8, 4))
+    widths = [64 * 4**i for i in range(10) if 64 * 4**i <= max_width]
+    fine = dict(tol=2e-4, max_points=2 ** 16)
+    for text, layer in (
+            ("GRU tanh, LastStep", serial(GRU("tanh", 1.5, 1.0, 0.1, **fine), LastStep(),
+                                          Dense(1.0, 0.0))),
+            ("LSTM tanh, mean over time", serial(LSTM("tanh", 1.5, 1.0, 0.1, **fine),
+                                                 GlobalAvgPool(), Dense(1.0, 0.0)))):
+        print(text)
+        t0 = time.perf_counter()
+        rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0, get="nngp")
+        print_convergence(rows, slopes, f"{draws} draws per width, "
+                          f"{time.perf_counter() - t0:.0f} s")
+    split = mnist_paper_split(MNIST)
+    xs = sequences(split.x_train[:n])
+    net = Network(serial(GRU("tanh", 2.0, 1.0, 0.1, tol=tol), LastStep(), Dense(1.0, 0.0)))
+    net.kernel(xs[:2])  # compile
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0, c0 = time.perf_counter(), time.process_time()
+        net.kernel(xs)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps(dict(network="GRU tanh, LastStep", n=n, steps=28, tol=tol,
+                          max_points=net.layer.children[0].max_points, runs=1,
+                          seconds=round(seconds, 1), cpu_s=round(cpu, 1),
+                          warnings=[str(w.message) for w in caught],
+                          load_average=round(os.getloadavg()[0], 2))), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--closed-form", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--mc", action="store_true")
+    ap.add_argument("--gated", action="store_true")
+    ap.add_argument("--gated-n", type=int, default=200, help="sequences of the GRU kernel")
+    ap.add_argument("--gated-tol", type=float, default=1e-2)
     ap.add_argument("--n", type=int, default=1000, help="sequences of the speed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-val", type=int, default=2000)
@@ -176,7 +222,7 @@ def main():
     ap.add_argument("--mc-max-width", type=int, default=4096)
     ap.add_argument("--mc-draws", type=int, default=8)
     args = ap.parse_args()
-    run_all = not (args.closed_form or args.speed or args.accuracy or args.mc)
+    run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated)
     print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.closed_form or run_all:
@@ -188,6 +234,8 @@ def main():
         accuracy(args.n_val, args.n_test, grid)
     if args.mc or run_all:
         monte_carlo(args.mc_max_width, args.mc_draws)
+    if args.gated or run_all:
+        gated(args.gated_n, args.gated_tol, args.mc_max_width, args.mc_draws)
 
 
 if __name__ == "__main__":

@@ -83,19 +83,21 @@ def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inpu
             # A convolutional network takes images (NHWC): the rows reshaped (the Monte
             # Carlo side, montecarlo.empirical_kernels, samples the same shapes).
             x, = shaped(network, shape, data.image_shape, x)
+            kinds = network.kinds  # a GRU or LSTM gives the NNGP only
             rows, slopes = montecarlo.convergence(
-                network, x, widths, draws, seed, ntk_units=ntk_units, reference=reference,
+                network, x, widths, draws, seed, get=kinds, ntk_units=ntk_units,
+                reference=reference,
                 progress=progress and (lambda done, total: progress("draws", done, total)))
         if out is not None:
             _write_rows(rows, out)
-    lines = [f"{'width':>7} {'NNGP error':>11} {'NTK error':>10} {'NNGP rms':>9} "
-             f"{'NTK rms':>8}   ({draws} draws of {x.shape[0]} inputs, seed {seed})"]
-    lines += [f"{r['width']:>7} {r['nngp_error']:>11.4f} {r['ntk_error']:>10.4f} "
-              f"{r['nngp_rms']:>9.4f} {r['ntk_rms']:>8.4f}" for r in rows]
+    names = [f"{kind}_{what}" for what in ("error", "rms") for kind in kinds]
+    heads = [f"{kind.upper()} {what}" for what in ("error", "rms") for kind in kinds]
+    lines = [f"{'width':>7} " + " ".join(f"{h:>11}" for h in heads)
+             + f"   ({draws} draws of {x.shape[0]} inputs, seed {seed})"]
+    lines += [f"{r['width']:>7} " + " ".join(f"{r[n]:>11.4f}" for n in names) for r in rows]
     if len(rows) > 1:
-        lines.append(f"{'slope':>7} {slopes['nngp_error']:>11.3f} {slopes['ntk_error']:>10.3f} "
-                     f"{slopes['nngp_rms']:>9.3f} {slopes['ntk_rms']:>8.3f}   "
-                     "(log error against log width; about -0.5 expected)")
+        lines.append(f"{'slope':>7} " + " ".join(f"{slopes[n]:>11.3f}" for n in names)
+                     + "   (log error against log width; about -0.5 expected)")
     if out is not None:
         lines.append(f"wrote {out}")
     click.echo("\n".join(lines), err=as_json)

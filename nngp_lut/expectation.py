@@ -63,8 +63,8 @@ from numpy.typing import ArrayLike
 from ._core import config
 from .errors import DataError, ParameterError, ToleranceWarning
 
-__all__ = ["Estimate", "gaussian_expectation", "gaussian_probability", "RANDOMIZATIONS",
-           "COVERAGE", "CHUNK_BYTES"]
+__all__ = ["Estimate", "NormalPoints", "gaussian_expectation", "gaussian_probability",
+           "interval_multiplier", "RANDOMIZATIONS", "COVERAGE", "CHUNK_BYTES"]
 
 #: Independent scramblings of the Sobol' points (see module docstring).
 RANDOMIZATIONS = config.EXPECTATION_RANDOMIZATIONS
@@ -182,19 +182,53 @@ def _vectors(x, batch_shape, d, name, default=None) -> np.ndarray:
 
 
 # --- the driver: randomised QMC with doubling ----------------------------------------------
+def _sobol_engines(dim, n_randomizations, seed):
+    """R independently scrambled Sobol' sequences in dimension dim, deterministic in seed."""
+    from scipy.stats import qmc
+
+    return [qmc.Sobol(dim, scramble=True, bits=SOBOL_BITS, seed=np.random.default_rng(s))
+            for s in np.random.SeedSequence(seed).spawn(n_randomizations)]
+
+
+def interval_multiplier(n_randomizations: int) -> float:
+    """The Student-t quantile that turns the standard error of R randomisations into the
+    returned error (the nominal :data:`COVERAGE` interval's half-width)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.5 + COVERAGE / 2, n_randomizations - 1))
+
+
+class NormalPoints:
+    """Standard normals at the first m points of R independently scrambled Sobol'
+    sequences in dimension ``dim`` (deterministic in ``seed``), for samplers that are not
+    one integrand (nngp_lut/_core/gated.py); :meth:`first` grows them by whole blocks, so
+    that doubling m keeps the points already used."""
+
+    def __init__(self, dim: int, n_randomizations: int = RANDOMIZATIONS, seed: int = 0):
+        self._engines = _sobol_engines(dim, n_randomizations, seed)
+        self._uniforms = np.empty((n_randomizations, 0, dim))
+
+    def first(self, m: int) -> np.ndarray:
+        """Normals at the first m points of each randomisation, shape (R, m, dim)."""
+        from scipy.special import ndtri
+
+        have = self._uniforms.shape[1]
+        if m > have:
+            more = np.stack([e.random(m - have) for e in self._engines])
+            np.clip(more, config.EXPECTATION_CLIP, 1.0 - config.EXPECTATION_CLIP, out=more)
+            self._uniforms = np.concatenate([self._uniforms, more], axis=1)
+        return ndtri(self._uniforms[:, :m])
+
+
 def _rqmc(integrand, n_batch, dim, *, tol, rtol, n_randomizations, min_points, max_points,
           seed, antithetic, row_bytes, what):
     """Mean of ``integrand(u, rows)`` over the unit cube [0, 1)^dim for each of ``n_batch``
     entries.  ``integrand`` maps uniforms u (R, c, dim) and an index array ``rows`` of the
     batch to values (len(rows), R, c, *k).  ``row_bytes``: bytes per point and entry of the
     integrand's largest input array, for chunking."""
-    from scipy.stats import qmc, t as student_t
-
     R = n_randomizations
-    children = np.random.SeedSequence(seed).spawn(R)
-    engines = [qmc.Sobol(dim, scramble=True, bits=SOBOL_BITS, seed=np.random.default_rng(s))
-               for s in children]
-    multiplier = float(student_t.ppf(0.5 + COVERAGE / 2, R - 1))
+    engines = _sobol_engines(dim, R, seed)
+    multiplier = interval_multiplier(R)
 
     sums = None  # (B, R, *k): sums of the integrand over the points so far
     n_done = np.zeros(n_batch, dtype=np.int64)   # points per randomisation, per entry

@@ -29,6 +29,7 @@ batch.  As the layers' docstrings define them:
 * ``Aggregate``: z_i = sum_j A_ij x_j over the nodes of (n, nodes, C) inputs;
 * ``SimpleRNN``: h_t = phi(sqrt(w / n) W h_{t-1} + sqrt(u / C) U x_t + sqrt(b) beta) over
   the time axis of (n, T, C) sequences (``lax.scan``), h_0 = 0, W, U, beta ~ N(0, 1);
+  ``GRU`` and ``LSTM``: their layers' docstrings, one W, U, beta per gate (``lax.scan``);
   ``LastStep``: h_T; ``SelfAttention``: softmax(logit_var / n q k^T) v over the positions
   (q = k for tied weights), its layer's docstring; ``PositionalEmbedding``: x + sqrt(b) P
   with P ~ N(0, 1) per position and channel, shared by every input;
@@ -71,8 +72,8 @@ from .activations import _FUNCTIONS, _to_source
 from .data import validate_inputs
 from .errors import DataError, ParameterError
 from .kernel import Network
-from .kernel.layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
-                            Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
+from .kernel.layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, Conv,
+                            Dense, Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
                             Identity, LastStep, Layer, LayerNorm, Parallel, PositionalEmbedding,
                             SelfAttention, Serial, SimpleRNN, single_input)
 
@@ -335,6 +336,45 @@ def _rnn_apply(layer, params, x):
     return jnp.swapaxes(hs, 0, 1)
 
 
+def _gated_init(layer, key, shape):
+    """One W (n, n), U (C, n) and b (n,) per gate, stacked: GRU z, r, candidate; LSTM
+    forget, input, output, candidate (the order of nngp_lut._core.gated)."""
+    steps, c_in = _spatial(layer, shape, 1, "time axis")[0], shape[-1]
+    n, gates = _width(layer), (3 if isinstance(layer, GRU) else 4)
+    kw, ku, kb = jax.random.split(key, 3)
+    return {"W": jax.random.normal(kw, (gates, n, n), jnp.float64),
+            "U": jax.random.normal(ku, (gates, c_in, n), jnp.float64),
+            "b": jax.random.normal(kb, (gates, n), jnp.float64)}, (steps, n)
+
+
+def _gated_apply(layer, params, x):
+    phi = jax_activation(Activation(layer.phi))
+    n = params["W"].shape[-1]
+    w, u = math.sqrt(layer.weight_var / n), math.sqrt(layer.input_var / x.shape[-1])
+    # the input parts of every gate and step: (T, gates, batch, n)
+    inputs = u * jnp.einsum("btc,gcn->tgbn", x, params["U"]) \
+        + math.sqrt(layer.bias_var) * params["b"][None, :, None, :]
+    W, sig = params["W"], jax.nn.sigmoid
+
+    def gru(h, z):
+        update, reset = sig(w * h @ W[0] + z[0]), sig(w * h @ W[1] + z[1])
+        h = (1.0 - update) * h + update * phi(w * (reset * h) @ W[2] + z[2])
+        return h, h
+
+    def lstm(state, z):
+        h, c = state
+        c = sig(w * h @ W[0] + z[0]) * c + sig(w * h @ W[1] + z[1]) * phi(w * h @ W[3] + z[3])
+        h = sig(w * h @ W[2] + z[2]) * phi(c)
+        return (h, c), h
+
+    h0 = jnp.zeros((x.shape[0], n), x.dtype)
+    if isinstance(layer, GRU):
+        _, hs = jax.lax.scan(gru, h0, inputs)
+    else:
+        _, hs = jax.lax.scan(lstm, (h0, h0), inputs)
+    return jnp.swapaxes(hs, 0, 1)
+
+
 def _attention_init(layer, key, shape):
     steps, c_in = _spatial(layer, shape, 1, "position axis")[0], shape[-1]
     n = _width(layer)
@@ -454,6 +494,8 @@ LAYERS = {
     Flatten: (_flatten_init, _flatten_apply),
     Aggregate: (_aggregate_init, _aggregate_apply),
     SimpleRNN: (_rnn_init, _rnn_apply),
+    GRU: (_gated_init, _gated_apply),
+    LSTM: (_gated_init, _gated_apply),
     SelfAttention: (_attention_init, _attention_apply),
     PositionalEmbedding: (_positional_init, _positional_apply),
     LastStep: (_last_step_init, _last_step_apply),
@@ -504,7 +546,7 @@ def with_width(network, width):
     (channels) of its finite network; the infinite-width kernel depends on them only in
     the standard parameterisation)."""
     layer = as_layer(network)
-    if isinstance(layer, (Dense, Conv, SimpleRNN, SelfAttention)):
+    if isinstance(layer, (Dense, Conv, SimpleRNN, GRU, LSTM, SelfAttention)):
         return layer if layer.width is not None else dataclasses.replace(layer, width=width)
     if isinstance(layer, (Serial, Parallel)):
         return dataclasses.replace(layer, children=tuple(with_width(c, width)

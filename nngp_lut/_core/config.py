@@ -171,3 +171,17 @@ SYMMETRY_RTOL = 1e-10
 #: In the separation of variables (Genz 1992), a conditional variance below this times the
 #: largest variance is zero: the variable is a linear function of the previous ones.
 SOV_SINGULAR_RTOL = 1e-12
+
+# --- gated recurrent cells (nngp_lut/_core/gated.py) ----------------------------------------
+#: A slot whose conditional variance is below this times its variance is a linear function
+#: of the earlier slots (the second chain of a pair (x, x)): its pivot is zero.
+GATED_PIVOT_RTOL = 1e-12
+#: Default tolerance of a GRU's or LSTM's kernel: the largest error (the 99 % interval over
+#: the randomisations) of any entry of a pair's (T, T') map.  The error falls as
+#: 1/sqrt(particles) (measured: the nested covariances make the integrand rough for QMC),
+#: so 1e-3 costs ~100 x the particles of 1e-2.
+GATED_TOL = 1e-2
+#: Particles per randomisation of the first round, and the default budget (the doubling
+#: stops there, tolerance reached or not, with a ToleranceWarning).
+GATED_MIN_POINTS = 2 ** 7
+GATED_MAX_POINTS = 2 ** 12

@@ -19,7 +19,7 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
               | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
               | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep | SelfAttention
-              | PositionalEmbedding
+              | PositionalEmbedding | GRU | LSTM
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
@@ -31,7 +31,9 @@ padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channe
 ``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file,
 ``SimpleRNN(phi, weight_var=1.0, input_var=1.0, bias_var=0.0, width=None)``,
 ``LastStep()``, ``SelfAttention(weight_var=1.0, bias_var=0.0, logit_var=1.0, tied=True,
-width=None)``, ``PositionalEmbedding(bias_var=1.0)``).
+width=None)``, ``PositionalEmbedding(bias_var=1.0)``, ``GRU(phi='tanh', weight_var=1.0,
+input_var=1.0, bias_var=0.0, tol=0.01, max_points=4096, width=None)`` and ``LSTM(...)``
+with the same arguments).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias), and ``True`` and
@@ -44,9 +46,9 @@ and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` charac
 
 import ast
 
-from .layers import (Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense, Dropout,
-                     FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                     Layer, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
+from .layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
+                     Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity,
+                     LastStep, Layer, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
                      parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
@@ -57,6 +59,7 @@ CONSTRUCTORS = {
     "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
     "Aggregate": Aggregate, "SimpleRNN": SimpleRNN, "LastStep": LastStep,
     "SelfAttention": SelfAttention, "PositionalEmbedding": PositionalEmbedding,
+    "GRU": GRU, "LSTM": LSTM,
 }
 #: Longest tuple literal (filter shapes, strides).
 MAX_TUPLE = 8

@@ -32,6 +32,7 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``Flatten()``         K' = mean_h K_{h,h} (the spatially diagonal maps suffice)
 ``Aggregate(A)``      K' = A K A^T over the nodes of a graph
 ``SimpleRNN(phi)``    the recursion over the (t, s) map of two sequences (its docstring)
+``GRU()``, ``LSTM()``   gated cells: randomised QMC over their history (NNGP only)
 ``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
 ``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling
 ``PositionalEmbedding(b)``  K' = K + b I over the positions (a learned embedding)
@@ -56,6 +57,7 @@ architecture of these layers).
 """
 
 import math
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -64,8 +66,11 @@ from functools import cached_property
 import numpy as np
 
 from .._core import engine as _eng
+from .._core import gated as _gated
+from .._core.config import GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL
 from .._core.interp import correlations
-from ..errors import ArchitectureError, DataError, NotFusable
+from ..errors import ArchitectureError, DataError, NotFusable, ToleranceWarning
+from ..expectation import RANDOMIZATIONS, NormalPoints, interval_multiplier
 from .spatial import (conv_mean, map_fields, pair_factors, pool_mean, positional,
                       require_full, require_spatial, self_factors, spatial_shape,
                       window_indices)
@@ -96,6 +101,12 @@ class Layer:
     #: It takes sequences padded to a common length (a record with masks): it acts on each
     #: step alone, or reads over time leaving the padding out.
     takes_padding = False
+    #: The fused engine runs it (its :meth:`lower` emits ops).  A layer whose kernel comes
+    #: from elsewhere (randomised QMC over a cell's history) sets False, and networks with
+    #: it are computed layer by layer (:meth:`Network.kernel`, tiled all the same).
+    fused = True
+    #: The kernels its rule gives; a network with a layer that lacks one refuses to give it.
+    kinds = ("nngp", "ntk")
 
     def apply(self, k):
         """The infinite-width rule: the record after the layer."""
@@ -145,6 +156,13 @@ def single_input(layer, k, branches=tuple):
             "NaN steps): before LastStep() or GlobalAvgPool() use only Dense, SimpleRNN, "
             "residual branches and Dropout, or give sequences of one length")
     return k
+
+
+def not_given(layer, kind):
+    """The one-line error for a kernel that ``layer`` does not give."""
+    return (f"{type(layer).__name__} gives the {' and '.join(layer.kinds).upper()} only, not "
+            f"the {kind.upper()}: ask for the {layer.kinds[0]} kernel (get='{layer.kinds[0]}',"
+            f" --kernel {layer.kinds[0]})")
 
 
 def _check_variances(layer, positive=(), nonnegative=(), optional=False):
@@ -902,6 +920,171 @@ class SimpleRNN(Layer):
                         code=_eng.OP_RECUR, params=(w, 0.0, w if comp.with_ntk else 0.0, 0.0),
                         mask=d.mask1)
         return reg, new
+
+
+@dataclass(frozen=True, eq=False)
+class _GatedRecurrent(Layer):
+    """A gated recurrent layer (GRU, LSTM) over the time axis of (N, T, C) sequences: the
+    fields, checks and rule they share.  Its kernel over pairs of steps is an expectation
+    over the cell's whole history, by randomised QMC over its Tensor Program
+    (:mod:`nngp_lut._core.gated`); every entry of a pair's (T, T') map is within ``tol``
+    (the 99 % interval over 16 randomisations) unless a ToleranceWarning says otherwise.
+    NNGP only: the NTK of a gated cell is not built."""
+
+    phi: object = "tanh"
+    weight_var: float = 1.0
+    input_var: float = 1.0
+    bias_var: float = 0.0
+    tol: float = GATED_TOL
+    max_points: int = GATED_MAX_POINTS
+    width: int | None = None
+
+    spatial = True
+    needs_full = True
+    window_rank = 1
+    fused = False
+    kinds = ("nngp",)
+    cell = None  # the cell code of nngp_lut._core.gated
+
+    def __post_init__(self):
+        _check_variances(self, ("weight_var", "input_var", "tol"), ("bias_var",))
+        points = self.max_points
+        if isinstance(points, bool) or int(points) != points or points < GATED_MIN_POINTS \
+                or int(points) & (int(points) - 1):
+            raise ArchitectureError(f"{type(self).__name__} max_points must be a power of 2 "
+                                    f">= {GATED_MIN_POINTS}, got {points!r}")
+        _check_width(self)
+        self.function  # a bad phi fails here
+
+    @cached_property
+    def function(self):
+        """phi as a compiled function (:class:`~nngp_lut.Activation`): the cell evaluates it
+        on its particles, not through a table."""
+        from ..activations import Activation as Function, get_activation
+
+        if isinstance(self.phi, Function):
+            return self.phi
+        if isinstance(self.phi, str) and not self.phi.endswith((".h5", ".hdf5")):
+            return get_activation(self.phi)
+        raise ArchitectureError(f"{type(self).__name__} phi must be an activation's name or "
+                                f"an expression in x, got {self.phi!r}")
+
+    def _key(self):
+        return (type(self), self.function.name, self.function.source, self.weight_var,
+                self.input_var, self.bias_var, self.tol, self.max_points, self.width)
+
+    def __eq__(self, other):
+        return isinstance(other, _GatedRecurrent) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        f = self.function
+        phi = repr(f.source if f.name.startswith("expr:") else f.name)
+        extra = _extra_repr(self, ("tol", "max_points", "width"))
+        return (f"{type(self).__name__}({phi}, {self.weight_var!r}, {self.input_var!r}, "
+                f"{self.bias_var!r}{extra})")
+
+    def maps(self, kin1, kin2=None, kin12=None):
+        """The kernel maps of the cell's states from its inputs' maps: kin1 (n1, T, T) and
+        kin2 (n2, T, T) each input's own, kin12 (n1, n2, T, T) the pairs' (or None).
+
+        Returns (var1, var2, nngp) (var2 and nngp None when not asked), each entry within
+        ``tol``.  The particles double from 2^7 per randomisation until every entry of a
+        map meets ``tol``, for each input and pair on its own, up to ``max_points``.
+        """
+        cell, phi = self.cell, self.function.phi
+        steps = kin1.shape[-1]
+        points = NormalPoints(_gated.GATES[cell] * 2 * steps)
+        multiplier = interval_multiplier(RANDOMIZATIONS)
+        args = (cell, phi, self.weight_var, self.input_var, self.bias_var)
+        sets = [np.ascontiguousarray(kin1)] + ([] if kin2 is None else
+                                               [np.ascontiguousarray(kin2)])
+        results = [np.zeros((2,) + kin.shape) for kin in sets]  # mean and error
+        active = [np.ones(kin.shape[0], dtype=bool) for kin in sets]
+        if kin12 is not None:
+            kin12 = np.ascontiguousarray(kin12)
+            results.append(np.zeros((2,) + kin12.shape))
+            active.append(np.ones(kin12.shape[:2], dtype=bool))
+        m = GATED_MIN_POINTS
+        while True:
+            x = points.first(m).reshape(RANDOMIZATIONS, m, 2 * steps, -1)
+            xi = np.ascontiguousarray(x.transpose(0, 3, 2, 1))  # (R, gates, slots, m)
+            for kin, res, act in zip(sets, results, active):
+                idx = np.flatnonzero(act)
+                if idx.size:
+                    part = np.zeros((2, idx.size) + kin.shape[1:])
+                    _gated.self_maps(*args, kin[idx], xi, multiplier, part[0], part[1])
+                    res[:, idx] = part
+            if kin12 is not None and active[-1].any():
+                _gated.pair_maps(*args, sets[0], sets[-1], kin12, xi, multiplier, active[-1],
+                                 results[-1][0], results[-1][1])
+            for res, act in zip(results, active):
+                act &= res[1].max(axis=(-2, -1)) > self.tol
+            if m >= self.max_points or not any(a.any() for a in active):
+                break
+            m *= 2
+        missed = sum(int(a.sum()) for a in active)
+        if missed:
+            worst = max(float(r[1].max()) for r in results)
+            warnings.warn(f"{type(self).__name__}: {missed} maps did not reach tol = "
+                          f"{self.tol:g} within max_points = {self.max_points} particles per "
+                          f"randomisation (largest error {worst:.3g}): raise max_points or "
+                          "tol", ToleranceWarning, stacklevel=2)
+        var1 = results[0][0]
+        var2 = results[1][0] if kin2 is not None else None
+        return var1, var2, None if kin12 is None else results[-1][0]
+
+    def apply(self, k):
+        k = single_input(self, k)
+        require_spatial(self, k, 1)
+        require_full(self, k)
+        if k.has_ntk:
+            raise ArchitectureError(not_given(self, "ntk"))
+        same = k.var2 is k.var1
+        var1, var2, nngp = self.maps(k.var1, None if same else k.var2, k.nngp)
+        return k.replace(nngp=nngp, var1=var1, var2=var1 if same else var2,
+                         is_gaussian=False, mixture=False, width=self.width)
+
+    def lower(self, comp, reg, d):
+        raise NotFusable(f"{type(self).__name__}'s kernel comes from randomised QMC over its "
+                         "history, not from engine ops")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class GRU(_GatedRecurrent):
+    """Gated recurrent unit over the time axis of (N, T, C) sequences (Cho et al. 2014, eqs.
+    (5)-(8), the reset gate before the candidate's weights), weights shared over time, state
+    h_0 = 0, NTK parameterisation (each pre-activation a = sqrt(weight_var / n) W h +
+    sqrt(input_var / C) U x_t + sqrt(bias_var) b with its own W, U, b ~ N(0, 1)):
+
+        z_t = sigmoid(a_z(h_{t-1})),  r_t = sigmoid(a_r(h_{t-1})),
+        h_t = (1 - z_t) h_{t-1} + z_t phi(a_h(r_t * h_{t-1})).
+
+    Its kernel is the NNGP of Yang's Tensor Programs I (its GRU example), computed by
+    randomised QMC to ``tol`` (:class:`_GatedRecurrent`); NNGP only.  Read it out with
+    :class:`LastStep` or :class:`GlobalAvgPool`; sequences of one length.
+    """
+
+    cell = _gated.CELL_GRU
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LSTM(_GatedRecurrent):
+    """Long short-term memory over the time axis of (N, T, C) sequences (Hochreiter &
+    Schmidhuber 1997 with the forget gate of Gers et al. 2000, no peepholes), weights
+    shared over time, h_0 = c_0 = 0, pre-activations as :class:`GRU`'s:
+
+        f, i, o = sigmoid(a_f), sigmoid(a_i), sigmoid(a_o)  (each of h_{t-1} and x_t),
+        c_t = f c_{t-1} + i phi(a_g),   h_t = o phi(c_t)
+
+    (phi is tanh in the usual LSTM, and as Keras's ``activation`` it serves both places).
+    Its kernel, derived in DESIGN.md section 3 from the Netsor master theorem, is computed by
+    randomised QMC to ``tol`` (:class:`_GatedRecurrent`); NNGP only.
+    """
+
+    cell = _gated.CELL_LSTM
 
 
 @dataclass(frozen=True)

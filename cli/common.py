@@ -309,7 +309,13 @@ def fc_options(depth=None, weight_var=None, bias_var=None):
 #: a network (predict, kernel, mc, compare); :func:`network_flags` checks them,
 #: :func:`network_of` makes the network.  (search takes --phi and --table for its grid and
 #: a repeatable --arch of candidates; plot calibration the fully connected network alone.)
-network_options = _group(ARCH_OPTION, fc_options())
+#: --tol, for the layers computed to a tolerance (predict, kernel, mc, compare, search).
+TOL_OPTION = click.option(
+    "--tol", type=click.FloatRange(0, min_open=True), default=None,
+    help="Tolerance of the --arch layers whose kernels are Gaussian expectations computed "
+    "by randomised QMC (GRU, LSTM): every entry of a pair's map within it (a 99 % interval "
+    "over 16 scramblings; the work grows as 1/tol^2).  Default: each layer's own tol.")
+network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
 
 #: --kernel, shared by predict, kernel and search.
 KERNEL_OPTION = click.option(
@@ -323,9 +329,9 @@ KERNEL_OPTION = click.option(
 SHAPE_OPTION = click.option(
     "--shape", default=None, metavar="H,W,C",
     help="Shape of one input for an --arch with positions (Conv, AvgPool, GlobalAvgPool, "
-    "Flatten, Aggregate, SimpleRNN, SelfAttention): flattened rows are reshaped to it, "
-    "row-major (NHWC; T,C for sequences, L,C for graphs).  Default: the image shape the data file stores (IDX, CIFAR-10, "
-    "image arrays in .npz/.h5).")
+    "Flatten, Aggregate, SimpleRNN, GRU, LSTM, SelfAttention): flattened rows are reshaped "
+    "to it, row-major (NHWC; T,C for sequences, L,C for graphs).  Default: the image shape "
+    "the data file stores (IDX, CIFAR-10, image arrays in .npz/.h5).")
 
 
 # The data.
@@ -484,18 +490,27 @@ def network_flags(arch, phi, table_path, depth, weight_var, bias_var, *, default
 
 
 def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bias_var=None,
-               progress=None):
-    """The Network of the checked options (:func:`network_flags`): that of --arch, or the
-    fully connected one of --phi/--table; the activations' tables are built into the cache
-    with progress."""
+               progress=None, tol=None):
+    """The Network of the checked options (:func:`network_flags`): that of --arch (with
+    --tol on its layers computed to a tolerance), or the fully connected one of
+    --phi/--table; the activations' tables are built into the cache with progress."""
     from nngp_lut.kernel import Activation, Network, deep_network
     from nngp_lut.kernel.arch import read_arch
+    from nngp_lut.kernel.layers import with_tolerance
 
+    if tol is not None and arch is None:
+        raise click.UsageError("--tol is for an --arch with GRU or LSTM layers")
     with user_errors():
         if arch is None:
             return deep_network(table_for(phi, table_path, progress), depth, weight_var,
                                 bias_var)
-        network = Network(read_arch(arch))
+        layer = read_arch(arch)
+        if tol is not None:
+            layer, count = with_tolerance(layer, tol)
+            if not count:
+                raise click.UsageError("--tol is for an --arch with GRU or LSTM layers: this "
+                                       "one computes every kernel exactly")
+        network = Network(layer)
         for layer in network.layer.walk():
             if isinstance(layer, Activation) and isinstance(layer.phi, str) \
                     and not layer.phi.endswith((".h5", ".hdf5")):
@@ -535,7 +550,8 @@ def shaped(network, shape, stored, *arrays):
     spatial = network is not None and network.rank != 0
     if shape is not None and not spatial:
         raise click.UsageError("--shape is for networks with positions (an --arch with Conv, "
-                               "pooling, Flatten, Aggregate, SimpleRNN or SelfAttention)")
+                               "pooling, Flatten, Aggregate, a recurrent layer or "
+                               "SelfAttention)")
     if shape is not None and stored is not None and _images(shape) != _images(stored):
         raise click.UsageError(f"--shape {','.join(map(str, shape))} differs from the image "
                                f"shape {','.join(map(str, stored))} the data file stores; drop "

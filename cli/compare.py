@@ -70,7 +70,7 @@ def _finite(value):
 @output_options("Write one row per network and per GP to this CSV file, for nngp-lut plot "
                 "compare.")
 @json_option("the rows and the per-width summary")
-def compare(arch, phi, table_path, depth, weight_var, bias_var, data_path, widths, seeds,
+def compare(arch, tol, phi, table_path, depth, weight_var, bias_var, data_path, widths, seeds,
             n_train, n_val, n_test, optimizer, learning_rate, steps, batch_size, eval_every,
             patience, centre, gp, jitter, standardize, out, force, as_json, quiet, shape):
     """Train the finite networks of an architecture (--arch, or the fully connected network
@@ -94,7 +94,7 @@ def compare(arch, phi, table_path, depth, weight_var, bias_var, data_path, width
             raise DataError("the training set has fewer than 2 examples")
         with stage_bars(quiet) as progress:
             network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
-                                 progress)
+                                 progress, tol)
             # A convolutional network takes images (NHWC): the rows reshaped to --shape or
             # to the data file's image shape, as predict does.
             parts = shaped(network, shape, data.image_shape, *parts)

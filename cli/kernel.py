@@ -40,7 +40,7 @@ def _load(spec):
                 "when larger than --memory).", required=True, quiet="summary")
 @cluster_options
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
-           out, memory, force, quiet, arch, kernel_kind, shape, scheduler, workers):
+           out, memory, force, quiet, arch, tol, kernel_kind, shape, scheduler, workers):
     """Compute the NNGP kernel K^L(x1, x2) (or with --kernel ntk the NTK) of a deep fully
     connected network, or of any --arch (--all-depths: after each Dense of its main chain
     and at its end).  With --workers or --scheduler the tiles are Dask tasks on a cluster;
@@ -58,7 +58,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
         h5 = out.suffix.lower() != ".npy"
         with stage_bars(quiet) as progress:
             network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
-                                 progress)
+                                 progress, tol)
             a, b = shaped(network, shape, None, a, b)
             label = "kernel" if network.rank == 0 else \
                 f"kernel [{network.storage(np.shape(a)[1:])}]"

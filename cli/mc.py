@@ -58,7 +58,7 @@ def _write_rows(rows, out):
 @output_options("Write the rows (width, draws, errors) to this CSV file, for nngp-lut plot "
                 "convergence.")
 @json_option("the rows and the slopes")
-def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inputs, data_path,
+def mc(arch, tol, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inputs, data_path,
        seed, ntk_units, reference, standardize, out, force, as_json, quiet, shape):
     """Sample random finite networks of an architecture (--arch, or the fully connected
     network of --phi or --table, --depth, --weight-var and --bias-var) at each width and
@@ -79,7 +79,7 @@ def mc(arch, phi, table_path, depth, weight_var, bias_var, widths, draws, n_inpu
             raise DataError("the data set has fewer than 2 training inputs")
         with stage_bars(quiet) as progress:
             network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
-                                 progress)
+                                 progress, tol)
             # A convolutional network takes images (NHWC): the rows reshaped (the Monte
             # Carlo side, montecarlo.empirical_kernels, samples the same shapes).
             x, = shaped(network, shape, data.image_shape, x)

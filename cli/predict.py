@@ -36,7 +36,7 @@ from .common import (EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION, check
 @cluster_options
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
             standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet,
-            arch, kernel_kind, shape, scheduler, workers):
+            arch, tol, kernel_kind, shape, scheduler, workers):
     """Exact GP prediction with the NNGP kernel: the posterior of Lee et al. 2018, eq. 4.
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
@@ -72,7 +72,7 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
         with stage_bars(quiet) as progress:
             t0 = time.perf_counter()
             network = network_of(arch, phi_name, table_path, depth, weight_var, bias_var,
-                                 progress)
+                                 progress, tol)
             t_table = time.perf_counter() - t0
             x_train, x_test = shaped(network, shape, data.image_shape, x_train, x_test)
             if network.rank != 0 and progress:

@@ -8,7 +8,7 @@ import click
 from nngp_lut import search as searching
 
 from .common import (JITTER_OPTION, KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION,
-                     check_output, cluster_client, cluster_options, data_options, json_option,
+                     TOL_OPTION, check_output, cluster_client, cluster_options, data_options, json_option,
                      load_data, memory_option, network_of, output_options, parse_shape,
                      phi_or_table, progress_bar, shaped, standardizing, table_for, to_json,
                      user_errors)
@@ -39,6 +39,7 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
               "convolutional networks of several depths), each fitted on the training set "
               "and scored on validation; the best is scored on the test set.  One CSV row "
               "per architecture.")
+@TOL_OPTION
 @KERNEL_OPTION
 @SHAPE_OPTION
 @JITTER_OPTION
@@ -52,7 +53,7 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 @cluster_options
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
-           quiet, archs, kernel_kind, shape, scheduler, workers):
+           quiet, archs, tol, kernel_kind, shape, scheduler, workers):
     """Score every (depth, weight_var, bias_var) of the fully connected network of --phi
     (default relu) or --table on a validation set: accuracy, MSE and log marginal likelihood
     per row of --out.  The input Grams are computed once and every depth
@@ -71,10 +72,12 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
         if given:
             raise click.UsageError(f"--arch replaces the grid: drop {', '.join(given)}")
         return _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out,
-                            force, as_json, quiet, archs, kernel_kind, parse_shape(shape),
+                            force, as_json, quiet, archs, tol, kernel_kind, parse_shape(shape),
                             scheduler, workers)
     if shape is not None:
         raise click.UsageError("--shape is for convolutional networks (--arch)")
+    if tol is not None:
+        raise click.UsageError("--tol is for --arch candidates with GRU or LSTM layers")
     phi = phi_or_table(phi, table_path, default="relu")
     if optimize and kernel_kind == "ntk":
         raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "
@@ -148,13 +151,13 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
 
 
 def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, force, as_json,
-                 quiet, archs, kernel_kind, shape, scheduler, workers):
+                 quiet, archs, tol, kernel_kind, shape, scheduler, workers):
     """search --arch: score each architecture on validation, then the best on test."""
     check_output(out, force)
     standardize = standardizing(standardize, data_path)
     with user_errors(), cluster_client(scheduler, workers) as client:
         data = load_data(data_path, n_train, n_val, need_val=True)
-        networks = [network_of(a) for a in archs]
+        networks = [network_of(a, tol=tol) for a in archs]
         ranks = {net.rank != 0 for net in networks}
         if len(ranks) > 1:
             raise click.UsageError("the --arch candidates mix convolutional networks and "

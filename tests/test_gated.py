@@ -177,3 +177,29 @@ def test_arch_round_trip():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Network(parse_arch("serial(LSTM(), LastStep())")).kernel(_sequences(2, 2))
+
+
+def test_cli_tol_sets_every_gated_layer_and_is_refused_elsewhere(tmp_path):
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    x = _sequences(3, 4, channels=2)
+    np.save(tmp_path / "x.npy", x.reshape(3, -1))
+    arch = "serial(GRU('tanh', 1.5, 1.0, 0.1, tol=0.5), LastStep(), Dense(1, 0))"
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["kernel", "--x1", str(tmp_path / "x.npy"), "--out",
+                                        str(tmp_path / "k.npy"), "--force", "--quiet",
+                                        *args])
+
+    res = run("--arch", arch, "--shape", "4,2", "--tol", str(TOL))
+    assert res.exit_code == 0, res.output
+    want = Network(parse_arch(arch.replace("tol=0.5", f"tol={TOL}"))).kernel(x)
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), want, rtol=0, atol=1e-12)
+    for args in (("--arch", "serial(Dense(1, 0), Activation('relu'))"),
+                 ("--phi", "relu", "--depth", "1", "--weight-var", "1", "--bias-var", "0")):
+        res = run(*args, "--tol", "0.01")
+        assert res.exit_code == 2 and "--tol is for an --arch with GRU or LSTM" in res.output
+    res = run("--arch", arch, "--shape", "4,2", "--kernel", "ntk")
+    assert res.exit_code == 1 and "GRU gives the NNGP only" in res.output

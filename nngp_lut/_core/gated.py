@@ -43,6 +43,9 @@ GATES = (3, 4)
 #: Weight matrices whose products need a covariance of their own: a GRU's candidate
 #: multiplies r * h, every other gate h.
 GROUPS = (2, 1)
+#: Columns whose chains run together, so that their products with x's slots and with the
+#: particles' normals are matrix products.
+PAIR_BLOCK = 16
 
 
 @njit(**JIT)
@@ -150,32 +153,128 @@ def self_maps(cell, phi, w, u, b, kin, xi, multiplier, mean, error):
         _summarise(est, multiplier, mean[i], error[i])
 
 
+@njit(**JIT)
+def _cholesky_rows(c, Lx, Ly, s):
+    """Rows of the y-slot s of a block of columns: c (B, T + s + 1) their covariances with
+    x's slots and their own earlier ones; Lx (T, T) x's Cholesky factor; Ly (B, T, 2T) the
+    columns' earlier rows, row s written here (the same pivots as _new_slot)."""
+    steps = Lx.shape[0]
+    k = steps + s
+    for b in range(c.shape[0]):
+        row = Ly[b, s]
+        for j in range(k):
+            acc = c[b, j]
+            for i in range(j):
+                acc -= row[i] * (Lx[j, i] if j < steps else Ly[b, j - steps, i])
+            pivot = Lx[j, j] if j < steps else Ly[b, j - steps, j]
+            row[j] = acc / pivot if pivot > 0.0 else 0.0
+        d = c[b, k]
+        for i in range(k):
+            d -= row[i] * row[i]
+        row[k] = math.sqrt(d) if d > GATED_PIVOT_RTOL * c[b, k] else 0.0
+
+
+@njit(**JIT)
+def _block_slot(Vx, Lx, Vy, Ly, s, v, kin_x, kin_y, w, u, b, rows):
+    """The y-slot s of one weight matrix for a block of columns: store their vectors v (B, m),
+    covariances with x's slots by one matrix product (the particles' mean), with their own
+    earlier slots column by column, then their Cholesky rows; ``rows`` (B, T + s + 1) gets
+    them contiguous, ready for the combination.  kin_x (B, T), kin_y (B, s + 1): the input
+    covariances of the slot."""
+    steps, m = Vx.shape[0], v.shape[1]
+    Vy[:, s] = v
+    c = np.empty((v.shape[0], steps + s + 1))
+    c[:, :steps] = np.dot(v, Vx.T)
+    for col in range(v.shape[0]):
+        c[col, steps:] = np.dot(Vy[col, :s + 1], v[col])
+    c *= w / m
+    c[:, :steps] += u * kin_x + b
+    c[:, steps:] += u * kin_y + b
+    _cholesky_rows(c, Lx, Ly, s)
+    rows[:] = Ly[:, s, :steps + s + 1]
+
+
+@njit(**JIT)
+def _block_chain(cell, phi, steps, Vx, Lx, xi, kin_x, kin_y, w, u, b, H):
+    """The chains of a block of columns (B of them) on slots T .. 2T-1, conditioned on x's
+    (Vx, Lx: (groups, T, m), (groups, T, T)); states into H (B, T, m).  kin_x (B, T, T): the
+    columns' input covariances with x (steps of y by steps of x), kin_y (B, T, T) their
+    own."""
+    n_cols, m = H.shape[0], H.shape[2]
+    groups = Vx.shape[0]
+    Vy = np.empty((groups, n_cols, steps, m))
+    Ly = np.zeros((groups, n_cols, steps, 2 * steps))
+    h_prev = np.zeros((n_cols, m))
+    cell_state = np.zeros((n_cols, m))
+    a, a2 = np.empty((n_cols, m)), np.empty((n_cols, m))
+    for s in range(steps):
+        k = steps + s + 1
+        rows = np.empty((n_cols, k))
+        kx, ky = kin_x[:, s], kin_y[:, s, :s + 1]
+        _block_slot(Vx[0], Lx[0], Vy[0], Ly[0], s, h_prev, kx, ky, w, u, b, rows)
+        if cell == CELL_GRU:
+            a[:] = np.dot(rows, xi[0, :k])  # update gate z
+            a2[:] = np.dot(rows, xi[1, :k])  # reset gate r
+            for col in range(n_cols):
+                for p in range(m):
+                    a[col, p] = _sigmoid(a[col, p])
+                    a2[col, p] = _sigmoid(a2[col, p]) * h_prev[col, p]
+            _block_slot(Vx[1], Lx[1], Vy[1], Ly[1], s, a2, kx, ky, w, u, b, rows)
+            a2[:] = np.dot(rows, xi[2, :k])
+            for col in range(n_cols):
+                for p in range(m):
+                    H[col, s, p] = (1.0 - a[col, p]) * h_prev[col, p] \
+                        + a[col, p] * phi(a2[col, p])
+        else:
+            a[:] = np.dot(rows, xi[0, :k])  # forget gate
+            a2[:] = np.dot(rows, xi[3, :k])  # candidate
+            for col in range(n_cols):
+                for p in range(m):
+                    cell_state[col, p] *= _sigmoid(a[col, p])
+            a[:] = np.dot(rows, xi[1, :k])  # input gate
+            for col in range(n_cols):
+                for p in range(m):
+                    cell_state[col, p] += _sigmoid(a[col, p]) * phi(a2[col, p])
+            a[:] = np.dot(rows, xi[2, :k])  # output gate
+            for col in range(n_cols):
+                for p in range(m):
+                    H[col, s, p] = _sigmoid(a[col, p]) * phi(cell_state[col, p])
+        h_prev[:] = H[:, s]
+
+
 @njit(**JIT_PARALLEL)
 def pair_maps(cell, phi, w, u, b, kin1, kin2, kin12, xi, multiplier, active, mean, error):
     """mean[i, j], error[i, j] = E[h_t(x_i) h_s(y_j)] (T, T) and its error for the active
-    pairs (the others are left alone): x_i's chain on
-    slots 0 .. T-1 (once per row), then y_j's on slots T .. 2T-1, conditioned on it.
-    kin1 (n1, T, T), kin2 (n2, T, T), kin12 (n1, n2, T, T) the input covariances."""
-    n1, n2, steps = kin1.shape[0], kin2.shape[0], kin1.shape[1]
+    pairs (the others are left alone): x_i's chain on slots 0 .. T-1 (once per row), then
+    the chains of blocks of PAIR_BLOCK columns y_j on slots T .. 2T-1, conditioned on it,
+    together (their covariances with x's slots and their normals' combinations are matrix
+    products).  kin1 (n1, T, T), kin2 (n2, T, T), kin12 (n1, n2, T, T) the input
+    covariances."""
+    n1, steps = kin1.shape[0], kin1.shape[1]
     n_rand, m = xi.shape[0], xi.shape[3]
     groups = GROUPS[cell]
     for i in prange(n1):
-        if not active[i].any():
+        cols = np.flatnonzero(active[i])
+        if cols.size == 0:
             continue
-        V = np.empty((n_rand, groups, 2 * steps, m))
-        L = np.zeros((n_rand, groups, 2 * steps, 2 * steps))
-        H = np.empty((n_rand, 2 * steps, m))
-        kin = np.empty((2 * steps, 2 * steps))
-        est = np.empty((n_rand, steps, steps))
-        kin[:steps, :steps] = kin1[i]
+        V = np.empty((n_rand, groups, steps, m))
+        L = np.zeros((n_rand, groups, steps, steps))
+        H = np.empty((n_rand, steps, m))
         for r in range(n_rand):
-            _chain(cell, phi, 0, steps, kin, xi[r], V[r], L[r], H[r], w, u, b)
-        for j in range(n2):
-            if not active[i, j]:
-                continue
-            kin[steps:, :steps] = kin12[i, j].T
-            kin[steps:, steps:] = kin2[j]
+            _chain(cell, phi, 0, steps, kin1[i], xi[r], V[r], L[r], H[r], w, u, b)
+        for start in range(0, cols.size, PAIR_BLOCK):
+            block = cols[start:start + PAIR_BLOCK]
+            kin_x = np.empty((block.size, steps, steps))
+            kin_y = np.empty((block.size, steps, steps))
+            for col in range(block.size):
+                kin_x[col] = kin12[i, block[col]].T
+                kin_y[col] = kin2[block[col]]
+            est = np.empty((block.size, n_rand, steps, steps))
+            Hy = np.empty((block.size, steps, m))
             for r in range(n_rand):
-                _chain(cell, phi, steps, steps, kin, xi[r], V[r], L[r], H[r], w, u, b)
-                est[r] = np.dot(H[r, :steps], H[r, steps:].T) / m
-            _summarise(est, multiplier, mean[i, j], error[i, j])
+                _block_chain(cell, phi, steps, V[r], L[r], xi[r], kin_x, kin_y, w, u, b, Hy)
+                for col in range(block.size):
+                    est[col, r] = np.dot(H[r], Hy[col].T) / m
+            for col in range(block.size):
+                j = block[col]
+                _summarise(est[col], multiplier, mean[i, j], error[i, j])

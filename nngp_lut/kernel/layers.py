@@ -56,6 +56,7 @@ parameterisation).  Yang, "Tensor Programs II/III", 2020 (the correspondence for
 architecture of these layers).
 """
 
+import dataclasses
 import math
 import warnings
 import zipfile
@@ -156,6 +157,19 @@ def single_input(layer, k, branches=tuple):
             "NaN steps): before LastStep() or GlobalAvgPool() use only Dense, SimpleRNN, "
             "residual branches and Dropout, or give sequences of one length")
     return k
+
+
+def with_tolerance(layer, tol):
+    """The network with ``tol`` on every layer whose kernel is computed to a tolerance (the
+    layers with a ``tol`` field: GRU, LSTM), and how many there are."""
+    if "tol" in getattr(type(layer), "__dataclass_fields__", {}):
+        return dataclasses.replace(layer, tol=tol), 1
+    children = getattr(layer, "children", ())
+    if not children:
+        return layer, 0
+    pairs = [with_tolerance(child, tol) for child in children]
+    return dataclasses.replace(layer, children=tuple(c for c, _ in pairs)), \
+        sum(n for _, n in pairs)
 
 
 def not_given(layer, kind):
@@ -991,8 +1005,9 @@ class _GatedRecurrent(Layer):
         kin2 (n2, T, T) each input's own, kin12 (n1, n2, T, T) the pairs' (or None).
 
         Returns (var1, var2, nngp) (var2 and nngp None when not asked), each entry within
-        ``tol``.  The particles double from 2^7 per randomisation until every entry of a
-        map meets ``tol``, for each input and pair on its own, up to ``max_points``.
+        ``tol``.  A first round runs 2^7 particles per randomisation; each later round
+        recomputes the maps still above ``tol`` with at least twice the particles, as many
+        as the error's 1/sqrt(m) fall predicts for the worst of them, up to ``max_points``.
         """
         cell, phi = self.cell, self.function.phi
         steps = kin1.shape[-1]
@@ -1020,11 +1035,15 @@ class _GatedRecurrent(Layer):
             if kin12 is not None and active[-1].any():
                 _gated.pair_maps(*args, sets[0], sets[-1], kin12, xi, multiplier, active[-1],
                                  results[-1][0], results[-1][1])
+            worst = 0.0
             for res, act in zip(results, active):
                 act &= res[1].max(axis=(-2, -1)) > self.tol
-            if m >= self.max_points or not any(a.any() for a in active):
+                worst = max(worst, res[1].max(axis=(-2, -1))[act].max(initial=0.0))
+            if m >= self.max_points or not worst:
                 break
-            m *= 2
+            # The error falls about as 1/sqrt(m): jump to where the worst map meets tol.
+            m = min(self.max_points, max(2 * m, 2 ** math.ceil(math.log2(
+                m * (worst / self.tol) ** 2))))
         missed = sum(int(a.sum()) for a in active)
         if missed:
             worst = max(float(r[1].max()) for r in results)

@@ -23,6 +23,8 @@ speed, row-sequential MNIST, Monte Carlo.
 5. --gated: the same convergence for a GRU and an LSTM (NNGP only; their kernels to 2e-4),
    then the time of the GRU kernel of --gated-n row-sequential MNIST sequences at
    --gated-tol (reported, with any ToleranceWarning).
+6. --gated-accuracy: row-sequential MNIST at --gated-train / --gated-test images: GRU and
+   LSTM GPs beside the SimpleRNN and the fully connected NNGP on the same split.
 
     python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--gated]
                                     [--n 1000] [--gated-n 200] [--gated-tol 1e-2]
@@ -168,11 +170,9 @@ def monte_carlo(max_width, draws):
 
 
 # --- 5. gated cells -----------------------------------------------------------------------------
-def gated(n, tol, max_width, draws):
+def gated_mc(max_width, draws):
     """GRU and LSTM: the Monte Carlo convergence of finite networks to the kernel (computed
-    to 2e-4), then the GRU kernel of n row-sequential MNIST sequences at ``tol``."""
-    import warnings
-
+    to 2e-4)."""
     from nngp_lut import montecarlo
     from nngp_lut.kernel import GRU, LSTM
 
@@ -190,6 +190,15 @@ def gated(n, tol, max_width, draws):
         rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0, get="nngp")
         print_convergence(rows, slopes, f"{draws} draws per width, "
                           f"{time.perf_counter() - t0:.0f} s")
+
+
+def gated_speed(n, tol):
+    """The GRU kernel of n row-sequential MNIST sequences at ``tol``: one run after a
+    warm-up (it takes minutes), with any ToleranceWarning."""
+    import warnings
+
+    from nngp_lut.kernel import GRU
+
     split = mnist_paper_split(MNIST)
     xs = sequences(split.x_train[:n])
     net = Network(serial(GRU("tanh", 2.0, 1.0, 0.1, tol=tol), LastStep(), Dense(1.0, 0.0)))
@@ -206,6 +215,34 @@ def gated(n, tol, max_width, draws):
                           load_average=round(os.getloadavg()[0], 2))), flush=True)
 
 
+def gated_accuracy(n_train, n_test, tol):
+    """Row-sequential MNIST at a small size (the gated cells cost ~0.03 s per pair): a GRU
+    and an LSTM GP beside the SimpleRNN and the fully connected relu NNGP on the same
+    split (the first n_train balanced training images, the first n_test test images)."""
+    from nngp_lut.kernel import GRU, LSTM
+
+    split = mnist_paper_split(MNIST)
+    idx = balanced_subset(split.y_train, n_train)
+    x_train, y_train = sequences(split.x_train[idx]), split.y_train[idx]
+    x_test, y_test = sequences(split.x_test[:n_test]), split.y_test[:n_test]
+    fc = serial(Dense(1.45, 0.28), Activation("relu"), Dense(1.45, 0.28))
+    for name, layer, inputs in (
+            ("fully connected relu, depth 1", fc, (x_train.reshape(n_train, -1),
+                                                    x_test.reshape(n_test, -1))),
+            ("SimpleRNN relu, mean", serial(SimpleRNN("relu", 2.0, 1.0, 0.01),
+                                            GlobalAvgPool(), Dense(1.0, 0.0)), None),
+            ("GRU tanh, mean", serial(GRU("tanh", 2.0, 1.0, 0.01, tol=tol), GlobalAvgPool(),
+                                      Dense(1.0, 0.0)), None),
+            ("LSTM tanh, mean", serial(LSTM("tanh", 2.0, 1.0, 0.01, tol=tol),
+                                       GlobalAvgPool(), Dense(1.0, 0.0)), None)):
+        a, b = inputs or (x_train, x_test)
+        t0 = time.perf_counter()
+        res = evaluate(a, y_train, b, y_test, network=Network(layer), memory="auto")
+        print(json.dumps(dict(network=name, n_train=n_train, n_test=n_test, tol=tol,
+                              test_accuracy=res.accuracy,
+                              seconds=round(time.perf_counter() - t0, 1))), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--closed-form", action="store_true")
@@ -215,6 +252,9 @@ def main():
     ap.add_argument("--gated", action="store_true")
     ap.add_argument("--gated-n", type=int, default=200, help="sequences of the GRU kernel")
     ap.add_argument("--gated-tol", type=float, default=1e-2)
+    ap.add_argument("--gated-accuracy", action="store_true")
+    ap.add_argument("--gated-train", type=int, default=100)
+    ap.add_argument("--gated-test", type=int, default=200)
     ap.add_argument("--n", type=int, default=1000, help="sequences of the speed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-val", type=int, default=2000)
@@ -222,7 +262,8 @@ def main():
     ap.add_argument("--mc-max-width", type=int, default=4096)
     ap.add_argument("--mc-draws", type=int, default=8)
     args = ap.parse_args()
-    run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated)
+    run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated
+                   or args.gated_accuracy)
     print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.closed_form or run_all:
@@ -235,7 +276,10 @@ def main():
     if args.mc or run_all:
         monte_carlo(args.mc_max_width, args.mc_draws)
     if args.gated or run_all:
-        gated(args.gated_n, args.gated_tol, args.mc_max_width, args.mc_draws)
+        gated_mc(args.mc_max_width, args.mc_draws)
+        gated_speed(args.gated_n, args.gated_tol)
+    if args.gated_accuracy or run_all:
+        gated_accuracy(args.gated_train, args.gated_test, args.gated_tol)
 
 
 if __name__ == "__main__":

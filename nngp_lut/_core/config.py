@@ -185,3 +185,6 @@ GATED_TOL = 1e-2
 #: stops there, tolerance reached or not, with a ToleranceWarning).
 GATED_MIN_POINTS = 2 ** 7
 GATED_MAX_POINTS = 2 ** 12
+#: Bound on the particles' normals of one GRU or LSTM call (all randomisations): a larger
+#: max_points is capped to it (2 GB: 2^16 particles of 8 LSTM steps, 2^14 of 28).
+GATED_MAX_BYTES = 2 ** 31

@@ -68,7 +68,7 @@ import numpy as np
 
 from .._core import engine as _eng
 from .._core import gated as _gated
-from .._core.config import GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL
+from .._core.config import GATED_MAX_BYTES, GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL
 from .._core.interp import correlations
 from ..errors import ArchitectureError, DataError, NotFusable, ToleranceWarning
 from ..expectation import RANDOMIZATIONS, NormalPoints, interval_multiplier
@@ -1011,7 +1011,13 @@ class _GatedRecurrent(Layer):
         """
         cell, phi = self.cell, self.function.phi
         steps = kin1.shape[-1]
-        points = NormalPoints(_gated.GATES[cell] * 2 * steps)
+        dim = _gated.GATES[cell] * 2 * steps
+        # The particles' normals are held three times over (uniforms, normals, their
+        # transpose): within GATED_MAX_BYTES, whatever max_points asks.
+        affordable = GATED_MAX_BYTES // (3 * 8 * RANDOMIZATIONS * dim)
+        max_points = max(GATED_MIN_POINTS, min(self.max_points,
+                                               2 ** int(math.log2(max(affordable, 1)))))
+        points = NormalPoints(dim)
         multiplier = interval_multiplier(RANDOMIZATIONS)
         args = (cell, phi, self.weight_var, self.input_var, self.bias_var)
         sets = [np.ascontiguousarray(kin1)] + ([] if kin2 is None else
@@ -1039,18 +1045,20 @@ class _GatedRecurrent(Layer):
             for res, act in zip(results, active):
                 act &= res[1].max(axis=(-2, -1)) > self.tol
                 worst = max(worst, res[1].max(axis=(-2, -1))[act].max(initial=0.0))
-            if m >= self.max_points or not worst:
+            if m >= max_points or not worst:
                 break
             # The error falls about as 1/sqrt(m): jump to where the worst map meets tol.
-            m = min(self.max_points, max(2 * m, 2 ** math.ceil(math.log2(
+            m = min(max_points, max(2 * m, 2 ** math.ceil(math.log2(
                 m * (worst / self.tol) ** 2))))
         missed = sum(int(a.sum()) for a in active)
         if missed:
             worst = max(float(r[1].max()) for r in results)
+            capped = "" if max_points == self.max_points else \
+                f" (max_points {self.max_points} capped by the memory budget)"
             warnings.warn(f"{type(self).__name__}: {missed} maps did not reach tol = "
-                          f"{self.tol:g} within max_points = {self.max_points} particles per "
-                          f"randomisation (largest error {worst:.3g}): raise max_points or "
-                          "tol", ToleranceWarning, stacklevel=2)
+                          f"{self.tol:g} within {max_points} particles per randomisation"
+                          f"{capped} (largest error {worst:.3g}): raise max_points or tol",
+                          ToleranceWarning, stacklevel=2)
         var1 = results[0][0]
         var2 = results[1][0] if kin2 is not None else None
         return var1, var2, None if kin12 is None else results[-1][0]

@@ -1,5 +1,5 @@
-"""Sequence kernels (issue 23): SimpleRNN, SelfAttention, GRU and LSTM: closed forms,
-speed, row-sequential MNIST, Monte Carlo.
+"""Sequence kernels and BatchNorm (issue 23): SimpleRNN, SelfAttention, GRU, LSTM and
+BatchNorm: closed forms, speed, row-sequential MNIST, Monte Carlo.
 
 1. --closed-form: the SimpleRNN kernel (NNGP and NTK, LastStep and mean-over-time
    readouts, sequences of unequal length) against a direct scalar implementation of the
@@ -23,7 +23,10 @@ speed, row-sequential MNIST, Monte Carlo.
 5. --gated: the same convergence for a GRU and an LSTM (NNGP only; their kernels to 2e-4),
    then the time of the GRU kernel of --gated-n row-sequential MNIST sequences at
    --gated-tol (reported, with any ToleranceWarning).
-6. --gated-accuracy: row-sequential MNIST at --gated-train / --gated-test images: GRU and
+6. --batchnorm: the relu BatchNorm kernel's 1-D integral against randomised QMC (target
+   1e-6), and the Monte Carlo convergence of a BatchNorm MLP on a batch of 8 (target slope
+   in [-0.6, -0.4]).
+7. --gated-accuracy: row-sequential MNIST at --gated-train / --gated-test images: GRU and
    LSTM GPs beside the SimpleRNN and the fully connected NNGP on the same split.
 
     python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--gated]
@@ -215,6 +218,45 @@ def gated_speed(n, tol):
                           load_average=round(os.getloadavg()[0], 2))), flush=True)
 
 
+def batchnorm(max_width, draws):
+    """BatchNorm: the relu kernel's 1-D integral against randomised QMC to 1e-6 (two
+    independent methods), and the Monte Carlo convergence of a BatchNorm MLP on a batch of 8
+    random inputs."""
+    from nngp_lut import montecarlo
+    from nngp_lut.activations import get_activation
+    from nngp_lut.kernel import BatchNorm
+    from nngp_lut.kernel.batchnorm import homogeneous_kernel, sampled_kernel
+
+    from tests.test_batchnorm import angular_relu_kernel
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6))
+    three = x[:3] @ x[:3].T / 6 + 0.3
+    print(json.dumps(dict(check="BatchNorm relu, batch of 3: 1-D integral vs the exact "
+                                "angular integral", target=1e-6, max_difference=float(np.abs(
+                                    homogeneous_kernel(three, "relu")
+                                    - angular_relu_kernel(three)).max()))), flush=True)
+    cov = x @ x.T / 6 + 0.3
+    t0 = time.perf_counter()
+    formula = homogeneous_kernel(cov, "relu")
+    t_formula = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    est = sampled_kernel(cov, get_activation("relu"), tol=1e-6)
+    print(json.dumps(dict(check="BatchNorm relu, batch of 8: 1-D integral vs RQMC",
+                          max_difference=float(np.abs(formula - est.value).max()),
+                          rqmc_error=float(est.error.max()), target=1e-6,
+                          formula_s=round(t_formula, 3),
+                          rqmc_s=round(time.perf_counter() - t0, 1))), flush=True)
+    widths = [64 * 4**i for i in range(10) if 64 * 4**i <= max_width]
+    layer = serial(Dense(1.0, 0.1), BatchNorm("relu"), Dense(1.5, 0.1),
+                   BatchNorm("tanh", tol=2e-5), Dense(1.0, 0.0))
+    print("BatchNorm MLP (relu, then tanh), batch of 8")
+    t0 = time.perf_counter()
+    rows, slopes = montecarlo.convergence(layer, x, widths, draws, seed=0, get="nngp")
+    print_convergence(rows, slopes, f"{draws} draws per width, "
+                      f"{time.perf_counter() - t0:.0f} s")
+
+
 def gated_accuracy(n_train, n_test, tol):
     """Row-sequential MNIST at a small size (the gated cells cost ~0.03 s per pair): a GRU
     and an LSTM GP beside the SimpleRNN and the fully connected relu NNGP on the same
@@ -253,6 +295,7 @@ def main():
     ap.add_argument("--gated-n", type=int, default=200, help="sequences of the GRU kernel")
     ap.add_argument("--gated-tol", type=float, default=1e-2)
     ap.add_argument("--gated-accuracy", action="store_true")
+    ap.add_argument("--batchnorm", action="store_true")
     ap.add_argument("--gated-train", type=int, default=100)
     ap.add_argument("--gated-test", type=int, default=200)
     ap.add_argument("--n", type=int, default=1000, help="sequences of the speed run")
@@ -263,7 +306,7 @@ def main():
     ap.add_argument("--mc-draws", type=int, default=8)
     args = ap.parse_args()
     run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated
-                   or args.gated_accuracy)
+                   or args.gated_accuracy or args.batchnorm)
     print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.closed_form or run_all:
@@ -278,6 +321,8 @@ def main():
     if args.gated or run_all:
         gated_mc(args.mc_max_width, args.mc_draws)
         gated_speed(args.gated_n, args.gated_tol)
+    if args.batchnorm or run_all:
+        batchnorm(args.mc_max_width, args.mc_draws)
     if args.gated_accuracy or run_all:
         gated_accuracy(args.gated_train, args.gated_test, args.gated_tol)
 

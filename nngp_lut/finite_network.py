@@ -30,6 +30,8 @@ batch.  As the layers' docstrings define them:
 * ``SimpleRNN``: h_t = phi(sqrt(w / n) W h_{t-1} + sqrt(u / C) U x_t + sqrt(b) beta) over
   the time axis of (n, T, C) sequences (``lax.scan``), h_0 = 0, W, U, beta ~ N(0, 1);
   ``GRU`` and ``LSTM``: their layers' docstrings, one W, U, beta per gate (``lax.scan``);
+* ``BatchNorm``: each unit centred and scaled over the batch (the inputs of one call), then
+  phi;
   ``LastStep``: h_T; ``SelfAttention``: softmax(logit_var / n q k^T) v over the positions
   (q = k for tied weights), its layer's docstring; ``PositionalEmbedding``: x + sqrt(b) P
   with P ~ N(0, 1) per position and channel, shared by every input;
@@ -72,10 +74,11 @@ from .activations import _FUNCTIONS, _to_source
 from .data import validate_inputs
 from .errors import DataError, ParameterError
 from .kernel import Network
-from .kernel.layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, Conv,
-                            Dense, Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
-                            Identity, LastStep, Layer, LayerNorm, Parallel, PositionalEmbedding,
-                            SelfAttention, Serial, SimpleRNN, single_input)
+from .kernel.layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool,
+                            BatchNorm, Conv, Dense, Dropout, FanInConcat, FanInSum, FanOut,
+                            Flatten, GlobalAvgPool, Identity, LastStep, Layer, LayerNorm,
+                            Parallel, PositionalEmbedding, SelfAttention, Serial, SimpleRNN,
+                            single_input)
 
 __all__ = ["BUILTINS", "LAYERS", "FiniteNetwork", "as_inputs", "as_layer", "draw_key",
            "finite_network", "jax_activation", "with_width", "x64"]
@@ -375,6 +378,14 @@ def _gated_apply(layer, params, x):
     return jnp.swapaxes(hs, 0, 1)
 
 
+def _batchnorm_apply(layer, params, x):
+    """Training mode over the batch (the first axis): each unit centred and scaled to mean
+    square 1 (no epsilon, no affine part), then phi."""
+    z = x - x.mean(axis=0)
+    z = z / jnp.sqrt((z * z).mean(axis=0))
+    return z if layer.phi is None else jax_activation(Activation(layer.phi))(z)
+
+
 def _attention_init(layer, key, shape):
     steps, c_in = _spatial(layer, shape, 1, "position axis")[0], shape[-1]
     n = _width(layer)
@@ -496,6 +507,7 @@ LAYERS = {
     SimpleRNN: (_rnn_init, _rnn_apply),
     GRU: (_gated_init, _gated_apply),
     LSTM: (_gated_init, _gated_apply),
+    BatchNorm: (_single_init, _batchnorm_apply),
     SelfAttention: (_attention_init, _attention_apply),
     PositionalEmbedding: (_positional_init, _positional_apply),
     LastStep: (_last_step_init, _last_step_apply),

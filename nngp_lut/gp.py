@@ -37,7 +37,8 @@ import numpy as np
 
 from . import linalg, paper
 from .data import is_labels, standardize_rows, validate_inputs
-from .errors import DataError, DegenerateKernelWarning, OneClassWarning, ParameterError
+from .errors import (ArchitectureError, DataError, DegenerateKernelWarning, OneClassWarning,
+                     ParameterError)
 from .kernel import Activation, Layer, Network, deep_network
 from .kernel.network import KINDS
 
@@ -131,6 +132,11 @@ class NNGPRegressor:
             self.network = deep_network(phi, depth, weight_var, bias_var)
         else:
             self.network = network if isinstance(network, Network) else Network(network)
+        if self.network.batch_coupled:
+            raise ArchitectureError("BatchNorm's kernel depends on the batch it normalises "
+                                    "over, and GP prediction needs one prior over the "
+                                    "training and test inputs: use Network.kernel(x) on a "
+                                    "batch, or a network without BatchNorm")
         self.kernel = kernel
         self.settings = dict(network=repr(self.network), kernel=kernel,
                              standardize=standardize, jitter=jitter)

@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
-from nngp_lut.kernel import (GRU, LSTM, Activation, Aggregate, AvgPool, Conv, Dense, Dropout, FanInConcat,
-                             FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, LastStep,
-                             Layer, LayerNorm, Network, PositionalEmbedding, SelfAttention,
-                             SimpleRNN, parallel, serial)
+from nngp_lut.kernel import (GRU, LSTM, Activation, Aggregate, AvgPool, BatchNorm, Conv, Dense,
+                             Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool,
+                             Identity, LastStep, Layer, LayerNorm, Network,
+                             PositionalEmbedding, SelfAttention, SimpleRNN, parallel, serial)
 
 #: Fused against layerwise, relative to the largest entry.
 TOL_ENGINE = 1e-9
@@ -71,6 +71,8 @@ EXAMPLES = {
                         Dense(1.0, 0.0)), (3, 2)),
     "gru": (serial(GRU("tanh", 1.5, 1.0, 0.1, tol=1e-3, max_points=2 ** 14), LastStep(),
                    Dense(1.0, 0.0)), (4, 2)),
+    "batchnorm": (serial(Dense(1.0, 0.1), BatchNorm("relu"), Dense(1.5, 0.1),
+                         BatchNorm("tanh", tol=2e-4), Dense(1.0, 0.0)), (6,)),
     "lstm": (serial(Dense(1.0, 0.1), LSTM("erf", 1.5, 1.2, 0.1, tol=1e-3, max_points=2 ** 14),
                     GlobalAvgPool(), Dense(1.0, 0.0)), (3, 2)),
 }

@@ -188,3 +188,9 @@ GATED_MAX_POINTS = 2 ** 12
 #: Bound on the particles' normals of one GRU or LSTM call (all randomisations): a larger
 #: max_points is capped to it (2 GB: 2^16 particles of 8 LSTM steps, 2^14 of 28).
 GATED_MAX_BYTES = 2 ** 31
+
+# --- batch normalisation (nngp_lut/kernel/batchnorm.py) --------------------------------------
+#: Absolute tolerance of the 1-D integral of the identity and relu kernels after BN.
+BATCHNORM_QUAD_TOL = 1e-10
+#: Default tolerance of the randomised QMC for other activations after BN.
+BATCHNORM_TOL = 1e-3

@@ -16,15 +16,16 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorem 1.
 Novak et al., "Neural Tangents: Fast and Easy Infinite Neural Networks in Python", ICLR 2020.
 """
 
-from .layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
-                     Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity,
-                     Layer, LastStep, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
-                     parallel, repeat, serial)
+from .layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, BatchNorm,
+                     Conv, Dense, Dropout, FanInConcat, FanInSum, FanOut, Flatten,
+                     GlobalAvgPool, Identity, LastStep, Layer, LayerNorm, PositionalEmbedding,
+                     SelfAttention, SimpleRNN, parallel, repeat, serial)
 from .network import DEFAULT_MEMORY, Network, deep_network, nngp_diag, nngp_kernel, ntk_kernel
 from .record import Kernels
 
 __all__ = ["DEFAULT_MEMORY", "GRU", "LSTM", "Activation", "Aggregate", "ArchitectureError",
-           "AvgPool", "Conv", "Dense", "Dropout", "FanInConcat", "FanInSum", "FanOut", "Flatten",
-           "GlobalAvgPool", "Identity", "Kernels", "LastStep", "Layer", "LayerNorm", "Network",
-           "PositionalEmbedding", "SelfAttention", "SimpleRNN", "deep_network", "nngp_diag", "nngp_kernel", "ntk_kernel", "parallel",
-           "repeat", "serial"]
+           "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "FanInConcat", "FanInSum",
+           "FanOut", "Flatten", "GlobalAvgPool", "Identity", "Kernels", "LastStep", "Layer",
+           "LayerNorm", "Network", "PositionalEmbedding", "SelfAttention", "SimpleRNN",
+           "deep_network", "nngp_diag", "nngp_kernel", "ntk_kernel", "parallel", "repeat",
+           "serial"]

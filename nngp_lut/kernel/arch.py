@@ -19,7 +19,7 @@ Grammar (one Python expression, read with :mod:`ast`; nothing is ever ``eval``-e
     NAME     := serial | parallel | repeat | Dense | Activation | LayerNorm | Identity
               | Dropout | FanOut | FanInSum | FanInConcat | Conv | AvgPool
               | GlobalAvgPool | Flatten | Aggregate | SimpleRNN | LastStep | SelfAttention
-              | PositionalEmbedding | GRU | LSTM
+              | PositionalEmbedding | GRU | LSTM | BatchNorm
 
 Each NAME means the constructor of the same name in :mod:`nngp_lut.kernel.layers`, with its
 positional and keyword arguments (``Dense(weight_var, bias_var=0.0,
@@ -33,7 +33,7 @@ padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channe
 ``LastStep()``, ``SelfAttention(weight_var=1.0, bias_var=0.0, logit_var=1.0, tied=True,
 width=None)``, ``PositionalEmbedding(bias_var=1.0)``, ``GRU(phi='tanh', weight_var=1.0,
 input_var=1.0, bias_var=0.0, tol=0.01, max_points=4096, width=None)`` and ``LSTM(...)``
-with the same arguments).
+with the same arguments, ``BatchNorm(phi=None, tol=0.001)``).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias), and ``True`` and
@@ -46,10 +46,10 @@ and a whole description at :data:`MAX_LAYERS` layers and :data:`MAX_TEXT` charac
 
 import ast
 
-from .layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, Conv, Dense,
-                     Dropout, FanInConcat, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity,
-                     LastStep, Layer, LayerNorm, PositionalEmbedding, SelfAttention, SimpleRNN,
-                     parallel, repeat, serial)
+from .layers import (GRU, LSTM, Activation, Aggregate, ArchitectureError, AvgPool, BatchNorm,
+                     Conv, Dense, Dropout, FanInConcat, FanInSum, FanOut, Flatten,
+                     GlobalAvgPool, Identity, LastStep, Layer, LayerNorm, PositionalEmbedding,
+                     SelfAttention, SimpleRNN, parallel, repeat, serial)
 
 #: The constructors an architecture may call, by the name it uses.
 CONSTRUCTORS = {
@@ -59,7 +59,7 @@ CONSTRUCTORS = {
     "Conv": Conv, "AvgPool": AvgPool, "GlobalAvgPool": GlobalAvgPool, "Flatten": Flatten,
     "Aggregate": Aggregate, "SimpleRNN": SimpleRNN, "LastStep": LastStep,
     "SelfAttention": SelfAttention, "PositionalEmbedding": PositionalEmbedding,
-    "GRU": GRU, "LSTM": LSTM,
+    "GRU": GRU, "LSTM": LSTM, "BatchNorm": BatchNorm,
 }
 #: Longest tuple literal (filter shapes, strides).
 MAX_TUPLE = 8

@@ -33,6 +33,7 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``Aggregate(A)``      K' = A K A^T over the nodes of a graph
 ``SimpleRNN(phi)``    the recursion over the (t, s) map of two sequences (its docstring)
 ``GRU()``, ``LSTM()``   gated cells: randomised QMC over their history (NNGP only)
+``BatchNorm(phi)``    K' = E[phi(BN(h)) phi(BN(h))^T] over the batch (NNGP only)
 ``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
 ``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling
 ``PositionalEmbedding(b)``  K' = K + b I over the positions (a learned embedding)
@@ -68,7 +69,8 @@ import numpy as np
 
 from .._core import engine as _eng
 from .._core import gated as _gated
-from .._core.config import GATED_MAX_BYTES, GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL
+from .._core.config import (BATCHNORM_TOL, GATED_MAX_BYTES, GATED_MAX_POINTS,
+                            GATED_MIN_POINTS, GATED_TOL)
 from .._core.interp import correlations
 from ..errors import ArchitectureError, DataError, NotFusable, ToleranceWarning
 from ..expectation import RANDOMIZATIONS, NormalPoints, interval_multiplier
@@ -108,6 +110,9 @@ class Layer:
     fused = True
     #: The kernels its rule gives; a network with a layer that lacks one refuses to give it.
     kinds = ("nngp", "ntk")
+    #: Its rule couples the inputs of a batch (BatchNorm): the record must hold the whole
+    #: batch's kernel, so a network with it computes one batch at a time (Network).
+    batch_coupled = False
 
     def apply(self, k):
         """The infinite-width rule: the record after the layer."""
@@ -1007,7 +1012,7 @@ class _GatedRecurrent(Layer):
         Returns (var1, var2, nngp) (var2 and nngp None when not asked), each entry within
         ``tol``.  A first round runs 2^7 particles per randomisation; each later round
         recomputes the maps still above ``tol`` with at least twice the particles, as many
-        as the error's 1/sqrt(m) fall predicts for the worst of them, up to ``max_points``.
+        as the error's 1/sqrt(m) fall predicts for the median of them, up to ``max_points``.
         """
         cell, phi = self.cell, self.function.phi
         steps = kin1.shape[-1]
@@ -1041,15 +1046,18 @@ class _GatedRecurrent(Layer):
             if kin12 is not None and active[-1].any():
                 _gated.pair_maps(*args, sets[0], sets[-1], kin12, xi, multiplier, active[-1],
                                  results[-1][0], results[-1][1])
-            worst = 0.0
+            missing = []  # the errors of the maps still above tol
             for res, act in zip(results, active):
-                act &= res[1].max(axis=(-2, -1)) > self.tol
-                worst = max(worst, res[1].max(axis=(-2, -1))[act].max(initial=0.0))
-            if m >= max_points or not worst:
+                err = res[1].max(axis=(-2, -1))
+                act &= err > self.tol
+                missing.append(err[act])
+            missing = np.concatenate(missing)
+            if m >= max_points or not missing.size:
                 break
-            # The error falls about as 1/sqrt(m): jump to where the worst map meets tol.
-            m = min(max_points, max(2 * m, 2 ** math.ceil(math.log2(
-                m * (worst / self.tol) ** 2))))
+            # The error falls about as 1/sqrt(m): jump to where the median map still above
+            # tol meets it (the worst would hold every map to the hardest pair's cost).
+            ratio = float(np.median(missing)) / self.tol
+            m = min(max_points, max(2 * m, 2 ** math.ceil(math.log2(m * ratio ** 2))))
         missed = sum(int(a.sum()) for a in active)
         if missed:
             worst = max(float(r[1].max()) for r in results)
@@ -1112,6 +1120,97 @@ class LSTM(_GatedRecurrent):
     """
 
     cell = _gated.CELL_LSTM
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm(Layer):
+    """Batch normalisation in training mode (Ioffe & Szegedy 2015, no epsilon, no affine
+    part), then the activation ``phi`` (None: BN alone): each unit's values over the batch
+    are centred and scaled to mean square 1, z = phi(sqrt(B) G h / |G h|), G = I - 1 1^T / B.
+
+    Its kernel depends on the whole batch (:mod:`nngp_lut.kernel.batchnorm`): K' = E[z z^T]
+    with h ~ N(0, K) over the batch, by the 1-D integral of Yang et al. 2019 for the identity
+    and relu (to 1e-10) and by randomised QMC to ``tol`` for any other phi (a
+    ToleranceWarning when not met).  The batch is every input of the call:
+    ``Network.kernel(x)`` is the kernel of the batch x, ``kernel(x1, x2)`` the x1 x x2 block
+    of the batch x1 and x2 together.  The activation is part of the layer because after BN
+    the units are no longer Gaussian, and phi's kernel needs the whole batch's law.  NNGP
+    only; vectors only (not images or sequences); GP prediction, which needs one prior over
+    the training and test inputs, is refused.
+    """
+
+    phi: object = None
+    tol: float = BATCHNORM_TOL
+
+    needs_gaussian = True
+    fused = False
+    kinds = ("nngp",)
+    batch_coupled = True
+
+    def __post_init__(self):
+        _check_variances(self, ("tol",))
+        self.function  # a bad phi fails here
+
+    @cached_property
+    def function(self):
+        """phi as a compiled function, or None for BN alone."""
+        if self.phi is None:
+            return None
+        from ..activations import Activation as Function, get_activation
+
+        if isinstance(self.phi, Function):
+            return self.phi
+        if isinstance(self.phi, str) and not self.phi.endswith((".h5", ".hdf5")):
+            return get_activation(self.phi)
+        raise ArchitectureError(f"BatchNorm phi must be an activation's name, an expression in "
+                                f"x or None, got {self.phi!r}")
+
+    def _key(self):
+        f = self.function
+        return (None if f is None else (f.name, f.source), self.tol)
+
+    def __eq__(self, other):
+        return isinstance(other, BatchNorm) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        f = self.function
+        phi = "" if f is None else repr(f.source if f.name.startswith("expr:") else f.name)
+        extra = _extra_repr(self, ("tol",))
+        return f"BatchNorm({phi}{extra if phi else extra[2:]})"
+
+    def batch_kernel(self, cov):
+        """K' over the batch from its pre-activation kernel ``cov`` (B, B)."""
+        from . import batchnorm
+
+        name = "identity" if self.function is None else self.function.name
+        if name in batchnorm.HOMOGENEOUS:
+            return batchnorm.homogeneous_kernel(cov, name)
+        est = batchnorm.sampled_kernel(cov, self.function, self.tol)
+        return (est.value + est.value.T) / 2
+
+    def apply(self, k):
+        k = single_input(self, k)
+        if k.axes:
+            raise ArchitectureError("BatchNorm normalises vectors over the batch: use it on "
+                                    "features, not on images or sequences (Flatten() or "
+                                    "GlobalAvgPool() first)")
+        if k.has_ntk:
+            raise ArchitectureError(not_given(self, "ntk"))
+        if not k.is_gaussian or k.mixture:
+            raise ArchitectureError("BatchNorm needs Gaussian pre-activations: put a Dense "
+                                    "before it")
+        batch = k.nngp is not None and k.nngp.shape[0] == k.nngp.shape[1] and \
+            np.allclose(np.diagonal(k.nngp), k.var1, rtol=1e-12, atol=0) and \
+            np.allclose(k.var1, k.var2, rtol=1e-12, atol=0)
+        if not batch:  # the pairs of one set with itself
+            raise ArchitectureError("BatchNorm couples the inputs of a batch: its record must "
+                                    "hold the whole batch (Network computes it so)")
+        new = self.batch_kernel(k.nngp)
+        diag = np.diagonal(new).copy()
+        return k.replace(nngp=new, var1=diag, var2=diag, is_gaussian=False, mixture=False)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class Network:
         self.recurrent = any(isinstance(node, (SimpleRNN, GRU, LSTM)) for node in layer.walk())
         #: Whether the fused engine runs it (else kernel() goes layer by layer, tiled).
         self.fused = all(node.fused for node in layer.walk())
+        #: Whether a layer couples the inputs of a batch (BatchNorm): the batch is every
+        #: input of a call, computed in one block.
+        self.batch_coupled = any(node.batch_coupled for node in layer.walk())
         #: The kernels it gives (a GRU or LSTM gives the NNGP only).
         self.kinds = tuple(k for k in KINDS if all(k in node.kinds for node in layer.walk()))
 
@@ -156,6 +159,11 @@ class Network:
         """
         kinds = self._kinds(get)
         x1, x2, same = self._prepare(x1, x2)
+        if self.batch_coupled and not same:  # the batch is x1 and x2 together
+            n1 = x1.shape[0]
+            res = self.layerwise(np.concatenate([x1, x2]), get=kinds, all_depths=all_depths)
+            res = tuple(r[..., :n1, n1:] for r in res)
+            return res[0] if isinstance(get, str) else res
         k = self._record(x1, None if same else x2, "ntk" in kinds, True,
                          self._masked(x1, x2))
         res = self._walk(k, kinds, all_depths, True)
@@ -190,6 +198,10 @@ class Network:
     def diagonal(self, x, *, get="nngp", all_depths=False):
         """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
         kinds = self._kinds(get)
+        if self.batch_coupled:  # the batch is x: the diagonal of its kernel
+            res = self.layerwise(x, get=kinds, all_depths=all_depths)
+            res = tuple(np.diagonal(r, axis1=-2, axis2=-1).copy() for r in res)
+            return res[0] if isinstance(get, str) else res
         x = validate_inputs(x, "x") if self.rank == 0 else self._prepare(x, None)[0]
         k = self._record(x, None, "ntk" in kinds, False, self._masked(x, x))
         res = self._walk(k, kinds, all_depths, False)
@@ -240,6 +252,9 @@ class Network:
             raise ParameterError("depths must not repeat")
         x1, x2, same = self._prepare(x1, x2)
         n1, n2 = x1.shape[0], x2.shape[0]
+        if self.batch_coupled:
+            return self._batch_kernel(x1, None if same else x2, kinds, wanted, get, stacked,
+                                      out)
         if gram is not None and np.shape(gram) != (n1, n2):
             raise DataError(f"gram has shape {np.shape(gram)}, expected {(n1, n2)}")
         if out is not None and len(kinds) > 1:
@@ -264,6 +279,17 @@ class Network:
                 phases.insert(0, self._gram_phase(x1, x2, same, gram))
         return self._finish(phases, n_layers, n1, n2, same, memory, out, tile_rows, progress,
                             get, stacked)
+
+    def _batch_kernel(self, x1, x2, kinds, wanted, get, stacked, out):
+        """A batch-coupled network's kernel: the whole batch (x1, and x2 with it) in one
+        block, layer by layer, in RAM."""
+        if out is not None:
+            raise ParameterError("a network with BatchNorm computes its batch in one block "
+                                 "in RAM: drop out= (and --memory), or use a smaller batch")
+        res = self.layerwise(x1, x2, get=kinds, all_depths=True)
+        res = tuple(r[wanted] for r in res)
+        res = res if stacked else tuple(r[0] for r in res)
+        return res[0] if isinstance(get, str) else res
 
     @staticmethod
     def _finish(phases, n_layers, n1, n2, same, memory, out, tile_rows, progress, get,

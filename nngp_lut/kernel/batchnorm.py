@@ -1,0 +1,133 @@
+"""Batch normalisation in training mode: the kernel of phi(BN(h)) over a batch.
+
+In an infinitely wide layer each unit's pre-activations over a batch of B inputs are one
+draw h ~ N(0, Sigma) (Sigma the B x B kernel), and batch normalisation (no epsilon, no
+affine part) maps it to
+
+    BN(h) = sqrt(B) G h / |G h|,   G = I - 1 1^T / B,
+
+the centred batch scaled to mean square 1.  The kernel after BN and phi is
+K' = E[phi(BN(h)) phi(BN(h))^T], a B-dimensional expectation over v = G h ~ N(0, G Sigma G).
+
+* phi = identity or relu (positively homogeneous of degree 1): by 1 / |v|^2 =
+  int_0^inf exp(-s |v|^2) ds and a Gaussian tilt, the one-dimensional integral of Yang et
+  al. 2019 (their Laplace method, section 3 and appendix):
+
+      K'_ij = B int_0^inf det(I + 2 s S)^(-1/2) E_{N(0, S_s)}[phi(v_i) phi(v_j)] ds,
+      S = G Sigma G,  S_s = S (I + 2 s S)^(-1),
+
+  with E[v_i v_j] = S_s[i, j] for the identity and the arc-cosine form of degree 1 for relu
+  (Cho & Saul 2009): a bivariate Gaussian expectation inside a 1-D integral, computed by
+  adaptive quadrature to BATCHNORM_QUAD_TOL.
+* any other phi: by randomised QMC over v (:func:`nngp_lut.gaussian_expectation`, the
+  principal-components construction), to a tolerance, with its error.
+
+References
+----------
+Ioffe & Szegedy, "Batch Normalization", ICML 2015, Algorithm 1.
+Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz, "A Mean Field Theory of Batch
+Normalization", ICLR 2019, section 3 and appendix (the Laplace method).
+Cho & Saul, "Kernel Methods for Deep Learning", NeurIPS 2009 (the arc-cosine kernel).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._core.config import BATCHNORM_QUAD_TOL, JIT
+from ..errors import DataError
+from ..expectation import gaussian_expectation
+
+#: Activations whose kernel after BN has the one-dimensional integral (degree-1 homogeneous).
+HOMOGENEOUS = ("identity", "relu")
+
+
+def centred(cov):
+    """S = G Sigma G: the covariance of the centred batch (B x B)."""
+    c = cov - cov.mean(axis=0, keepdims=True)
+    return c - c.mean(axis=1, keepdims=True)
+
+
+def _check(s):
+    b = s.shape[0]
+    if b < 2:
+        raise DataError("BatchNorm needs a batch of at least 2 inputs (its mean and variance "
+                        "are over the batch): give more inputs")
+    if np.trace(s) <= 0:
+        raise DataError("BatchNorm gets a batch whose pre-activations do not vary across the "
+                        "batch (every input the same): normalisation divides by zero there")
+
+
+def _relu_pair(a, b, c):
+    """E[relu(u) relu(v)] for (u, v) ~ N(0, [[a, c], [c, b]]) (arc-cosine kernel, degree 1)."""
+    root = np.sqrt(np.maximum(a * b, 1e-300))
+    cos = np.clip(c / root, -1.0, 1.0)
+    theta = np.arccos(cos)
+    return root / (2.0 * math.pi) * (np.sin(theta) + (math.pi - theta) * cos)
+
+
+def homogeneous_kernel(cov, phi):
+    """K' of phi(BN(h)) for phi "identity" or "relu", by the 1-D integral of the module
+    docstring; cov the B x B pre-activation kernel of the batch."""
+    from scipy.integrate import quad_vec
+
+    s_mat = centred(np.asarray(cov, dtype=np.float64))
+    _check(s_mat)
+    lam, vec = np.linalg.eigh(s_mat)
+    # BN is scale-free: S / its largest eigenvalue has the same kernel; the direction 1
+    # (and any other null direction) has eigenvalue 0 exactly.
+    lam = lam / lam.max()
+    lam[lam < 1e-12] = 0.0
+    b = s_mat.shape[0]
+
+    def integrand(u):  # s = e^u: smooth, and decaying exponentially at both ends
+        s = math.exp(u)
+        shrink = lam / (1.0 + 2.0 * s * lam)
+        det = math.exp(-0.5 * np.log1p(2.0 * s * lam).sum())
+        tilted = (vec * shrink) @ vec.T
+        if phi == "identity":
+            e = tilted
+        else:
+            d = np.diag(tilted)
+            e = _relu_pair(d[:, None], d[None, :], tilted)
+        return (b * s * det) * e
+
+    # Beyond these ends the integrand is below e^-40 of its peak (it falls as e^u as s -> 0
+    # and at least as e^(-u/2) as s -> inf, the batch's rank being at least 1).
+    value, _ = quad_vec(integrand, -50.0, 80.0, epsabs=BATCHNORM_QUAD_TOL, epsrel=0.0)
+    return (value + value.T) / 2
+
+
+@njit(**JIT)
+def _normalised_products(phi, z, out):
+    """out[p] = phi(sqrt(B) z_p / |z_p|) phi(...)^T for every point z_p (rows of z, (P, B))."""
+    points, b = z.shape
+    y = np.empty(b)
+    for p in range(points):
+        norm = 0.0
+        for i in range(b):
+            norm += z[p, i] * z[p, i]
+        scale = math.sqrt(b / norm) if norm > 0.0 else 0.0
+        for i in range(b):
+            y[i] = phi(z[p, i] * scale)
+        for i in range(b):
+            for j in range(b):
+                out[p, i, j] = y[i] * y[j]
+
+
+def sampled_kernel(cov, function, tol):
+    """K' of phi(BN(h)) for any activation (a :class:`~nngp_lut.Activation`), by randomised
+    QMC over v = G h to ``tol``; returns the :class:`~nngp_lut.expectation.Estimate` (value
+    (B, B), error)."""
+    s_mat = centred(np.asarray(cov, dtype=np.float64))
+    _check(s_mat)
+    b = s_mat.shape[0]
+
+    def f(z):  # z (1, P, B) -> (1, P, B, B)
+        flat = np.ascontiguousarray(z.reshape(-1, b))
+        out = np.empty((flat.shape[0], b, b))
+        _normalised_products(function.phi, flat, out)
+        return out.reshape(z.shape[:2] + (b, b))
+
+    return gaussian_expectation(f, (s_mat + s_mat.T) / 2, tol=tol)

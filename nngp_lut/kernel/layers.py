@@ -177,6 +177,24 @@ def with_tolerance(layer, tol):
         sum(n for _, n in pairs)
 
 
+def compiled_phi(layer):
+    """A layer's ``phi`` as a compiled function (:class:`~nngp_lut.Activation`), for the
+    layers that evaluate it on samples instead of through a table (GRU, LSTM, BatchNorm)."""
+    from ..activations import Activation as Function, get_activation
+
+    if isinstance(layer.phi, Function):
+        return layer.phi
+    if isinstance(layer.phi, str) and not layer.phi.endswith((".h5", ".hdf5")):
+        return get_activation(layer.phi)
+    raise ArchitectureError(f"{type(layer).__name__} phi must be an activation's name or an "
+                            f"expression in x, got {layer.phi!r}")
+
+
+def phi_repr(function):
+    """How an architecture string names a compiled activation (parsed back the same)."""
+    return repr(function.source if function.name.startswith("expr:") else function.name)
+
+
 def not_given(layer, kind):
     """The one-line error for a kernel that ``layer`` does not give."""
     return (f"{type(layer).__name__} gives the {' and '.join(layer.kinds).upper()} only, not "
@@ -977,16 +995,8 @@ class _GatedRecurrent(Layer):
 
     @cached_property
     def function(self):
-        """phi as a compiled function (:class:`~nngp_lut.Activation`): the cell evaluates it
-        on its particles, not through a table."""
-        from ..activations import Activation as Function, get_activation
-
-        if isinstance(self.phi, Function):
-            return self.phi
-        if isinstance(self.phi, str) and not self.phi.endswith((".h5", ".hdf5")):
-            return get_activation(self.phi)
-        raise ArchitectureError(f"{type(self).__name__} phi must be an activation's name or "
-                                f"an expression in x, got {self.phi!r}")
+        """phi as a compiled function: the cell evaluates it on its particles."""
+        return compiled_phi(self)
 
     def _key(self):
         return (type(self), self.function.name, self.function.source, self.weight_var,
@@ -999,8 +1009,7 @@ class _GatedRecurrent(Layer):
         return hash(self._key())
 
     def __repr__(self):
-        f = self.function
-        phi = repr(f.source if f.name.startswith("expr:") else f.name)
+        phi = phi_repr(self.function)
         extra = _extra_repr(self, ("tol", "max_points", "width"))
         return (f"{type(self).__name__}({phi}, {self.weight_var!r}, {self.input_var!r}, "
                 f"{self.bias_var!r}{extra})")
@@ -1154,16 +1163,7 @@ class BatchNorm(Layer):
     @cached_property
     def function(self):
         """phi as a compiled function, or None for BN alone."""
-        if self.phi is None:
-            return None
-        from ..activations import Activation as Function, get_activation
-
-        if isinstance(self.phi, Function):
-            return self.phi
-        if isinstance(self.phi, str) and not self.phi.endswith((".h5", ".hdf5")):
-            return get_activation(self.phi)
-        raise ArchitectureError(f"BatchNorm phi must be an activation's name, an expression in "
-                                f"x or None, got {self.phi!r}")
+        return None if self.phi is None else compiled_phi(self)
 
     def _key(self):
         f = self.function
@@ -1176,8 +1176,7 @@ class BatchNorm(Layer):
         return hash(self._key())
 
     def __repr__(self):
-        f = self.function
-        phi = "" if f is None else repr(f.source if f.name.startswith("expr:") else f.name)
+        phi = "" if self.function is None else phi_repr(self.function)
         extra = _extra_repr(self, ("tol",))
         return f"BatchNorm({phi}{extra if phi else extra[2:]})"
 

@@ -8,10 +8,10 @@ import click
 from nngp_lut import search as searching
 
 from .common import (JITTER_OPTION, KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION,
-                     TOL_OPTION, check_output, cluster_client, cluster_options, data_options, json_option,
-                     load_data, memory_option, network_of, output_options, parse_shape,
-                     phi_or_table, progress_bar, shaped, standardizing, table_for, to_json,
-                     user_errors)
+                     TOL_OPTION, check_output, cluster_client, cluster_options, data_options,
+                     json_option, load_data, memory_option, network_of, output_options,
+                     parse_shape, phi_or_table, progress_bar, shaped, standardizing, table_for,
+                     to_json, user_errors)
 
 #: Options of the grid that --arch replaces.
 GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",

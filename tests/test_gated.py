@@ -108,7 +108,8 @@ def test_without_recurrent_weights_it_is_one_gaussian_expectation(cls):
     steps, gates = 3, (3 if cls is GRU else 4)
     x = _sequences(2, steps, seed=1)
     u, b = 1.1, 0.3
-    got = Network(cls("tanh", 1e-14, u, b, tol=ORACLE_TOL, max_points=POINTS)).maps(x)  # (2, 2, T, T)
+    layer = cls("tanh", 1e-14, u, b, tol=ORACLE_TOL, max_points=POINTS)
+    got = Network(layer).maps(x)  # (2, 2, T, T)
     flat = x.reshape(2 * steps, -1)  # slot s = input * T + t
     kin = u * flat @ flat.T / x.shape[-1] + b
     cov = np.kron(kin, np.eye(gates))  # gates independent, each with the inputs' covariance

@@ -27,8 +27,8 @@ from ..errors import (ArchitectureError, DataError, LayerwiseWarning, NonFiniteK
                       ParameterError)
 from . import executor
 from .compiler import NotFusable, compile_network, engine_inputs, run
-from .layers import (GRU, LSTM, Layer, SimpleRNN, check_readout, exact_form, needs_full, not_given,
-                     readout_points, spatial_rank)
+from .layers import (GRU, LSTM, Layer, SimpleRNN, check_readout, exact_form, needs_full,
+                     not_given, readout_points, spatial_rank)
 from .layers import deep_network as _deep_layers
 from .spatial import as_spatial_inputs, input_record
 

@@ -171,3 +171,16 @@ SYMMETRY_RTOL = 1e-10
 #: In the separation of variables (Genz 1992), a conditional variance below this times the
 #: largest variance is zero: the variable is a linear function of the previous ones.
 SOV_SINGULAR_RTOL = 1e-12
+
+# --- softmax attention at 1/sqrt(n) scaling (nngp_lut/kernel/attention.py) ---------------------
+#: Default tolerance of a SelfAttention(scaling="1/sqrt(n)") kernel: the largest error (the
+#: 99 % interval over the randomisations) of any entry of a pair's (T, T') map, in units of
+#: the kernel after the layer.
+ATTENTION_TOL = 1e-3
+#: Points per randomisation of the first round, and the default budget (the doubling stops
+#: there, tolerance reached or not, with a ToleranceWarning).
+ATTENTION_MIN_POINTS = 2 ** 8
+ATTENTION_MAX_POINTS = 2 ** 14
+#: Seed of the scrambled Sobol' points of every attention expectation: the kernel is a
+#: deterministic function of its inputs.
+ATTENTION_SEED = 0

@@ -27,8 +27,8 @@ from ..errors import (ArchitectureError, DataError, LayerwiseWarning, NonFiniteK
                       ParameterError)
 from . import executor
 from .compiler import NotFusable, compile_network, engine_inputs, run
-from .layers import (Layer, SimpleRNN, check_readout, exact_form, needs_full, readout_points,
-                     spatial_rank)
+from .layers import (Layer, SimpleRNN, check_readout, exact_form, needs_full, not_given,
+                     readout_points, spatial_rank)
 from .layers import deep_network as _deep_layers
 from .spatial import as_spatial_inputs, input_record
 
@@ -78,9 +78,21 @@ class Network:
         self.full_spatial = self.rank != 0 and needs_full(layer)
         #: Whether it has a recurrent layer (and takes sequences of unequal length).
         self.recurrent = any(isinstance(node, SimpleRNN) for node in layer.walk())
+        #: Whether the fused engine runs it (else kernel() goes layer by layer, tiled).
+        self.fused = all(node.fused for node in layer.walk())
+        #: The kernels it gives (attention at 1/sqrt(n) scaling gives the NNGP only).
+        self.kinds = tuple(k for k in KINDS if all(k in node.kinds for node in layer.walk()))
 
     def __repr__(self):
         return f"Network({self.layer!r})"
+
+    def _kinds(self, get):
+        """The kinds of ``get``, refused in one line if a layer does not give one."""
+        kinds = _kinds(get)
+        for kind in set(kinds) - set(self.kinds):
+            node = next(n for n in self.layer.walk() if kind not in n.kinds)
+            raise ArchitectureError(not_given(node, kind))
+        return kinds
 
     # -- the layer-by-layer reference --------------------------------------------------------
     def storage(self, shape):
@@ -141,7 +153,7 @@ class Network:
         Returns one array per kind of ``get`` (a tuple when ``get`` is a tuple); with
         ``all_depths`` each is stacked over the depths, shape (depth + 1, n1, n2).
         """
-        kinds = _kinds(get)
+        kinds = self._kinds(get)
         x1, x2, same = self._prepare(x1, x2)
         k = self._record(x1, None if same else x2, "ntk" in kinds, True,
                          self._masked(x1, x2))
@@ -158,7 +170,7 @@ class Network:
         steps are aligned at their last step (position -1 is every sequence's last step)
         and the entries at their padding are NaN.
         """
-        kinds = _kinds(get)
+        kinds = self._kinds(get)
         x1, x2, same = self._prepare(x1, x2)
         k = self._record(x1, None if same else x2, "ntk" in kinds, True,
                          self._masked(x1, x2))
@@ -176,7 +188,7 @@ class Network:
 
     def diagonal(self, x, *, get="nngp", all_depths=False):
         """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
-        kinds = _kinds(get)
+        kinds = self._kinds(get)
         x = validate_inputs(x, "x") if self.rank == 0 else self._prepare(x, None)[0]
         k = self._record(x, None, "ntk" in kinds, False, self._masked(x, x))
         res = self._walk(k, kinds, all_depths, False)
@@ -217,7 +229,7 @@ class Network:
             One array per kind of ``get`` (a tuple when ``get`` is a tuple), or the path of
             the HDF5 file the result was streamed to.
         """
-        kinds = _kinds(get)
+        kinds = self._kinds(get)
         stacked = all_depths or depths is not None
         wanted = list(range(self.depth + 1)) if all_depths else (
             [self.depth] if depths is None else [int(l) for l in depths])
@@ -234,11 +246,17 @@ class Network:
         n_layers = len(wanted) * len(kinds)
         slot = {depth: tuple(s * len(kinds) + kinds.index(k) if k in kinds else -1
                              for k in KINDS) for s, depth in enumerate(wanted)}
-        try:
-            prog = compile_network(self.exact_layer, x1, None if same else x2, slot,
-                                   "ntk" in kinds, self.full_spatial, self._masked(x1, x2))
-        except NotFusable as exc:
-            phases = [self._layerwise_phase(x1, x2, kinds, wanted, exc)]
+        prog = None
+        if self.fused:  # else a layer's kernel comes from elsewhere: layer by layer, silently
+            try:
+                prog = compile_network(self.exact_layer, x1, None if same else x2, slot,
+                                       "ntk" in kinds, self.full_spatial, self._masked(x1, x2))
+            except NotFusable as exc:
+                warnings.warn(f"the fused engine cannot run this network ({exc}): computing "
+                              "it layer by layer (the same kernel, slower)", LayerwiseWarning,
+                              stacklevel=2)
+        if prog is None:
+            phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
         else:
             phases = [self._engine_phase(prog, x1, x2, same, kinds, wanted)]
             if prog.gram:  # BLAS writes X1 X2^T where the program's input op reads it
@@ -286,11 +304,7 @@ class Network:
                     block[layer, row0 + idx, r0 + idx] = values[r0:r1]
         return phase
 
-    def _layerwise_phase(self, x1, x2, kinds, wanted, reason):
-        warnings.warn(f"the fused engine cannot run this network ({reason}): computing it "
-                      "layer by layer (the same kernel, slower)", LayerwiseWarning,
-                      stacklevel=3)
-
+    def _layerwise_phase(self, x1, x2, kinds, wanted):
         def phase(block, row0, r0, r1):
             res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
             for s, depth in enumerate(wanted):

@@ -106,6 +106,11 @@ class Layer:
     fused = True
     #: The kernels its rule gives; a network with a layer that lacks one refuses to give it.
     kinds = ("nngp", "ntk")
+    #: One finite network's empirical kernel converges to the rule's as the width grows.
+    #: False: the layer keeps randomness that no width averages out (the logits of
+    #: attention at 1/sqrt(n) scaling), and only the mean over networks converges: the
+    #: Monte Carlo check (:func:`nngp_lut.montecarlo.mean_convergence`) compares that mean.
+    self_averaging = True
 
     def apply(self, k):
         """The infinite-width rule: the record after the layer."""
@@ -1038,6 +1043,11 @@ class SelfAttention(Layer):
     def kinds(self):
         """NNGP and NTK at 1/n; the NNGP only at 1/sqrt(n)."""
         return ("nngp", "ntk") if self.scaling == "1/n" else ("nngp",)
+
+    @property
+    def self_averaging(self):
+        """At 1/sqrt(n) each head's logits stay random at every width."""
+        return self.scaling == "1/n"
 
     def weights(self, var):
         """The attention weights A_x (n, T, T) from each input's own covariance (n, T, T),

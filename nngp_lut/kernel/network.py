@@ -82,6 +82,9 @@ class Network:
         self.fused = all(node.fused for node in layer.walk())
         #: The kernels it gives (attention at 1/sqrt(n) scaling gives the NNGP only).
         self.kinds = tuple(k for k in KINDS if all(k in node.kinds for node in layer.walk()))
+        #: Whether one finite network's kernel converges to it as the width grows (False:
+        #: only the mean over networks does; see ``Layer.self_averaging``).
+        self.self_averaging = all(node.self_averaging for node in layer.walk())
 
     def __repr__(self):
         return f"Network({self.layer!r})"

@@ -1,0 +1,128 @@
+"""Softmax attention at the standard 1/sqrt(n) scaling (issue 23, item 4): Monte Carlo and time.
+
+At 1/sqrt(n) scaling each head's logits stay random at every width, so one finite
+network's kernel does not converge with width: only the mean over draws and heads does
+(Hron et al. 2020).  On 8 random sequences of length 8 (8 channels):
+
+1. --mc: for a single attention layer (Dense, SelfAttention, mean over positions, Dense) and
+   a transformer block (the registry's "transformer" with the attention at 1/sqrt(n), without
+   the learned positional embedding, whose T x C entries over the C input channels are
+   another per-draw randomness that no width averages), the mean kernel of --draws finite
+   networks of width --width with H heads (--heads, each a separate run) against the
+   infinite-width kernel: relative Frobenius error, its standard error from the spread of the
+   draws, their ratio (target <= 3 standard errors), and the fitted slopes of log error and
+   log standard error against log(draws x heads) over all the rows (target -1/2).
+2. --speed: the time of the kernel (NNGP, symmetric, layer by layer: no engine op) of the 8
+   sequences, for the attention layer alone and for the transformer block, at the default
+   tolerance and at a looser one; median of --repeats calls after a warm-up.
+
+    python bench/bench_attention.py [--mc] [--speed] [--width 1024] [--draws 64]
+"""
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, GlobalAvgPool,  # noqa: E402
+                             Identity, LayerNorm, Network, SelfAttention, parallel, serial)
+from nngp_lut.montecarlo import loglog_slope  # noqa: E402
+
+N, T, C = 8, 8, 8
+
+
+def inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, T, C))
+
+
+def attention(heads, tol):
+    return SelfAttention(1.0, 0.1, logit_var=1.0, tied=False, scaling="1/sqrt(n)",
+                         heads=heads, tol=tol)
+
+
+def networks(heads, tol):
+    return {
+        "attention": serial(Dense(1.0, 0.1), attention(heads, tol), GlobalAvgPool(),
+                            Dense(1.0, 0.0)),
+        "transformer": serial(Dense(1.0, 0.1), FanOut(2),
+                              parallel(Identity(), attention(heads, tol)), FanInSum(),
+                              LayerNorm(), FanOut(2),
+                              parallel(Identity(), serial(Dense(2.0, 0.1), Activation("relu"),
+                                                          Dense(1.0, 0.1))),
+                              FanInSum(), LayerNorm(), GlobalAvgPool(), Dense(1.0, 0.0)),
+    }
+
+
+def monte_carlo(width, draws, heads_list, tol):
+    from nngp_lut import montecarlo as mc
+
+    x = inputs()
+    print(f"Monte Carlo: {N} sequences of length {T}, {C} channels; width {width}, "
+          f"{draws} draws per number of heads; kernel tol {tol:g}")
+    for name in ("attention", "transformer"):
+        print(f"\n{name}")
+        print(f"{'heads':>5} {'draws':>6} {'x heads':>8} {'error':>8} {'SE':>8} {'SEs':>6} "
+              f"{'max|z|':>7} {'time':>7}")
+        points = []
+        for heads in heads_list:
+            start = time.perf_counter()
+            rows, _ = mc.mean_convergence(networks(heads, tol)[name], x, width, draws, 0)
+            elapsed = time.perf_counter() - start
+            for r in rows:
+                print(f"{heads:>5} {r['draws']:>6} {r['draws_heads']:>8} "
+                      f"{r['nngp_error']:>8.4f} {r['nngp_se']:>8.4f} "
+                      f"{r['nngp_sigmas']:>6.2f} {r['nngp_max_z']:>7.2f}"
+                      + (f" {elapsed:>6.1f}s" if r is rows[-1] else ""))
+                points.append((r["draws_heads"], r["nngp_error"], r["nngp_se"]))
+        n, err, se = (np.array(v) for v in zip(*points))
+        last = [p for p in points if p[0] in {draws * h for h in heads_list}]
+        nl, el, sl = (np.array(v) for v in zip(*last))
+        print(f"slope against log(draws x heads), all rows: error {loglog_slope(n, err):.3f}, "
+              f"SE {loglog_slope(n, se):.3f}; the {draws}-draw rows only: error "
+              f"{loglog_slope(nl, el):.3f}, SE {loglog_slope(nl, sl):.3f} (target -0.5)")
+        worst = max(p[1] / p[2] for p in last)
+        print(f"largest error / SE at {draws} draws: {worst:.2f} (target <= 3)")
+
+
+def speed(repeats, tols):
+    x = inputs()
+    print(f"\nkernel time: {N} sequences of length {T} ({C} channels), NNGP, symmetric, "
+          f"median of {repeats} after a warm-up")
+    print(f"{'network':<12} {'tol':>7} {'time':>8}")
+    for tol in tols:
+        for name, layer in networks(1, tol).items():
+            net = Network(layer)
+            net.kernel(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                net.kernel(x)
+                times.append(time.perf_counter() - start)
+            print(f"{name:<12} {tol:>7g} {np.median(times):>7.2f}s")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mc", action="store_true")
+    p.add_argument("--speed", action="store_true")
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--draws", type=int, default=64)
+    p.add_argument("--heads", default="1,4,16")
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    everything = not (args.mc or args.speed)
+    if args.mc or everything:
+        monte_carlo(args.width, args.draws, [int(h) for h in args.heads.split(",")], args.tol)
+    if args.speed or everything:
+        speed(args.repeats, (args.tol, 1e-2))
+
+
+if __name__ == "__main__":
+    main()

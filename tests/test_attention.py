@@ -223,3 +223,13 @@ def test_runs_layer_by_layer_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net.kernel(_sequences(2, 2))
+
+
+def test_the_pairs_chunks_do_not_change_the_values(monkeypatch):
+    from nngp_lut.kernel import attention
+
+    x = _sequences(4, 3)
+    net = Network(serial(sqrt_attention(tol=1e-2), GlobalAvgPool()))
+    whole = net.kernel(x)
+    monkeypatch.setattr(attention, "EXPECTATION_CHUNK_BYTES", 1)  # one pair per chunk
+    assert np.array_equal(net.kernel(x), whole)

@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from .._core.attention import softmax_mixing as _kernel
-from .._core.config import ATTENTION_MIN_POINTS, ATTENTION_SEED
+from .._core.config import ATTENTION_MIN_POINTS, ATTENTION_SEED, EXPECTATION_CHUNK_BYTES
 from ..errors import ToleranceWarning
 from ..expectation import Estimate, gaussian_expectation
 
@@ -130,17 +130,27 @@ def softmax_mixing(kx, ky, kxy, logit_var, *, tol, max_points, seed=ATTENTION_SE
     swap = _canonical(kx, ky)
     kx[swap], ky[swap] = ky[swap], kx[swap].copy()
     kxy[swap] = np.swapaxes(kxy[swap], -1, -2)
-    args = (kxy,) + _coefficients(kx, ky, kxy, float(logit_var))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ToleranceWarning)  # the layer warns, with its name
-        est = gaussian_expectation(_integrand, _covariances(kx, ky, kxy), args=args, tol=tol,
-                                   min_points=min(ATTENTION_MIN_POINTS, max_points),
-                                   max_points=max_points, seed=seed)
-    value, error = est.value, est.error
+    value, error = np.empty_like(kxy), np.empty_like(kxy)
+    n_points = np.zeros(len(kxy), dtype=np.int64)
+    converged = np.ones(len(kxy), dtype=bool)
+    # pairs in chunks whose covariances and factors (2 x (4T)^2 each) take ~CHUNK_BYTES: the
+    # values do not depend on the chunks (each entry is its own deterministic estimate)
+    step = max(1, EXPECTATION_CHUNK_BYTES // (2 * 8 * (4 * t) ** 2))
+    for a in range(0, len(kxy), step):
+        part = slice(a, a + step)
+        args = (kxy[part],) + _coefficients(kx[part], ky[part], kxy[part], float(logit_var))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ToleranceWarning)  # the layer warns, with its name
+            est = gaussian_expectation(_integrand, _covariances(kx[part], ky[part], kxy[part]),
+                                       args=args, tol=tol,
+                                       min_points=min(ATTENTION_MIN_POINTS, max_points),
+                                       max_points=max_points, seed=seed)
+        value[part], error[part] = est.value, est.error
+        n_points[part], converged[part] = est.n_points, est.converged
     value[swap], error[swap] = np.swapaxes(value[swap], -1, -2), np.swapaxes(error[swap], -1, -2)
     # x and y of one law (the same input): the map is symmetric, its two halves two estimates
     same = np.all((kx == ky) & (kxy == np.swapaxes(kxy, -1, -2)), axis=(1, 2))
     value[same] = 0.5 * (value[same] + np.swapaxes(value[same], -1, -2))
     error[same] = 0.5 * (error[same] + np.swapaxes(error[same], -1, -2))
     return Estimate(value.reshape(batch + (t, t)), error.reshape(batch + (t, t)),
-                    est.n_points.reshape(batch), est.converged.reshape(batch))
+                    n_points.reshape(batch), converged.reshape(batch))

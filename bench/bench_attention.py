@@ -11,7 +11,9 @@ network's kernel does not converge with width: only the mean over draws and head
    networks of width --width with H heads (--heads, each a separate run) against the
    infinite-width kernel: relative Frobenius error, its standard error from the spread of the
    draws, their ratio (target <= 3 standard errors), and the fitted slopes of log error and
-   log standard error against log(draws x heads) over all the rows (target -1/2).
+   log standard error against log(draws x heads) (target -1/2).  One network's variance is
+   a / heads (the heads' logits) + b (the finite width, ~ 1/width): the slope against the
+   heads is -1/2 only where a / heads dominates b, which the fit of a and b shows.
 2. --speed: the time of the kernel (NNGP, symmetric, layer by layer: no engine op) of the 8
    sequences, for the attention layer alone and for the transformer block, at the default
    tolerance and at a looser one; median of --repeats calls after a warm-up.
@@ -41,17 +43,18 @@ def inputs(seed=0):
     return rng.standard_normal((N, T, C))
 
 
-def attention(heads, tol):
-    return SelfAttention(1.0, 0.1, logit_var=1.0, tied=False, scaling="1/sqrt(n)",
+def attention(heads, tol, logit_var):
+    return SelfAttention(1.0, 0.1, logit_var=logit_var, tied=False, scaling="1/sqrt(n)",
                          heads=heads, tol=tol)
 
 
-def networks(heads, tol):
+def networks(heads, tol, logit_var=1.0):
     return {
-        "attention": serial(Dense(1.0, 0.1), attention(heads, tol), GlobalAvgPool(),
-                            Dense(1.0, 0.0)),
+        "attention": serial(Dense(1.0, 0.1), attention(heads, tol, logit_var),
+                            GlobalAvgPool(), Dense(1.0, 0.0)),
         "transformer": serial(Dense(1.0, 0.1), FanOut(2),
-                              parallel(Identity(), attention(heads, tol)), FanInSum(),
+                              parallel(Identity(), attention(heads, tol, logit_var)),
+                              FanInSum(),
                               LayerNorm(), FanOut(2),
                               parallel(Identity(), serial(Dense(2.0, 0.1), Activation("relu"),
                                                           Dense(1.0, 0.1))),
@@ -59,12 +62,12 @@ def networks(heads, tol):
     }
 
 
-def monte_carlo(width, draws, heads_list, tol):
+def monte_carlo(width, draws, heads_list, tol, logit_var):
     from nngp_lut import montecarlo as mc
 
     x = inputs()
     print(f"Monte Carlo: {N} sequences of length {T}, {C} channels; width {width}, "
-          f"{draws} draws per number of heads; kernel tol {tol:g}")
+          f"{draws} draws per number of heads; logit_var {logit_var:g}; kernel tol {tol:g}")
     for name in ("attention", "transformer"):
         print(f"\n{name}")
         print(f"{'heads':>5} {'draws':>6} {'x heads':>8} {'error':>8} {'SE':>8} {'SEs':>6} "
@@ -72,31 +75,43 @@ def monte_carlo(width, draws, heads_list, tol):
         points = []
         for heads in heads_list:
             start = time.perf_counter()
-            rows, _ = mc.mean_convergence(networks(heads, tol)[name], x, width, draws, 0)
+            rows, _ = mc.mean_convergence(networks(heads, tol, logit_var)[name], x, width,
+                                          draws, 0)
             elapsed = time.perf_counter() - start
             for r in rows:
                 print(f"{heads:>5} {r['draws']:>6} {r['draws_heads']:>8} "
                       f"{r['nngp_error']:>8.4f} {r['nngp_se']:>8.4f} "
                       f"{r['nngp_sigmas']:>6.2f} {r['nngp_max_z']:>7.2f}"
                       + (f" {elapsed:>6.1f}s" if r is rows[-1] else ""))
-                points.append((r["draws_heads"], r["nngp_error"], r["nngp_se"]))
-        n, err, se = (np.array(v) for v in zip(*points))
-        last = [p for p in points if p[0] in {draws * h for h in heads_list}]
-        nl, el, sl = (np.array(v) for v in zip(*last))
-        print(f"slope against log(draws x heads), all rows: error {loglog_slope(n, err):.3f}, "
-              f"SE {loglog_slope(n, se):.3f}; the {draws}-draw rows only: error "
-              f"{loglog_slope(nl, el):.3f}, SE {loglog_slope(nl, sl):.3f} (target -0.5)")
-        worst = max(p[1] / p[2] for p in last)
-        print(f"largest error / SE at {draws} draws: {worst:.2f} (target <= 3)")
+                points.append((heads, r["draws"], r["nngp_error"], r["nngp_se"],
+                               r["nngp_sigmas"]))
+        h, d, err, se, sig = (np.array(v, dtype=float) for v in zip(*points))
+        last = d == draws
+        print(f"slope against log(draws x heads), all rows: error "
+              f"{loglog_slope(h * d, err):.3f}, SE {loglog_slope(h * d, se):.3f}; over the "
+              f"heads at {draws} draws: error {loglog_slope(h[last], err[last]):.3f}, SE "
+              f"{loglog_slope(h[last], se[last]):.3f}; over the draws: SE " +
+              ", ".join(f"{loglog_slope(d[h == k], se[h == k]):.3f}" for k in heads_list) +
+              f" ({' '.join(f'H={k}' for k in heads_list)}) (target -0.5)")
+        if last.sum() > 1:
+            # the variance of one network's kernel: a / heads (the logits) + b (finite width)
+            var = draws * se[last] ** 2
+            (a, b), *_ = np.linalg.lstsq(np.stack([1 / h[last], np.ones(last.sum())], 1),
+                                         var, rcond=None)
+            print(f"one network's variance (relative, squared) = a / heads + b: a = {a:.4g} "
+                  f"(the heads' logits), b = {b:.4g} (the finite width); the heads' part "
+                  f"is {a / (a + b):.0%} at 1 head, {a / heads_list[-1] / (a / heads_list[-1] + b):.0%} "
+                  f"at {heads_list[-1]}")
+        print(f"largest error / SE at {draws} draws: {sig[last].max():.2f} (target <= 3)")
 
 
-def speed(repeats, tols):
+def speed(repeats, tols, logit_var):
     x = inputs()
     print(f"\nkernel time: {N} sequences of length {T} ({C} channels), NNGP, symmetric, "
           f"median of {repeats} after a warm-up")
     print(f"{'network':<12} {'tol':>7} {'time':>8}")
     for tol in tols:
-        for name, layer in networks(1, tol).items():
+        for name, layer in networks(1, tol, logit_var).items():
             net = Network(layer)
             net.kernel(x)
             times = []
@@ -115,13 +130,15 @@ def main():
     p.add_argument("--draws", type=int, default=64)
     p.add_argument("--heads", default="1,4,16")
     p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--logit-var", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     everything = not (args.mc or args.speed)
     if args.mc or everything:
-        monte_carlo(args.width, args.draws, [int(h) for h in args.heads.split(",")], args.tol)
+        monte_carlo(args.width, args.draws, [int(h) for h in args.heads.split(",")], args.tol,
+                    args.logit_var)
     if args.speed or everything:
-        speed(args.repeats, (args.tol, 1e-2))
+        speed(args.repeats, (args.tol, 1e-2), args.logit_var)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ class Network:
                               "it layer by layer (the same kernel, slower)", LayerwiseWarning,
                               stacklevel=2)
         if prog is None:
-            phases = [self._layerwise_phase(x1, x2, kinds, wanted)]
+            phases = [self._layerwise_phase(x1, x2, kinds, wanted, same)]
         else:
             phases = [self._engine_phase(prog, x1, x2, same, kinds, wanted)]
             if prog.gram:  # BLAS writes X1 X2^T where the program's input op reads it
@@ -307,13 +307,21 @@ class Network:
                     block[layer, row0 + idx, r0 + idx] = values[r0:r1]
         return phase
 
-    def _layerwise_phase(self, x1, x2, kinds, wanted):
+    def _layerwise_phase(self, x1, x2, kinds, wanted, same=False):
         def phase(block, row0, r0, r1):
-            res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
+            if same:  # the lower panel only (columns < r1); the first panel symmetric, so
+                # that a layer whose rule costs per pair (attention at 1/sqrt(n)) makes each
+                # pair once
+                cols = r1
+                res = self.layerwise(x1[:r1], get=kinds, all_depths=True) if r0 == 0 else \
+                    self.layerwise(x1[r0:r1], x1[:r1], get=kinds, all_depths=True)
+            else:
+                cols = block.shape[2]
+                res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
             for s, depth in enumerate(wanted):
                 for i, kind in enumerate(kinds):
-                    block[s * len(kinds) + i, row0:row0 + r1 - r0] = \
-                        res[i][depth][:, :block.shape[2]]
+                    block[s * len(kinds) + i, row0:row0 + r1 - r0, :cols] = \
+                        res[i][depth][:, :cols]
         return phase
 
 

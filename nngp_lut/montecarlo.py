@@ -22,6 +22,13 @@ the NTK's convergence at initialisation (Jacot et al. 2018; Yang 2020) the relat
 of both against :meth:`nngp_lut.kernel.Network.kernel` falls like 1/sqrt(width):
 :func:`convergence` measures it over a list of widths and fits the log-log slope.
 
+Not every network's kernel converges per network: attention at 1/sqrt(n) scaling keeps each
+head's logits random at every width (Hron et al. 2020), so one network's kernel stays
+random and only the mean over networks (and heads) converges, with a standard error
+~ 1/sqrt(draws x heads).  Such a network (a layer with ``self_averaging = False``) has no
+width slope: :func:`convergence` refuses it in one line and :func:`mean_convergence`
+compares the mean of the draws with the infinite-width kernel in standard errors.
+
 The finite network is :func:`nngp_lut.finite_network.finite_network`'s (the layers as
 neural-tangents' ``stax`` has them; the one ``nngp-lut compare`` trains).  Every draw has its
 own key, :func:`~nngp_lut.finite_network.draw_key` ``(seed, width, draw)``: a run is
@@ -36,6 +43,8 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorems 1 and 2.
 Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
 Processes" (GP4A), NeurIPS 2019, the convergence plots; "Tensor Programs II", 2020.
 Novak et al., "Neural Tangents", ICLR 2020 (empirical kernels; LayerNorm).
+Hron, Bahri, Sohl-Dickstein & Novak, "Infinite attention: NNGP and NTK for deep attention
+networks", ICML 2020, Theorem 3 (attention at 1/sqrt(d): the GP limit needs the heads).
 Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
 Processes", ICLR 2019 (the finite CNNs whose NNGP is the convolutional one, their Fig. 1
 Monte Carlo); Garriga-Alonso et al., ICLR 2019; Du et al., "Graph Neural Tangent Kernel",

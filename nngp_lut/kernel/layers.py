@@ -1060,11 +1060,13 @@ class SelfAttention(Layer):
 
     def mixing(self, kx, ky, kxy):
         """At 1/sqrt(n) scaling, E[softmax(G_i(x))^T K(x, y) softmax(G_k(y))] for every pair
-        of positions (i, k), with its error (:func:`nngp_lut.kernel.attention.
-        softmax_mixing`, an :class:`~nngp_lut.expectation.Estimate` of shape (..., T, T)):
-        kx, ky (..., T, T) each input's own kernel over its positions, kxy (..., T, T) the
-        kernel between them.  The entries of the kernel after the layer are bias_var +
-        weight_var times its values, their errors weight_var times its errors."""
+        of positions (i, k), with its error: an :class:`~nngp_lut.expectation.Estimate` of
+        shape (..., T, T) from :func:`~nngp_lut.kernel.attention.softmax_mixing`.
+
+        kx, ky (..., T, T) are each input's own kernel over its positions, kxy (..., T, T)
+        the kernel between them.  The entries of the kernel after the layer are bias_var +
+        weight_var times its values, their errors weight_var times its errors (within
+        ``tol`` where ``converged``)."""
         from .attention import softmax_mixing
 
         return softmax_mixing(kx, ky, kxy, self.logit_var, tol=self.tol / self.weight_var,

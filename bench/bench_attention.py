@@ -22,7 +22,6 @@ network's kernel does not converge with width: only the mean over draws and head
 """
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -98,10 +97,10 @@ def monte_carlo(width, draws, heads_list, tol, logit_var):
             var = draws * se[last] ** 2
             (a, b), *_ = np.linalg.lstsq(np.stack([1 / h[last], np.ones(last.sum())], 1),
                                          var, rcond=None)
+            top = a / heads_list[-1]
             print(f"one network's variance (relative, squared) = a / heads + b: a = {a:.4g} "
                   f"(the heads' logits), b = {b:.4g} (the finite width); the heads' part "
-                  f"is {a / (a + b):.0%} at 1 head, {a / heads_list[-1] / (a / heads_list[-1] + b):.0%} "
-                  f"at {heads_list[-1]}")
+                  f"is {a / (a + b):.0%} at 1 head, {top / (top + b):.0%} at {heads_list[-1]}")
         print(f"largest error / SE at {draws} draws: {sig[last].max():.2f} (target <= 3)")
 
 

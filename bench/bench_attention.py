@@ -61,13 +61,13 @@ def networks(heads, tol, logit_var=1.0):
     }
 
 
-def monte_carlo(width, draws, heads_list, tol, logit_var):
+def monte_carlo(width, draws, heads_list, tol, logit_var, names=("attention", "transformer")):
     from nngp_lut import montecarlo as mc
 
     x = inputs()
     print(f"Monte Carlo: {N} sequences of length {T}, {C} channels; width {width}, "
           f"{draws} draws per number of heads; logit_var {logit_var:g}; kernel tol {tol:g}")
-    for name in ("attention", "transformer"):
+    for name in names:
         print(f"\n{name}")
         print(f"{'heads':>5} {'draws':>6} {'x heads':>8} {'error':>8} {'SE':>8} {'SEs':>6} "
               f"{'max|z|':>7} {'time':>7}")
@@ -130,12 +130,14 @@ def main():
     p.add_argument("--heads", default="1,4,16")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--logit-var", type=float, default=1.0)
+    p.add_argument("--networks", default="attention,transformer",
+                   help="the networks of --mc, separated by commas")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     everything = not (args.mc or args.speed)
     if args.mc or everything:
         monte_carlo(args.width, args.draws, [int(h) for h in args.heads.split(",")], args.tol,
-                    args.logit_var)
+                    args.logit_var, args.networks.split(","))
     if args.speed or everything:
         speed(args.repeats, (args.tol, 1e-2), args.logit_var)
 

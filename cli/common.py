@@ -313,7 +313,7 @@ def fc_options(depth=None, weight_var=None, bias_var=None):
 TOL_OPTION = click.option(
     "--tol", type=click.FloatRange(0, min_open=True), default=None,
     help="Tolerance of the --arch layers whose kernels are Gaussian expectations computed "
-    "by randomised QMC (GRU, LSTM): every entry of a pair's map within it (a 99 % interval "
+    "by randomised QMC (GRU, LSTM, BatchNorm, SelfAttention at scaling '1/sqrt(n)'): every entry of a pair's map within it (a 99 % interval "
     "over 16 scramblings; the work grows as 1/tol^2).  Default: each layer's own tol.")
 network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
 
@@ -499,7 +499,8 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
     from nngp_lut.kernel.layers import with_tolerance
 
     if tol is not None and arch is None:
-        raise click.UsageError("--tol is for an --arch with GRU or LSTM layers")
+        raise click.UsageError("--tol is for an --arch with layers computed to a tolerance "
+                               "(GRU, LSTM, BatchNorm, SelfAttention at '1/sqrt(n)')")
     with user_errors():
         if arch is None:
             return deep_network(table_for(phi, table_path, progress), depth, weight_var,
@@ -508,8 +509,9 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
         if tol is not None:
             layer, count = with_tolerance(layer, tol)
             if not count:
-                raise click.UsageError("--tol is for an --arch with GRU or LSTM layers: this "
-                                       "one computes every kernel exactly")
+                raise click.UsageError("--tol is for an --arch with layers computed to a "
+                                       "tolerance (GRU, LSTM, BatchNorm, SelfAttention at "
+                                       "'1/sqrt(n)'): this one computes every kernel exactly")
         network = Network(layer)
         for layer in network.layer.walk():
             if isinstance(layer, Activation) and isinstance(layer.phi, str) \

@@ -34,6 +34,46 @@ def _write_rows(rows, out):
     _files.write_bytes(out, buf.getvalue().encode())
 
 
+def _mean_report(montecarlo, network, rows, slopes, width, draws, seed, x, reference, out,
+                 as_json):
+    """The report of a network whose kernel does not converge per network (attention at
+    1/sqrt(n) scaling): the mean over draws and heads against the infinite-width kernel."""
+    node = next(n for n in network.layer.walk() if not n.self_averaging)
+    heads = montecarlo.heads_of(network)
+    kinds = [k for k in ("nngp", "ntk") if f"{k}_error" in rows[0]]
+    lines = [f"{node!r} keeps each head's logits random at every width, so one network's "
+             "kernel does not converge and a width slope would mean nothing: only the mean "
+             "over draws and heads converges to the infinite-width kernel (its error ~ "
+             f"1/sqrt(draws x heads)).  Mean of the first d of {draws} networks of width "
+             f"{width} (the largest of --widths), {heads} heads, {x.shape[0]} inputs, seed "
+             f"{seed}:"]
+    head = f"{'draws':>6} {'x heads':>8}"
+    for kind in kinds:
+        name = kind.upper()
+        head += f" {name + ' error':>11} {name + ' SE':>8} {'SEs':>5} {'max |z|':>7}"
+    lines.append(head)
+    for r in rows:
+        line = f"{r['draws']:>6} {r['draws_heads']:>8}"
+        for kind in kinds:
+            line += (f" {r[kind + '_error']:>11.4f} {r[kind + '_se']:>8.4f} "
+                     f"{r[kind + '_sigmas']:>5.2f} {r[kind + '_max_z']:>7.2f}")
+        lines.append(line)
+    if len(rows) > 1:
+        lines.append("slope of log error (and of log SE) against log(draws x heads): " +
+                     ", ".join(f"{k.upper()} {slopes[k + '_error']:.3f} "
+                               f"({slopes[k + '_se']:.3f})" for k in kinds) +
+                     "; about -0.5 expected")
+    lines.append("error: relative Frobenius error of the mean; SE: its standard error from the "
+                 "spread of the draws; SEs: error / SE (within 3: the kernel agrees)")
+    if out is not None:
+        lines.append(f"wrote {out}")
+    click.echo("\n".join(lines), err=as_json)
+    if as_json:
+        click.echo(to_json({"mode": "mean over draws", "rows": rows, "slopes": slopes,
+                            "width": width, "heads": heads, "draws": draws, "seed": seed,
+                            "n_inputs": int(x.shape[0]), "reference": reference}))
+
+
 @click.command(short_help="Finite random networks against the infinite-width kernels.")
 @network_options
 @SHAPE_OPTION
@@ -64,7 +104,11 @@ def mc(arch, tol, phi, table_path, depth, weight_var, bias_var, widths, draws, n
     network of --phi or --table, --depth, --weight-var and --bias-var) at each width and
     print the relative Frobenius error of their empirical NNGP and NTK against the
     infinite-width kernels, and the fitted log-log slope of error against width (about
-    -1/2: error ~ 1/sqrt(width)).
+    -1/2: error ~ 1/sqrt(width)).  For a network whose kernel does not converge per network
+    (SelfAttention at scaling '1/sqrt(n)', whose logits stay random), it says so and
+    prints instead the mean over the draws (and heads) at the largest width against the
+    infinite-width kernel: its error, its standard error, their ratio, and how the error
+    falls with draws x heads.
     Needs JAX: pip install "nngp-lut[finite]"."""
     phi = network_flags(arch, phi, table_path, depth, weight_var, bias_var)
     shape = parse_shape(shape)
@@ -84,12 +128,20 @@ def mc(arch, tol, phi, table_path, depth, weight_var, bias_var, widths, draws, n
             # Carlo side, montecarlo.empirical_kernels, samples the same shapes).
             x, = shaped(network, shape, data.image_shape, x)
             kinds = network.kinds  # a GRU or LSTM gives the NNGP only
-            rows, slopes = montecarlo.convergence(
-                network, x, widths, draws, seed, get=kinds, ntk_units=ntk_units,
-                reference=reference,
-                progress=progress and (lambda done, total: progress("draws", done, total)))
+            step = progress and (lambda done, total: progress("draws", done, total))
+            if network.self_averaging:
+                rows, slopes = montecarlo.convergence(
+                    network, x, widths, draws, seed, get=kinds, ntk_units=ntk_units,
+                    reference=reference, progress=step)
+            else:  # only the mean over networks converges: no width slope
+                rows, slopes = montecarlo.mean_convergence(
+                    network, x, widths[-1], draws, seed, get=kinds, reference=reference,
+                    progress=step)
         if out is not None:
             _write_rows(rows, out)
+    if not network.self_averaging:
+        return _mean_report(montecarlo, network, rows, slopes, widths[-1], draws, seed, x,
+                            reference, out, as_json)
     names = [f"{kind}_{what}" for what in ("error", "rms") for kind in kinds]
     heads = [f"{kind.upper()} {what}" for what in ("error", "rms") for kind in kinds]
     lines = [f"{'width':>7} " + " ".join(f"{h:>11}" for h in heads)

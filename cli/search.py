@@ -77,7 +77,8 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     if shape is not None:
         raise click.UsageError("--shape is for convolutional networks (--arch)")
     if tol is not None:
-        raise click.UsageError("--tol is for --arch candidates with GRU or LSTM layers")
+        raise click.UsageError("--tol is for --arch candidates with layers computed to a "
+                               "tolerance (GRU, LSTM, BatchNorm, SelfAttention at '1/sqrt(n)')")
     phi = phi_or_table(phi, table_path, default="relu")
     if optimize and kernel_kind == "ntk":
         raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "

@@ -33,7 +33,9 @@ batch.  As the layers' docstrings define them:
 * ``BatchNorm``: each unit centred and scaled over the batch (the inputs of one call), then
   phi;
   ``LastStep``: h_T; ``SelfAttention``: softmax(logit_var / n q k^T) v over the positions
-  (q = k for tied weights), its layer's docstring; ``PositionalEmbedding``: x + sqrt(b) P
+  (q = k for tied weights), or softmax(sqrt(logit_var / n) q k^T) v at scaling "1/sqrt(n)",
+  per head, several heads concatenated and mapped back by W_O / sqrt(heads n) (its layer's
+  docstring); ``PositionalEmbedding``: x + sqrt(b) P
   with P ~ N(0, 1) per position and channel, shared by every input;
 * ``Activation``: phi in jax.numpy, built-ins by name and expressions translated from the
   same whitelisted syntax tree as :mod:`nngp_lut.activations` (phi' by autodiff);
@@ -387,24 +389,43 @@ def _batchnorm_apply(layer, params, x):
 
 
 def _attention_init(layer, key, shape):
+    """Per head W_q, W_k (unless tied), W_v (C, n); with several heads they are stacked
+    (heads, C, n) and W_O (heads n, n) maps the concatenated heads back to n units."""
     steps, c_in = _spatial(layer, shape, 1, "position axis")[0], shape[-1]
-    n = _width(layer)
-    kq, kk, kv, kb = jax.random.split(key, 4)
-    params = {"Wq": jax.random.normal(kq, (c_in, n), jnp.float64),
-              "Wv": jax.random.normal(kv, (c_in, n), jnp.float64),
-              "b": jax.random.normal(kb, (n,), jnp.float64)}
+    n, heads = _width(layer), int(layer.heads)
+    keys = jax.random.split(key, 4 if heads == 1 else 5)
+    size = (c_in, n) if heads == 1 else (heads, c_in, n)
+    params = {"Wq": jax.random.normal(keys[0], size, jnp.float64),
+              "Wv": jax.random.normal(keys[2], size, jnp.float64),
+              "b": jax.random.normal(keys[3], (n,), jnp.float64)}
     if not layer.tied:
-        params["Wk"] = jax.random.normal(kk, (c_in, n), jnp.float64)
+        params["Wk"] = jax.random.normal(keys[1], size, jnp.float64)
+    if heads > 1:
+        params["Wo"] = jax.random.normal(keys[4], (heads * n, n), jnp.float64)
     return params, (steps, n)
 
 
 def _attention_apply(layer, params, x):
-    n, scale = params["Wq"].shape[1], 1.0 / math.sqrt(x.shape[-1])
-    q = scale * (x @ params["Wq"])
-    k = q if layer.tied else scale * (x @ params["Wk"])
-    a = jax.nn.softmax(layer.logit_var / n * jnp.einsum("ntc,nsc->nts", q, k), axis=-1)
-    v = math.sqrt(layer.weight_var) * scale * (x @ params["Wv"])
-    return jnp.einsum("nts,nsc->ntc", a, v) + math.sqrt(layer.bias_var) * params["b"]
+    """softmax(logits) v per head, logits logit_var / n q k^T (scaling "1/n") or
+    sqrt(logit_var / n) q k^T ("1/sqrt(n)"); several heads concatenated, times
+    W_O / sqrt(heads n)."""
+    def heads(w):  # (heads, C, n), one head's (C, n) as a stack of one
+        return w[None] if w.ndim == 2 else w
+
+    wq = heads(params["Wq"])
+    n, scale = wq.shape[-1], 1.0 / math.sqrt(x.shape[-1])
+    q = scale * jnp.einsum("btc,hcn->bhtn", x, wq)
+    k = q if layer.tied else scale * jnp.einsum("btc,hcn->bhtn", x, heads(params["Wk"]))
+    factor = layer.logit_var / n if layer.scaling == "1/n" else math.sqrt(layer.logit_var / n)
+    a = jax.nn.softmax(factor * jnp.einsum("bhtn,bhsn->bhts", q, k), axis=-1)
+    v = math.sqrt(layer.weight_var) * scale * jnp.einsum("btc,hcn->bhtn", x, heads(params["Wv"]))
+    z = jnp.einsum("bhts,bhsn->bhtn", a, v)
+    if "Wo" in params:
+        z = jnp.swapaxes(z, 1, 2).reshape(x.shape[0], x.shape[1], -1)  # heads concatenated
+        z = z @ params["Wo"] / math.sqrt(params["Wo"].shape[0])
+    else:
+        z = z[:, 0]
+    return z + math.sqrt(layer.bias_var) * params["b"]
 
 
 def _positional_init(layer, key, shape):

@@ -22,6 +22,13 @@ the NTK's convergence at initialisation (Jacot et al. 2018; Yang 2020) the relat
 of both against :meth:`nngp_lut.kernel.Network.kernel` falls like 1/sqrt(width):
 :func:`convergence` measures it over a list of widths and fits the log-log slope.
 
+Not every network's kernel converges per network: attention at 1/sqrt(n) scaling keeps each
+head's logits random at every width (Hron et al. 2020), so one network's kernel stays
+random and only the mean over networks (and heads) converges, with a standard error
+~ 1/sqrt(draws x heads).  Such a network (a layer with ``self_averaging = False``) has no
+width slope: :func:`convergence` refuses it in one line and :func:`mean_convergence`
+compares the mean of the draws with the infinite-width kernel in standard errors.
+
 The finite network is :func:`nngp_lut.finite_network.finite_network`'s (the layers as
 neural-tangents' ``stax`` has them; the one ``nngp-lut compare`` trains).  Every draw has its
 own key, :func:`~nngp_lut.finite_network.draw_key` ``(seed, width, draw)``: a run is
@@ -36,6 +43,8 @@ Jacot et al., "Neural Tangent Kernel", NeurIPS 2018, Theorems 1 and 2.
 Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
 Processes" (GP4A), NeurIPS 2019, the convergence plots; "Tensor Programs II", 2020.
 Novak et al., "Neural Tangents", ICLR 2020 (empirical kernels; LayerNorm).
+Hron, Bahri, Sohl-Dickstein & Novak, "Infinite attention: NNGP and NTK for deep attention
+networks", ICML 2020, Theorem 3 (attention at 1/sqrt(d): the GP limit needs the heads).
 Novak et al., "Bayesian Deep Convolutional Networks with Many Channels are Gaussian
 Processes", ICLR 2019 (the finite CNNs whose NNGP is the convolutional one, their Fig. 1
 Monte Carlo); Garriga-Alonso et al., ICLR 2019; Du et al., "Graph Neural Tangent Kernel",
@@ -248,6 +257,13 @@ def convergence(network, x, widths, draws, seed, *, get=KINDS, ntk_units=1,
     """
     layer = as_layer(network)
     kinds = _kinds(get)
+    random = _not_self_averaging(layer)
+    if random is not None:
+        raise ArchitectureError(
+            f"one network's kernel does not converge with width here ({random!r} keeps "
+            "random logits at every width), so a width slope would mean nothing: use "
+            "mean_convergence(), the mean over draws and heads against the infinite-width "
+            "kernel")
     widths = [int(w) for w in widths]
     if not widths or min(widths) < 1 or len(set(widths)) != len(widths):
         raise ValueError(f"widths must be distinct positive integers, got {widths}")
@@ -277,6 +293,114 @@ def convergence(network, x, widths, draws, seed, *, get=KINDS, ntk_units=1,
     return rows, slopes
 
 
-__all__ = ["BUILTINS", "KINDS", "LAYERS", "convergence",
+def _not_self_averaging(layer):
+    """The first layer whose finite network's kernel does not converge with width, or
+    None."""
+    return next((node for node in layer.walk() if not node.self_averaging), None)
+
+
+def heads_of(network):
+    """The fewest heads of the layers that are not self-averaging (each network's kernel
+    averages that many independent draws of their logits), 1 for a network without them."""
+    return min((int(getattr(node, "heads", 1)) for node in as_layer(network).walk()
+                if not node.self_averaging), default=1)
+
+
+def mean_convergence(network, x, width, draws, seed, *, get=None, reference="kernel",
+                     progress=None):
+    """The mean kernel of random finite networks against the infinite-width one, as the
+    draws grow: the check for networks whose kernel does not converge per network.
+
+    Attention at 1/sqrt(n) scaling keeps each head's logits random at every width
+    (Hron et al. 2020), so one network's empirical kernel stays random, and only the mean
+    over networks and heads converges to the infinite-width kernel, with a standard error
+    ~ 1/sqrt(draws x heads) (when the heads' spread dominates the finite-width one).  This
+    function samples ``draws`` networks of one ``width`` and, for the first d of them
+    (d = draws, draws / 2, ... down to 4, or 2 for fewer than 8 draws), reports per kernel
+    kind:
+
+    * ``{kind}_error``: ||M_d - K||_F / ||K||_F, M_d the mean of the d networks' kernels;
+    * ``{kind}_se``: sqrt(sum SE^2) / ||K||_F, the standard error of that mean from the
+      spread of the draws (SE per entry: std / sqrt(d)): the error a mean of d networks has
+      when it is unbiased;
+    * ``{kind}_sigmas``: ||M_d - K||_F / sqrt(sum SE^2), the error in standard errors
+      (about 1 when M_d is unbiased; within 3 is the check);
+    * ``{kind}_max_z``: the largest |M_d - K| / SE over the entries.
+
+    Parameters
+    ----------
+    network : Layer or Network
+    x : array_like (n, ...)
+        Inputs.
+    width : int
+        Width of the finite networks (every Dense and attention layer without one).
+    draws : int
+        Networks to sample (>= 2).
+    seed : int
+        Seed of the draws (:func:`~nngp_lut.finite_network.draw_key`).
+    get : "nngp", "ntk", tuple or None
+        Kinds to compare; None: every kind the network gives.
+    reference : {"kernel", "layerwise"}
+        As :func:`convergence`.
+    progress : callable, optional
+        ``progress(done, draws)``.
+
+    Returns
+    -------
+    rows : list of dict
+        Per d (ascending): ``draws``, ``draws_heads`` (d x :func:`heads_of`), then the
+        figures above.
+    slopes : dict
+        ``{kind}_error`` and ``{kind}_se``: fitted slopes of log figure against
+        log(draws x heads) (-1/2 expected; NaN for a single row).
+
+    References
+    ----------
+    Hron et al., "Infinite attention: NNGP and NTK for deep attention networks", ICML 2020,
+    Theorem 3 (the GP limit of the 1/sqrt(d) scaling needs the heads to grow).
+    """
+    layer = as_layer(network)
+    if int(draws) != draws or draws < 2:
+        raise ValueError(f"draws must be an integer >= 2 (the standard error needs two), got "
+                         f"{draws}")
+    if reference not in ("kernel", "layerwise"):
+        raise ValueError(f"reference must be 'kernel' or 'layerwise', got {reference!r}")
+    x = as_inputs(x, "x")
+    sized = with_width(layer, int(width))
+    net = Network(sized)
+    kinds = net.kinds if get is None else _kinds(get)
+    exact = dict(zip(kinds, getattr(net, reference)(x, get=kinds)))
+    kernels = {kind: [] for kind in kinds}
+    for k in _per_draw(sized, x, None, width, draws, seed, kinds, 1, progress):
+        for kind in kinds:
+            kernels[kind].append(k[kind])
+    heads = heads_of(layer)
+    least = 4 if draws >= 8 else 2  # the spread of 2 or 3 draws is a poor standard error
+    counts = sorted({int(draws) // 2 ** i for i in range(int(math.log2(draws)) + 1)
+                     if int(draws) // 2 ** i >= least})
+    rows = []
+    for d in counts:
+        row = {"draws": d, "draws_heads": d * heads}
+        for kind in kinds:
+            a = np.stack(kernels[kind][:d])
+            diff = a.mean(0) - exact[kind]
+            se = a.std(0, ddof=1) / math.sqrt(d)
+            norm = np.linalg.norm(exact[kind])
+            total = float(np.sqrt(np.sum(se ** 2)))
+            z = np.abs(diff) / np.where(se > 0, se, np.inf)
+            row[f"{kind}_error"] = float(np.linalg.norm(diff) / norm)
+            row[f"{kind}_se"] = float(total / norm)
+            row[f"{kind}_sigmas"] = float(np.linalg.norm(diff) / total) if total > 0 else \
+                math.inf
+            row[f"{kind}_max_z"] = float(z.max())
+        rows.append(row)
+    n_heads = [r["draws_heads"] for r in rows]
+    slopes = {f"{kind}_{what}": (loglog_slope(n_heads, [r[f"{kind}_{what}"] for r in rows])
+                                 if len(rows) > 1 else math.nan)
+              for kind in kinds for what in ("error", "se")}
+    return rows, slopes
+
+
+__all__ = ["BUILTINS", "KINDS", "LAYERS", "convergence", "heads_of", "mean_convergence",
            "empirical_kernels", "jax_activation", "loglog_slope", "relative_error",
            "with_width"]

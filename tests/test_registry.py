@@ -75,6 +75,11 @@ EXAMPLES = {
                          BatchNorm("tanh", tol=2e-4), Dense(1.0, 0.0)), (6,)),
     "lstm": (serial(Dense(1.0, 0.1), LSTM("erf", 1.5, 1.2, 0.1, tol=1e-3, max_points=2 ** 14),
                     GlobalAvgPool(), Dense(1.0, 0.0)), (3, 2)),
+    # 1/sqrt(n): linear layers after it, whose mean kernel is exact for any number of heads
+    "attention-sqrt": (serial(Dense(1.0, 0.1),
+                              SelfAttention(1.5, 0.1, logit_var=2.0, tied=False,
+                                            scaling="1/sqrt(n)", heads=4),
+                              GlobalAvgPool(), Dense(1.0, 0.0)), (4, 3)),
 }
 
 
@@ -119,6 +124,8 @@ def test_fused_layerwise_and_finite_network_agree(name):
             fused = net.kernel(x, get=kinds)
         for kind, f, r in zip(kinds, fused, reference):
             assert np.max(np.abs(f - r)) <= TOL_ENGINE * np.abs(r).max(), kind
+    # a network that is not self-averaging (attention at 1/sqrt(n)) has a random kernel at
+    # every width: its mean over the draws (and heads) is the same check
     draws = list(mc._per_draw(layer, x, None, MC_WIDTH, MC_DRAWS, 0, kinds, 1, None))
     for kind, r in zip(kinds, reference):
         scale = np.abs(r).max()

@@ -194,3 +194,16 @@ GATED_MAX_BYTES = 2 ** 31
 BATCHNORM_QUAD_TOL = 1e-10
 #: Default tolerance of the randomised QMC for other activations after BN.
 BATCHNORM_TOL = 1e-3
+
+# --- softmax attention at 1/sqrt(n) scaling (nngp_lut/kernel/attention.py) ---------------------
+#: Default tolerance of a SelfAttention(scaling="1/sqrt(n)") kernel: the largest error (the
+#: 99 % interval over the randomisations) of any entry of a pair's (T, T') map, in units of
+#: the kernel after the layer.
+ATTENTION_TOL = 1e-3
+#: Points per randomisation of the first round, and the default budget (the doubling stops
+#: there, tolerance reached or not, with a ToleranceWarning).
+ATTENTION_MIN_POINTS = 2 ** 8
+ATTENTION_MAX_POINTS = 2 ** 14
+#: Seed of the scrambled Sobol' points of every attention expectation: the kernel is a
+#: deterministic function of its inputs.
+ATTENTION_SEED = 0

@@ -31,9 +31,12 @@ padding='VALID')``, ``GlobalAvgPool()``, ``Flatten()``, ``LayerNorm(over='channe
 ``Aggregate('adjacency.npy')`` with a dense .npy or a scipy.sparse .npz file,
 ``SimpleRNN(phi, weight_var=1.0, input_var=1.0, bias_var=0.0, width=None)``,
 ``LastStep()``, ``SelfAttention(weight_var=1.0, bias_var=0.0, logit_var=1.0, tied=True,
-width=None)``, ``PositionalEmbedding(bias_var=1.0)``, ``GRU(phi='tanh', weight_var=1.0,
-input_var=1.0, bias_var=0.0, tol=0.01, max_points=4096, width=None)`` and ``LSTM(...)``
-with the same arguments, ``BatchNorm(phi=None, tol=0.001)``).
+width=None, scaling='1/n', heads=1, tol=0.001, max_points=16384)`` (logits at 1/n scaling,
+tied or not; ``scaling='1/sqrt(n)'`` is the standard scaling, with ``tied=False``, NNGP only,
+e.g. ``SelfAttention(1.0, 0.1, tied=False, scaling='1/sqrt(n)', heads=4)``),
+``PositionalEmbedding(bias_var=1.0)``, ``GRU(phi='tanh', weight_var=1.0, input_var=1.0,
+bias_var=0.0, tol=0.01, max_points=4096, width=None)`` and ``LSTM(...)`` with the same
+arguments, ``BatchNorm(phi=None, tol=0.001)``).
 Tuples of numbers (``(3, 3)``) serve filter shapes and strides.
 Numbers are int or float literals (``1e-3``, ``-0.5``); strings are plain literals (no
 f-strings); ``None`` is allowed as a value (``Dense(1, None)``: no bias), and ``True`` and

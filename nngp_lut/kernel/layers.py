@@ -35,7 +35,9 @@ Layers (NTK parameterisation unless a Dense says otherwise; ``weight_var = sigma
 ``GRU()``, ``LSTM()``   gated cells: randomised QMC over their history (NNGP only)
 ``BatchNorm(phi)``    K' = E[phi(BN(h)) phi(BN(h))^T] over the batch (NNGP only)
 ``LastStep()``        K' = K_{T,T'} (the last step of sequences aligned at their ends)
-``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling
+``SelfAttention(w)``  K' = b + w A_x K A_x'^T, softmax weights A_x at 1/n scaling;
+                      scaling="1/sqrt(n)": K' = b + w E[A_x K A_x'^T] over Gaussian logits
+                      (randomised QMC, NNGP only)
 ``PositionalEmbedding(b)``  K' = K + b I over the positions (a learned embedding)
 ====================  ======================================================================
 
@@ -69,8 +71,8 @@ import numpy as np
 
 from .._core import engine as _eng
 from .._core import gated as _gated
-from .._core.config import (BATCHNORM_TOL, GATED_MAX_BYTES, GATED_MAX_POINTS,
-                            GATED_MIN_POINTS, GATED_TOL)
+from .._core.config import (ATTENTION_MAX_POINTS, ATTENTION_TOL, BATCHNORM_TOL,
+                            GATED_MAX_BYTES, GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL)
 from .._core.interp import correlations
 from ..errors import ArchitectureError, DataError, NotFusable, ToleranceWarning
 from ..expectation import RANDOMIZATIONS, NormalPoints, interval_multiplier
@@ -113,6 +115,11 @@ class Layer:
     #: Its rule couples the inputs of a batch (BatchNorm): the record must hold the whole
     #: batch's kernel, so a network with it computes one batch at a time (Network).
     batch_coupled = False
+    #: One finite network's empirical kernel converges to the rule's as the width grows.
+    #: False: the layer keeps randomness that no width averages out (the logits of
+    #: attention at 1/sqrt(n) scaling), and only the mean over networks converges: the
+    #: Monte Carlo check (:func:`nngp_lut.montecarlo.mean_convergence`) compares that mean.
+    self_averaging = True
 
     def apply(self, k):
         """The infinite-width rule: the record after the layer."""
@@ -166,8 +173,9 @@ def single_input(layer, k, branches=tuple):
 
 def with_tolerance(layer, tol):
     """The network with ``tol`` on every layer whose kernel is computed to a tolerance (the
-    layers with a ``tol`` field: GRU, LSTM), and how many there are."""
-    if "tol" in getattr(type(layer), "__dataclass_fields__", {}):
+    sampled layers outside the engine with a ``tol`` field: GRU, LSTM, BatchNorm, attention
+    at 1/sqrt(n)), and how many there are."""
+    if "tol" in getattr(type(layer), "__dataclass_fields__", {}) and not layer.fused:
         return dataclasses.replace(layer, tol=tol), 1
     children = getattr(layer, "children", ())
     if not children:
@@ -1212,16 +1220,27 @@ class BatchNorm(Layer):
         return k.replace(nngp=new, var1=diag, var2=diag, is_gaussian=False, mixture=False)
 
 
+#: The logit scalings of SelfAttention: 1/n (Tensor Programs, GP4A) and the standard 1/sqrt(n).
+SCALINGS = ("1/n", "1/sqrt(n)")
+
+
 @dataclass(frozen=True)
 class SelfAttention(Layer):
-    """Scaled dot-product self-attention over the positions of (N, T, C) sequences, at the
-    1/n scaling of Yang's Tensor Programs (GP4A's transformer), NTK parameterisation:
+    """Scaled dot-product self-attention over the positions of (N, T, C) sequences, NTK
+    parameterisation, in one of two scalings of its logits (``scaling``).
 
-        logits_ij = logit_var / n <q_i, k_j>,  q = h W_q / sqrt(C),  k = h W_k / sqrt(C),
-        z_i = sum_j softmax_j(logits)_ij sqrt(weight_var / C) (h W_v)_j + sqrt(bias_var) b,
+    With n = ``width`` units per head and every weight ~ N(0, 1),
+    q = h W_q / sqrt(C), k = h W_k / sqrt(C), v = h W_v / sqrt(C) per head, and
 
-    with n = ``width`` units and every weight ~ N(0, 1).  As n grows the logits concentrate,
-    so each input x has fixed attention weights A_x:
+        z_i = sum_j softmax_j(logits)_ij sqrt(weight_var) v_j + sqrt(bias_var) b
+
+    (``heads`` > 1: each head has its own W_q, W_k, W_v; the heads' outputs are
+    concatenated and mapped back to n units by W_O / sqrt(heads n), so the kernel is the mean
+    over heads).
+
+    **scaling="1/n"** (Yang's Tensor Programs, GP4A's transformer):
+    logits_ij = logit_var / n <q_i, k_j>.  As n grows the logits concentrate, so each input
+    x has fixed attention weights A_x:
 
     * ``tied=True`` (W_k = W_q, as GP4A's transformer): logits -> logit_var K(x, x)_{ij},
       the input's own covariance of positions i and j;
@@ -1229,9 +1248,43 @@ class SelfAttention(Layer):
 
     The kernel is K' = bias_var + weight_var A_x K A_x'^T and the NTK Theta' = K' +
     weight_var A_x Theta A_x'^T (the query and key weights' gradients vanish at this
-    scaling).  Every head of a multi-head layer has this same limit, so one layer is also
-    the multi-head one.  The engine applies A_x K A_x'^T as a mixing op (OP_MIX), the
-    matrices stored with the per-input vectors.
+    scaling).  Every head has this same limit.  The engine applies A_x K A_x'^T as a mixing
+    op (OP_MIX), the matrices stored with the per-input vectors.
+
+    **scaling="1/sqrt(n)"** (the standard one of Vaswani et al. 2017, eq. (1)):
+    logits_ij = sqrt(logit_var / n) <q_i, k_j>, with independent W_q and W_k
+    (``tied=False``, required).  The logits do not concentrate: they are a Gaussian process
+    with Cov(G_ij(x), G_kl(y)) = logit_var K(x_i, y_k) K(x_j, y_l), and the kernel is
+
+        K'(x_i, y_k) = bias_var + weight_var E[softmax(G_i(x))^T K(x, y) softmax(G_k(y))]
+
+    (Hron et al. 2020, section 3), a 2T-dimensional Gaussian expectation per pair of
+    positions, computed by randomised QMC (:mod:`nngp_lut.kernel.attention`) to ``tol``:
+    every entry of the map after the layer is within ``tol`` (the 99 % interval over 16
+    randomisations) unless a ToleranceWarning says otherwise; :meth:`mixing` returns the
+    expectations with their errors.  The cost grows as T^4 per pair of sequences times the
+    points, so keep T small.  Caveats, stated because they decide what a finite network
+    checks:
+
+    * the kernel is the limit of width *and heads* to infinity (Hron et al. 2020, Theorem
+      3).  With finitely many heads the logits of each head stay random at every width, so
+      one network's kernel does not converge: only the mean over networks and heads does
+      (``nngp-lut mc`` reports it, not a width slope).  After such a layer the features are
+      a Gaussian mixture; layers that act linearly on them (Dense, residual sums,
+      GlobalAvgPool, LastStep) keep the mean kernel exact, nonlinear ones (Activation,
+      LayerNorm) see it only as the heads grow (a bias O(1/heads) on a finite network);
+    * ``tied=True`` is refused: tied weights give logits of mean sqrt(n) logit_var K(x, x)
+      that grow with the width (hard attention in the limit);
+    * NNGP only: the NTK at this scaling (the query and key weights' gradients do not
+      vanish) is not built, and get="ntk" is refused;
+    * the fused engine has no op for it: networks with it are computed layer by layer.
+
+    References
+    ----------
+    Yang, "Tensor Programs I" (NeurIPS 2019) and "II" (2020), the attention examples;
+    Hron, Bahri, Sohl-Dickstein & Novak, "Infinite attention: NNGP and NTK for deep attention
+    networks", ICML 2020, section 3 and Theorem 3 (the d^{-1/2} scaling, heads -> infinity);
+    Vaswani et al., "Attention is all you need", NeurIPS 2017, eq. (1) and section 3.2.2.
     """
 
     weight_var: float = 1.0
@@ -1239,6 +1292,10 @@ class SelfAttention(Layer):
     logit_var: float = 1.0
     tied: bool = True
     width: int | None = None
+    scaling: str = "1/n"
+    heads: int = 1
+    tol: float = ATTENTION_TOL
+    max_points: int = ATTENTION_MAX_POINTS
 
     spatial = True
     needs_full = True
@@ -1246,28 +1303,75 @@ class SelfAttention(Layer):
     reads_variances = True
 
     def __post_init__(self):
-        _check_variances(self, ("weight_var",), ("bias_var", "logit_var"))
+        _check_variances(self, ("weight_var", "tol"), ("bias_var", "logit_var"))
         if not isinstance(self.tied, bool):
             raise ArchitectureError(f"SelfAttention tied must be True or False, got "
                                     f"{self.tied!r}")
+        if self.scaling not in SCALINGS:
+            raise ArchitectureError(f"SelfAttention scaling must be one of {SCALINGS}, got "
+                                    f"{self.scaling!r}")
+        if self.scaling == "1/sqrt(n)" and self.tied:
+            raise ArchitectureError("SelfAttention(scaling='1/sqrt(n)') needs tied=False: tied "
+                                    "query and key weights give logits of mean sqrt(n) "
+                                    "logit_var K(x, x), which grow with the width (hard "
+                                    "attention in the limit, no Gaussian kernel)")
+        for name, least in (("heads", 1), ("max_points", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < least or (name == "max_points" and value & (value - 1)):
+                want = "a power of 2 >= 2" if name == "max_points" else "a positive integer"
+                raise ArchitectureError(f"SelfAttention {name} must be {want}, got {value!r}")
         _check_width(self)
 
     def __repr__(self):
-        extra = _extra_repr(self, ("logit_var", "tied", "width"))
+        extra = _extra_repr(self, ("logit_var", "tied", "width", "scaling", "heads", "tol",
+                                   "max_points"))
         return f"SelfAttention({self.weight_var!r}, {self.bias_var!r}{extra})"
 
+    @property
+    def fused(self):
+        """The engine runs the 1/n scaling (OP_MIX); 1/sqrt(n) goes layer by layer."""
+        return self.scaling == "1/n"
+
+    @property
+    def kinds(self):
+        """NNGP and NTK at 1/n; the NNGP only at 1/sqrt(n)."""
+        return ("nngp", "ntk") if self.scaling == "1/n" else ("nngp",)
+
+    @property
+    def self_averaging(self):
+        """At 1/sqrt(n) each head's logits stay random at every width."""
+        return self.scaling == "1/n"
+
     def weights(self, var):
-        """The attention weights A_x (n, T, T) from each input's own covariance (n, T, T)."""
+        """The attention weights A_x (n, T, T) from each input's own covariance (n, T, T),
+        at 1/n scaling."""
         if not self.tied:
             return np.full(var.shape, 1.0 / var.shape[-1])
         z = self.logit_var * var
         z = np.exp(z - z.max(axis=-1, keepdims=True))
         return z / z.sum(axis=-1, keepdims=True)
 
+    def mixing(self, kx, ky, kxy):
+        """At 1/sqrt(n) scaling, E[softmax(G_i(x))^T K(x, y) softmax(G_k(y))] for every pair
+        of positions (i, k), with its error: an :class:`~nngp_lut.expectation.Estimate` of
+        shape (..., T, T) from :func:`~nngp_lut.kernel.attention.softmax_mixing`.
+
+        kx, ky (..., T, T) are each input's own kernel over its positions, kxy (..., T, T)
+        the kernel between them.  The entries of the kernel after the layer are bias_var +
+        weight_var times its values, their errors weight_var times its errors (within
+        ``tol`` where ``converged``)."""
+        from .attention import softmax_mixing
+
+        return softmax_mixing(kx, ky, kxy, self.logit_var, tol=self.tol / self.weight_var,
+                              max_points=self.max_points)
+
     def apply(self, k):
         k = single_input(self, k)
         require_spatial(self, k, 1)
         require_full(self, k)
+        if self.scaling == "1/sqrt(n)":
+            return self._apply_sqrt(k)
         a1 = self.weights(k.var1)
         a2 = a1 if k.var2 is k.var1 else self.weights(k.var2)
         w, b = self.weight_var, self.bias_var
@@ -1287,7 +1391,52 @@ class SelfAttention(Layer):
                        ntk=None if k.ntk is None else out["nngp"] + w * pair(k.ntk))
         return k.replace(**out)
 
+    def _apply_sqrt(self, k):
+        """The 1/sqrt(n) rule: one expectation per pair of inputs (and per input for its own
+        map), all in one batch; the same input set's pairs once each (the kernel is
+        symmetric)."""
+        if k.has_ntk:
+            raise ArchitectureError(not_given(self, "ntk") + " (its NTK at scaling "
+                                    "'1/sqrt(n)' is not built)")
+        same = k.var2 is k.var1
+        n1, n2 = k.var1.shape[0], k.var2.shape[0]
+        parts = [(k.var1, k.var1, k.var1)]
+        if not same:
+            parts.append((k.var2, k.var2, k.var2))
+        if k.nngp is not None:
+            if same:
+                ia, ib = np.triu_indices(n1, 1)
+            else:
+                ia, ib = (v.ravel() for v in np.indices((n1, n2)))
+            parts.append((k.var1[ia], k.var2[ib], k.nngp[ia, ib]))
+        sizes = np.cumsum([p[0].shape[0] for p in parts])[:-1]
+        est = self.mixing(*(np.concatenate(v) for v in zip(*parts)))
+        missed = int((~est.converged).sum())
+        if missed:
+            warnings.warn(f"{self!r}: {missed} of {est.converged.size} maps did not reach tol "
+                          f"= {self.tol:g} within max_points = {self.max_points} points per "
+                          f"randomisation (largest error {self.weight_var * est.error.max():.3g}"
+                          "): raise max_points or tol", ToleranceWarning, stacklevel=3)
+        w, b = self.weight_var, self.bias_var
+        values = np.split(b + w * est.value, sizes)
+        var1 = values[0]
+        var2 = var1 if same else values[1]
+        nngp = None
+        if k.nngp is not None:
+            if same:
+                nngp = np.empty_like(k.nngp)
+                nngp[ia, ib] = values[-1]
+                nngp[ib, ia] = np.swapaxes(values[-1], -1, -2)
+                nngp[np.arange(n1), np.arange(n1)] = var1
+            else:
+                nngp = values[-1].reshape(k.nngp.shape)
+        return k.replace(nngp=nngp, var1=var1, var2=var2, is_gaussian=True, mixture=False,
+                         width=self.width)
+
     def lower(self, comp, reg, d):
+        if self.scaling != "1/n":
+            raise NotFusable("SelfAttention at scaling '1/sqrt(n)' takes expectations per pair "
+                             "of inputs, which no engine op computes")
         new = self.apply(d)
         a = self.weights(d.var1)
         comp.emit(_eng.OP_MIX, reg, d, d, vec=comp.vector(a.reshape(a.shape[0], -1)))

@@ -86,6 +86,9 @@ class Network:
         self.batch_coupled = any(node.batch_coupled for node in layer.walk())
         #: The kernels it gives (a GRU or LSTM gives the NNGP only).
         self.kinds = tuple(k for k in KINDS if all(k in node.kinds for node in layer.walk()))
+        #: Whether one finite network's kernel converges to it as the width grows (False:
+        #: only the mean over networks does; see ``Layer.self_averaging``).
+        self.self_averaging = all(node.self_averaging for node in layer.walk())
 
     def __repr__(self):
         return f"Network({self.layer!r})"
@@ -272,7 +275,7 @@ class Network:
                               "it layer by layer (the same kernel, slower)", LayerwiseWarning,
                               stacklevel=2)
         if prog is None:
-            phases = [self._layerwise_phase(x1, x2, same, kinds, wanted)]
+            phases = [self._layerwise_phase(x1, x2, kinds, wanted, same)]
         else:
             phases = [self._engine_phase(prog, x1, x2, same, kinds, wanted)]
             if prog.gram:  # BLAS writes X1 X2^T where the program's input op reads it
@@ -331,13 +334,21 @@ class Network:
                     block[layer, row0 + idx, r0 + idx] = values[r0:r1]
         return phase
 
-    def _layerwise_phase(self, x1, x2, same, kinds, wanted):
+    def _layerwise_phase(self, x1, x2, kinds, wanted, same=False):
         def phase(block, row0, r0, r1):
-            c1 = r1 if same else x2.shape[0]  # symmetric: the lower panel only
-            res = self.layerwise(x1[r0:r1], x2[:c1], get=kinds, all_depths=True)
+            if same:  # the lower panel only (columns < r1); the first panel symmetric, so
+                # that a layer whose rule costs per pair (attention at 1/sqrt(n)) makes each
+                # pair once
+                cols = r1
+                res = self.layerwise(x1[:r1], get=kinds, all_depths=True) if r0 == 0 else \
+                    self.layerwise(x1[r0:r1], x1[:r1], get=kinds, all_depths=True)
+            else:
+                cols = block.shape[2]
+                res = self.layerwise(x1[r0:r1], x2, get=kinds, all_depths=True)
             for s, depth in enumerate(wanted):
                 for i, kind in enumerate(kinds):
-                    block[s * len(kinds) + i, row0:row0 + r1 - r0, :c1] = res[i][depth]
+                    block[s * len(kinds) + i, row0:row0 + r1 - r0, :cols] = \
+                        res[i][depth][:, :cols]
         return phase
 
 

@@ -566,6 +566,19 @@ def shaped(network, shape, stored, *arrays):
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
 
 
+def refuse_padding(what, **arrays):
+    """A one-line error for NaN (the padding of sequences of unequal length) in inputs that
+    ``what`` cannot take: the finite networks of mc and compare run sequences of one length."""
+    import numpy as np
+
+    for name, a in arrays.items():
+        if a is not None and np.isnan(a).any():
+            row = int(np.argwhere(np.isnan(a))[0][0])
+            raise DataError(f"{name} row {row} has NaN (padding of a shorter sequence): {what} "
+                            "takes sequences of one length; predict, kernel and search take "
+                            "padded ones")
+
+
 def cluster_client(scheduler, workers):
     """The Dask client of --scheduler / --workers (None for neither: in process), as a
     context manager; both at once is a usage error, an unreachable scheduler one line."""

@@ -12,8 +12,8 @@ from nngp_lut.errors import DataError
 
 from .common import (JITTER_OPTION, SHAPE_OPTION, check_output, data_options, finite_module,
                      json_option, load_data, network_flags, network_of, network_options,
-                     output_options, parse_shape, shaped, stage_bars, standardizing, to_json,
-                     user_errors)
+                     output_options, parse_shape, refuse_padding, shaped, stage_bars,
+                     standardizing, to_json, user_errors)
 from .mc import _widths
 
 
@@ -87,6 +87,7 @@ def compare(arch, tol, phi, table_path, depth, weight_var, bias_var, data_path, 
         finite = finite_module("finite")
         data = load_data(data_path, n_train, n_val, need_val=True)
         parts = [data.x_train, data.x_val, data.x_test[:n_test]]
+        refuse_padding("compare", x_train=parts[0], x_val=parts[1], x_test=parts[2])
         if standardize:
             parts = [standardize_rows(p, name) for p, name in
                      zip(parts, ("x_train", "x_val", "x_test"))]

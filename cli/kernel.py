@@ -71,8 +71,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
                                      memory=memory, out=out if h5 else None, progress=tick)
             else:
                 if standardize:
-                    a = standardize_rows(a, "x1")
-                    b = None if b is None else standardize_rows(b, "x2")
+                    a = standardize_rows(a, "x1", network.recurrent)
+                    b = None if b is None else standardize_rows(b, "x2", network.recurrent)
                 result = cluster.kernel(client, network, a, b, get=kernel_kind,
                                         all_depths=all_depths, out=out if h5 else None,
                                         progress=tick)

@@ -11,7 +11,8 @@ from nngp_lut.errors import DataError
 
 from .common import (SHAPE_OPTION, check_output, data_option, finite_module, json_option,
                      network_flags, network_of, network_options, output_options, parse_shape,
-                     shaped, stage_bars, standardize_option, standardizing, to_json, user_errors)
+                     refuse_padding, shaped, stage_bars, standardize_option, standardizing,
+                     to_json, user_errors)
 
 
 def _widths(ctx, param, value):
@@ -118,6 +119,7 @@ def mc(arch, tol, phi, table_path, depth, weight_var, bias_var, widths, draws, n
         montecarlo = finite_module("montecarlo")
         data = load_dataset(data_path)
         x = data.x_train[:n_inputs]
+        refuse_padding("mc", inputs=x)
         x = standardize_rows(x, "inputs") if standardize else validate_inputs(x, "inputs")
         if x.shape[0] < 2:
             raise DataError("the data set has fewer than 2 training inputs")

@@ -27,8 +27,11 @@ __all__ = ["DataError", "Dataset", "STANDARDIZE_MIN_FEATURES", "StandardizeWarni
            "mnist_paper_split", "parse_size", "standardize_rows", "validate_inputs"]
 
 
-def validate_inputs(x: ArrayLike, name: str = "x") -> np.ndarray:
-    """A C-contiguous float64 (n, d) array with n, d >= 1 and finite entries."""
+def validate_inputs(x: ArrayLike, name: str = "x", padded: bool = False) -> np.ndarray:
+    """A C-contiguous float64 (n, d) array with n, d >= 1 and finite entries.
+
+    ``padded``: NaN is allowed too, as the padding of sequences of unequal length (a
+    recurrent network checks where it is: whole steps, before or after a sequence's own)."""
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -40,9 +43,13 @@ def validate_inputs(x: ArrayLike, name: str = "x") -> np.ndarray:
         raise DataError(f"{name} must be 2-D (inputs x features); got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise DataError(f"{name} is empty (shape {a.shape})")
-    if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise DataError(f"{name} has a NaN or inf value (row {bad[0]}, column {bad[1]})")
+    bad = np.isinf(a) if padded else ~np.isfinite(a)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        what = "an inf" if padded else "a NaN or inf"
+        hint = " (NaN marks the padding of sequences, for a network with a recurrent layer)" \
+            if not padded and np.isnan(a[i, j]) else ""
+        raise DataError(f"{name} has {what} value (row {i}, column {j}){hint}")
     return np.ascontiguousarray(a)
 
 
@@ -55,10 +62,12 @@ class StandardizeWarning(NNGPWarning):
     """Per-example standardisation of inputs with few features."""
 
 
-def standardize_rows(x: ArrayLike, name: str = "x") -> np.ndarray:
+def standardize_rows(x: ArrayLike, name: str = "x", padded: bool = False) -> np.ndarray:
     """Each input minus its mean, divided by its standard deviation (the paper's code).
 
     Images (n, H, W[, C]) are standardised over all their values and keep their shape.
+    ``padded`` (sequences of unequal length, padded with NaN): over each input's own values,
+    the padding left NaN.
 
     Warns (:class:`StandardizeWarning`) when the inputs have fewer than
     :data:`STANDARDIZE_MIN_FEATURES` features: a d-feature input keeps only d - 2 degrees of
@@ -66,18 +75,22 @@ def standardize_rows(x: ArrayLike, name: str = "x") -> np.ndarray:
     """
     if np.ndim(x) > 2:
         a = np.asarray(x)
-        return standardize_rows(a.reshape(a.shape[0], -1), name).reshape(a.shape)
-    a = validate_inputs(x, name)
+        return standardize_rows(a.reshape(a.shape[0], -1), name, padded).reshape(a.shape)
+    a = validate_inputs(x, name, padded)
     if a.shape[1] < STANDARDIZE_MIN_FEATURES:
         warnings.warn(f"standardising each input across its {a.shape[1]} features "
                       "(the paper's convention for images) loses information on "
                       "low-dimensional data; consider leaving it off (--no-standardize)",
                       StandardizeWarning, stacklevel=2)
-    sd = a.std(axis=1, keepdims=True)
+    mean, std = (np.nanmean, np.nanstd) if padded else (np.mean, np.std)
+    with warnings.catch_warnings():  # an all-NaN row: the recurrent network names it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = std(a, axis=1, keepdims=True)
+        centre = mean(a, axis=1, keepdims=True)
     if np.any(sd == 0.0):
         raise DataError(f"{name} row {int(np.argmin(sd))} is constant: it cannot be "
                         "standardised")
-    return (a - a.mean(axis=1, keepdims=True)) / sd
+    return (a - centre) / sd
 
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
@@ -318,7 +331,8 @@ def load_dataset(path: PathLike | None = None, memory: int | str | None = None) 
         if x.ndim > 2:  # images: one row per example (pixel by pixel), the shape kept
             image_shape = image_shape or tuple(int(s) for s in x.shape[1:])
             x = x.reshape(x.shape[0], -1)
-        parts[f"x_{split}"] = validate_inputs(x, f"x_{split}")
+        # NaN is padding (sequences of unequal length): the network decides whether it may be
+        parts[f"x_{split}"] = validate_inputs(x, f"x_{split}", padded=True)
         parts[f"y_{split}"] = _targets(arrays[f"y_{split}"], x.shape[0], f"y_{split}", p)
     if path is None:  # the embedded sample is MNIST, stored flattened
         image_shape = SAMPLE_IMAGE_SHAPE

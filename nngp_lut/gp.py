@@ -152,7 +152,7 @@ class NNGPRegressor:
 
     def _prepare(self, x, name):
         if self.network.rank != 0:  # images, sequences, graphs: their own shape
-            x = standardize_rows(x, name) if self.standardize else x
+            x = standardize_rows(x, name, self.network.recurrent) if self.standardize else x
             return self.network._prepare(x, None)[0]
         return standardize_rows(x, name) if self.standardize else validate_inputs(x, name)
 

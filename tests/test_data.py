@@ -48,7 +48,7 @@ def write(tmp_path, **arrays):
 @pytest.mark.parametrize("change, message", [
     (dict(y_train=np.zeros(9, int)), "9 rows but x_train has 10"),
     (dict(x_test=np.ones((4, 2))), "3 features but x_test has 2"),
-    (dict(x_train=np.full((10, 3), np.nan)), "NaN"),
+    (dict(x_train=np.full((10, 3), np.inf)), "inf"),
     (dict(x_val=np.ones((2, 3))), "x_val and y_val go together"),
     (dict(y_test=np.zeros(4)), "mix integer labels and float"),
     (dict(x_train=np.array([["a"] * 3] * 10)), "not numeric"),
@@ -67,3 +67,21 @@ def test_missing_parts(tmp_path):
                                 x_test=np.ones((2, 2))))
     with pytest.raises(data.DataError, match="no such file"):
         data.load_dataset(tmp_path / "none.npz")
+
+
+def test_nan_is_padding_that_only_a_recurrent_network_takes(tmp_path):
+    """NaN loads (the padding of sequences of unequal length); a network of vectors refuses
+    it in one line that says what NaN means, and padded standardisation uses each row's own
+    values."""
+    x = np.ones((10, 3))
+    x[:, 1] = 2.0
+    x[0, 2] = np.nan
+    d = data.load_dataset(write(tmp_path, x_train=x, y_train=np.zeros(10, int),
+                                x_test=np.ones((4, 3)), y_test=np.zeros(4, int)))
+    assert np.isnan(d.x_train[0, 2])
+    with pytest.raises(data.DataError, match="row 0, column 2.*padding of sequences"):
+        data.validate_inputs(d.x_train)
+    with pytest.warns(data.StandardizeWarning):  # 3 features
+        s = data.standardize_rows(d.x_train[:1], padded=True)
+    np.testing.assert_allclose(s[0, :2], [-1.0, 1.0], rtol=0, atol=1e-15)
+    assert np.isnan(s[0, 2])

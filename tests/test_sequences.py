@@ -212,3 +212,41 @@ def test_arch_text_round_trip():
     net = serial(SimpleRNN("erf", 1.5, 2.0, 0.1, width=64), SelfAttention(1.2, tied=False),
                  LastStep(), Dense(1.0, 0.0))
     assert parse_arch(repr(net)) == net
+
+
+def test_padded_sequences_from_files(tmp_path):
+    """Rows of a file with NaN steps (flattened (T, d) sequences, --shape T,d) give each
+    sequence's kernel at its own length, standardised over its own values (the oracle:
+    rnn_direct on the unpadded sequences); commands that sample finite networks and networks
+    of vectors refuse NaN in one line."""
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    seqs = _sequences([4, 2, 3], channels=2, seed=5)
+    np.save(tmp_path / "x.npy", _padded(seqs).reshape(3, -1))
+    arch = f"serial(SimpleRNN('relu', {W}, {U}, {B}), LastStep())"
+
+    def run(*args):
+        return CliRunner().invoke(cli, [*args, "--quiet"])
+
+    res = run("kernel", "--arch", arch, "--shape", "4,2", "--x1", str(tmp_path / "x.npy"),
+              "--standardize", "--out", str(tmp_path / "k.npy"))
+    assert res.exit_code == 0, res.output
+    own = [(s - s.mean()) / s.std() for s in seqs]
+    want, _ = _direct("relu", own, own, "last")
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), want, rtol=TOL_RELU, atol=0)
+
+    rng = np.random.default_rng(0)
+    x = _padded(_sequences(rng.integers(2, 5, 12), channels=2, seed=6), steps=4).reshape(12, -1)
+    np.savez(tmp_path / "d.npz", x_train=x[:8], y_train=np.arange(8) % 2, x_test=x[8:],
+             y_test=np.arange(4) % 2)
+    data = ["--data", str(tmp_path / "d.npz")]
+    res = run("predict", *data, "--arch", arch[:-1] + ", Dense(1.0, 0.0))", "--shape", "4,2")
+    assert res.exit_code == 0, res.output
+    res = run("mc", *data, "--arch", arch, "--shape", "4,2", "--widths", "8,16")
+    assert res.exit_code == 1 and "has NaN (padding of a shorter sequence): mc takes" \
+        in res.output, res.output
+    res = run("predict", *data, "--phi", "relu", "--depth", "1", "--weight-var", "1",
+              "--bias-var", "0")
+    assert res.exit_code == 1 and "NaN marks the padding of sequences" in res.output, res.output

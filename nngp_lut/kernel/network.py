@@ -400,10 +400,10 @@ def nngp_kernel(x1: ArrayLike, x2: ArrayLike | None = None, *, phi: PhiLike = "r
     ----------
     Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018, eq. (5).
     """
-    if standardize:
-        x1 = standardize_rows(x1, "x1")
-        x2 = None if x2 is None else standardize_rows(x2, "x2")
     net = _network(network, phi, depth, weight_var, bias_var)
+    if standardize:
+        x1 = standardize_rows(x1, "x1", net.recurrent)
+        x2 = None if x2 is None else standardize_rows(x2, "x2", net.recurrent)
     return net.kernel(x1, x2, get=get, all_depths=all_depths, memory=memory, out=out,
                       progress=progress)
 
@@ -426,9 +426,10 @@ def nngp_diag(x: ArrayLike, *, phi: PhiLike = "relu", depth: int | None = None,
               standardize: bool = False) -> np.ndarray:
     """K(x, x) for each input (the diagonal of :func:`nngp_kernel`; ``get="ntk"`` for the
     NTK's)."""
+    net = _network(network, phi, depth, weight_var, bias_var)
     if standardize:
-        x = standardize_rows(x, "x")
-    return _network(network, phi, depth, weight_var, bias_var).diagonal(x, get=get)
+        x = standardize_rows(x, "x", net.recurrent)
+    return net.diagonal(x, get=get)
 
 
 # --- plumbing ----------------------------------------------------------------------------------

@@ -316,6 +316,13 @@ TOL_OPTION = click.option(
     "by randomised QMC (GRU, LSTM, BatchNorm, SelfAttention at scaling '1/sqrt(n)'): every entry of a pair's map within it (a 99 % interval "
     "over 16 scramblings; the work grows as 1/tol^2).  Default: each layer's own tol.")
 network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
+#: --bn-reference, for predict and kernel.
+BN_REFERENCE_OPTION = click.option(
+    "--bn-reference", "bn_reference", metavar="FILE[:KEY]", default=None,
+    help="For an --arch with BatchNorm (relu or identity): inputs (.npy, .npz, .h5 or .csv, "
+    "rows as the data's) whose batch statistics normalise every input, as a trained "
+    "network's stored statistics do (inference mode).  Without it BatchNorm normalises over "
+    "the inputs of the call (training mode), and predict refuses it.")
 
 #: --kernel, shared by predict, kernel and search.
 KERNEL_OPTION = click.option(
@@ -518,6 +525,31 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
                     and not layer.phi.endswith((".h5", ".hdf5")):
                 table_for(layer.phi, None, progress)
     return network
+
+
+def load_array_spec(spec):
+    """The array of FILE or FILE:KEY (a key picks an array of an .npz or .h5 file); it must
+    fit in RAM."""
+    from nngp_lut.data import load_array
+
+    path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() \
+        else (spec, "", "")
+    return load_array(path, key or None, "auto")
+
+
+def with_bn_reference(network, spec, shape, stored, standardize):
+    """The network with --bn-reference's inputs as its BatchNorm reference batch, shaped and
+    standardised as the data are (the network itself without the option)."""
+    if spec is None:
+        return network
+    from nngp_lut.data import standardize_rows
+    from nngp_lut.kernel import Network
+
+    with user_errors():
+        reference, = shaped(network, shape, stored, load_array_spec(spec))
+        if standardize:
+            reference = standardize_rows(reference, "--bn-reference", network.recurrent)
+        return Network(network.layer, reference=reference)
 
 
 def parse_shape(text):

@@ -2,31 +2,26 @@
 
 import errno
 import shutil
-from pathlib import Path
 
 import click
 import numpy as np
 
 from nngp_lut import _files, cluster
-from nngp_lut.data import DataError, load_array, standardize_rows
+from nngp_lut.data import DataError, standardize_rows
 from nngp_lut.errors import DiskFull
 from nngp_lut.kernel import DEFAULT_MEMORY, nngp_kernel
 
-from .common import (KERNEL_OPTION, SHAPE_OPTION, check_output, cluster_client, cluster_options,
-                     memory_option, network_flags, network_of, network_options, output_options,
-                     parse_shape, shaped, stage_bars, standardize_option, user_errors)
-
-
-def _load(spec):
-    path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() \
-        else (spec, "", "")
-    return load_array(path, key or None, "auto")  # the data must fit in RAM, whatever --memory
+from .common import (BN_REFERENCE_OPTION, KERNEL_OPTION, SHAPE_OPTION, check_output,
+                     cluster_client, cluster_options, load_array_spec, memory_option,
+                     network_flags, network_of, network_options, output_options, parse_shape,
+                     shaped, stage_bars, standardize_option, user_errors, with_bn_reference)
 
 
 @click.command(short_help="The NNGP or NTK of input files.")
 @network_options
 @KERNEL_OPTION
 @SHAPE_OPTION
+@BN_REFERENCE_OPTION
 @click.option("--x1", required=True, metavar="FILE[:KEY]",
               help="Inputs, one per row: .npy, .npz, .h5 or .csv (KEY picks an array; a "
               "CSV header row is skipped, every column is a feature).")
@@ -40,7 +35,8 @@ def _load(spec):
                 "when larger than --memory).", required=True, quiet="summary")
 @cluster_options
 def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, all_depths,
-           out, memory, force, quiet, arch, tol, kernel_kind, shape, scheduler, workers):
+           out, memory, force, quiet, arch, tol, kernel_kind, shape, bn_reference, scheduler,
+           workers):
     """Compute the NNGP kernel K^L(x1, x2) (or with --kernel ntk the NTK) of a deep fully
     connected network, or of any --arch (--all-depths: after each Dense of its main chain
     and at its end).  With --workers or --scheduler the tiles are Dask tasks on a cluster;
@@ -51,8 +47,8 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
     shape = parse_shape(shape)
     check_output(out, force)
     with user_errors(), _files.lock(out), cluster_client(scheduler, workers) as client:
-        a = _load(x1)
-        b = None if x2 is None else _load(x2)
+        a = load_array_spec(x1)
+        b = None if x2 is None else load_array_spec(x2)
         if b is not None and np.ndim(a) == np.ndim(b) == 2 and a.shape[1] != b.shape[1]:
             raise DataError(f"x1 has {a.shape[1]} features but x2 has {b.shape[1]}")
         h5 = out.suffix.lower() != ".npy"
@@ -60,6 +56,7 @@ def kernel(phi, table_path, depth, weight_var, bias_var, x1, x2, standardize, al
             network = network_of(arch, phi, table_path, depth, weight_var, bias_var,
                                  progress, tol)
             a, b = shaped(network, shape, None, a, b)
+            network = with_bn_reference(network, bn_reference, shape, None, standardize)
             label = "kernel" if network.rank == 0 else \
                 f"kernel [{network.storage(np.shape(a)[1:])}]"
             _check_room(out, np.shape(a), None if b is None else np.shape(b),

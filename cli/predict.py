@@ -9,11 +9,11 @@ from nngp_lut import _files, paper
 from nngp_lut.data import is_labels
 from nngp_lut.gp import evaluate
 
-from .common import (EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION, check_output,
-                     cluster_client, cluster_options, data_options, json_option, load_data,
-                     memory_option, network_flags, network_of, network_options, output_options,
-                     parse_shape, phi_or_table, shaped, stage_bars, standardizing, table_for,
-                     to_json, user_errors)
+from .common import (BN_REFERENCE_OPTION, EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION,
+                     check_output, cluster_client, cluster_options, data_options, json_option,
+                     load_data, memory_option, network_flags, network_of, network_options,
+                     output_options, parse_shape, phi_or_table, shaped, stage_bars,
+                     standardizing, table_for, to_json, user_errors, with_bn_reference)
 
 
 @click.command(short_help="Exact GP prediction on a dataset: accuracy, MSE.")
@@ -21,6 +21,7 @@ from .common import (EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION, check
 @network_options
 @KERNEL_OPTION
 @SHAPE_OPTION
+@BN_REFERENCE_OPTION
 @JITTER_OPTION
 @memory_option("the kernel tiles and the factorisation",
                more="Larger factorisations run out of core in --scratch.")
@@ -36,7 +37,7 @@ from .common import (EMBEDDED, JITTER_OPTION, KERNEL_OPTION, SHAPE_OPTION, check
 @cluster_options
 def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_test,
             standardize, jitter, memory, scratch, resume, variance, out, force, as_json, quiet,
-            arch, tol, kernel_kind, shape, scheduler, workers):
+            arch, tol, kernel_kind, shape, bn_reference, scheduler, workers):
     """Exact GP prediction with the NNGP kernel: the posterior of Lee et al. 2018, eq. 4.
 
     Fits the posterior on the training set (blocked Cholesky, in RAM or out of core) and
@@ -75,6 +76,8 @@ def predict(data_path, phi, table_path, depth, weight_var, bias_var, n_train, n_
                                  progress, tol)
             t_table = time.perf_counter() - t0
             x_train, x_test = shaped(network, shape, data.image_shape, x_train, x_test)
+            network = with_bn_reference(network, bn_reference, shape, data.image_shape,
+                                        standardize)
             if network.rank != 0 and progress:
                 progress = _label_kernel(progress, network.storage(np.shape(x_train)[1:]))
             result = evaluate(x_train, y_train, x_test, y_test, network=network,

@@ -135,8 +135,9 @@ class NNGPRegressor:
         if self.network.batch_coupled:
             raise ArchitectureError("BatchNorm's kernel depends on the batch it normalises "
                                     "over, and GP prediction needs one prior over the "
-                                    "training and test inputs: use Network.kernel(x) on a "
-                                    "batch, or a network without BatchNorm")
+                                    "training and test inputs: give a reference batch "
+                                    "(Network(layer, reference=R); --bn-reference FILE), "
+                                    "or use Network.kernel(x) on a batch")
         self.kernel = kernel
         self.settings = dict(network=repr(self.network), kernel=kernel,
                              standardize=standardize, jitter=jitter)

@@ -147,3 +147,95 @@ def test_arch_round_trip():
     for layer in (BatchNorm(), BatchNorm("relu"), BatchNorm("x*tanh(x)", tol=1e-4)):
         again = parse_arch(repr(layer))
         assert again == layer and repr(again) == repr(layer)
+
+
+# --- inference mode: a reference batch normalises every input -------------------------------
+def _reference_sampled(cov, b, phi, seed=3):
+    """Brute force for a reference set: h ~ N(0, cov) over the reference (first b) and the
+    other inputs, each input normalised by the reference's mean and spread; the mean of phi
+    phi^T and its standard error."""
+    rng = np.random.default_rng(seed)
+    lam, vec = np.linalg.eigh(cov)
+    h = (rng.standard_normal((SAMPLES, cov.shape[0])) * np.sqrt(np.maximum(lam, 0))) @ vec.T
+    ref = h[:, :b]
+    centre = ref.mean(axis=1, keepdims=True)
+    z = phi(math.sqrt(b) * (h - centre) / np.linalg.norm(ref - centre, axis=1, keepdims=True))
+    prod = z[:, :, None] * z[:, None, :]
+    return prod.mean(axis=0), prod.std(axis=0) / math.sqrt(SAMPLES)
+
+
+@pytest.mark.parametrize("name, phi", [("relu", lambda z: np.maximum(z, 0)),
+                                       ("identity", lambda z: z)])
+def test_reference_set_against_brute_force(name, phi):
+    """A Dense then BatchNorm(phi) with a reference batch of 6: the kernel of 3 other inputs
+    (and with the reference) against direct sampling of the normalisation."""
+    rng = np.random.default_rng(8)
+    ref, x = rng.standard_normal((6, 4)), rng.standard_normal((3, 4))
+    layer = BatchNorm(None if name == "identity" else name)
+    net = Network(serial(Dense(1.3, 0.2), layer), reference=ref)
+    z = np.concatenate([ref, x])
+    want, se = _reference_sampled(1.3 * z @ z.T / 4 + 0.2, 6, phi)
+    got = net.kernel(z)
+    assert np.all(np.abs(got - want) <= SIGMAS * se + 1e-12)
+    np.testing.assert_allclose(net.diagonal(x), np.diag(got)[6:], rtol=1e-12)
+
+
+def test_reference_inputs_get_the_training_kernel_and_gp_prediction_works():
+    """An input of the reference set is normalised as in training mode, through two
+    BatchNorm layers; the kernel is one of pairs (tiles and calls agree), so GP prediction
+    runs."""
+    rng = np.random.default_rng(9)
+    ref, x = rng.standard_normal((8, 3)), rng.standard_normal((10, 3))
+    layer = serial(Dense(1.0, 0.1), BatchNorm("relu"), Dense(1.5, 0.1), BatchNorm(),
+                   Dense(1.0, 0.0))
+    net = Network(layer, reference=ref)
+    np.testing.assert_allclose(net.kernel(ref), Network(layer).kernel(ref), rtol=0,
+                               atol=1e-12)
+    k = net.kernel(x)
+    np.testing.assert_allclose(net.kernel(x, tile_rows=3), k, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(net.kernel(x[:4], x[4:]), k[:4, 4:], rtol=0, atol=1e-14)
+    assert np.linalg.eigvalsh(k).min() > 0
+    y = (x[:, 0] > 0).astype(int)
+    res = gp.evaluate(x[:8], y[:8], x[8:], y[8:], network=net)
+    assert res.n_test == 2 and np.isfinite(res.mse)
+
+
+def test_reference_set_errors():
+    rng = np.random.default_rng(10)
+    layer = serial(Dense(1.0, 0.1), BatchNorm("relu"), Dense(1.0, 0.0))
+    x = rng.standard_normal((3, 3))
+    cases = [
+        (lambda: Network(serial(Dense(1.0, 0.1)), reference=x), ParameterError,
+         "this network has none"),
+        (lambda: Network(serial(Dense(1.0, 0.1), BatchNorm("tanh")), reference=x),
+         ArchitectureError, "relu and the identity only"),
+        (lambda: Network(layer, reference=x[:3]).kernel(x), DataError,
+         "use at least 4 distinct reference inputs"),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_cli_bn_reference(tmp_path):
+    from click.testing import CliRunner
+
+    from nngp_lut.cli.main import cli
+
+    rng = np.random.default_rng(11)
+    ref, x = rng.standard_normal((6, 5)), rng.standard_normal((7, 5))
+    np.save(tmp_path / "ref.npy", ref)
+    np.save(tmp_path / "x.npy", x)
+    arch = "serial(Dense(1.0, 0.1), BatchNorm('relu'), Dense(1.0, 0.0))"
+    res = CliRunner().invoke(cli, ["kernel", "--arch", arch, "--x1", str(tmp_path / "x.npy"),
+                                   "--bn-reference", str(tmp_path / "ref.npy"), "--out",
+                                   str(tmp_path / "k.npy"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    want = Network(parse_arch(arch), reference=ref).kernel(x)
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), want, rtol=0, atol=1e-14)
+    res = CliRunner().invoke(cli, ["kernel", "--arch", "serial(Dense(1.0, 0.1))", "--x1",
+                                   str(tmp_path / "x.npy"), "--bn-reference",
+                                   str(tmp_path / "ref.npy"), "--out", str(tmp_path / "k2.npy"),
+                                   "--quiet"])
+    assert res.exit_code == 1 and "this network has none" in res.output

@@ -194,6 +194,9 @@ GATED_MAX_BYTES = 2 ** 31
 BATCHNORM_QUAD_TOL = 1e-10
 #: Default tolerance of the randomised QMC for other activations after BN.
 BATCHNORM_TOL = 1e-3
+#: BatchNorm with a reference set: directions of the reference's pre-activations (and of
+#: their centred covariance) below this times the largest eigenvalue are null.
+REFERENCE_RANK_RTOL = 1e-12
 
 # --- softmax attention at 1/sqrt(n) scaling (nngp_lut/kernel/attention.py) ---------------------
 #: Default tolerance of a SelfAttention(scaling="1/sqrt(n)") kernel: the largest error (the

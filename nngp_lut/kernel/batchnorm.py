@@ -35,7 +35,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .._core.config import BATCHNORM_QUAD_TOL, JIT
+from .._core.config import BATCHNORM_QUAD_TOL, JIT, REFERENCE_RANK_RTOL
 from ..errors import DataError
 from ..expectation import gaussian_expectation
 
@@ -97,6 +97,75 @@ def homogeneous_kernel(cov, phi):
     # and at least as e^(-u/2) as s -> inf, the batch's rank being at least 1).
     value, _ = quad_vec(integrand, -50.0, 80.0, epsabs=BATCHNORM_QUAD_TOL, epsrel=0.0)
     return (value + value.T) / 2
+
+
+def reference_kernel(cov, var1, var2, b, phi):
+    """K' of phi(BN_R(h)) for phi "identity" or "relu" over two input sets that start with
+    the same ``b`` reference inputs R, whose statistics normalise every input (inference
+    mode with R as the batch): BN_R(h)(z) = sqrt(b) (h(z) - mean_R h) / |G h_R|.
+
+    ``cov`` (b + n1, b + n2) is the pre-activation kernel between the sets, ``var1`` and
+    ``var2`` their diagonals.  Returns the kernel after the layer and its two diagonals; the
+    reference's own block is the training-mode kernel of R.
+
+    Write h_R = A xi (A A^T = K_R, xi standard normal on K_R's range) and each input's
+    centred value a_z = h(z) - mean_R h = q_z^T xi + e_z, e_z independent of h_R (zero for
+    z in R).  With |G h_R|^2 = xi^T M xi, M = A^T G A = V diag(lam) V^T, the Laplace method
+    of :func:`homogeneous_kernel` gives
+
+        K'(z, w) = b int_0^inf det(I + 2 s M)^(-1/2) E[phi(a_z) phi(a_w)] ds,
+
+    where under the tilt Cov(a_z, a_w) = p_z^T diag(1 / (1 + 2 s lam)) p_w + Cov(e_z, e_w),
+    p = V^T q: one bivariate expectation per pair inside a 1-D integral.  For an input
+    outside R's span the residual e_z does not shrink with s, so the integral is finite only
+    when M has rank >= 3 (E|G h_R|^-2 < inf): at least 4 reference inputs of independent
+    pre-activations.
+    """
+    from scipy.integrate import quad_vec
+
+    cov = np.asarray(cov, dtype=np.float64)
+    k_ref = cov[:b, :b]
+    mu, q = np.linalg.eigh((k_ref + k_ref.T) / 2)
+    keep = mu > REFERENCE_RANK_RTOL * max(mu.max(), 0.0)
+    mu, q = mu[keep], q[:, keep]
+    a = q * np.sqrt(mu)  # h_R = A xi
+    mean = a.mean(axis=0)  # mean_R h = mean^T xi
+    lam, v = np.linalg.eigh(a.T @ a - b * np.outer(mean, mean))  # M = A^T G A
+    scale = lam.max() if lam.size else 0.0
+    lam = np.where(lam > REFERENCE_RANK_RTOL * scale, lam / scale if scale > 0 else lam, 0.0)
+    if np.count_nonzero(lam) < 3:
+        raise DataError(f"BatchNorm's reference set gives {np.count_nonzero(lam)} independent "
+                        "centred pre-activations (3 needed: with fewer, 1 / |G h|^2 has no "
+                        "finite mean and the kernel of inputs outside the set is infinite): "
+                        "use at least 4 distinct reference inputs")
+    whiten = q / np.sqrt(mu)  # c^T K_R^+ c' = (c^T whiten)(whiten^T c')
+    w1, w2 = cov[:, :b] @ whiten, cov[:b, :].T @ whiten  # E[h(z) xi]
+    p1, p2 = ((w - mean) @ v / math.sqrt(scale) for w in (w1, w2))
+    # the residuals, zero for the reference inputs themselves (exactly: no rounding left)
+    res = (cov - w1 @ w2.T) / scale
+    r1 = np.maximum(np.asarray(var1) - np.einsum("ij,ij->i", w1, w1), 0.0) / scale
+    r2 = np.maximum(np.asarray(var2) - np.einsum("ij,ij->i", w2, w2), 0.0) / scale
+    res[:b, :] = 0.0
+    res[:, :b] = 0.0
+    r1[:b] = r2[:b] = 0.0
+
+    def integrand(u):  # s = e^u, as in homogeneous_kernel
+        s = math.exp(u)
+        shrink = 1.0 / (1.0 + 2.0 * s * lam)
+        det = math.exp(-0.5 * np.log1p(2.0 * s * lam).sum())
+        c = (p1 * shrink) @ p2.T + res
+        d1 = (p1 * p1) @ shrink + r1
+        d2 = (p2 * p2) @ shrink + r2
+        if phi == "identity":
+            e, e1, e2 = c, d1, d2
+        else:
+            e = _relu_pair(d1[:, None], d2[None, :], c)
+            e1, e2 = d1 / 2, d2 / 2  # E[relu(u)^2] = var / 2
+        return (b * s * det) * np.concatenate([e.ravel(), e1, e2])
+
+    n1, n2 = cov.shape
+    value, _ = quad_vec(integrand, -50.0, 80.0, epsabs=BATCHNORM_QUAD_TOL, epsrel=0.0)
+    return value[:n1 * n2].reshape(n1, n2), value[n1 * n2:n1 * n2 + n1], value[n1 * n2 + n1:]
 
 
 @njit(**JIT)

@@ -1152,8 +1152,16 @@ class BatchNorm(Layer):
     ``Network.kernel(x)`` is the kernel of the batch x, ``kernel(x1, x2)`` the x1 x x2 block
     of the batch x1 and x2 together.  The activation is part of the layer because after BN
     the units are no longer Gaussian, and phi's kernel needs the whole batch's law.  NNGP
-    only; vectors only (not images or sequences); GP prediction, which needs one prior over
-    the training and test inputs, is refused.
+    only; vectors only (not images or sequences).  GP prediction, which needs one prior over
+    the training and test inputs, is refused in this mode.
+
+    **Inference mode with a reference set** (``Network(layer, reference=R)``, relu and the
+    identity): R passes through the network as a batch of its own, and every input is
+    normalised by R's statistics at each BatchNorm, BN_R(h)(x) = sqrt(B) (h(x) - mean_R h) /
+    |G h_R|, as a trained network normalises test inputs by stored statistics.  The kernel
+    is then a function of pairs (GP prediction works), by the same 1-D integral with each
+    pair's covariance with R (:func:`nngp_lut.kernel.batchnorm.reference_kernel`); R needs
+    at least 4 inputs of independent pre-activations.
     """
 
     phi: object = None
@@ -1192,11 +1200,24 @@ class BatchNorm(Layer):
         """K' over the batch from its pre-activation kernel ``cov`` (B, B)."""
         from . import batchnorm
 
-        name = "identity" if self.function is None else self.function.name
+        name = self.activation_name
         if name in batchnorm.HOMOGENEOUS:
             return batchnorm.homogeneous_kernel(cov, name)
         est = batchnorm.sampled_kernel(cov, self.function, self.tol)
         return (est.value + est.value.T) / 2
+
+    def reference_kernel(self, k):
+        """K' and its diagonals over two sets that start with the reference batch
+        (:func:`nngp_lut.kernel.batchnorm.reference_kernel`)."""
+        from . import batchnorm
+
+        return batchnorm.reference_kernel(k.nngp, k.var1, k.var2, k.reference,
+                                          self.activation_name)
+
+    @property
+    def activation_name(self):
+        """phi's name ("identity" for BN alone)."""
+        return "identity" if self.function is None else self.function.name
 
     def apply(self, k):
         k = single_input(self, k)
@@ -1209,6 +1230,13 @@ class BatchNorm(Layer):
         if not k.is_gaussian or k.mixture:
             raise ArchitectureError("BatchNorm needs Gaussian pre-activations: put a Dense "
                                     "before it")
+        if k.reference:  # inference mode: every input normalised by the reference's batch
+            if k.nngp is None:
+                raise ArchitectureError("BatchNorm with a reference set needs the pairs' "
+                                        "record (Network computes it so)")
+            new, var1, var2 = self.reference_kernel(k)
+            return k.replace(nngp=new, var1=var1, var2=var2, is_gaussian=False,
+                             mixture=False)
         batch = k.nngp is not None and k.nngp.shape[0] == k.nngp.shape[1] and \
             np.allclose(np.diagonal(k.nngp), k.var1, rtol=1e-12, atol=0) and \
             np.allclose(k.var1, k.var2, rtol=1e-12, atol=0)

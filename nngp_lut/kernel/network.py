@@ -26,6 +26,7 @@ from ..data import standardize_rows, validate_inputs
 from ..errors import (ArchitectureError, DataError, LayerwiseWarning, NonFiniteKernel,
                       ParameterError)
 from . import executor
+from .batchnorm import HOMOGENEOUS
 from .compiler import NotFusable, compile_network, engine_inputs, run
 from .layers import (GRU, LSTM, Layer, SimpleRNN, check_readout, exact_form, needs_full,
                      not_given, readout_points, spatial_rank)
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 DEFAULT_MEMORY = "4GB"
 #: The kernels a network gives.
 KINDS = ("nngp", "ntk")
+#: Inputs per call of the diagonal of a network with a BatchNorm reference set (each chunk's
+#: pairs are computed with the reference, the diagonal kept).
+REFERENCE_DIAGONAL_CHUNK = 256
 
 
 def _kinds(get):
@@ -61,9 +65,13 @@ class Network:
         The network (usually a ``serial(...)``); its *depths* are the Dense layers of its
         main chain, numbered from 0 (for ``deep_network`` depth l is the l-th hidden layer's
         pre-activation, l = 0..L).
+    reference : array_like (B, ...), optional
+        For a network with BatchNorm: the reference batch whose statistics normalise every
+        input (inference mode; relu and the identity).  Without it each call's inputs are
+        the batch (training mode), and the kernel is not a function of pairs.
     """
 
-    def __init__(self, layer):
+    def __init__(self, layer, *, reference=None):
         if not isinstance(layer, Layer):
             raise TypeError(f"expected a layer, got {type(layer).__name__}")
         self.layer = layer
@@ -84,6 +92,8 @@ class Network:
         #: Whether a layer couples the inputs of a batch (BatchNorm): the batch is every
         #: input of a call, computed in one block.
         self.batch_coupled = any(node.batch_coupled for node in layer.walk())
+        #: The reference batch of BatchNorm in inference mode (validated inputs), or None.
+        self.reference = None if reference is None else self._reference(reference)
         #: The kernels it gives (a GRU or LSTM gives the NNGP only).
         self.kinds = tuple(k for k in KINDS if all(k in node.kinds for node in layer.walk()))
         #: Whether one finite network's kernel converges to it as the width grows (False:
@@ -91,7 +101,24 @@ class Network:
         self.self_averaging = all(node.self_averaging for node in layer.walk())
 
     def __repr__(self):
-        return f"Network({self.layer!r})"
+        extra = "" if self.reference is None else \
+            f", reference=<{self.reference.shape[0]} inputs>"
+        return f"Network({self.layer!r}{extra})"
+
+    def _reference(self, reference):
+        """The validated reference batch; the network no longer couples a call's inputs."""
+        norms = [n for n in self.layer.walk() if n.batch_coupled]
+        if not norms:
+            raise ParameterError("reference= is the batch that normalises every input at a "
+                                 "BatchNorm: this network has none")
+        for node in norms:
+            if node.activation_name not in HOMOGENEOUS:
+                raise ArchitectureError(f"{node!r} with a reference set is built for relu and "
+                                        "the identity only (the 1-D integral); use it in "
+                                        "training mode (no reference) for other activations")
+        self.batch_coupled = False  # every input normalised by the same batch: pairs again
+        return validate_inputs(reference, "reference") if self.rank == 0 else \
+            self._prepare(reference, None)[0]
 
     def _kinds(self, get):
         """The kinds of ``get``, refused in one line if a layer does not give one."""
@@ -162,6 +189,14 @@ class Network:
         """
         kinds = self._kinds(get)
         x1, x2, same = self._prepare(x1, x2)
+        if self.reference is not None:  # the reference batch leads both sets
+            b = self.reference.shape[0]
+            z1 = np.concatenate([self.reference, x1])
+            z2 = None if same else np.concatenate([self.reference, x2])
+            k = self._record(z1, z2, "ntk" in kinds, True, self._masked(z1, z1 if same else z2))
+            res = tuple(r[..., b:, b:] for r in self._walk(k.replace(reference=b), kinds,
+                                                           all_depths, True))
+            return res[0] if isinstance(get, str) else res
         if self.batch_coupled and not same:  # the batch is x1 and x2 together
             n1 = x1.shape[0]
             res = self.layerwise(np.concatenate([x1, x2]), get=kinds, all_depths=all_depths)
@@ -201,9 +236,14 @@ class Network:
     def diagonal(self, x, *, get="nngp", all_depths=False):
         """K(x, x) (or the NTK's Theta(x, x)) of each input, by the diagonal recursion."""
         kinds = self._kinds(get)
-        if self.batch_coupled:  # the batch is x: the diagonal of its kernel
-            res = self.layerwise(x, get=kinds, all_depths=all_depths)
-            res = tuple(np.diagonal(r, axis1=-2, axis2=-1).copy() for r in res)
+        if self.batch_coupled or self.reference is not None:
+            # the diagonal of the pairs' kernel: of the batch x, or of chunks of x with the
+            # reference batch
+            step = len(x) if self.batch_coupled else REFERENCE_DIAGONAL_CHUNK
+            parts = [self.layerwise(x[i:i + step], get=kinds, all_depths=all_depths)
+                     for i in range(0, len(x), step)]
+            res = tuple(np.concatenate([np.diagonal(p[j], axis1=-2, axis2=-1) for p in parts],
+                                       axis=-1) for j in range(len(kinds)))
             return res[0] if isinstance(get, str) else res
         x = validate_inputs(x, "x") if self.rank == 0 else self._prepare(x, None)[0]
         k = self._record(x, None, "ntk" in kinds, False, self._masked(x, x))

@@ -64,6 +64,10 @@ class Kernels:
         :func:`nngp_lut.kernel.spatial.as_spatial_inputs`).  Entries at padded steps carry
         no meaning; only layers with ``takes_padding`` accept such a record, and the layers
         that read over time (SimpleRNN, GlobalAvgPool) leave the padding out.
+    reference : int
+        BatchNorm in inference mode: both sets start with the same ``reference`` inputs,
+        the batch whose statistics normalise every input (``Network(reference=...)``);
+        0 for none.
     """
 
     nngp: np.ndarray | None
@@ -79,6 +83,7 @@ class Kernels:
     full_spatial: bool = False
     mask1: np.ndarray | None = None
     mask2: np.ndarray | None = None
+    reference: int = 0
 
     @property
     def has_ntk(self):

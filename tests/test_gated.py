@@ -144,6 +144,20 @@ def test_tolerance_drives_the_particles_and_warns_when_missed():
     assert np.abs(coarse - fine).max() <= 5e-2 + 2e-3
 
 
+def test_the_error_estimates_cover_the_error():
+    """maps() gives every entry with its 99 % interval over the randomisations: a coarse
+    run's interval (with the fine run's) covers its distance to a run 15 times finer at
+    nearly every entry, and the coarse run meets its tolerance."""
+    x = _sequences(3, 4)
+    kin = np.einsum("ith,jsh->ijts", x, x) / x.shape[-1]
+    own = kin[np.arange(3), np.arange(3)]
+    coarse = GRU("tanh", 1.2, 1.0, 0.1, tol=3e-2).maps(own, None, kin)
+    fine = GRU("tanh", 1.2, 1.0, 0.1, tol=TOL, max_points=POINTS).maps(own, None, kin)
+    for c, f in ((coarse[0], fine[0]), (coarse[2], fine[2])):
+        assert np.all(c.converged) and c.error.max() <= 3e-2 and np.all(c.n_points > 0)
+        assert np.mean(np.abs(c.value - f.value) <= c.error + f.error) >= 0.9
+
+
 @pytest.mark.parametrize("text, match", [
     ("GRU('tanh', 0)", "GRU needs weight_var > 0"),
     ("LSTM('tanh', tol=0)", "LSTM needs tol > 0"),

@@ -75,7 +75,7 @@ from .._core.config import (ATTENTION_MAX_POINTS, ATTENTION_TOL, BATCHNORM_TOL,
                             GATED_MAX_BYTES, GATED_MAX_POINTS, GATED_MIN_POINTS, GATED_TOL)
 from .._core.interp import correlations
 from ..errors import ArchitectureError, DataError, NotFusable, ToleranceWarning
-from ..expectation import RANDOMIZATIONS, NormalPoints, interval_multiplier
+from ..expectation import RANDOMIZATIONS, Estimate, NormalPoints, interval_multiplier
 from .spatial import (conv_mean, map_fields, pair_factors, pool_mean, positional,
                       require_full, require_spatial, self_factors, spatial_shape,
                       window_indices)
@@ -1026,8 +1026,9 @@ class _GatedRecurrent(Layer):
         """The kernel maps of the cell's states from its inputs' maps: kin1 (n1, T, T) and
         kin2 (n2, T, T) each input's own, kin12 (n1, n2, T, T) the pairs' (or None).
 
-        Returns (var1, var2, nngp) (var2 and nngp None when not asked), each entry within
-        ``tol``.  A first round runs 2^7 particles per randomisation; each later round
+        Returns (var1, var2, nngp), each an :class:`~nngp_lut.expectation.Estimate` of the
+        maps with their errors (the 99 % interval over the randomisations), each entry within
+        ``tol`` where ``converged`` (var2 and nngp None when not asked).  A first round runs 2^7 particles per randomisation; each later round
         recomputes the maps still above ``tol`` with at least twice the particles, as many
         as the error's 1/sqrt(m) fall predicts for the median of them, up to ``max_points``.
         """
@@ -1050,6 +1051,7 @@ class _GatedRecurrent(Layer):
             kin12 = np.ascontiguousarray(kin12)
             results.append(np.zeros((2,) + kin12.shape))
             active.append(np.ones(kin12.shape[:2], dtype=bool))
+        spent = [np.zeros(a.shape, dtype=np.int64) for a in active]  # particles per map
         m = GATED_MIN_POINTS
         while True:
             x = points.first(m).reshape(RANDOMIZATIONS, m, 2 * steps, -1)
@@ -1064,7 +1066,8 @@ class _GatedRecurrent(Layer):
                 _gated.pair_maps(*args, sets[0], sets[-1], kin12, xi, multiplier, active[-1],
                                  results[-1][0], results[-1][1])
             missing = []  # the errors of the maps still above tol
-            for res, act in zip(results, active):
+            for res, act, used in zip(results, active, spent):
+                used[act] = RANDOMIZATIONS * m
                 err = res[1].max(axis=(-2, -1))
                 act &= err > self.tol
                 missing.append(err[act])
@@ -1084,9 +1087,10 @@ class _GatedRecurrent(Layer):
                           f"{self.tol:g} within {max_points} particles per randomisation"
                           f"{capped} (largest error {worst:.3g}): raise max_points or tol",
                           ToleranceWarning, stacklevel=2)
-        var1 = results[0][0]
-        var2 = results[1][0] if kin2 is not None else None
-        return var1, var2, None if kin12 is None else results[-1][0]
+        est = [Estimate(res[0], res[1], used, ~act)
+               for res, act, used in zip(results, active, spent)]
+        return est[0], est[1] if kin2 is not None else None, \
+            None if kin12 is None else est[-1]
 
     def apply(self, k):
         k = single_input(self, k)
@@ -1095,7 +1099,8 @@ class _GatedRecurrent(Layer):
         if k.has_ntk:
             raise ArchitectureError(not_given(self, "ntk"))
         same = k.var2 is k.var1
-        var1, var2, nngp = self.maps(k.var1, None if same else k.var2, k.nngp)
+        var1, var2, nngp = (None if e is None else e.value
+                            for e in self.maps(k.var1, None if same else k.var2, k.nngp))
         return k.replace(nngp=nngp, var1=var1, var2=var1 if same else var2,
                          is_gaussian=False, mixture=False, width=self.width)
 

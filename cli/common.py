@@ -313,8 +313,9 @@ def fc_options(depth=None, weight_var=None, bias_var=None):
 TOL_OPTION = click.option(
     "--tol", type=click.FloatRange(0, min_open=True), default=None,
     help="Tolerance of the --arch layers whose kernels are Gaussian expectations computed "
-    "by randomised QMC (GRU, LSTM, BatchNorm, SelfAttention at scaling '1/sqrt(n)'): every entry of a pair's map within it (a 99 % interval "
-    "over 16 scramblings; the work grows as 1/tol^2).  Default: each layer's own tol.")
+    "by randomised QMC (GRU, LSTM, BatchNorm, SelfAttention at scaling '1/sqrt(n)'): every "
+    "entry of a pair's map within it (a 99 % interval over 16 scramblings; the work grows "
+    "as 1/tol^2).  Default: each layer's own tol.")
 network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
 #: --bn-reference, for predict and kernel.
 BN_REFERENCE_OPTION = click.option(
@@ -596,6 +597,16 @@ def shaped(network, shape, stored, *arrays):
     with user_errors():
         return tuple(None if a is None else reshape_inputs(a, target, name)
                      for a, name in zip(arrays, ("x1", "x2", "x3", "x4")))
+
+
+def echo_table(lines, out, as_json, payload):
+    """A command's table (on stderr under --json, so that stdout is the one JSON line),
+    the --out file it wrote, then the JSON ``payload`` under --json."""
+    if out is not None:
+        lines.append(f"wrote {out}")
+    click.echo("\n".join(lines), err=as_json)
+    if as_json:
+        click.echo(to_json(payload))
 
 
 def refuse_padding(what, **arrays):

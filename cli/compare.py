@@ -10,10 +10,10 @@ from nngp_lut import _files
 from nngp_lut.data import standardize_rows
 from nngp_lut.errors import DataError
 
-from .common import (JITTER_OPTION, SHAPE_OPTION, check_output, data_options, finite_module,
-                     json_option, load_data, network_flags, network_of, network_options,
-                     output_options, parse_shape, refuse_padding, shaped, stage_bars,
-                     standardizing, to_json, user_errors)
+from .common import (JITTER_OPTION, SHAPE_OPTION, check_output, data_options, echo_table,
+                     finite_module, json_option, load_data, network_flags, network_of,
+                     network_options, output_options, parse_shape, refuse_padding, shaped,
+                     stage_bars, standardizing, user_errors)
 from .mc import _widths
 
 
@@ -123,9 +123,5 @@ def compare(arch, tol, phi, table_path, depth, weight_var, bias_var, data_path, 
                      f"{row['test_accuracy']:>8.4f} {'':>17} {row['test_mse']:>9.5f}")
     lines.append("accuracy, MSE: test, mean +- standard deviation over seeds; best: the "
                  "network with the best validation score")
-    if out is not None:
-        lines.append(f"wrote {out}")
-    click.echo("\n".join(lines), err=as_json)
-    if as_json:
-        click.echo(to_json({"rows": rows, "summary": summary, "n_train": n_tr, "n_val": n_va,
-                            "n_test": n_te}))
+    echo_table(lines, out, as_json, {"rows": rows, "summary": summary, "n_train": n_tr,
+                                     "n_val": n_va, "n_test": n_te})

@@ -9,10 +9,10 @@ from nngp_lut import _files
 from nngp_lut.data import load_dataset, standardize_rows, validate_inputs
 from nngp_lut.errors import DataError
 
-from .common import (SHAPE_OPTION, check_output, data_option, finite_module, json_option,
-                     network_flags, network_of, network_options, output_options, parse_shape,
-                     refuse_padding, shaped, stage_bars, standardize_option, standardizing,
-                     to_json, user_errors)
+from .common import (SHAPE_OPTION, check_output, data_option, echo_table, finite_module,
+                     json_option, network_flags, network_of, network_options, output_options,
+                     parse_shape, refuse_padding, shaped, stage_bars, standardize_option,
+                     standardizing, user_errors)
 
 
 def _widths(ctx, param, value):
@@ -66,13 +66,10 @@ def _mean_report(montecarlo, network, rows, slopes, width, draws, seed, x, refer
                      "; about -0.5 expected")
     lines.append("error: relative Frobenius error of the mean; SE: its standard error from the "
                  "spread of the draws; SEs: error / SE (within 3: the kernel agrees)")
-    if out is not None:
-        lines.append(f"wrote {out}")
-    click.echo("\n".join(lines), err=as_json)
-    if as_json:
-        click.echo(to_json({"mode": "mean over draws", "rows": rows, "slopes": slopes,
-                            "width": width, "heads": heads, "draws": draws, "seed": seed,
-                            "n_inputs": int(x.shape[0]), "reference": reference}))
+    echo_table(lines, out, as_json, {
+        "mode": "mean over draws", "rows": rows, "slopes": slopes, "width": width,
+        "heads": heads, "draws": draws, "seed": seed, "n_inputs": int(x.shape[0]),
+        "reference": reference})
 
 
 @click.command(short_help="Finite random networks against the infinite-width kernels.")
@@ -152,9 +149,6 @@ def mc(arch, tol, phi, table_path, depth, weight_var, bias_var, widths, draws, n
     if len(rows) > 1:
         lines.append(f"{'slope':>7} " + " ".join(f"{slopes[n]:>11.3f}" for n in names)
                      + "   (log error against log width; about -0.5 expected)")
-    if out is not None:
-        lines.append(f"wrote {out}")
-    click.echo("\n".join(lines), err=as_json)
-    if as_json:
-        click.echo(to_json({"rows": rows, "slopes": slopes, "draws": draws, "seed": seed,
-                            "n_inputs": int(x.shape[0]), "reference": reference}))
+    echo_table(lines, out, as_json, {"rows": rows, "slopes": slopes, "draws": draws,
+                                     "seed": seed, "n_inputs": int(x.shape[0]),
+                                     "reference": reference})

@@ -1028,9 +1028,10 @@ class _GatedRecurrent(Layer):
 
         Returns (var1, var2, nngp), each an :class:`~nngp_lut.expectation.Estimate` of the
         maps with their errors (the 99 % interval over the randomisations), each entry within
-        ``tol`` where ``converged`` (var2 and nngp None when not asked).  A first round runs 2^7 particles per randomisation; each later round
-        recomputes the maps still above ``tol`` with at least twice the particles, as many
-        as the error's 1/sqrt(m) fall predicts for the median of them, up to ``max_points``.
+        ``tol`` where ``converged`` (var2 and nngp None when not asked).  A first round runs
+        2^7 particles per randomisation; each later round recomputes the maps still above
+        ``tol`` with at least twice the particles, as many as the error's 1/sqrt(m) fall
+        predicts for the median of them, up to ``max_points``.
         """
         cell, phi = self.cell, self.function.phi
         steps = kin1.shape[-1]

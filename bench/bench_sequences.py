@@ -28,6 +28,8 @@ BatchNorm: closed forms, speed, row-sequential MNIST, Monte Carlo.
    in [-0.6, -0.4]).
 7. --gated-accuracy: row-sequential MNIST at --gated-train / --gated-test images: GRU and
    LSTM GPs beside the SimpleRNN and the fully connected NNGP on the same split.
+8. --transformer-accuracy: the 1/n transformer block (with a learned positional
+   embedding) on the split of 3., at 1k training images and --n-test test images.
 
     python bench/bench_sequences.py [--closed-form] [--speed] [--accuracy] [--mc] [--gated]
                                     [--n 1000] [--gated-n 200] [--gated-tol 1e-2]
@@ -48,8 +50,8 @@ from nngp_lut import paper  # noqa: E402
 from nngp_lut.data import balanced_subset, mnist_paper_split, standardize_rows  # noqa: E402
 from nngp_lut.gp import evaluate  # noqa: E402
 from nngp_lut.kernel import (Activation, Dense, FanInSum, FanOut, GlobalAvgPool,  # noqa: E402
-                             Identity, LastStep, LayerNorm, Network, SelfAttention, SimpleRNN,
-                             parallel, serial)
+                             Identity, LastStep, LayerNorm, Network, PositionalEmbedding,
+                             SelfAttention, SimpleRNN, parallel, serial)
 from bench.bench_cnn_mnist import blas_info  # noqa: E402
 from bench.bench_conv import print_convergence  # noqa: E402
 from tests.naive import rnn_direct  # noqa: E402
@@ -146,6 +148,22 @@ def accuracy(n_val, n_test, grid):
     best = max(search, key=lambda r: r["val_accuracy"])
     net = rnn(best["weight_var"], best["input_var"], best["readout"])
     x_test, y_test = sequences(split.x_test[:n_test]), split.y_test[:n_test]
+    t0 = time.perf_counter()
+    res = evaluate(x1k, y1k, x_test, y_test, network=net, memory="auto")
+    print(json.dumps(dict(arch=repr(net.layer), n_train=1000, n_test=n_test,
+                          test_accuracy=res.accuracy, fc_nngp_1k=FC_1K,
+                          seconds=round(time.perf_counter() - t0, 1))), flush=True)
+
+
+def transformer_accuracy(n_test):
+    """The 1/n transformer block on row-sequential MNIST at 1k (the split of accuracy()),
+    with a learned positional embedding (without one the block is blind to the rows'
+    order), tied attention; one setting, no search."""
+    split = mnist_paper_split(MNIST)
+    idx = balanced_subset(split.y_train, 1000)
+    x1k, y1k = sequences(split.x_train[idx]), split.y_train[idx]
+    x_test, y_test = sequences(split.x_test[:n_test]), split.y_test[:n_test]
+    net = Network(serial(PositionalEmbedding(1.0), transformer_block()))
     t0 = time.perf_counter()
     res = evaluate(x1k, y1k, x_test, y_test, network=net, memory="auto")
     print(json.dumps(dict(arch=repr(net.layer), n_train=1000, n_test=n_test,
@@ -290,6 +308,7 @@ def main():
     ap.add_argument("--closed-form", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--transformer-accuracy", action="store_true")
     ap.add_argument("--mc", action="store_true")
     ap.add_argument("--gated", action="store_true")
     ap.add_argument("--gated-n", type=int, default=200, help="sequences of the GRU kernel")
@@ -306,7 +325,7 @@ def main():
     ap.add_argument("--mc-draws", type=int, default=8)
     args = ap.parse_args()
     run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated
-                   or args.gated_accuracy or args.batchnorm)
+                   or args.gated_accuracy or args.batchnorm or args.transformer_accuracy)
     print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.closed_form or run_all:
@@ -323,6 +342,8 @@ def main():
         gated_speed(args.gated_n, args.gated_tol)
     if args.batchnorm or run_all:
         batchnorm(args.mc_max_width, args.mc_draws)
+    if args.transformer_accuracy or run_all:
+        transformer_accuracy(args.n_test)
     if args.gated_accuracy or run_all:
         gated_accuracy(args.gated_train, args.gated_test, args.gated_tol)
 

@@ -79,19 +79,20 @@ def test_one_step_is_a_product_of_bivariate_expectations(cls):
             assert abs(got[i, j] - want) <= TOL, (i, j, got[i, j], want)
 
 
-def _cell_maps(cls, z, steps, gates):
-    """The cell written out on a batch of draws z (b, n, gates * 2 T) of the pre-activations
-    of two inputs (slot-major: slot s = input * T + t, gate g at s * gates + g): the (T, T)
-    map h_t(x) h_s(y) of each draw."""
-    a = z.reshape(z.shape[:2] + (2, steps, gates))
+def _cell_maps(cls, z, lengths, gates):
+    """The cell written out on a batch of draws z (b, n, gates * (T1 + T2)) of the
+    pre-activations of two inputs of T1 and T2 steps (slot-major: x's steps, then y's; gate g
+    of slot s at s * gates + g): the (T1, T2) map h_t(x) h_s(y) of each draw."""
     sig, phi = expit, np.tanh
     hs = []
-    for side in range(2):
+    for side, steps in enumerate(lengths):
+        first = lengths[0] if side else 0
+        a = z[..., first * gates:(first + steps) * gates].reshape(z.shape[:2] + (steps, gates))
         h = np.zeros(z.shape[:2])
         c = np.zeros(z.shape[:2])
         out = []
         for t in range(steps):
-            g = a[:, :, side, t]
+            g = a[:, :, t]
             if cls is GRU:
                 update = sig(g[..., 0])
                 h = (1 - update) * h + update * phi(g[..., 2])  # no W: the reset is idle
@@ -103,19 +104,29 @@ def _cell_maps(cls, z, steps, gates):
     return hs[0][..., :, None] * hs[1][..., None, :]
 
 
+def _without_recurrence(cls, x, y, u, b):
+    """E[h_t(x) h_s(y)] of a cell without recurrent weights for sequences x (T1, C) and
+    y (T2, C): one Gaussian expectation of the cell written out above."""
+    gates = 3 if cls is GRU else 4
+    flat = np.concatenate([x, y])  # slot s: x's steps, then y's
+    kin = u * flat @ flat.T / x.shape[-1] + b
+    cov = np.kron(kin, np.eye(gates))  # gates independent, each with the inputs' covariance
+    return gaussian_expectation(lambda z: _cell_maps(cls, z, (len(x), len(y)), gates), cov,
+                                tol=ORACLE_TOL / 4).value
+
+
 @pytest.mark.parametrize("cls", [GRU, LSTM])
 def test_without_recurrent_weights_it_is_one_gaussian_expectation(cls):
-    steps, gates = 3, (3 if cls is GRU else 4)
-    x = _sequences(2, steps, seed=1)
+    """Sequences of one length, and of lengths 3 and 2 (the shorter padded with NaN)."""
+    x = _sequences(2, 3, seed=1)
     u, b = 1.1, 0.3
     layer = cls("tanh", 1e-14, u, b, tol=ORACLE_TOL, max_points=POINTS)
     got = Network(layer).maps(x)  # (2, 2, T, T)
-    flat = x.reshape(2 * steps, -1)  # slot s = input * T + t
-    kin = u * flat @ flat.T / x.shape[-1] + b
-    cov = np.kron(kin, np.eye(gates))  # gates independent, each with the inputs' covariance
-    want = gaussian_expectation(lambda z: _cell_maps(cls, z, steps, gates), cov,
-                                tol=ORACLE_TOL / 4).value
-    assert np.abs(got[0, 1] - want).max() <= TOL
+    assert np.abs(got[0, 1] - _without_recurrence(cls, x[0], x[1], u, b)).max() <= TOL
+    got = Network(layer).maps(x[:1], x[1:, 1:])  # aligned at the last step: NaN before it
+    assert np.isnan(got[0, 0, :, 0]).all()
+    want = _without_recurrence(cls, x[0], x[1, 1:], u, b)
+    assert np.abs(got[0, 0, :, 1:] - want).max() <= TOL
 
 
 @pytest.mark.parametrize("cls", [GRU, LSTM])
@@ -170,16 +181,35 @@ def test_bad_parameters_are_one_line_errors(text, match):
     assert "\n" not in str(info.value)
 
 
-def test_ntk_padding_and_tables_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("cls, readout", [(GRU, LastStep), (LSTM, GlobalAvgPool)])
+def test_padding_gives_the_unpadded_kernel(cls, readout):
+    """Sequences of lengths 4, 2 and 3, padded with NaN steps to 5 before or after their
+    own: the same kernel either way, and each sequence with itself as unpadded, within the
+    two runs' errors (a padded chain starts later in its slots: other particles).  Pairs
+    of unequal length: the oracle above, without recurrent weights."""
+    seqs = [_sequences(1, n, seed=n)[0] for n in (4, 2, 3)]
+    net = Network(serial(Dense(1.0, 0.1), cls("tanh", 1.3, 1.0, 0.1, tol=TOL,
+                                              max_points=POINTS), readout(), Dense(1.0, 0.0)))
+    ks = []
+    for front in (True, False):
+        padded = np.full((3, 5, 3), np.nan)
+        for i, a in enumerate(seqs):
+            if front:
+                padded[i, 5 - len(a):] = a
+            else:
+                padded[i, :len(a)] = a
+        ks.append(net.kernel(padded))
+        for i, a in enumerate(seqs):  # one input with itself: no padding needed
+            assert abs(ks[-1][i, i] - net.kernel(a[None])[0, 0]) <= 2 * TOL, i
+    np.testing.assert_array_equal(ks[0], ks[1])  # aligned at their ends either way
+
+
+def test_ntk_and_tables_are_refused_in_one_line(tmp_path):
     x = _sequences(2, 3)
     net = Network(serial(GRU(), LastStep()))
     for call in (lambda: net.kernel(x, get="ntk"), lambda: net.diagonal(x, get="ntk")):
         with pytest.raises(ArchitectureError, match="GRU gives the NNGP only, not the NTK"):
             call()
-    padded = x.copy()
-    padded[0, 0] = np.nan
-    with pytest.raises(ArchitectureError, match="GRU does not take sequences of unequal"):
-        net.layerwise(padded)
     with pytest.raises(ArchitectureError, match="phi must be an activation's name"):
         LSTM(str(tmp_path / "table.h5"))
 

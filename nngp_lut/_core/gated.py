@@ -20,6 +20,10 @@ scramblings give R independent estimates and their spread the error.  The first 
 x's chain, the last T y's, conditioned on x's; a row of pairs shares x's chain, and blocks
 of chains run together, so that their products with the particles are matrix products.
 
+Padded sequences (aligned at their last step) start their chain at step ``first``: the
+slots before it are zero (a zero Cholesky row: the marginal law of the other slots is
+unchanged) and the state stays h = c = 0 there, as before a sequence starts.
+
 References
 ----------
 Yang, "Wide Feedforward or Recurrent Neural Networks of Any Architecture are Gaussian
@@ -92,12 +96,13 @@ def _cholesky_rows(c, Lx, Ly, s):
 
 
 @njit(**JIT)
-def _block_slot(Vx, Lx, Vy, Ly, s, v, kin_x, kin_y, w, u, b, rows):
+def _block_slot(Vx, Lx, Vy, Ly, s, v, kin_x, kin_y, w, u, b, first, rows):
     """Slot s of one weight matrix for a block of chains: store their vectors v (B, m), their
     covariances with the k0 conditioning slots by one matrix product (the particles' mean)
     and with their own earlier slots chain by chain, then their Cholesky rows; ``rows``
     (B, k0 + s + 1) gets them contiguous, ready for the combination.  kin_x (B, k0),
-    kin_y (B, s + 1): the input covariances of the slot."""
+    kin_y (B, s + 1): the input covariances of the slot; a chain with s < first (B,) is in
+    its padding: its slot is zero."""
     k0, m = Vx.shape[0], v.shape[1]
     Vy[:, s] = v
     c = np.empty((v.shape[0], k0 + s + 1))
@@ -108,17 +113,21 @@ def _block_slot(Vx, Lx, Vy, Ly, s, v, kin_x, kin_y, w, u, b, rows):
     c *= w / m
     c[:, :k0] += u * kin_x + b
     c[:, k0:] += u * kin_y + b
+    for col in range(v.shape[0]):
+        if s < first[col]:
+            c[col] = 0.0
     _cholesky_rows(c, Lx, Ly, s)
     rows[:] = Ly[:, s, :k0 + s + 1]
 
 
 @njit(**JIT)
-def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, Vy, Ly, H):
+def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, first, Vy, Ly, H):
     """The chains of a block of B inputs, each on slots k0 .. k0 + T - 1, conditioned on the
     k0 slots of another input's chain (Vx, Lx: (groups, k0, m), (groups, k0, k0); k0 = 0 for
     chains of their own).  kin_x (B, T, k0): the inputs' covariances with that input (their
-    steps by its), kin_y (B, T, T) their own.  Writes their vectors Vy (groups, B, T, m),
-    Cholesky rows Ly (groups, B, T, k0 + T) and states H (B, T, m)."""
+    steps by its), kin_y (B, T, T) their own, first (B,) their first steps (0 unless
+    padded).  Writes their vectors Vy (groups, B, T, m), Cholesky rows Ly (groups, B, T,
+    k0 + T) and states H (B, T, m)."""
     n_cols, steps, m = H.shape[0], H.shape[1], H.shape[2]
     k0 = Vx.shape[1]
     h_prev = np.zeros((n_cols, m))
@@ -128,7 +137,7 @@ def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, Vy, Ly, H):
         k = k0 + s + 1
         rows = np.empty((n_cols, k))
         kx, ky = kin_x[:, s], kin_y[:, s, :s + 1]
-        _block_slot(Vx[0], Lx[0], Vy[0], Ly[0], s, h_prev, kx, ky, w, u, b, rows)
+        _block_slot(Vx[0], Lx[0], Vy[0], Ly[0], s, h_prev, kx, ky, w, u, b, first, rows)
         if cell == CELL_GRU:
             a[:] = np.dot(rows, xi[0, :k])  # update gate z
             a2[:] = np.dot(rows, xi[1, :k])  # reset gate r
@@ -137,7 +146,7 @@ def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, Vy, Ly, H):
                     a[col, p] = _sigmoid(a[col, p])
                     a2[col, p] = _sigmoid(a2[col, p]) * h_prev[col, p]
             # the candidate's W multiplies r h: a covariance of its own
-            _block_slot(Vx[1], Lx[1], Vy[1], Ly[1], s, a2, kx, ky, w, u, b, rows)
+            _block_slot(Vx[1], Lx[1], Vy[1], Ly[1], s, a2, kx, ky, w, u, b, first, rows)
             a2[:] = np.dot(rows, xi[2, :k])
             for col in range(n_cols):
                 for p in range(m):
@@ -157,22 +166,27 @@ def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, Vy, Ly, H):
             for col in range(n_cols):
                 for p in range(m):
                     H[col, s, p] = _sigmoid(a[col, p]) * phi(cell_state[col, p])
+        for col in range(n_cols):
+            if s < first[col]:  # padding: no step yet
+                H[col, s] = 0.0
+                cell_state[col] = 0.0
         h_prev[:] = H[:, s]
 
 
 @njit(**JIT)
-def _own_chains(cell, phi, kin, xi, w, u, b, Vy, Ly, H):
+def _own_chains(cell, phi, kin, xi, w, u, b, first, Vy, Ly, H):
     """Chains of their own (no conditioning) of a block of inputs, kin (B, T, T)."""
     groups, m = Vy.shape[0], H.shape[2]
     _block_chain(cell, phi, np.empty((groups, 0, m)), np.empty((groups, 0, 0)), xi,
-                 np.empty((kin.shape[0], kin.shape[1], 0)), kin, w, u, b, Vy, Ly, H)
+                 np.empty((kin.shape[0], kin.shape[1], 0)), kin, w, u, b, first, Vy, Ly, H)
 
 
 @njit(**JIT_PARALLEL)
-def self_maps(cell, phi, w, u, b, kin, xi, multiplier, mean, error):
+def self_maps(cell, phi, w, u, b, kin, first, xi, multiplier, mean, error):
     """mean[i], error[i] = E[h_t(x_i) h_s(x_i)] (T, T) and its error, from each input's own
-    chain, PAIR_BLOCK inputs together.  kin (n, T, T) the inputs' own covariances; xi (R,
-    gates, 2 T, m) the particles' standard normals (the first T slots are used)."""
+    chain, PAIR_BLOCK inputs together.  kin (n, T, T) the inputs' own covariances, first
+    (n,) their first steps; xi (R, gates, 2 T, m) the particles' standard normals (the first
+    T slots are used)."""
     n, steps = kin.shape[0], kin.shape[1]
     n_rand, m = xi.shape[0], xi.shape[3]
     groups = GROUPS[cell]
@@ -184,7 +198,7 @@ def self_maps(cell, phi, w, u, b, kin, xi, multiplier, mean, error):
         H = np.empty((hi - lo, steps, m))
         est = np.empty((hi - lo, n_rand, steps, steps))
         for r in range(n_rand):
-            _own_chains(cell, phi, kin[lo:hi], xi[r], w, u, b, Vy, Ly, H)
+            _own_chains(cell, phi, kin[lo:hi], xi[r], w, u, b, first[lo:hi], Vy, Ly, H)
             for col in range(hi - lo):
                 est[col, r] = np.dot(H[col], H[col].T) / m
         for col in range(hi - lo):
@@ -192,13 +206,14 @@ def self_maps(cell, phi, w, u, b, kin, xi, multiplier, mean, error):
 
 
 @njit(**JIT_PARALLEL)
-def pair_maps(cell, phi, w, u, b, kin1, kin2, kin12, xi, multiplier, active, mean, error):
+def pair_maps(cell, phi, w, u, b, kin1, kin2, kin12, first1, first2, xi, multiplier, active,
+              mean, error):
     """mean[i, j], error[i, j] = E[h_t(x_i) h_s(y_j)] (T, T) and its error for the active
     pairs (the others are left alone): x_i's chain on slots 0 .. T-1 (once per row), then
     the chains of blocks of PAIR_BLOCK columns y_j on slots T .. 2T-1, conditioned on it,
     together (their covariances with x's slots and their normals' combinations are matrix
     products).  kin1 (n1, T, T), kin2 (n2, T, T), kin12 (n1, n2, T, T) the input
-    covariances."""
+    covariances, first1 (n1,) and first2 (n2,) the inputs' first steps."""
     n1, steps = kin1.shape[0], kin1.shape[1]
     n_rand, m = xi.shape[0], xi.shape[3]
     groups = GROUPS[cell]
@@ -210,22 +225,25 @@ def pair_maps(cell, phi, w, u, b, kin1, kin2, kin12, xi, multiplier, active, mea
         L = np.zeros((n_rand, groups, steps, steps))
         H = np.empty((n_rand, steps, m))
         for r in range(n_rand):  # x's chain: a block of one
-            _own_chains(cell, phi, kin1[i:i + 1], xi[r], w, u, b,
+            _own_chains(cell, phi, kin1[i:i + 1], xi[r], w, u, b, first1[i:i + 1],
                         V[r].reshape((groups, 1, steps, m)),
                         L[r].reshape((groups, 1, steps, steps)), H[r].reshape((1, steps, m)))
         for start in range(0, cols.size, PAIR_BLOCK):
             block = cols[start:start + PAIR_BLOCK]
             kin_x = np.empty((block.size, steps, steps))
             kin_y = np.empty((block.size, steps, steps))
+            first = np.empty(block.size, dtype=np.int64)
             for col in range(block.size):
                 kin_x[col] = kin12[i, block[col]].T
                 kin_y[col] = kin2[block[col]]
+                first[col] = first2[block[col]]
             est = np.empty((block.size, n_rand, steps, steps))
             Vy = np.empty((groups, block.size, steps, m))
             Ly = np.zeros((groups, block.size, steps, 2 * steps))
             Hy = np.empty((block.size, steps, m))
             for r in range(n_rand):
-                _block_chain(cell, phi, V[r], L[r], xi[r], kin_x, kin_y, w, u, b, Vy, Ly, Hy)
+                _block_chain(cell, phi, V[r], L[r], xi[r], kin_x, kin_y, w, u, b, first, Vy,
+                             Ly, Hy)
                 for col in range(block.size):
                     est[col, r] = np.dot(H[r], Hy[col].T) / m
             for col in range(block.size):

@@ -167,7 +167,7 @@ def single_input(layer, k, branches=tuple):
         raise ArchitectureError(
             f"{type(layer).__name__} does not take sequences of unequal length (padded with "
             "NaN steps): before LastStep() or GlobalAvgPool() use only Dense, SimpleRNN, "
-            "residual branches and Dropout, or give sequences of one length")
+            "GRU, LSTM, residual branches and Dropout, or give sequences of one length")
     return k
 
 
@@ -967,6 +967,20 @@ class SimpleRNN(Layer):
         return reg, new
 
 
+def _unpadded(kin, mask_a, mask_b):
+    """Input maps (..., T, T) for the gated core: contiguous, zero at padded steps (their
+    values carry no meaning), and the first step of each sequence of the rows (0 without
+    masks)."""
+    kin = np.ascontiguousarray(kin, dtype=np.float64)
+    steps = kin.shape[-1]
+    if mask_a is None:
+        return kin, np.zeros(kin.shape[0], dtype=np.int64)
+    both = mask_a[:, None, :, None] * mask_b[None, :, None, :] if kin.ndim == 4 else \
+        mask_a[:, :, None] * mask_b[:, None, :]
+    first = (steps - mask_a.sum(axis=1)).astype(np.int64)
+    return np.ascontiguousarray(np.where(both > 0, kin, 0.0)), first
+
+
 @dataclass(frozen=True, eq=False)
 class _GatedRecurrent(Layer):
     """A gated recurrent layer (GRU, LSTM) over the time axis of (N, T, C) sequences: the
@@ -989,6 +1003,7 @@ class _GatedRecurrent(Layer):
     window_rank = 1
     fused = False
     kinds = ("nngp",)
+    takes_padding = True  # a padded sequence's chain starts at its first step (h = c = 0)
     cell = None  # the cell code of nngp_lut._core.gated
 
     def __post_init__(self):
@@ -1022,9 +1037,11 @@ class _GatedRecurrent(Layer):
         return (f"{type(self).__name__}({phi}, {self.weight_var!r}, {self.input_var!r}, "
                 f"{self.bias_var!r}{extra})")
 
-    def maps(self, kin1, kin2=None, kin12=None):
+    def maps(self, kin1, kin2=None, kin12=None, mask1=None, mask2=None):
         """The kernel maps of the cell's states from its inputs' maps: kin1 (n1, T, T) and
-        kin2 (n2, T, T) each input's own, kin12 (n1, n2, T, T) the pairs' (or None).
+        kin2 (n2, T, T) each input's own, kin12 (n1, n2, T, T) the pairs' (or None); mask1
+        (n1, T) and mask2 (n2, T) of padded sequences (aligned at their last step: 0.0 at the
+        padding before their steps), or None.
 
         Returns (var1, var2, nngp), each an :class:`~nngp_lut.expectation.Estimate` of the
         maps with their errors (the 99 % interval over the randomisations), each entry within
@@ -1044,12 +1061,17 @@ class _GatedRecurrent(Layer):
         points = NormalPoints(dim)
         multiplier = interval_multiplier(RANDOMIZATIONS)
         args = (cell, phi, self.weight_var, self.input_var, self.bias_var)
-        sets = [np.ascontiguousarray(kin1)] + ([] if kin2 is None else
-                                               [np.ascontiguousarray(kin2)])
+        kin1, first1 = _unpadded(kin1, mask1, mask1)
+        if kin2 is not None:
+            kin2, first2 = _unpadded(kin2, mask2, mask2)
+        if kin12 is not None:
+            kin12, _ = _unpadded(kin12, mask1, mask2)
+            first2 = first1 if kin2 is None else first2
+        sets = [kin1] + ([] if kin2 is None else [kin2])
+        firsts = [first1] + ([] if kin2 is None else [first2])
         results = [np.zeros((2,) + kin.shape) for kin in sets]  # mean and error
         active = [np.ones(kin.shape[0], dtype=bool) for kin in sets]
         if kin12 is not None:
-            kin12 = np.ascontiguousarray(kin12)
             results.append(np.zeros((2,) + kin12.shape))
             active.append(np.ones(kin12.shape[:2], dtype=bool))
         spent = [np.zeros(a.shape, dtype=np.int64) for a in active]  # particles per map
@@ -1057,15 +1079,16 @@ class _GatedRecurrent(Layer):
         while True:
             x = points.first(m).reshape(RANDOMIZATIONS, m, 2 * steps, -1)
             xi = np.ascontiguousarray(x.transpose(0, 3, 2, 1))  # (R, gates, slots, m)
-            for kin, res, act in zip(sets, results, active):
+            for kin, first, res, act in zip(sets, firsts, results, active):
                 idx = np.flatnonzero(act)
                 if idx.size:
                     part = np.zeros((2, idx.size) + kin.shape[1:])
-                    _gated.self_maps(*args, kin[idx], xi, multiplier, part[0], part[1])
+                    _gated.self_maps(*args, kin[idx], first[idx], xi, multiplier, part[0],
+                                     part[1])
                     res[:, idx] = part
             if kin12 is not None and active[-1].any():
-                _gated.pair_maps(*args, sets[0], sets[-1], kin12, xi, multiplier, active[-1],
-                                 results[-1][0], results[-1][1])
+                _gated.pair_maps(*args, sets[0], sets[-1], kin12, first1, first2, xi,
+                                 multiplier, active[-1], results[-1][0], results[-1][1])
             missing = []  # the errors of the maps still above tol
             for res, act, used in zip(results, active, spent):
                 used[act] = RANDOMIZATIONS * m
@@ -1101,7 +1124,8 @@ class _GatedRecurrent(Layer):
             raise ArchitectureError(not_given(self, "ntk"))
         same = k.var2 is k.var1
         var1, var2, nngp = (None if e is None else e.value
-                            for e in self.maps(k.var1, None if same else k.var2, k.nngp))
+                            for e in self.maps(k.var1, None if same else k.var2, k.nngp,
+                                               k.mask1, k.mask2))
         return k.replace(nngp=nngp, var1=var1, var2=var1 if same else var2,
                          is_gaussian=False, mixture=False, width=self.width)
 
@@ -1122,7 +1146,7 @@ class GRU(_GatedRecurrent):
 
     Its kernel is the NNGP of Yang's Tensor Programs I (its GRU example), computed by
     randomised QMC to ``tol`` (:class:`_GatedRecurrent`); NNGP only.  Read it out with
-    :class:`LastStep` or :class:`GlobalAvgPool`; sequences of one length.
+    :class:`LastStep` or :class:`GlobalAvgPool`; padded sequences as :class:`SimpleRNN`.
     """
 
     cell = _gated.CELL_GRU

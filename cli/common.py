@@ -317,7 +317,7 @@ TOL_OPTION = click.option(
     "entry of a pair's map within it (a 99 % interval over 16 scramblings; the work grows "
     "as 1/tol^2).  Default: each layer's own tol.")
 network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
-#: --bn-reference, for predict and kernel.
+#: --bn-reference, for predict, kernel and search --arch.
 BN_REFERENCE_OPTION = click.option(
     "--bn-reference", "bn_reference", metavar="FILE[:KEY]", default=None,
     help="For an --arch with BatchNorm (relu or identity): inputs (.npy, .npz, .h5 or .csv, "

@@ -7,11 +7,12 @@ import click
 
 from nngp_lut import search as searching
 
-from .common import (JITTER_OPTION, KERNEL_OPTION, PHI_OPTION, SHAPE_OPTION, TABLE_OPTION,
-                     TOL_OPTION, check_output, cluster_client, cluster_options, data_options,
-                     json_option, load_data, memory_option, network_of, output_options,
-                     parse_shape, phi_or_table, progress_bar, shaped, standardizing, table_for,
-                     to_json, user_errors)
+from .common import (BN_REFERENCE_OPTION, JITTER_OPTION, KERNEL_OPTION, PHI_OPTION,
+                     SHAPE_OPTION, TABLE_OPTION, TOL_OPTION, check_output, cluster_client,
+                     cluster_options, data_options, json_option, load_data, memory_option,
+                     network_of, output_options, parse_shape, phi_or_table, progress_bar,
+                     shaped, standardizing, table_for, to_json, user_errors,
+                     with_bn_reference)
 
 #: Options of the grid that --arch replaces.
 GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid",
@@ -42,6 +43,7 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 @TOL_OPTION
 @KERNEL_OPTION
 @SHAPE_OPTION
+@BN_REFERENCE_OPTION
 @JITTER_OPTION
 @memory_option("the kernels held at once")
 @output_options("Results CSV, one row per (depth, weight_var, bias_var), appended as each "
@@ -53,7 +55,7 @@ GRID_OPTIONS = ("phi", "table_path", "depths", "weight_var_grid", "bias_var_grid
 @cluster_options
 def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
            bias_var_grid, standardize, optimize, memory, jitter, out, resume, force, as_json,
-           quiet, archs, tol, kernel_kind, shape, scheduler, workers):
+           quiet, archs, tol, kernel_kind, shape, bn_reference, scheduler, workers):
     """Score every (depth, weight_var, bias_var) of the fully connected network of --phi
     (default relu) or --table on a validation set: accuracy, MSE and log marginal likelihood
     per row of --out.  The input Grams are computed once and every depth
@@ -73,9 +75,11 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
             raise click.UsageError(f"--arch replaces the grid: drop {', '.join(given)}")
         return _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out,
                             force, as_json, quiet, archs, tol, kernel_kind, parse_shape(shape),
-                            scheduler, workers)
+                            bn_reference, scheduler, workers)
     if shape is not None:
         raise click.UsageError("--shape is for convolutional networks (--arch)")
+    if bn_reference is not None:
+        raise click.UsageError("--bn-reference is for --arch candidates with BatchNorm")
     if tol is not None:
         raise click.UsageError("--tol is for --arch candidates with layers computed to a "
                                "tolerance (GRU, LSTM, BatchNorm, SelfAttention at '1/sqrt(n)')")
@@ -152,7 +156,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
 
 
 def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, force, as_json,
-                 quiet, archs, tol, kernel_kind, shape, scheduler, workers):
+                 quiet, archs, tol, kernel_kind, shape, bn_reference, scheduler, workers):
     """search --arch: score each architecture on validation, then the best on test."""
     check_output(out, force)
     standardize = standardizing(standardize, data_path)
@@ -163,6 +167,13 @@ def _arch_search(data_path, n_train, n_val, standardize, memory, jitter, out, fo
         if len(ranks) > 1:
             raise click.UsageError("the --arch candidates mix convolutional networks and "
                                    "networks of vectors: they take different inputs")
+        if bn_reference is not None:  # the candidates with BatchNorm normalise by it
+            if not any(net.batch_coupled for net in networks):
+                raise click.UsageError("--bn-reference is for --arch candidates with "
+                                       "BatchNorm: none has one")
+            networks = [with_bn_reference(net, bn_reference, shape, data.image_shape,
+                                          standardize) if net.batch_coupled else net
+                        for net in networks]
         x_train, x_val, x_test = shaped(networks[0], shape, data.image_shape, data.x_train,
                                         data.x_val, data.x_test)
         with progress_bar("search", quiet) as progress:

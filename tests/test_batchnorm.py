@@ -239,3 +239,17 @@ def test_cli_bn_reference(tmp_path):
                                    str(tmp_path / "ref.npy"), "--out", str(tmp_path / "k2.npy"),
                                    "--quiet"])
     assert res.exit_code == 1 and "this network has none" in res.output
+    # predict and search: the same reference normalises training and test inputs
+    y = np.arange(7) % 2
+    np.savez(tmp_path / "d.npz", x_train=x[:5], y_train=y[:5], x_test=x[5:], y_test=y[5:],
+             x_val=x[5:], y_val=y[5:])
+    data = ["--data", str(tmp_path / "d.npz"), "--bn-reference", str(tmp_path / "ref.npy")]
+    res = CliRunner().invoke(cli, ["predict", *data, "--arch", arch, "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["search", *data, "--arch", arch, "--arch",
+                                   "serial(Dense(1.0, 0.1), Activation('relu'), Dense(1, 0))",
+                                   "--out", str(tmp_path / "s.csv"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["predict", "--data", str(tmp_path / "d.npz"), "--arch", arch,
+                                   "--quiet"])
+    assert res.exit_code == 1 and "--bn-reference FILE" in res.output

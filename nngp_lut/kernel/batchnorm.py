@@ -132,12 +132,13 @@ def reference_kernel(cov, var1, var2, b, phi):
     mean = a.mean(axis=0)  # mean_R h = mean^T xi
     lam, v = np.linalg.eigh(a.T @ a - b * np.outer(mean, mean))  # M = A^T G A
     scale = lam.max() if lam.size else 0.0
-    lam = np.where(lam > REFERENCE_RANK_RTOL * scale, lam / scale if scale > 0 else lam, 0.0)
-    if np.count_nonzero(lam) < 3:
-        raise DataError(f"BatchNorm's reference set gives {np.count_nonzero(lam)} independent "
-                        "centred pre-activations (3 needed: with fewer, 1 / |G h|^2 has no "
-                        "finite mean and the kernel of inputs outside the set is infinite): "
-                        "use at least 4 distinct reference inputs")
+    rank = int(np.sum(lam > REFERENCE_RANK_RTOL * scale)) if scale > 0 else 0
+    if rank < 3:
+        raise DataError(f"BatchNorm's reference set gives {rank} independent centred "
+                        "pre-activations (3 needed: with fewer, 1 / |G h|^2 has no finite "
+                        "mean and the kernel of inputs outside the set is infinite): use at "
+                        "least 4 distinct reference inputs")
+    lam = np.where(lam > REFERENCE_RANK_RTOL * scale, lam / scale, 0.0)  # BN is scale-free
     whiten = q / np.sqrt(mu)  # c^T K_R^+ c' = (c^T whiten)(whiten^T c')
     w1, w2 = cov[:, :b] @ whiten, cov[:b, :].T @ whiten  # E[h(z) xi]
     p1, p2 = ((w - mean) @ v / math.sqrt(scale) for w in (w1, w2))

@@ -500,6 +500,11 @@ def kernel(client: Client, network: Network, x1: np.ndarray, x2: np.ndarray | No
     from .kernel import Network
 
     network = network if isinstance(network, Network) else Network(network)
+    if network.batch_coupled:  # tiles would each normalise over a batch of their own
+        raise ParameterError("a network with BatchNorm in training mode normalises over all "
+                             "its inputs at once, which tiles on a cluster cannot: compute it "
+                             "in process, or give a reference batch (reference=, "
+                             "--bn-reference)")
     x1, x2, same = network._prepare(x1, x2)  # vectors, or images for a spatial network
     if all_depths:
         depths = list(range(network.depth + 1))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from nngp_lut import gp
+from nngp_lut import cluster, gp
 from nngp_lut.activations import get_activation
 from nngp_lut.errors import ArchitectureError, DataError, ParameterError
 from nngp_lut.kernel import BatchNorm, Conv, Dense, Flatten, Network, serial
@@ -136,6 +136,8 @@ def test_one_line_errors():
         (lambda: gp.evaluate(x, [0, 1, 0, 1], x, [0, 1, 0, 1], network=net), ArchitectureError,
          "GP prediction needs one prior"),
         (lambda: parse_arch("BatchNorm(tol=0)"), ArchitectureError, "BatchNorm needs tol > 0"),
+        # checked before the cluster is used: no client needed
+        (lambda: cluster.kernel(None, net, x), ParameterError, "tiles on a cluster cannot"),
     ]
     for call, error, match in cases:
         with pytest.raises(error, match=match) as info:

@@ -22,7 +22,7 @@ BatchNorm: closed forms, speed, row-sequential MNIST, Monte Carlo.
    two stacked RNNs and the transformer block.  Target: slope in [-0.6, -0.4].
 5. --gated: the same convergence for a GRU and an LSTM (NNGP only; their kernels to 2e-4),
    then the time of the GRU kernel of --gated-n row-sequential MNIST sequences at
-   --gated-tol (reported, with any ToleranceWarning).
+   --gated-tol (reported, with any ToleranceWarning); --gated-speed runs that time alone.
 6. --batchnorm: the relu BatchNorm kernel's 1-D integral against randomised QMC (target
    1e-6), and the Monte Carlo convergence of a BatchNorm MLP on a batch of 8 (target slope
    in [-0.6, -0.4]).
@@ -311,6 +311,7 @@ def main():
     ap.add_argument("--transformer-accuracy", action="store_true")
     ap.add_argument("--mc", action="store_true")
     ap.add_argument("--gated", action="store_true")
+    ap.add_argument("--gated-speed", action="store_true", help="only the speed part of --gated")
     ap.add_argument("--gated-n", type=int, default=200, help="sequences of the GRU kernel")
     ap.add_argument("--gated-tol", type=float, default=1e-2)
     ap.add_argument("--gated-accuracy", action="store_true")
@@ -325,7 +326,8 @@ def main():
     ap.add_argument("--mc-draws", type=int, default=8)
     args = ap.parse_args()
     run_all = not (args.closed_form or args.speed or args.accuracy or args.mc or args.gated
-                   or args.gated_accuracy or args.batchnorm or args.transformer_accuracy)
+                   or args.gated_speed or args.gated_accuracy or args.batchnorm
+                   or args.transformer_accuracy)
     print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.closed_form or run_all:
@@ -339,6 +341,7 @@ def main():
         monte_carlo(args.mc_max_width, args.mc_draws)
     if args.gated or run_all:
         gated_mc(args.mc_max_width, args.mc_draws)
+    if args.gated or args.gated_speed or run_all:
         gated_speed(args.gated_n, args.gated_tol)
     if args.batchnorm or run_all:
         batchnorm(args.mc_max_width, args.mc_draws)

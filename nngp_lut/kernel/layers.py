@@ -1071,9 +1071,13 @@ class _GatedRecurrent(Layer):
         firsts = [first1] + ([] if kin2 is None else [first2])
         results = [np.zeros((2,) + kin.shape) for kin in sets]  # mean and error
         active = [np.ones(kin.shape[0], dtype=bool) for kin in sets]
+        # One set with itself: the pairs j <= i only, the others their transposes (the
+        # kernel exactly symmetric, at half the work).
+        symmetric = kin12 is not None and kin2 is None
         if kin12 is not None:
             results.append(np.zeros((2,) + kin12.shape))
-            active.append(np.ones(kin12.shape[:2], dtype=bool))
+            active.append(np.tri(*kin12.shape[:2], dtype=bool) if symmetric else
+                          np.ones(kin12.shape[:2], dtype=bool))
         spent = [np.zeros(a.shape, dtype=np.int64) for a in active]  # particles per map
         m = GATED_MIN_POINTS
         while True:
@@ -1111,6 +1115,12 @@ class _GatedRecurrent(Layer):
                           f"{self.tol:g} within {max_points} particles per randomisation"
                           f"{capped} (largest error {worst:.3g}): raise max_points or tol",
                           ToleranceWarning, stacklevel=2)
+        if symmetric:
+            upper = np.triu_indices(kin12.shape[0], 1)
+            res, lower = results[-1], upper[::-1]
+            res[:, upper[0], upper[1]] = np.swapaxes(res[:, lower[0], lower[1]], -1, -2)
+            active[-1][upper] = active[-1][lower]
+            spent[-1][upper] = spent[-1][lower]
         est = [Estimate(res[0], res[1], used, ~act)
                for res, act, used in zip(results, active, spent)]
         return est[0], est[1] if kin2 is not None else None, \

@@ -275,7 +275,7 @@ def batchnorm(max_width, draws):
                       f"{time.perf_counter() - t0:.0f} s")
 
 
-def gated_accuracy(n_train, n_test, tol):
+def gated_accuracy(n_train, n_test, tol, cells=("GRU", "LSTM")):
     """Row-sequential MNIST at a small size (the gated cells cost ~0.03 s per pair): a GRU
     and an LSTM GP beside the SimpleRNN and the fully connected relu NNGP on the same
     split (the first n_train balanced training images, the first n_test test images)."""
@@ -295,6 +295,8 @@ def gated_accuracy(n_train, n_test, tol):
                                       Dense(1.0, 0.0)), None),
             ("LSTM tanh, mean", serial(LSTM("tanh", 2.0, 1.0, 0.01, tol=tol),
                                        GlobalAvgPool(), Dense(1.0, 0.0)), None)):
+        if name.split()[0] in ("GRU", "LSTM") and name.split()[0] not in cells:
+            continue
         a, b = inputs or (x_train, x_test)
         t0 = time.perf_counter()
         res = evaluate(a, y_train, b, y_test, network=Network(layer), memory="auto")
@@ -318,6 +320,7 @@ def main():
     ap.add_argument("--batchnorm", action="store_true")
     ap.add_argument("--gated-train", type=int, default=100)
     ap.add_argument("--gated-test", type=int, default=200)
+    ap.add_argument("--gated-cells", default="GRU,LSTM", help="cells of --gated-accuracy")
     ap.add_argument("--n", type=int, default=1000, help="sequences of the speed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-val", type=int, default=2000)
@@ -348,7 +351,8 @@ def main():
     if args.transformer_accuracy or run_all:
         transformer_accuracy(args.n_test)
     if args.gated_accuracy or run_all:
-        gated_accuracy(args.gated_train, args.gated_test, args.gated_tol)
+        gated_accuracy(args.gated_train, args.gated_test, args.gated_tol,
+                       args.gated_cells.split(","))
 
 
 if __name__ == "__main__":

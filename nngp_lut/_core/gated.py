@@ -36,8 +36,11 @@ forget gate of Gers, Schmidhuber & Cummins 2000 (the LSTM).
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
+from ..activations import _erf, _identity, _relu, _tanh
+from ..activations import _sigmoid as _sigmoid_phi
 from .config import GATED_PIVOT_RTOL, JIT, JIT_PARALLEL
 
 #: Cell codes.
@@ -56,6 +59,34 @@ PAIR_BLOCK = 16
 @njit(**JIT)
 def _sigmoid(a):
     return 1.0 / (1.0 + math.exp(-a))
+
+
+#: Activations the kernels take by a code: with an integer in place of a compiled function
+#: their compiled code is cached on disk (a function argument is compiled anew in every
+#: process, numba#9237: ~50 s for a GRU).  Any other phi is passed as its function.
+PHI_CODES = {"tanh": 0, "erf": 1, "sigmoid": 2, "relu": 3, "identity": 4}
+
+
+def _phi(phi, x):
+    """phi(x) for phi a code of PHI_CODES or a compiled function (typed by the overload)."""
+    raise NotImplementedError("only called from compiled code")
+
+
+@overload(_phi, jit_options=JIT)
+def _phi_typed(phi, x):
+    if isinstance(phi, types.Integer):
+        def by_code(phi, x):
+            if phi == 0:
+                return _tanh(x)
+            if phi == 1:
+                return _erf(x)
+            if phi == 2:
+                return _sigmoid_phi(x)
+            if phi == 3:
+                return _relu(x)
+            return _identity(x)
+        return by_code
+    return lambda phi, x: phi(x)
 
 
 @njit(**JIT)
@@ -151,7 +182,7 @@ def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, first, Vy, Ly, H)
             for col in range(n_cols):
                 for p in range(m):
                     H[col, s, p] = (1.0 - a[col, p]) * h_prev[col, p] \
-                        + a[col, p] * phi(a2[col, p])
+                        + a[col, p] * _phi(phi, a2[col, p])
         else:
             a[:] = np.dot(rows, xi[0, :k])  # forget gate
             a2[:] = np.dot(rows, xi[3, :k])  # candidate
@@ -161,11 +192,11 @@ def _block_chain(cell, phi, Vx, Lx, xi, kin_x, kin_y, w, u, b, first, Vy, Ly, H)
             a[:] = np.dot(rows, xi[1, :k])  # input gate
             for col in range(n_cols):
                 for p in range(m):
-                    cell_state[col, p] += _sigmoid(a[col, p]) * phi(a2[col, p])
+                    cell_state[col, p] += _sigmoid(a[col, p]) * _phi(phi, a2[col, p])
             a[:] = np.dot(rows, xi[2, :k])  # output gate
             for col in range(n_cols):
                 for p in range(m):
-                    H[col, s, p] = _sigmoid(a[col, p]) * phi(cell_state[col, p])
+                    H[col, s, p] = _sigmoid(a[col, p]) * _phi(phi, cell_state[col, p])
         for col in range(n_cols):
             if s < first[col]:  # padding: no step yet
                 H[col, s] = 0.0

@@ -1050,7 +1050,8 @@ class _GatedRecurrent(Layer):
         ``tol`` with at least twice the particles, as many as the error's 1/sqrt(m) fall
         predicts for the median of them, up to ``max_points``.
         """
-        cell, phi = self.cell, self.function.phi
+        cell = self.cell
+        phi = _gated.PHI_CODES.get(self.function.name, self.function.phi)  # cached if a code
         steps = kin1.shape[-1]
         dim = _gated.GATES[cell] * 2 * steps
         # The particles' normals are held three times over (uniforms, normals, their

@@ -132,78 +132,215 @@ def _cubic(sl, k, t):
     return sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
 
 # A window table in ``windows`` at offset b: [k, stride, tptr[0..k], (lo, hi, start) per
-# segment]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output positions
-# lo <= o < hi read input position start + (o - lo) * stride (runs without an edge or a
-# wrap-around; zero padding is the positions no segment covers).
+# segment, idx[n_out, k], pad]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output
+# positions lo <= o < hi read input position start + (o - lo) * stride (runs without an edge
+# or a wrap-around; zero padding is the positions no segment covers); idx[o, t] is the input
+# position that output o reads at offset t (-1: padding), the same table by outputs; pad:
+# the table is plain (stride 1, idx[o, t] = o + t - pad inside the input, -1 past its
+# edges), or -1.
+
+
+@njit(**JIT)
+def _taps(win, b):
+    """Offset in ``win`` of the (n_out, k) table idx of the window table at b."""
+    k = win[b]
+    return b + 3 + k + 3 * win[b + 2 + k]
 
 
 @njit(**JIT)
 def _pass1(src, dst, outer, n_out, inner, n_in, win, b):
-    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner)."""
+    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner): each
+    output row written once, from its (up to k) input rows."""
     k = win[b]
-    stride = win[b + 1]
-    seg0 = b + 3 + k
-    for e in range(outer * n_out * inner):
-        dst[e] = 0.0
+    ix = _taps(win, b)
     for p in range(outer):
-        for t in range(k):
-            for sg in range(win[b + 2 + t], win[b + 3 + t]):
-                lo = win[seg0 + 3 * sg]
-                hi = win[seg0 + 3 * sg + 1]
-                st = win[seg0 + 3 * sg + 2]
-                for o in range(lo, hi):
-                    db = (p * n_out + o) * inner
-                    sb = (p * n_in + st + (o - lo) * stride) * inner
-                    for q in range(inner):
-                        dst[db + q] += src[sb + q]
+        for o in range(n_out):
+            d = dst[(p * n_out + o) * inner:(p * n_out + o + 1) * inner]
+            _row_sum(src, d, p * n_in * inner, inner, win, ix + o * k, k)
+
+
+@njit(**JIT)
+def _row_sum(src, d, s0, inner, win, at, k):
+    """d = the sum over the taps i = win[at .. at + k - 1] (>= 0) of the rows
+    src[s0 + i inner ...] of length inner (loops over slices: the vectoriser needs indices
+    it knows are not negative)."""
+    first = True
+    for t in range(k):
+        i = win[at + t]
+        if i < 0:
+            continue
+        s = src[s0 + i * inner:s0 + (i + 1) * inner]
+        if first:
+            for q in range(inner):
+                d[q] = s[q]
+            first = False
+        else:
+            for q in range(inner):
+                d[q] += s[q]
+    if first:
+        for q in range(inner):
+            d[q] = 0.0
 
 
 @njit(**JIT)
 def _pass2(src, dst, outer, n_out, mid, n_in, inner, win, b):
     """dst[p, o1, m, o2, q] = sum_t src[p, idx(o1, t), m, idx(o2, t), q]: one axis of both
-    positions of a full map shifted by the same offset (the convolution's)."""
+    positions of a full map shifted by the same offset (the convolution's); each output
+    row (p, o1, m) is summed in cache and written once."""
     k = win[b]
     stride = win[b + 1]
+    ix = _taps(win, b)
     seg0 = b + 3 + k
-    for e in range(outer * n_out * mid * n_out * inner):
-        dst[e] = 0.0
+    row = n_out * inner
     for p in range(outer):
-        for t in range(k):
-            for s1 in range(win[b + 2 + t], win[b + 3 + t]):
-                lo1 = win[seg0 + 3 * s1]
-                hi1 = win[seg0 + 3 * s1 + 1]
-                st1 = win[seg0 + 3 * s1 + 2]
-                for o1 in range(lo1, hi1):
-                    i1 = st1 + (o1 - lo1) * stride
-                    for m in range(mid):
-                        for s2 in range(win[b + 2 + t], win[b + 3 + t]):
-                            lo2 = win[seg0 + 3 * s2]
-                            hi2 = win[seg0 + 3 * s2 + 1]
-                            st2 = win[seg0 + 3 * s2 + 2]
-                            db = (((p * n_out + o1) * mid + m) * n_out + lo2) * inner
-                            sb = (((p * n_in + i1) * mid + m) * n_in + st2) * inner
-                            if inner == 1 and stride == 1:  # contiguous run (SIMD)
-                                for o2 in range(hi2 - lo2):
-                                    dst[db + o2] += src[sb + o2]
-                            else:
-                                for o2 in range(hi2 - lo2):
-                                    d2 = db + o2 * inner
-                                    s2b = sb + o2 * stride * inner
-                                    for q in range(inner):
-                                        dst[d2 + q] += src[s2b + q]
+        for o1 in range(n_out):
+            for m in range(mid):
+                d = dst[((p * n_out + o1) * mid + m) * row:((p * n_out + o1) * mid + m + 1) * row]
+                for e in range(row):
+                    d[e] = 0.0
+                for t in range(k):
+                    i1 = win[ix + o1 * k + t]
+                    if i1 < 0:
+                        continue
+                    sbase = (((p * n_in + i1) * mid + m) * n_in) * inner
+                    for s2 in range(win[b + 2 + t], win[b + 3 + t]):
+                        lo2 = win[seg0 + 3 * s2]
+                        hi2 = win[seg0 + 3 * s2 + 1]
+                        st2 = win[seg0 + 3 * s2 + 2]
+                        for o2 in range(hi2 - lo2):
+                            dd = d[(lo2 + o2) * inner:(lo2 + o2 + 1) * inner]
+                            ss = src[sbase + (st2 + o2 * stride) * inner:
+                                     sbase + (st2 + o2 * stride + 1) * inner]
+                            for q in range(inner):
+                                dd[q] += ss[q]
 
 
 @njit(**JIT)
-def _box(src, tmp, dst, op, win, full, nj):
-    """The box sum of a convolution (not yet divided by the filter size): src -> dst,
-    through tmp; nj pairs per entry."""
-    h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+def _plain_pad(win, b, n_out):
+    """The padding of a plain window table (stride 1, output o reads o + t - pad, zeros past
+    the edges), or -1."""
+    return win[_taps(win, b) + n_out * win[b]]
+
+
+@njit(**JIT)
+def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
+    """One plane of a plain box sum: dst[d0 + (m n + o2) inner + q] = sum_t
+    src[s0 + (o1 + t - pad) s_step + (m n + o2 + t - pad) inner + q] over the taps inside
+    both axes (n1 = 0: no first position, s_step unused).  Each tap is one shifted pass
+    over the whole plane (long SIMD loops, the plane in L1); the entries at the edges of
+    the second position, which those passes get wrong, are then summed tap by tap."""
+    size = mid * n * inner
+    first = True
+    for t in range(k):
+        i1 = o1 + t - pad
+        if n1 > 0 and (i1 < 0 or i1 >= n1):
+            continue
+        sb = s0 + (i1 * s_step if n1 > 0 else 0)
+        shift = (t - pad) * inner
+        lo = max(0, -shift)
+        hi = min(size, size - shift)
+        d = dst[d0 + lo:d0 + hi]
+        sv = src[sb + lo + shift:sb + hi + shift]
+        if first:
+            for f in range(hi - lo):
+                d[f] = sv[f]
+            first = False
+        else:
+            for f in range(hi - lo):
+                d[f] += sv[f]
+    right = n - (k - 1 - pad)  # o2 in pad .. right - 1 read no edge: done unless first
+    if first:  # no tap inside the first axis: every entry is an edge (zero)
+        right = pad
+    n_edges = min(n, pad + n - max(right, pad))
+    for m in range(mid):
+        for e in range(n_edges):
+            o2 = e if e < pad else max(right, pad) + e - pad
+            d = dst[d0 + (m * n + o2) * inner:d0 + (m * n + o2 + 1) * inner]
+            for q in range(inner):
+                d[q] = 0.0
+            for t in range(k):
+                i1 = o1 + t - pad
+                i2 = o2 + t - pad
+                if (n1 > 0 and (i1 < 0 or i1 >= n1)) or i2 < 0 or i2 >= n:
+                    continue
+                sb = s0 + (i1 * s_step if n1 > 0 else 0) + (m * n + i2) * inner
+                sv = src[sb:sb + inner]
+                for q in range(inner):
+                    d[q] += sv[q]
+
+
+@njit(**JIT)
+def _affine_range(ka, ta, e0, e1, w, b, ak, c, with_ntk):
+    """Entries e0 .. e1 - 1 of the box sums (K in ka, Theta in ta) through the
+    convolution's affine step."""
+    if with_ntk:
+        kd = ka[e0:e1]
+        td = ta[e0:e1]
+        for q in range(e1 - e0):
+            td[q] = ak * kd[q] + c + w * td[q]
+    kd = ka[e0:e1]
+    for q in range(e1 - e0):
+        kd[q] = b + w * kd[q]
+
+
+@njit(**JIT)
+def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
+    """A convolution on K (ka) and Theta (ta) in place: K = b + w box(K), Theta = ak box(K)
+    + c + w box(Theta) (w, ak already divided by the filter size).  The first axis' pass
+    of each map goes to s1, s2, the second axis' pass back to ka, ta, plane by plane, each
+    plane through the affine step while it is in cache.  Plain windows (stride 1, zero
+    padding) take shifted passes over whole planes (_plane); others their tables."""
+    h, wd, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+    by, bx = op[OPF_IY], op[OPF_IX]
+    py = _plain_pad(win, by, ho)
+    px = _plain_pad(win, bx, wo)
+    ky, kx = win[by], win[bx]
+    plain = py >= 0 and px >= 0 and h == ho and wd == wo
     if full:  # (h, w, h, w) -> (ho, w, ho, w) -> (ho, wo, ho, wo)
-        _pass2(src, tmp, 1, ho, w, h, w * nj, win, op[OPF_IY])
-        _pass2(tmp, dst, ho, wo, ho, w, nj, win, op[OPF_IX])
+        plane = ho * wd * nj
+        for src, dst, on in ((ka, s1, True), (ta, s2, with_ntk)):
+            if not on:
+                continue
+            if plain:
+                for o1 in range(ho):
+                    _plane(src, dst, o1 * wd * plane, 0, wd * plane, h, o1, wd, h, wd * nj,
+                           ky, py)
+            else:
+                _pass2(src, dst, 1, ho, wd, h, wd * nj, win, by)
+        if plain:
+            plane = ho * wo * nj
+            for p in range(ho):
+                for o1 in range(wo):
+                    d0 = (p * wo + o1) * plane
+                    s0 = p * wd * plane
+                    _plane(s1, ka, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
+                    if with_ntk:
+                        _plane(s2, ta, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
+                    _affine_range(ka, ta, d0, d0 + plane, w, b, ak, c, with_ntk)
+            return
+        _pass2(s1, ka, ho, wo, ho, wd, nj, win, bx)
+        if with_ntk:
+            _pass2(s2, ta, ho, wo, ho, wd, nj, win, bx)
     else:  # (h, w) -> (ho, w) -> (ho, wo)
-        _pass1(src, tmp, 1, ho, w * nj, h, win, op[OPF_IY])
-        _pass1(tmp, dst, ho, wo, nj, w, win, op[OPF_IX])
+        if plain:
+            _plane(ka, s1, 0, 0, 0, 0, 0, 1, h, wd * nj, ky, py)
+            if with_ntk:
+                _plane(ta, s2, 0, 0, 0, 0, 0, 1, h, wd * nj, ky, py)
+            for p in range(ho):  # a row of the image at a time (in cache)
+                d0 = p * wo * nj
+                _plane(s1, ka, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
+                if with_ntk:
+                    _plane(s2, ta, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
+                _affine_range(ka, ta, d0, d0 + wo * nj, w, b, ak, c, with_ntk)
+            return
+        _pass1(ka, s1, 1, ho, wd * nj, h, win, by)
+        if with_ntk:
+            _pass1(ta, s2, 1, ho, wd * nj, h, win, by)
+        _pass1(s1, ka, ho, wo, nj, wd, win, bx)
+        if with_ntk:
+            _pass1(s2, ta, ho, wo, nj, wd, win, bx)
+    _affine_range(ka, ta, 0, (ho * wo) ** 2 * nj if full else ho * wo * nj, w, b, ak, c,
+                  with_ntk)
 
 
 @njit(**JIT)
@@ -473,17 +610,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                     with_ntk)
         elif code == OP_CONV:
             inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
-            w = params[o, 0] * inv
-            b = params[o, 1]
-            _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
-            if with_ntk:
-                ak = params[o, 2] * inv
-                c = params[o, 3]
-                _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
-                for e in range(e_out):
-                    ta[e] = ak * s2[e] + c + w * ka[e]
-            for e in range(e_out):
-                ka[e] = b + w * s2[e]
+            _conv(ka, ta, s1, s2, op, win, full, nj, params[o, 0] * inv, params[o, 1],
+                  params[o, 2] * inv, params[o, 3], with_ntk)
         elif code == OP_POOL:
             inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
             _pool(ka, s1, s2, op, win, nj)

@@ -283,8 +283,8 @@ class Compiler:
 
 
 def _segments(idx, stride):
-    """A window table (out, k) as the engine's runs: [k, stride, tptr[0..k], (lo, hi, start)
-    per run] (see ``_core/engine.py``)."""
+    """A window table (out, k) as the engine's runs and by outputs: [k, stride, tptr[0..k],
+    (lo, hi, start) per run, idx (out, k), pad] (see ``_core/engine.py``)."""
     k = idx.shape[1]
     tptr, segs = [0], []
     for t in range(k):
@@ -299,7 +299,24 @@ def _segments(idx, stride):
             segs.append((lo, o + 1, int(col[lo])))
             o += 1
         tptr.append(len(segs))
-    return np.array([k, stride, *tptr, *(v for seg in segs for v in seg)], dtype=np.int64)
+    return np.array([k, stride, *tptr, *(v for seg in segs for v in seg), *idx.ravel(),
+                     _plain_pad(idx, stride)], dtype=np.int64)
+
+
+def _plain_pad(idx, stride):
+    """pad when output o reads input o + t - pad at offset t (-1 past the edges of an input
+    as long as the output); else -1 (the engine checks the lengths too)."""
+    n, k = idx.shape
+    if stride != 1 or not np.any(idx >= 0):
+        return -1
+    o, t = np.nonzero(idx >= 0)
+    pads = o + t - idx[o, t]
+    if np.unique(pads).size != 1:
+        return -1
+    pad = int(pads[0])
+    shifted = np.arange(n)[:, None] + np.arange(k)[None, :] - pad
+    plain = np.where((shifted >= 0) & (shifted < n), shifted, -1)
+    return pad if pad >= 0 and np.array_equal(idx, plain) else -1
 
 
 def _chunk_rows(x, full):

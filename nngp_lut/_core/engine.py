@@ -22,16 +22,18 @@ sums each position over its own window (four passes on a full map).
 An activation has two look-ups:
 
 * ``slice``: F = sqrt(D_i D_j) * s_l(rho), with s_l a 1-D table of the normalised F in
-  y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (rho = y sqrt(2 - y^2)).  Exact when every
-  input has the same variance at layer l (s_l is the table's slice at that variance) and
-  for homogeneous phi (s_l = s for every layer and variance).  y costs two square roots, is
-  an analytic function of theta = arccos rho (so relu's kink at rho = 1 is smooth in it),
-  and is uniform-grid friendly.
+  w = sqrt(1 - |rho|), one half for rho >= 0 and one for rho < 0, each on a uniform grid
+  of w in [0, 1].  Exact when every input has the same variance at layer l (s_l is the
+  table's slice at that variance) and for homogeneous phi (s_l = s for every layer and
+  variance).  w costs one square root, theta = arccos rho is an analytic function of it on
+  each half (theta = 2 asin(w / sqrt 2) for rho >= 0), so relu's kinks at rho = +-1 are
+  smooth in it, and the grid is nearly uniform in theta (d theta / dw in [sqrt 2, 2]).  The
+  cubic coefficients of F and of Fdot of one cell share one 64-byte line.
 * ``general``: F from the 2-D table where q_i == q_j and the 3-D table otherwise.
 
-The activation's loops are split into square roots (SIMD), look-ups (a gather, scalar) and
-scaling (SIMD), which the compiler vectorises only when they are separate loops (3.5x faster
-than fused, measured).
+A slice activation runs two loops over each run of entries: the coordinates (vectorised),
+then the look-ups (a gather, scalar) with the scaling and the affine step; fused into one,
+the loop does not vectorise (2.5x slower, measured).
 
 References
 ----------
@@ -86,7 +88,7 @@ IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0)
 @njit(**JIT)
 def slice_coefficients(values):
     """Per-interval cubic coefficients (Horner, in t = local coordinate in [0, 1]) of the
-    4-point Lagrange interpolant of ``values`` on the uniform y grid (one-sided at the ends).
+    4-point Lagrange interpolant of ``values`` on a uniform grid (one-sided at the ends).
     Returns an (M, 4) array for M = values.size - 1 intervals."""
     m = values.size - 1
     c = np.empty((m, 4))
@@ -420,90 +422,107 @@ def _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk):
         ka[e] = b + w * ka[e]
 
 
-@njit(**JIT)
-def _activation_one(ka, ta, s1, s2, cell, h0, h1, n, rows, cols_t, ri, j, v, sf, sd, m,
-                    with_ntk):
-    """The slice activation on rows h0 .. h1 - 1 of the full map of one pair (n positions):
-    rows of the map (one row position h) as the inner loops."""
-    for h in range(h0, h1):
-        r_inv = rows[ri, v + h]
-        b = h * n
-        for g in range(n):
-            rho = correlation(ka[b + g], r_inv * cols_t[v + g, j])
-            s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-        for g in range(n):
-            u = (s1[g] + 1.0) * 0.5 * m
-            kc = min(int(u), m - 1)
-            cell[g] = kc
-            s1[g] = u - kc
-        for g in range(n):
-            s2[g] = _cubic(sf, cell[g], s1[g])
-        rs = rows[ri, v + n + h]
-        for g in range(n):
-            ka[b + g] = s2[g] * rs * cols_t[v + n + g, j]
-        if with_ntk:
-            re = rows[ri, v + 2 * n + h]
-            for g in range(n):
-                ta[b + g] *= _cubic(sd, cell[g], s1[g]) * re * cols_t[v + 2 * n + g, j]
+@njit(inline="always", **JIT)
+def _slice_cells(kb, ct, r_inv, cb, fb, n, m):
+    """The slice coordinates of n entries (SIMD): rho = K r_inv ct (``correlation``), its
+    half (rho < 0: cells m .. 2 m - 1), the cell of w = sqrt(1 - |rho|) on the half's m
+    uniform intervals, and the local coordinate in the cell."""
+    for q in range(n):
+        rho = correlation(kb[q], r_inv * ct[q])
+        u = math.sqrt(1.0 - abs(rho)) * m
+        kc = max(0, min(int(u), m - 1))  # (NaN: cell 0, and NaN stays)
+        cb[q] = kc + (m if rho < 0.0 else 0)
+        fb[q] = u - kc
+
+
+@njit(inline="always", **JIT)
+def _slice_scale(kb, tb, cb, fb, sl, cs, ce, n, ws, aks, we, b, c, with_ntk):
+    """The look-ups of F and Fdot in one cache line per entry (``sl[cell]``: the cubic
+    coefficients of both), the scaling by the per-input moments and the affine step:
+    K = b + ws F cs, Theta = aks F cs + c + we Theta Fdot ce."""
+    if with_ntk:
+        for q in range(n):
+            k = cb[q]
+            t = fb[q]
+            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+            d = sl[k, 4] + t * (sl[k, 5] + t * (sl[k, 6] + t * sl[k, 7]))
+            tb[q] = aks * f * cs[q] + c + we * tb[q] * d * ce[q]
+            kb[q] = b + ws * f * cs[q]
+    else:
+        for q in range(n):
+            k = cb[q]
+            t = fb[q]
+            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+            kb[q] = b + ws * f * cs[q]
 
 
 @njit(**JIT)
-def _activate(ka, ta, s1, s2, cell, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl, w, b,
-              ak, c, rows, cols_t, slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+def _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl,
+              w, b, ak, c, rows, cols_t, slices, f_n, df_n, f3, df3, grid_f, grid_df,
               with_ntk):
     """An activation, then the affine step (w, b, ak, c) of a Dense folded into it, on rows
     h0 .. h1 - 1 of the block's maps (a full map's row h is its positions (h, g); a diagonal
     map is one row: h0, h1 = 0, 1).
 
     Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice sl) or q
-    (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  Three loops over
-    the entries: rho -> slice cell (or the table's value), the look-ups, then the scaling.
+    (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  A slice takes
+    two loops per run of entries: the coordinates (SIMD, one square root), then the
+    look-ups with the scaling and the affine step (scalar gathers: fused with the
+    coordinates, the loop does not vectorise, 2.5x slower, measured).  The runs are the
+    pairs of a block at one position, or one row of one pair's full map (nj = 1; its
+    column vectors first copied to ``cv``, contiguous).
     """
-    m = slices_f.shape[1]
-    per_row = n_in * nj if full else 0
-    e0 = h0 * per_row
-    e1 = h1 * per_row if full else n_in * nj
-    if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
-        _activation_one(ka, ta, s1, s2, cell, h0, h1, n_in, rows, cols_t, ri, j0, v,
-                        slices_f[sl], slices_df[sl], m, with_ntk)
-        _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk)
+    if sl >= 0:
+        tab = slices[sl]
+        m = tab.shape[0] // 2
+        if full and nj == 1:  # one pair: a row of positions is the SIMD axis
+            for k in range(3 if with_ntk else 2):
+                for g in range(n_in):
+                    cv[k * n_in + g] = cols_t[v + k * n_in + g, j0]
+            ct = cv[0:n_in]
+            cs = cv[n_in:2 * n_in]
+            ce = cv[2 * n_in:3 * n_in] if with_ntk else cs
+            cb = cell[0:n_in]
+            fb = s1[0:n_in]
+            for h in range(h0, h1):
+                kb = ka[h * n_in:(h + 1) * n_in]
+                tb = ta[h * n_in:(h + 1) * n_in]
+                _slice_cells(kb, ct, rows[ri, v + h], cb, fb, n_in, m)
+                rs = rows[ri, v + n_in + h]
+                re = rows[ri, v + 2 * n_in + h] if with_ntk else 0.0
+                _slice_scale(kb, tb, cb, fb, tab, cs, ce, n_in, w * rs, ak * rs, w * re, b,
+                             c, with_ntk)
+            return
+        cb = cell[0:nj]
+        fb = s1[0:nj]
+        for h in range(h0, h1):
+            for g in range(n_in):
+                hr = h if full else g  # the row input's position
+                base = ((h * n_in + g) if full else g) * nj
+                kb = ka[base:base + nj]
+                tb = ta[base:base + nj]
+                _slice_cells(kb, cols_t[v + g, j0:j0 + nj], rows[ri, v + hr], cb, fb, nj, m)
+                rs = rows[ri, v + n_in + hr]
+                re = rows[ri, v + 2 * n_in + hr] if with_ntk else 0.0
+                cs = cols_t[v + n_in + g, j0:j0 + nj]
+                ce = cols_t[v + 2 * n_in + g, j0:j0 + nj] if with_ntk else cs
+                _slice_scale(kb, tb, cb, fb, tab, cs, ce, nj, w * rs, ak * rs, w * re, b, c,
+                             with_ntk)
         return
     for h in range(h0, h1):
         for g in range(n_in):
             hr = h if full else g  # the row input's position
             base = ((h * n_in + g) if full else g) * nj
             ct = cols_t[v + g, j0:j0 + nj]
-            if sl >= 0:
-                r_inv = rows[ri, v + hr]
-                kb = ka[base:base + nj]
-                cb = cell[base:base + nj]
-                fb = s1[base:base + nj]
-                for q in range(nj):
-                    rho = correlation(kb[q], r_inv * ct[q])
-                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                    u = (y + 1.0) * 0.5 * m
-                    kc = min(int(u), m - 1)
-                    cb[q] = kc
-                    fb[q] = u - kc
-            else:
-                qa = rows[ri, v + hr]
-                for q in range(nj):
-                    qb = ct[q]
-                    rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                    theta = theta_of(rho)
-                    s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta, wa, wb,
-                                                      wc)
-                    if with_ntk:
-                        s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb, theta,
-                                                          wa, wb, wc)
-    if sl >= 0:
-        sf = slices_f[sl]
-        sd = slices_df[sl]
-        for e in range(e0, e1):
-            s2[e] = _cubic(sf, cell[e], s1[e])
-        if with_ntk:
-            for e in range(e0, e1):
-                s1[e] = _cubic(sd, cell[e], s1[e])
+            qa = rows[ri, v + hr]
+            for q in range(nj):
+                qb = ct[q]
+                rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
+                theta = theta_of(rho)
+                s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta, wa, wb, wc)
+                if with_ntk:
+                    s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb, theta,
+                                                      wa, wb, wc)
     # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step; row slices
     # keep the loops simple for the vectoriser.
     for h in range(h0, h1):
@@ -557,9 +576,9 @@ def _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan):
 
 
 @njit(**JIT)
-def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t, n_pos,
-               n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
-               slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
+def _run_block(kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
+               n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices,
+               f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
     a plain (not parallel) function, which the compiler optimises as a whole.  Returns how
     many of the values it wrote are NaN or infinite."""
@@ -623,9 +642,9 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                     ta[e] = s2[e] * inv
         elif code == OP_ACTIVATION:
             n_rows = n_in if full else 1
-            _activate(ka, ta, s1, s2, cell, wa, wb, wc, 0, n_rows, n_in, full,
+            _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, 0, n_rows, n_in, full,
                       nj, ri, j0, op[OPF_VEC], op[OPF_C], params[o, 0], params[o, 1],
-                      params[o, 2], params[o, 3], rows, cols_t, slices_f, slices_df, f_n,
+                      params[o, 2], params[o, 3], rows, cols_t, slices, f_n,
                       df_n, f3, df3, grid_f, grid_df, with_ntk)
         elif code == OP_RECUR:
             # Row t of the (T, T') map after row t - 1 (Alemohammad et al. 2021):
@@ -644,9 +663,9 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                             ta[cur + e] += ak * ka[prev + e] + w * ta[prev + e]
                     for e in range(span - nj):
                         ka[cur + e] += w * ka[prev + e]
-                _activate(ka, ta, s1, s2, cell, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
+                _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
                           j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
-                          slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+                          slices, f_n, df_n, f3, df3, grid_f, grid_df,
                           with_ntk)
         elif code == OP_MIX:
             _mix(ka, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
@@ -752,7 +771,7 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
 
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
-                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, f3, df3,
+                cols_t, agg_ptr, agg_idx, agg_val, slices, f_n, df_n, f3, df3,
                 grid_f, grid_df, n_regs, size, block, full, with_ntk, diag_offset, nonfinite):
     """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
 
@@ -768,8 +787,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         OPF_VEC): activations 1/sqrt(q) (slice) or q (table), sqrt(E[phi^2]),
         sqrt(E[phi'^2]); normalisations their factor.
     agg_ptr, agg_idx, agg_val : the adjacency of OP_AGGREGATE (CSR).
-    slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
-        in y (see slice_coefficients).
+    slices : (n_slices, 2 M, 8) per cell of the two halves of the slices (rho >= 0, then
+        rho < 0, M cells each, see the module doc), the cubic coefficients of the
+        normalised F (0..3) and Fdot (4..7): one 64-byte line per look-up.
     f_n, df_n, f3, df3, grid_f, grid_df : the tables (2-D and 3-D, F and Fdot) that
         activations without a slice (c = -1) interpolate directly, and the axes of each
         (``_core.interp.G_*``), as ``Table.interpolation_args`` gives them.
@@ -785,6 +805,8 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     xb_len = 1
     if full:
         xb_len = n_pos * block * max(1, min(n_chan, INPUT_CHUNK_ENTRIES // (n_pos * block)))
+    # A pair's column vectors of one activation (full maps of one pair a block).
+    cv_len = 3 * (int(math.sqrt(size)) + 1) if full else 1
     for p in prange(steps):
         kk = np.empty((n_regs, size * block))
         tt = np.empty((n_regs, size * block))
@@ -793,6 +815,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         rr = np.empty(block)
         yy = np.empty(block)
         cell = np.empty(size * block, dtype=np.int64)
+        cv = np.empty(cv_len)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
@@ -807,9 +830,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
                 nonfinite[i] += _run_block(
-                    kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
+                    kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
                     n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
-                    slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full,
+                    slices, f_n, df_n, f3, df3, grid_f, grid_df, full,
                     with_ntk)
 
 

@@ -14,7 +14,8 @@ kernels): time / (pairs x entries x 8).  The engine runs one tile of the lower t
 shared), the minimum of --repeat calls after a warm-up.  The split comes from the same
 program with ops replaced by their affine step alone: without the activations (box sums
 and the rest), without the convolutions' box sums (activations and the rest), without both
-(input, affine steps, readout).
+(input, affine steps, readout).  The compilation (compile_network: the per-input vectors
+by the diagonal recursion, the program) is timed apart, on the same thread.
 
 The bound: per position-layer the work that no implementation of this recursion avoids,
 on this core, measured here on the same buffers:
@@ -148,9 +149,16 @@ def profile(name, readout, x, repeat, split):
     entries = p * p if prog.full else p
     per = pairs * entries * DEPTH
     total, _ = cpu_time(prog, x, repeat)
+    compile_s = math.inf
+    for _ in range(repeat):
+        t0 = time.process_time()
+        program(readout, x)
+        compile_s = min(compile_s, time.process_time() - t0)
     print(f"\n{name}: n = {n}, {pairs} pairs x {entries} entries x {DEPTH} layers, J = "
           f"{prog.block} pairs a block, one thread, CPU time, least of {repeat}")
     print(f"  total          {total:8.3f} s  {total / per * 1e9:6.2f} ns per position-layer")
+    print(f"  (compile_network: {compile_s:.3f} s, the per-input vectors and the program, "
+          "outside the engine)")
     if split:
         t_noact, _ = cpu_time(without(prog, (eng.OP_ACTIVATION,)), x, repeat)
         t_noconv, _ = cpu_time(without(prog, (eng.OP_CONV,)), x, repeat)

@@ -38,7 +38,7 @@ from .._core.engine import IDENTITY_AFFINE, slice_coefficients
 from .._core.interp import GRID_SIZE, normalized_many
 from ..errors import NotFusable
 from .layers import check_readout, readout_points, serial
-from .spatial import input_record, positional, spatial_shape, window_index
+from .spatial import input_record, plain_pad, positional, spatial_shape, window_index
 
 __all__ = ["NotFusable", "Program", "compile_network", "diagonal_prefix", "engine_inputs",
            "run"]
@@ -315,23 +315,7 @@ def _segments(idx, stride):
             o += 1
         tptr.append(len(segs))
     return np.array([k, stride, *tptr, *(v for seg in segs for v in seg), *idx.ravel(),
-                     _plain_pad(idx, stride)], dtype=np.int64)
-
-
-def _plain_pad(idx, stride):
-    """pad when output o reads input o + t - pad at offset t (-1 past the edges of an input
-    as long as the output); else -1 (the engine checks the lengths too)."""
-    n, k = idx.shape
-    if stride != 1 or not np.any(idx >= 0):
-        return -1
-    o, t = np.nonzero(idx >= 0)
-    pads = o + t - idx[o, t]
-    if np.unique(pads).size != 1:
-        return -1
-    pad = int(pads[0])
-    shifted = np.arange(n)[:, None] + np.arange(k)[None, :] - pad
-    plain = np.where((shifted >= 0) & (shifted < n), shifted, -1)
-    return pad if pad >= 0 and np.array_equal(idx, plain) else -1
+                     plain_pad(idx) if stride == 1 else -1], dtype=np.int64)
 
 
 def _stack_aligned(slices):

@@ -27,8 +27,8 @@ on this core, measured here on the same buffers:
   vectorised loop, plus the adds and multiplies counted at 2 FMA pipes of 4 doubles.
 The larger of the two is the bound (they overlap).
 
-    NUMBA_NUM_THREADS=1 python bench/bench_engine_profile.py [--n-flat 24] [--n-gap 4]
-        [--repeat 5] [--skip-split]
+    NUMBA_NUM_THREADS=1 python bench/bench_engine_profile.py [--n-flat 100] [--n-gap 16]
+        [--repeat 3] [--skip-split]
 """
 
 import os
@@ -177,9 +177,9 @@ def profile(name, readout, x, repeat, split):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-flat", type=int, default=24)
-    ap.add_argument("--n-gap", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--n-flat", type=int, default=100)
+    ap.add_argument("--n-gap", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-split", action="store_true")
     args = ap.parse_args()
     print(f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS')}")

@@ -457,7 +457,7 @@ def _slice_scale(kb, tb, cb, fb, sl, cs, ce, n, ws, aks, we, b, c, with_ntk):
 
 
 @njit(**JIT)
-def _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl,
+def _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl,
               w, b, ak, c, rows, cols_t, slices, f_n, df_n, f3, df3, grid_f, grid_df,
               with_ntk):
     """An activation, then the affine step (w, b, ak, c) of a Dense folded into it, on rows
@@ -470,7 +470,7 @@ def _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, h0, h1, n_in, full, nj, ri, 
     look-ups with the scaling and the affine step (scalar gathers: fused with the
     coordinates, the loop does not vectorise, 2.5x slower, measured).  The runs are the
     pairs of a block at one position, or one row of one pair's full map (nj = 1; its
-    column vectors first copied to ``cv``, contiguous).
+    column vectors first copied to ``colv``, contiguous).
     """
     if sl >= 0:
         tab = slices[sl]
@@ -478,10 +478,10 @@ def _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, h0, h1, n_in, full, nj, ri, 
         if full and nj == 1:  # one pair: a row of positions is the SIMD axis
             for k in range(3 if with_ntk else 2):
                 for g in range(n_in):
-                    cv[k * n_in + g] = cols_t[v + k * n_in + g, j0]
-            ct = cv[0:n_in]
-            cs = cv[n_in:2 * n_in]
-            ce = cv[2 * n_in:3 * n_in] if with_ntk else cs
+                    colv[k * n_in + g] = cols_t[v + k * n_in + g, j0]
+            ct = colv[0:n_in]
+            cs = colv[n_in:2 * n_in]
+            ce = colv[2 * n_in:3 * n_in] if with_ntk else cs
             cb = cell[0:n_in]
             fb = s1[0:n_in]
             for h in range(h0, h1):
@@ -576,7 +576,7 @@ def _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan):
 
 
 @njit(**JIT)
-def _run_block(kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
+def _run_block(kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
                n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices,
                f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
@@ -642,7 +642,7 @@ def _run_block(kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0
                     ta[e] = s2[e] * inv
         elif code == OP_ACTIVATION:
             n_rows = n_in if full else 1
-            _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, 0, n_rows, n_in, full,
+            _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, 0, n_rows, n_in, full,
                       nj, ri, j0, op[OPF_VEC], op[OPF_C], params[o, 0], params[o, 1],
                       params[o, 2], params[o, 3], rows, cols_t, slices, f_n,
                       df_n, f3, df3, grid_f, grid_df, with_ntk)
@@ -663,7 +663,7 @@ def _run_block(kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0
                             ta[cur + e] += ak * ka[prev + e] + w * ta[prev + e]
                     for e in range(span - nj):
                         ka[cur + e] += w * ka[prev + e]
-                _activate(ka, ta, s1, s2, cell, cv, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
+                _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
                           j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
                           slices, f_n, df_n, f3, df3, grid_f, grid_df,
                           with_ntk)
@@ -697,9 +697,9 @@ def _run_block(kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0
                     hr = h if full else g
                     base = ((h * n_in + g) if full else g) * nj
                     r = rows[ri, v + hr]
-                    cv = cols_t[v + g]
+                    col = cols_t[v + g]
                     for q in range(nj):
-                        f = r * cv[j0 + q]
+                        f = r * col[j0 + q]
                         ka[base + q] *= f
                         ta[base + q] *= f
         elif code == OP_FLATTEN or code == OP_GLOBAL_POOL:
@@ -815,7 +815,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         rr = np.empty(block)
         yy = np.empty(block)
         cell = np.empty(size * block, dtype=np.int64)
-        cv = np.empty(cv_len)
+        colv = np.empty(cv_len)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
@@ -830,10 +830,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
                 nonfinite[i] += _run_block(
-                    kk, tt, s1, s2, cell, cv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
-                    n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
-                    slices, f_n, df_n, f3, df3, grid_f, grid_df, full,
-                    with_ntk)
+                    kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1,
+                    x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx,
+                    agg_val, slices, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk)
 
 
 @njit(**JIT_PARALLEL)

@@ -229,14 +229,18 @@ class Compiler:
         return wy, (np.zeros((1, 1), dtype=np.int64), 1)
 
     # -- the whole network --------------------------------------------------------------------
-    def walk(self, network, d, readouts):
+    def walk(self, network, d, readouts, full_from=None):
         """Emit the program for records like ``d`` (diagonal-only); returns the vectors of
-        d's inputs and {depth: (var, ntk_var)} at the readouts."""
+        d's inputs and {depth: (var, ntk_var)} at the readouts.  ``full_from``: d is a
+        diagonal record of a program of full maps, whose layers from that index of the
+        main chain on get a stand-in full record (:func:`_stand_in_full`)."""
         self.start()
         self.emit(_eng.OP_INPUT, 0, d, d, b=0 if self.gram else -1, params=IDENTITY_AFFINE)
         chain, points = readout_points(network)
         reg, diag = 0, {}
         for index, layer in enumerate(chain):
+            if index == full_from:
+                d = _stand_in_full(d)
             reg, d = layer.lower(self, reg, d)
             depth = points.index(index) if index in points else None
             if depth in readouts:
@@ -383,11 +387,31 @@ def _input_vectors(comp, network, x, readouts, full, with_ntk, masked):
     head = diagonal_prefix(network) if full and not masked else None
     if head is None:
         return _vectors(comp, network, x, readouts, full, with_ntk, masked)
-    rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk, False)[0] if head
-            else np.zeros((x.shape[0], 1)))
-    # The program itself (the walk sets the ops) from one input's full record.
-    comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True), readouts)
+    if not head:
+        comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True),
+                  readouts)
+        return np.zeros((x.shape[0], 1)), None
+    rows = _vectors(comp, serial(*head), x, {}, False, with_ntk, False)[0]
+    # The program itself (the walk sets the ops): the head on one input's diagonal record
+    # (its ops and vectors do not depend on the off-diagonal entries), the rest, which
+    # reads no variance, on a stand-in full record (only its shapes matter).
+    comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=False),
+              readouts, full_from=len(head))
     return rows, None
+
+
+def _stand_in_full(d):
+    """A full-map record of d's shapes, from the diagonal record d: K_{h,h'} = sqrt(K_hh
+    K_h'h'), a covariance with d's diagonal (the layers after a program's head only need
+    its shapes)."""
+    def full(v):
+        if v is None:
+            return None
+        flat = np.sqrt(np.abs(v.reshape(v.shape[0], -1)))
+        outer = flat[:, :, None] * flat[:, None, :]
+        return outer.reshape(v.shape + v.shape[1:])
+    return d.replace(var1=full(d.var1), var2=full(d.var2), ntk_var1=full(d.ntk_var1),
+                     ntk_var2=full(d.ntk_var2), full_spatial=True)
 
 
 def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=False):

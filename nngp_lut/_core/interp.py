@@ -175,8 +175,10 @@ def diag_many(log_d, x0, dx, degree, d_at_1, q):
         ch = np.int64(ch)  # (prange indices are unsigned)
         wbuf = np.empty(INTERP_POINTS)
         for k in range(ch * MANY_CHUNK, min(q.size, (ch + 1) * MANY_CHUNK)):
-            if degree == 1.0:  # (relu, abs: the same value without a pow)
+            if degree == 1.0:  # (relu, abs; and below their phi': the values without pow)
                 out[k] = d_at_1 * q[k]
+            elif degree == 0.0:
+                out[k] = d_at_1
             elif degree >= 0.0:
                 out[k] = d_at_1 * q[k] ** degree
             else:

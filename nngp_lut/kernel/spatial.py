@@ -269,20 +269,18 @@ def plain_pad(idx):
 def _box(m, axes, idx):
     """sum_t m[..., idx[o1, t], ..., idx[o2, t], ...]: the axes in ``axes`` shifted jointly
     by the same offset t (index -1 reads a zero appended to each axis; a plain table,
-    :func:`plain_pad`, reads shifted slices of the axes padded with zeros: the same sums)."""
+    :func:`plain_pad`, adds shifted slices in place: the same sums)."""
     n, k = idx.shape
     pad = plain_pad(idx)
     if pad >= 0 and all(m.shape[ax] == n for ax in axes):
-        widths = [(0, 0)] * m.ndim
-        for ax in axes:
-            widths[ax] = (pad, k - 1 - pad)
-        m = np.pad(m, widths)
-        total = 0.0
+        total = np.zeros(m.shape)  # + each tap in order, in place: the same sums
         for t in range(k):
-            part = [slice(None)] * m.ndim
+            shift = t - pad
+            dst, src = [slice(None)] * m.ndim, [slice(None)] * m.ndim
             for ax in axes:
-                part[ax] = slice(t, t + n)
-            total = total + m[tuple(part)]
+                lo, hi = max(0, -shift), min(n, n - shift)
+                dst[ax], src[ax] = slice(lo, hi), slice(lo + shift, hi + shift)
+            total[tuple(dst)] += m[tuple(src)]
         return total
     for ax in axes:
         widths = [(0, 0)] * m.ndim

@@ -23,8 +23,9 @@ on this core, measured here on the same buffers:
   the separable sum, and the activation reads K, Theta and writes both: the time of a
   streaming pass over the block's maps (measured: a Numba triad on a buffer of the
   register's size), times the passes;
-* arithmetic: two square roots (the correlation's coordinate) per entry, measured as a
-  vectorised loop, plus the adds and multiplies counted at 2 FMA pipes of 4 doubles.
+* arithmetic: one square root (the slice coordinate w = sqrt(1 - |rho|)) per entry,
+  measured as a vectorised loop, plus the adds and multiplies at 2 FMA pipes of 4
+  doubles and the look-up's 8 loads at 3 a cycle (2.6 GHz).
 The larger of the two is the bound (they overlap).
 
     NUMBA_NUM_THREADS=1 python bench/bench_engine_profile.py [--n-flat 100] [--n-gap 16]
@@ -111,7 +112,7 @@ def _triad(a, b, c, reps):
 def _sqrts(a, b, reps):
     for _ in range(reps):
         for i in range(a.size):
-            b[i] = math.sqrt(0.5 + 0.5 * a[i]) - math.sqrt(0.5 - 0.5 * a[i])
+            b[i] = math.sqrt(1.0 - abs(a[i]))
 
 
 def rate(fn, entries, *args):
@@ -126,18 +127,27 @@ def rate(fn, entries, *args):
     return best / (reps * entries) * 1e9
 
 
+#: Clock (GHz, nominal: BogoMIPS / 2) and issue rates of this core (AMD Zen 4): 2 FMA
+#: pipes of 4 doubles (AVX-512 runs as two halves), 3 scalar loads a cycle.
+GHZ, FLOPS_PER_CYCLE, LOADS_PER_CYCLE = 2.6, 8.0, 3.0
+#: Per position-layer (one entry of K and Theta through Conv + Activation): adds and
+#: multiplies (box sums 2 x 2 x 2, conv affine 5, correlation 2, coordinate 4, two Horner
+#: cubics 12, scaling and affine 8), and the look-up's scalar loads (the 8 coefficients of
+#: a cell).
+FLOPS, LOADS = 8 + 5 + 2 + 4 + 12 + 8, 8
+
+
 def bound(entries_per_register):
     """ns per position-layer that the machine needs at least (see the module doc)."""
     m = entries_per_register
     a, b, c = np.ones(m), np.ones(m), np.ones(m)
     triad = rate(_triad, m, a, b, c)  # 24 bytes per entry (2 reads, 1 write)
     sq = rate(_sqrts, m, np.linspace(-0.9, 0.9, m), b)
-    # Passes of 2 maps (K, Theta): the separable box sum 2 passes each (read, write), the
-    # activation reads and writes both (and its 4 per-pair factors are in cache).
-    passes = 2 * 2 + 2
+    # Passes of 2 maps (K, Theta), each read and written: the separable box sum's 2 passes
+    # and the activation's one.
+    passes = 3 * 2
     memory = passes * triad * 16 / 24
-    flops = (2 * 2 * 2 + 4 * 2) + (2 + 4 + 2 * 6 + 8)  # box + affine; rho, y, 2 Horner, scale
-    arith = sq + flops / 8.0 / 2.6  # 8 flops a cycle (2 FMA pipes x 4), 2.6 GHz
+    arith = sq + (FLOPS / FLOPS_PER_CYCLE + LOADS / LOADS_PER_CYCLE) / GHZ
     return memory, arith, triad, sq
 
 
@@ -166,12 +176,12 @@ def profile(name, readout, x, repeat, split):
         for label, t in (("box sums", total - t_noconv), ("activation", total - t_noact),
                          ("rest", t_rest)):
             print(f"  {label:<14} {t:8.3f} s  {t / per * 1e9:6.2f} ns per position-layer")
-    reg = entries * prog.block if not prog.full else entries * prog.block
+    reg = entries * prog.block  # one register of the block (K or Theta)
     memory, arith, triad, sq = bound(reg)
-    print(f"  bound: memory {memory:.2f} ns (6 passes over K and Theta, a triad "
-          f"{triad:.2f} ns/entry on {reg * 8 / 1e3:.0f} KB), arithmetic {arith:.2f} ns "
-          f"(two sqrt {sq:.2f} ns + ~40 flops): {max(memory, arith):.2f} ns per "
-          "position-layer")
+    print(f"  bound: memory {memory:.2f} ns (3 passes reading and writing K and Theta; a "
+          f"triad {triad:.2f} ns/entry on {reg * 8 / 1e3:.0f} KB), arithmetic {arith:.2f} ns "
+          f"(one sqrt {sq:.2f} ns + {FLOPS} flops + {LOADS} look-up loads at {GHZ} GHz): "
+          f"{max(memory, arith):.2f} ns per position-layer")
     return total / per * 1e9
 
 

@@ -22,16 +22,18 @@ sums each position over its own window (four passes on a full map).
 An activation has two look-ups:
 
 * ``slice``: F = sqrt(D_i D_j) * s_l(rho), with s_l a 1-D table of the normalised F in
-  y = sqrt((1 + rho) / 2) - sqrt((1 - rho) / 2) (rho = y sqrt(2 - y^2)).  Exact when every
-  input has the same variance at layer l (s_l is the table's slice at that variance) and
-  for homogeneous phi (s_l = s for every layer and variance).  y costs two square roots, is
-  an analytic function of theta = arccos rho (so relu's kink at rho = 1 is smooth in it),
-  and is uniform-grid friendly.
+  w = sqrt(1 - |rho|), one half for rho >= 0 and one for rho < 0, each on a uniform grid
+  of w in [0, 1].  Exact when every input has the same variance at layer l (s_l is the
+  table's slice at that variance) and for homogeneous phi (s_l = s for every layer and
+  variance).  w costs one square root, theta = arccos rho is an analytic function of it on
+  each half (theta = 2 asin(w / sqrt 2) for rho >= 0), so relu's kinks at rho = +-1 are
+  smooth in it, and the grid is nearly uniform in theta (d theta / dw in [sqrt 2, 2]).  The
+  cubic coefficients of F and of Fdot of one cell share one 64-byte line.
 * ``general``: F from the 2-D table where q_i == q_j and the 3-D table otherwise.
 
-The activation's loops are split into square roots (SIMD), look-ups (a gather, scalar) and
-scaling (SIMD), which the compiler vectorises only when they are separate loops (3.5x faster
-than fused, measured).
+A slice activation runs two loops over each run of entries: the coordinates (vectorised),
+then the look-ups (a gather, scalar) with the scaling and the affine step; fused into one,
+the loop does not vectorise (2.5x slower, measured).
 
 References
 ----------
@@ -86,7 +88,7 @@ IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0)
 @njit(**JIT)
 def slice_coefficients(values):
     """Per-interval cubic coefficients (Horner, in t = local coordinate in [0, 1]) of the
-    4-point Lagrange interpolant of ``values`` on the uniform y grid (one-sided at the ends).
+    4-point Lagrange interpolant of ``values`` on a uniform grid (one-sided at the ends).
     Returns an (M, 4) array for M = values.size - 1 intervals."""
     m = values.size - 1
     c = np.empty((m, 4))
@@ -132,78 +134,215 @@ def _cubic(sl, k, t):
     return sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
 
 # A window table in ``windows`` at offset b: [k, stride, tptr[0..k], (lo, hi, start) per
-# segment]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output positions
-# lo <= o < hi read input position start + (o - lo) * stride (runs without an edge or a
-# wrap-around; zero padding is the positions no segment covers).
+# segment, idx[n_out, k], pad]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output
+# positions lo <= o < hi read input position start + (o - lo) * stride (runs without an edge
+# or a wrap-around; zero padding is the positions no segment covers); idx[o, t] is the input
+# position that output o reads at offset t (-1: padding), the same table by outputs; pad:
+# the table is plain (stride 1, idx[o, t] = o + t - pad inside the input, -1 past its
+# edges), or -1.
+
+
+@njit(**JIT)
+def _taps(win, b):
+    """Offset in ``win`` of the (n_out, k) table idx of the window table at b."""
+    k = win[b]
+    return b + 3 + k + 3 * win[b + 2 + k]
 
 
 @njit(**JIT)
 def _pass1(src, dst, outer, n_out, inner, n_in, win, b):
-    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner)."""
+    """dst[p, o, q] = sum_t src[p, idx(o, t), q] over one axis of (outer, n_in, inner): each
+    output row written once, from its (up to k) input rows."""
     k = win[b]
-    stride = win[b + 1]
-    seg0 = b + 3 + k
-    for e in range(outer * n_out * inner):
-        dst[e] = 0.0
+    ix = _taps(win, b)
     for p in range(outer):
-        for t in range(k):
-            for sg in range(win[b + 2 + t], win[b + 3 + t]):
-                lo = win[seg0 + 3 * sg]
-                hi = win[seg0 + 3 * sg + 1]
-                st = win[seg0 + 3 * sg + 2]
-                for o in range(lo, hi):
-                    db = (p * n_out + o) * inner
-                    sb = (p * n_in + st + (o - lo) * stride) * inner
-                    for q in range(inner):
-                        dst[db + q] += src[sb + q]
+        for o in range(n_out):
+            d = dst[(p * n_out + o) * inner:(p * n_out + o + 1) * inner]
+            _row_sum(src, d, p * n_in * inner, inner, win, ix + o * k, k)
+
+
+@njit(**JIT)
+def _row_sum(src, d, s0, inner, win, at, k):
+    """d = the sum over the taps i = win[at .. at + k - 1] (>= 0) of the rows
+    src[s0 + i inner ...] of length inner (loops over slices: the vectoriser needs indices
+    it knows are not negative)."""
+    first = True
+    for t in range(k):
+        i = win[at + t]
+        if i < 0:
+            continue
+        s = src[s0 + i * inner:s0 + (i + 1) * inner]
+        if first:
+            for q in range(inner):
+                d[q] = s[q]
+            first = False
+        else:
+            for q in range(inner):
+                d[q] += s[q]
+    if first:
+        for q in range(inner):
+            d[q] = 0.0
 
 
 @njit(**JIT)
 def _pass2(src, dst, outer, n_out, mid, n_in, inner, win, b):
     """dst[p, o1, m, o2, q] = sum_t src[p, idx(o1, t), m, idx(o2, t), q]: one axis of both
-    positions of a full map shifted by the same offset (the convolution's)."""
+    positions of a full map shifted by the same offset (the convolution's); each output
+    row (p, o1, m) is summed in cache and written once."""
     k = win[b]
     stride = win[b + 1]
+    ix = _taps(win, b)
     seg0 = b + 3 + k
-    for e in range(outer * n_out * mid * n_out * inner):
-        dst[e] = 0.0
+    row = n_out * inner
     for p in range(outer):
-        for t in range(k):
-            for s1 in range(win[b + 2 + t], win[b + 3 + t]):
-                lo1 = win[seg0 + 3 * s1]
-                hi1 = win[seg0 + 3 * s1 + 1]
-                st1 = win[seg0 + 3 * s1 + 2]
-                for o1 in range(lo1, hi1):
-                    i1 = st1 + (o1 - lo1) * stride
-                    for m in range(mid):
-                        for s2 in range(win[b + 2 + t], win[b + 3 + t]):
-                            lo2 = win[seg0 + 3 * s2]
-                            hi2 = win[seg0 + 3 * s2 + 1]
-                            st2 = win[seg0 + 3 * s2 + 2]
-                            db = (((p * n_out + o1) * mid + m) * n_out + lo2) * inner
-                            sb = (((p * n_in + i1) * mid + m) * n_in + st2) * inner
-                            if inner == 1 and stride == 1:  # contiguous run (SIMD)
-                                for o2 in range(hi2 - lo2):
-                                    dst[db + o2] += src[sb + o2]
-                            else:
-                                for o2 in range(hi2 - lo2):
-                                    d2 = db + o2 * inner
-                                    s2b = sb + o2 * stride * inner
-                                    for q in range(inner):
-                                        dst[d2 + q] += src[s2b + q]
+        for o1 in range(n_out):
+            for m in range(mid):
+                d = dst[((p * n_out + o1) * mid + m) * row:((p * n_out + o1) * mid + m + 1) * row]
+                for e in range(row):
+                    d[e] = 0.0
+                for t in range(k):
+                    i1 = win[ix + o1 * k + t]
+                    if i1 < 0:
+                        continue
+                    sbase = (((p * n_in + i1) * mid + m) * n_in) * inner
+                    for s2 in range(win[b + 2 + t], win[b + 3 + t]):
+                        lo2 = win[seg0 + 3 * s2]
+                        hi2 = win[seg0 + 3 * s2 + 1]
+                        st2 = win[seg0 + 3 * s2 + 2]
+                        for o2 in range(hi2 - lo2):
+                            dd = d[(lo2 + o2) * inner:(lo2 + o2 + 1) * inner]
+                            ss = src[sbase + (st2 + o2 * stride) * inner:
+                                     sbase + (st2 + o2 * stride + 1) * inner]
+                            for q in range(inner):
+                                dd[q] += ss[q]
 
 
 @njit(**JIT)
-def _box(src, tmp, dst, op, win, full, nj):
-    """The box sum of a convolution (not yet divided by the filter size): src -> dst,
-    through tmp; nj pairs per entry."""
-    h, w, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+def _plain_pad(win, b, n_out):
+    """The padding of a plain window table (stride 1, output o reads o + t - pad, zeros past
+    the edges), or -1."""
+    return win[_taps(win, b) + n_out * win[b]]
+
+
+@njit(**JIT)
+def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
+    """One plane of a plain box sum: dst[d0 + (m n + o2) inner + q] = sum_t
+    src[s0 + (o1 + t - pad) s_step + (m n + o2 + t - pad) inner + q] over the taps inside
+    both axes (n1 = 0: no first position, s_step unused).  Each tap is one shifted pass
+    over the whole plane (long SIMD loops, the plane in L1); the entries at the edges of
+    the second position, which those passes get wrong, are then summed tap by tap."""
+    size = mid * n * inner
+    first = True
+    for t in range(k):
+        i1 = o1 + t - pad
+        if n1 > 0 and (i1 < 0 or i1 >= n1):
+            continue
+        sb = s0 + (i1 * s_step if n1 > 0 else 0)
+        shift = (t - pad) * inner
+        lo = max(0, -shift)
+        hi = min(size, size - shift)
+        d = dst[d0 + lo:d0 + hi]
+        sv = src[sb + lo + shift:sb + hi + shift]
+        if first:
+            for f in range(hi - lo):
+                d[f] = sv[f]
+            first = False
+        else:
+            for f in range(hi - lo):
+                d[f] += sv[f]
+    right = n - (k - 1 - pad)  # o2 in pad .. right - 1 read no edge: done unless first
+    if first:  # no tap inside the first axis: every entry is an edge (zero)
+        right = pad
+    n_edges = min(n, pad + n - max(right, pad))
+    for m in range(mid):
+        for e in range(n_edges):
+            o2 = e if e < pad else max(right, pad) + e - pad
+            d = dst[d0 + (m * n + o2) * inner:d0 + (m * n + o2 + 1) * inner]
+            for q in range(inner):
+                d[q] = 0.0
+            for t in range(k):
+                i1 = o1 + t - pad
+                i2 = o2 + t - pad
+                if (n1 > 0 and (i1 < 0 or i1 >= n1)) or i2 < 0 or i2 >= n:
+                    continue
+                sb = s0 + (i1 * s_step if n1 > 0 else 0) + (m * n + i2) * inner
+                sv = src[sb:sb + inner]
+                for q in range(inner):
+                    d[q] += sv[q]
+
+
+@njit(**JIT)
+def _affine_range(ka, ta, e0, e1, w, b, ak, c, with_ntk):
+    """Entries e0 .. e1 - 1 of the box sums (K in ka, Theta in ta) through the
+    convolution's affine step."""
+    if with_ntk:
+        kd = ka[e0:e1]
+        td = ta[e0:e1]
+        for q in range(e1 - e0):
+            td[q] = ak * kd[q] + c + w * td[q]
+    kd = ka[e0:e1]
+    for q in range(e1 - e0):
+        kd[q] = b + w * kd[q]
+
+
+@njit(**JIT)
+def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
+    """A convolution on K (ka) and Theta (ta) in place: K = b + w box(K), Theta = ak box(K)
+    + c + w box(Theta) (w, ak already divided by the filter size).  The first axis' pass
+    of each map goes to s1, s2, the second axis' pass back to ka, ta, plane by plane, each
+    plane through the affine step while it is in cache.  Plain windows (stride 1, zero
+    padding) take shifted passes over whole planes (_plane); others their tables."""
+    h, wd, ho, wo = op[OPF_H], op[OPF_W], op[OPF_HO], op[OPF_WO]
+    by, bx = op[OPF_IY], op[OPF_IX]
+    py = _plain_pad(win, by, ho)
+    px = _plain_pad(win, bx, wo)
+    ky, kx = win[by], win[bx]
+    plain = py >= 0 and px >= 0 and h == ho and wd == wo
     if full:  # (h, w, h, w) -> (ho, w, ho, w) -> (ho, wo, ho, wo)
-        _pass2(src, tmp, 1, ho, w, h, w * nj, win, op[OPF_IY])
-        _pass2(tmp, dst, ho, wo, ho, w, nj, win, op[OPF_IX])
+        plane = ho * wd * nj
+        for src, dst, on in ((ka, s1, True), (ta, s2, with_ntk)):
+            if not on:
+                continue
+            if plain:
+                for o1 in range(ho):
+                    _plane(src, dst, o1 * wd * plane, 0, wd * plane, h, o1, wd, h, wd * nj,
+                           ky, py)
+            else:
+                _pass2(src, dst, 1, ho, wd, h, wd * nj, win, by)
+        if plain:
+            plane = ho * wo * nj
+            for p in range(ho):
+                for o1 in range(wo):
+                    d0 = (p * wo + o1) * plane
+                    s0 = p * wd * plane
+                    _plane(s1, ka, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
+                    if with_ntk:
+                        _plane(s2, ta, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
+                    _affine_range(ka, ta, d0, d0 + plane, w, b, ak, c, with_ntk)
+            return
+        _pass2(s1, ka, ho, wo, ho, wd, nj, win, bx)
+        if with_ntk:
+            _pass2(s2, ta, ho, wo, ho, wd, nj, win, bx)
     else:  # (h, w) -> (ho, w) -> (ho, wo)
-        _pass1(src, tmp, 1, ho, w * nj, h, win, op[OPF_IY])
-        _pass1(tmp, dst, ho, wo, nj, w, win, op[OPF_IX])
+        if plain:
+            _plane(ka, s1, 0, 0, 0, 0, 0, 1, h, wd * nj, ky, py)
+            if with_ntk:
+                _plane(ta, s2, 0, 0, 0, 0, 0, 1, h, wd * nj, ky, py)
+            for p in range(ho):  # a row of the image at a time (in cache)
+                d0 = p * wo * nj
+                _plane(s1, ka, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
+                if with_ntk:
+                    _plane(s2, ta, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
+                _affine_range(ka, ta, d0, d0 + wo * nj, w, b, ak, c, with_ntk)
+            return
+        _pass1(ka, s1, 1, ho, wd * nj, h, win, by)
+        if with_ntk:
+            _pass1(ta, s2, 1, ho, wd * nj, h, win, by)
+        _pass1(s1, ka, ho, wo, nj, wd, win, bx)
+        if with_ntk:
+            _pass1(s2, ta, ho, wo, nj, wd, win, bx)
+    _affine_range(ka, ta, 0, (ho * wo) ** 2 * nj if full else ho * wo * nj, w, b, ak, c,
+                  with_ntk)
 
 
 @njit(**JIT)
@@ -283,90 +422,107 @@ def _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk):
         ka[e] = b + w * ka[e]
 
 
-@njit(**JIT)
-def _activation_one(ka, ta, s1, s2, cell, h0, h1, n, rows, cols_t, ri, j, v, sf, sd, m,
-                    with_ntk):
-    """The slice activation on rows h0 .. h1 - 1 of the full map of one pair (n positions):
-    rows of the map (one row position h) as the inner loops."""
-    for h in range(h0, h1):
-        r_inv = rows[ri, v + h]
-        b = h * n
-        for g in range(n):
-            rho = correlation(ka[b + g], r_inv * cols_t[v + g, j])
-            s1[g] = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-        for g in range(n):
-            u = (s1[g] + 1.0) * 0.5 * m
-            kc = min(int(u), m - 1)
-            cell[g] = kc
-            s1[g] = u - kc
-        for g in range(n):
-            s2[g] = _cubic(sf, cell[g], s1[g])
-        rs = rows[ri, v + n + h]
-        for g in range(n):
-            ka[b + g] = s2[g] * rs * cols_t[v + n + g, j]
-        if with_ntk:
-            re = rows[ri, v + 2 * n + h]
-            for g in range(n):
-                ta[b + g] *= _cubic(sd, cell[g], s1[g]) * re * cols_t[v + 2 * n + g, j]
+@njit(inline="always", **JIT)
+def _slice_cells(kb, ct, r_inv, cb, fb, n, m):
+    """The slice coordinates of n entries (SIMD): rho = K r_inv ct (``correlation``), its
+    half (rho < 0: cells m .. 2 m - 1), the cell of w = sqrt(1 - |rho|) on the half's m
+    uniform intervals, and the local coordinate in the cell."""
+    for q in range(n):
+        rho = correlation(kb[q], r_inv * ct[q])
+        u = math.sqrt(1.0 - abs(rho)) * m
+        kc = max(0, min(int(u), m - 1))  # (NaN: cell 0, and NaN stays)
+        cb[q] = kc + (m if rho < 0.0 else 0)
+        fb[q] = u - kc
+
+
+@njit(inline="always", **JIT)
+def _slice_scale(kb, tb, cb, fb, sl, cs, ce, n, ws, aks, we, b, c, with_ntk):
+    """The look-ups of F and Fdot in one cache line per entry (``sl[cell]``: the cubic
+    coefficients of both), the scaling by the per-input moments and the affine step:
+    K = b + ws F cs, Theta = aks F cs + c + we Theta Fdot ce."""
+    if with_ntk:
+        for q in range(n):
+            k = cb[q]
+            t = fb[q]
+            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+            d = sl[k, 4] + t * (sl[k, 5] + t * (sl[k, 6] + t * sl[k, 7]))
+            tb[q] = aks * f * cs[q] + c + we * tb[q] * d * ce[q]
+            kb[q] = b + ws * f * cs[q]
+    else:
+        for q in range(n):
+            k = cb[q]
+            t = fb[q]
+            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+            kb[q] = b + ws * f * cs[q]
 
 
 @njit(**JIT)
-def _activate(ka, ta, s1, s2, cell, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl, w, b,
-              ak, c, rows, cols_t, slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+def _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, h0, h1, n_in, full, nj, ri, j0, v, sl,
+              w, b, ak, c, rows, cols_t, slices, f_n, df_n, f3, df3, grid_f, grid_df,
               with_ntk):
     """An activation, then the affine step (w, b, ak, c) of a Dense folded into it, on rows
     h0 .. h1 - 1 of the block's maps (a full map's row h is its positions (h, g); a diagonal
     map is one row: h0, h1 = 0, 1).
 
     Per position the op's vectors (at v, n_in entries each) are 1/sqrt(q) (slice sl) or q
-    (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  Three loops over
-    the entries: rho -> slice cell (or the table's value), the look-ups, then the scaling.
+    (sl = -1: the table itself), sqrt(E[phi^2](q)) and sqrt(E[phi'^2](q)).  A slice takes
+    two loops per run of entries: the coordinates (SIMD, one square root), then the
+    look-ups with the scaling and the affine step (scalar gathers: fused with the
+    coordinates, the loop does not vectorise, 2.5x slower, measured).  The runs are the
+    pairs of a block at one position, or one row of one pair's full map (nj = 1; its
+    column vectors first copied to ``colv``, contiguous).
     """
-    m = slices_f.shape[1]
-    per_row = n_in * nj if full else 0
-    e0 = h0 * per_row
-    e1 = h1 * per_row if full else n_in * nj
-    if full and nj == 1 and sl >= 0:  # one pair: the positions are the SIMD axis
-        _activation_one(ka, ta, s1, s2, cell, h0, h1, n_in, rows, cols_t, ri, j0, v,
-                        slices_f[sl], slices_df[sl], m, with_ntk)
-        _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk)
+    if sl >= 0:
+        tab = slices[sl]
+        m = tab.shape[0] // 2
+        if full and nj == 1:  # one pair: a row of positions is the SIMD axis
+            for k in range(3 if with_ntk else 2):
+                for g in range(n_in):
+                    colv[k * n_in + g] = cols_t[v + k * n_in + g, j0]
+            ct = colv[0:n_in]
+            cs = colv[n_in:2 * n_in]
+            ce = colv[2 * n_in:3 * n_in] if with_ntk else cs
+            cb = cell[0:n_in]
+            fb = s1[0:n_in]
+            for h in range(h0, h1):
+                kb = ka[h * n_in:(h + 1) * n_in]
+                tb = ta[h * n_in:(h + 1) * n_in]
+                _slice_cells(kb, ct, rows[ri, v + h], cb, fb, n_in, m)
+                rs = rows[ri, v + n_in + h]
+                re = rows[ri, v + 2 * n_in + h] if with_ntk else 0.0
+                _slice_scale(kb, tb, cb, fb, tab, cs, ce, n_in, w * rs, ak * rs, w * re, b,
+                             c, with_ntk)
+            return
+        cb = cell[0:nj]
+        fb = s1[0:nj]
+        for h in range(h0, h1):
+            for g in range(n_in):
+                hr = h if full else g  # the row input's position
+                base = ((h * n_in + g) if full else g) * nj
+                kb = ka[base:base + nj]
+                tb = ta[base:base + nj]
+                _slice_cells(kb, cols_t[v + g, j0:j0 + nj], rows[ri, v + hr], cb, fb, nj, m)
+                rs = rows[ri, v + n_in + hr]
+                re = rows[ri, v + 2 * n_in + hr] if with_ntk else 0.0
+                cs = cols_t[v + n_in + g, j0:j0 + nj]
+                ce = cols_t[v + 2 * n_in + g, j0:j0 + nj] if with_ntk else cs
+                _slice_scale(kb, tb, cb, fb, tab, cs, ce, nj, w * rs, ak * rs, w * re, b, c,
+                             with_ntk)
         return
     for h in range(h0, h1):
         for g in range(n_in):
             hr = h if full else g  # the row input's position
             base = ((h * n_in + g) if full else g) * nj
             ct = cols_t[v + g, j0:j0 + nj]
-            if sl >= 0:
-                r_inv = rows[ri, v + hr]
-                kb = ka[base:base + nj]
-                cb = cell[base:base + nj]
-                fb = s1[base:base + nj]
-                for q in range(nj):
-                    rho = correlation(kb[q], r_inv * ct[q])
-                    y = math.sqrt(0.5 + 0.5 * rho) - math.sqrt(0.5 - 0.5 * rho)
-                    u = (y + 1.0) * 0.5 * m
-                    kc = min(int(u), m - 1)
-                    cb[q] = kc
-                    fb[q] = u - kc
-            else:
-                qa = rows[ri, v + hr]
-                for q in range(nj):
-                    qb = ct[q]
-                    rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
-                    theta = theta_of(rho)
-                    s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta, wa, wb,
-                                                      wc)
-                    if with_ntk:
-                        s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb, theta,
-                                                          wa, wb, wc)
-    if sl >= 0:
-        sf = slices_f[sl]
-        sd = slices_df[sl]
-        for e in range(e0, e1):
-            s2[e] = _cubic(sf, cell[e], s1[e])
-        if with_ntk:
-            for e in range(e0, e1):
-                s1[e] = _cubic(sd, cell[e], s1[e])
+            qa = rows[ri, v + hr]
+            for q in range(nj):
+                qb = ct[q]
+                rho = correlation(ka[base + q], 1.0 / math.sqrt(qa * qb))
+                theta = theta_of(rho)
+                s2[base + q] = general_normalized(f_n, f3, grid_f, qa, qb, theta, wa, wb, wc)
+                if with_ntk:
+                    s1[base + q] = general_normalized(df_n, df3, grid_df, qa, qb, theta,
+                                                      wa, wb, wc)
     # K = sqrt(D_i D_j) F, Theta *= sqrt(Dd_i Dd_j) Fdot, then the affine step; row slices
     # keep the loops simple for the vectoriser.
     for h in range(h0, h1):
@@ -420,9 +576,9 @@ def _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan):
 
 
 @njit(**JIT)
-def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t, n_pos,
-               n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices_f,
-               slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
+def _run_block(kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
+               n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val, slices,
+               f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk):
     """Every op of the program on one block of nj pairs (row ri, columns j0 .. j0 + nj - 1):
     a plain (not parallel) function, which the compiler optimises as a whole.  Returns how
     many of the values it wrote are NaN or infinite."""
@@ -473,17 +629,8 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                     with_ntk)
         elif code == OP_CONV:
             inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]])
-            w = params[o, 0] * inv
-            b = params[o, 1]
-            _box(ka, s1, s2, op, win, full, nj)  # s2 = box(K)
-            if with_ntk:
-                ak = params[o, 2] * inv
-                c = params[o, 3]
-                _box(ta, s1, ka, op, win, full, nj)  # K's buffer: box(Theta)
-                for e in range(e_out):
-                    ta[e] = ak * s2[e] + c + w * ka[e]
-            for e in range(e_out):
-                ka[e] = b + w * s2[e]
+            _conv(ka, ta, s1, s2, op, win, full, nj, params[o, 0] * inv, params[o, 1],
+                  params[o, 2] * inv, params[o, 3], with_ntk)
         elif code == OP_POOL:
             inv = 1.0 / (win[op[OPF_IY]] * win[op[OPF_IX]]) ** 2
             _pool(ka, s1, s2, op, win, nj)
@@ -495,9 +642,9 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                     ta[e] = s2[e] * inv
         elif code == OP_ACTIVATION:
             n_rows = n_in if full else 1
-            _activate(ka, ta, s1, s2, cell, wa, wb, wc, 0, n_rows, n_in, full,
+            _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, 0, n_rows, n_in, full,
                       nj, ri, j0, op[OPF_VEC], op[OPF_C], params[o, 0], params[o, 1],
-                      params[o, 2], params[o, 3], rows, cols_t, slices_f, slices_df, f_n,
+                      params[o, 2], params[o, 3], rows, cols_t, slices, f_n,
                       df_n, f3, df3, grid_f, grid_df, with_ntk)
         elif code == OP_RECUR:
             # Row t of the (T, T') map after row t - 1 (Alemohammad et al. 2021):
@@ -516,9 +663,9 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                             ta[cur + e] += ak * ka[prev + e] + w * ta[prev + e]
                     for e in range(span - nj):
                         ka[cur + e] += w * ka[prev + e]
-                _activate(ka, ta, s1, s2, cell, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
+                _activate(ka, ta, s1, s2, cell, colv, wa, wb, wc, t, t + 1, n_in, True, nj, ri,
                           j0, op[OPF_VEC], op[OPF_C], 1.0, 0.0, 0.0, 0.0, rows, cols_t,
-                          slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df,
+                          slices, f_n, df_n, f3, df3, grid_f, grid_df,
                           with_ntk)
         elif code == OP_MIX:
             _mix(ka, s1, s2, n_in, rows, cols_t, ri, j0, nj, op[OPF_VEC])
@@ -550,9 +697,9 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
                     hr = h if full else g
                     base = ((h * n_in + g) if full else g) * nj
                     r = rows[ri, v + hr]
-                    cv = cols_t[v + g]
+                    col = cols_t[v + g]
                     for q in range(nj):
-                        f = r * cv[j0 + q]
+                        f = r * col[j0 + q]
                         ka[base + q] *= f
                         ta[base + q] *= f
         elif code == OP_FLATTEN or code == OP_GLOBAL_POOL:
@@ -624,7 +771,7 @@ def _run_block(kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj
 
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
-                cols_t, agg_ptr, agg_idx, agg_val, slices_f, slices_df, f_n, df_n, f3, df3,
+                cols_t, agg_ptr, agg_idx, agg_val, slices, f_n, df_n, f3, df3,
                 grid_f, grid_df, n_regs, size, block, full, with_ntk, diag_offset, nonfinite):
     """One tile of a compiled network, NNGP and (``with_ntk``) NTK.
 
@@ -640,8 +787,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         OPF_VEC): activations 1/sqrt(q) (slice) or q (table), sqrt(E[phi^2]),
         sqrt(E[phi'^2]); normalisations their factor.
     agg_ptr, agg_idx, agg_val : the adjacency of OP_AGGREGATE (CSR).
-    slices_f, slices_df : (n_slices, M, 4) cubic coefficients of the normalised F and Fdot
-        in y (see slice_coefficients).
+    slices : (n_slices, 2 M, 8) per cell of the two halves of the slices (rho >= 0, then
+        rho < 0, M cells each, see the module doc), the cubic coefficients of the
+        normalised F (0..3) and Fdot (4..7): one 64-byte line per look-up.
     f_n, df_n, f3, df3, grid_f, grid_df : the tables (2-D and 3-D, F and Fdot) that
         activations without a slice (c = -1) interpolate directly, and the axes of each
         (``_core.interp.G_*``), as ``Table.interpolation_args`` gives them.
@@ -657,6 +805,8 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     xb_len = 1
     if full:
         xb_len = n_pos * block * max(1, min(n_chan, INPUT_CHUNK_ENTRIES // (n_pos * block)))
+    # A pair's column vectors of one activation (full maps of one pair a block).
+    cv_len = 3 * (int(math.sqrt(size)) + 1) if full else 1
     for p in prange(steps):
         kk = np.empty((n_regs, size * block))
         tt = np.empty((n_regs, size * block))
@@ -665,6 +815,7 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
         rr = np.empty(block)
         yy = np.empty(block)
         cell = np.empty(size * block, dtype=np.int64)
+        colv = np.empty(cv_len)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
@@ -679,10 +830,9 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
             for j0 in range(0, ncol, block):
                 nj = min(block, ncol - j0)
                 nonfinite[i] += _run_block(
-                    kk, tt, s1, s2, cell, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1, x2t,
-                    n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx, agg_val,
-                    slices_f, slices_df, f_n, df_n, f3, df3, grid_f, grid_df, full,
-                    with_ntk)
+                    kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1,
+                    x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx,
+                    agg_val, slices, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk)
 
 
 @njit(**JIT_PARALLEL)

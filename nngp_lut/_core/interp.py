@@ -62,18 +62,33 @@ def kappa_of(q):
     return WARP_SCALE * math.sqrt(q)
 
 
+def _inverse_denominators(points):
+    """1 / prod_{b != a} (a - b) of the Lagrange weights on the nodes 0 .. points - 1."""
+    return tuple(1.0 / math.prod(a - b for b in range(points) if b != a)
+                 for a in range(points))
+
+
+_INV_DEN = _inverse_denominators(INTERP_POINTS)
+
+
 @njit(**JIT)
 def stencil(u, n, weights):
-    """First node of the stencil around fractional index u on n nodes; fills weights."""
+    """First node of the stencil around fractional index u on n nodes; fills weights.
+
+    The weight of node a is prod_{b != a} (t - b + _LO) / prod_{b != a} (a - b): the
+    products of the factors before and after a, then one multiplication by the constant
+    inverse denominator (no division)."""
     i = int(math.floor(u))
     i = min(max(i, _LO), n - INTERP_POINTS + _LO)
     t = u - i
+    before = 1.0
     for a in range(INTERP_POINTS):
-        wa = 1.0
-        for b in range(INTERP_POINTS):
-            if b != a:
-                wa *= (t - (b - _LO)) / (a - b)
-        weights[a] = wa
+        weights[a] = before
+        before *= t - (a - _LO)
+    after = 1.0
+    for a in range(INTERP_POINTS - 1, -1, -1):
+        weights[a] *= after * _INV_DEN[a]
+        after *= t - (a - _LO)
     return i - _LO
 
 
@@ -147,16 +162,27 @@ def theta_of(rho):
     return math.acos(rho)
 
 
+#: Entries per work item of the ``*_many`` loops: their scratch is allocated once per item,
+#: not once per entry (an allocation costs more than a look-up).
+MANY_CHUNK = 1024
+
+
 @njit(**JIT_PARALLEL)
 def diag_many(log_d, x0, dx, degree, d_at_1, q):
     """E[phi^2](q) from its ln table (or the scaling law when degree >= 0)."""
     out = np.empty(q.size)
-    for k in prange(q.size):
-        if degree >= 0.0:
-            out[k] = d_at_1 * q[k] ** degree
-        else:
-            wbuf = np.empty(INTERP_POINTS)
-            out[k] = math.exp(interp1(log_d, x0, dx, math.log(q[k]), wbuf))
+    for ch in prange((q.size + MANY_CHUNK - 1) // MANY_CHUNK):
+        ch = np.int64(ch)  # (prange indices are unsigned)
+        wbuf = np.empty(INTERP_POINTS)
+        for k in range(ch * MANY_CHUNK, min(q.size, (ch + 1) * MANY_CHUNK)):
+            if degree == 1.0:  # (relu, abs; and below their phi': the values without pow)
+                out[k] = d_at_1 * q[k]
+            elif degree == 0.0:
+                out[k] = d_at_1
+            elif degree >= 0.0:
+                out[k] = d_at_1 * q[k] ** degree
+            else:
+                out[k] = math.exp(interp1(log_d, x0, dx, math.log(q[k]), wbuf))
     return out
 
 
@@ -164,14 +190,16 @@ def diag_many(log_d, x0, dx, degree, d_at_1, q):
 def mean_many(mean_n, log_d, x0, dx, degree, d_at_1, q):
     """E[phi](q) = (E[phi]/sqrt(E[phi^2]))(q) * sqrt(E[phi^2](q))."""
     out = np.empty(q.size)
-    for k in prange(q.size):
+    for ch in prange((q.size + MANY_CHUNK - 1) // MANY_CHUNK):
+        ch = np.int64(ch)  # (prange indices are unsigned)
         wbuf = np.empty(INTERP_POINTS)
-        if degree >= 0.0:
-            out[k] = mean_n[0] * math.sqrt(d_at_1 * q[k] ** degree)
-        else:
-            x = math.log(q[k])
-            out[k] = interp1(mean_n, x0, dx, x, wbuf) * math.exp(
-                0.5 * interp1(log_d, x0, dx, x, wbuf))
+        for k in range(ch * MANY_CHUNK, min(q.size, (ch + 1) * MANY_CHUNK)):
+            if degree >= 0.0:
+                out[k] = mean_n[0] * math.sqrt(d_at_1 * q[k] ** degree)
+            else:
+                x = math.log(q[k])
+                out[k] = interp1(mean_n, x0, dx, x, wbuf) * math.exp(
+                    0.5 * interp1(log_d, x0, dx, x, wbuf))
     return out
 
 
@@ -217,13 +245,15 @@ def normalized_many(f_n, f3, grid, degree, q1, q2, rho):
     tables) at arrays: the 2-D table where q1 == q2 (or phi is homogeneous), else the 3-D
     (``grid``: the axes, see G_*)."""
     out = np.empty(q1.size)
-    for k in prange(q1.size):
+    for ch in prange((q1.size + MANY_CHUNK - 1) // MANY_CHUNK):
+        ch = np.int64(ch)  # (prange indices are unsigned)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)
         wc = np.empty(INTERP_POINTS)
-        theta = theta_of(rho[k])
-        if degree >= 0.0:
-            out[k] = normalized_equal(f_n, grid, degree, q1[k], theta, wa, wb)
-        else:
-            out[k] = general_normalized(f_n, f3, grid, q1[k], q2[k], theta, wa, wb, wc)
+        for k in range(ch * MANY_CHUNK, min(q1.size, (ch + 1) * MANY_CHUNK)):
+            theta = theta_of(rho[k])
+            if degree >= 0.0:
+                out[k] = normalized_equal(f_n, grid, degree, q1[k], theta, wa, wb)
+            else:
+                out[k] = general_normalized(f_n, f3, grid, q1[k], q2[k], theta, wa, wb, wc)
     return out

@@ -38,7 +38,7 @@ from .._core.engine import IDENTITY_AFFINE, slice_coefficients
 from .._core.interp import GRID_SIZE, normalized_many
 from ..errors import NotFusable
 from .layers import check_readout, readout_points, serial
-from .spatial import input_record, positional, spatial_shape, window_index
+from .spatial import input_record, plain_pad, positional, spatial_shape, window_index
 
 __all__ = ["NotFusable", "Program", "compile_network", "diagonal_prefix", "engine_inputs",
            "run"]
@@ -63,8 +63,7 @@ class Program:
     params: np.ndarray  # (n_ops, 4) float64
     windows: np.ndarray
     agg: tuple  # CSR (ptr, idx, val) of the adjacency (or a dummy)
-    slices_f: np.ndarray  # (n_slices, SLICE_INTERVALS, 4)
-    slices_df: np.ndarray
+    slices: np.ndarray  # (n_slices, SLICE_INTERVALS, 8): F and Fdot by cell
     table_args: tuple  # the directly interpolated table (or a dummy)
     n_regs: int
     size: int  # entries of the largest map of a pair
@@ -96,9 +95,26 @@ def _hw(shape):
     return (tuple(shape) + (1, 1))[:2] if len(shape) < 2 else tuple(shape)
 
 
+#: Cells of each half (rho >= 0, rho < 0) of a slice: SLICE_INTERVALS in all.
+SLICE_HALF = SLICE_INTERVALS // 2
+
+
 def _slice_grid():
-    y = np.linspace(-1.0, 1.0, SLICE_INTERVALS + 1)
-    return y * np.sqrt(2.0 - y * y)  # rho of y = sqrt((1+rho)/2) - sqrt((1-rho)/2)
+    """rho at the nodes w = 0, 1/M, .., 1 of both halves of a slice: rho = +-(1 - w^2)."""
+    w = np.linspace(0.0, 1.0, SLICE_HALF + 1)
+    return np.concatenate([1.0 - w * w, w * w - 1.0])
+
+
+def _slice_cells(f, df):
+    """The (2 M, 8) look-up of a slice from F and Fdot at the nodes of ``_slice_grid``: per
+    cell the cubic coefficients of F, then of Fdot (one cache line once aligned)."""
+    n = SLICE_HALF + 1
+    cells = np.empty((2 * SLICE_HALF, 8))
+    for col, values in ((0, f), (4, df)):
+        for half in range(2):
+            cells[half * SLICE_HALF:(half + 1) * SLICE_HALF, col:col + 4] = \
+                slice_coefficients(np.ascontiguousarray(values[half * n:(half + 1) * n]))
+    return cells
 
 
 class Compiler:
@@ -107,7 +123,7 @@ class Compiler:
 
     def __init__(self, with_ntk, full, gram):
         self.with_ntk, self.full, self.gram = with_ntk, full, gram
-        self.slices_f, self.slices_df, self.slice_keys = [], [], {}
+        self.slices, self.slice_keys = [], {}
         self.general = None  # the one table activations without a slice interpolate
         self.adjacency = None
         self.seen = []  # per activation: [table, min q, max q, sum q, count]
@@ -213,14 +229,18 @@ class Compiler:
         return wy, (np.zeros((1, 1), dtype=np.int64), 1)
 
     # -- the whole network --------------------------------------------------------------------
-    def walk(self, network, d, readouts):
+    def walk(self, network, d, readouts, full_from=None):
         """Emit the program for records like ``d`` (diagonal-only); returns the vectors of
-        d's inputs and {depth: (var, ntk_var)} at the readouts."""
+        d's inputs and {depth: (var, ntk_var)} at the readouts.  ``full_from``: d is a
+        diagonal record of a program of full maps, whose layers from that index of the
+        main chain on get a stand-in full record (:func:`_stand_in_full`)."""
         self.start()
         self.emit(_eng.OP_INPUT, 0, d, d, b=0 if self.gram else -1, params=IDENTITY_AFFINE)
         chain, points = readout_points(network)
         reg, diag = 0, {}
         for index, layer in enumerate(chain):
+            if index == full_from:
+                d = _stand_in_full(d)
             reg, d = layer.lower(self, reg, d)
             depth = points.index(index) if index in points else None
             if depth in readouts:
@@ -258,17 +278,16 @@ class Compiler:
             self.ops[op][_eng.OPF_C] = slot
 
     def _slice(self, table, q):
-        """Index of the slices of F and Fdot of ``table`` at variance ``q``."""
+        """Index of the slice of ``table`` at variance ``q`` (F and Fdot)."""
         key = (id(table), q)
         if key not in self.slice_keys:
-            self.slice_keys[key] = len(self.slices_f)
+            self.slice_keys[key] = len(self.slices)
             rho = _slice_grid()
             qq = np.full(rho.size, q)
-            self.slices_f.append(slice_coefficients(
-                normalized_many(*table.interpolation_args(), qq, qq, rho)))
-            self.slices_df.append(slice_coefficients(
-                normalized_many(*table.interpolation_args(True), qq, qq, rho))
-                if self.with_ntk else self.slices_f[-1])
+            f = normalized_many(*table.interpolation_args(), qq, qq, rho)
+            df = normalized_many(*table.interpolation_args(True), qq, qq, rho) \
+                if self.with_ntk else f
+            self.slices.append(_slice_cells(f, df))
         return self.slice_keys[key]
 
     def table_args(self):
@@ -283,8 +302,8 @@ class Compiler:
 
 
 def _segments(idx, stride):
-    """A window table (out, k) as the engine's runs: [k, stride, tptr[0..k], (lo, hi, start)
-    per run] (see ``_core/engine.py``)."""
+    """A window table (out, k) as the engine's runs and by outputs: [k, stride, tptr[0..k],
+    (lo, hi, start) per run, idx (out, k), pad] (see ``_core/engine.py``)."""
     k = idx.shape[1]
     tptr, segs = [0], []
     for t in range(k):
@@ -299,7 +318,20 @@ def _segments(idx, stride):
             segs.append((lo, o + 1, int(col[lo])))
             o += 1
         tptr.append(len(segs))
-    return np.array([k, stride, *tptr, *(v for seg in segs for v in seg)], dtype=np.int64)
+    return np.array([k, stride, *tptr, *(v for seg in segs for v in seg), *idx.ravel(),
+                     plain_pad(idx) if stride == 1 else -1], dtype=np.int64)
+
+
+def _stack_aligned(slices):
+    """The slices as one 64-byte aligned (n_slices, SLICE_INTERVALS, 8) array (zeros when
+    there is none)."""
+    n = max(1, len(slices))
+    buf = np.zeros(n * SLICE_INTERVALS * 8 + 8)
+    skip = (-buf.ctypes.data % 64) // 8
+    out = buf[skip:skip + n * SLICE_INTERVALS * 8].reshape(n, SLICE_INTERVALS, 8)
+    for i, cells in enumerate(slices):
+        out[i] = cells
+    return out
 
 
 def _chunk_rows(x, full):
@@ -355,11 +387,31 @@ def _input_vectors(comp, network, x, readouts, full, with_ntk, masked):
     head = diagonal_prefix(network) if full and not masked else None
     if head is None:
         return _vectors(comp, network, x, readouts, full, with_ntk, masked)
-    rows = (_vectors(comp, serial(*head), x, {}, False, with_ntk, False)[0] if head
-            else np.zeros((x.shape[0], 1)))
-    # The program itself (the walk sets the ops) from one input's full record.
-    comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True), readouts)
+    if not head:
+        comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=True),
+                  readouts)
+        return np.zeros((x.shape[0], 1)), None
+    rows = _vectors(comp, serial(*head), x, {}, False, with_ntk, False)[0]
+    # The program itself (the walk sets the ops): the head on one input's diagonal record
+    # (its ops and vectors do not depend on the off-diagonal entries), the rest, which
+    # reads no variance, on a stand-in full record (only its shapes matter).
+    comp.walk(network, input_record(x[:1], ntk=with_ntk, pairs=False, full=False),
+              readouts, full_from=len(head))
     return rows, None
+
+
+def _stand_in_full(d):
+    """A full-map record of d's shapes, from the diagonal record d: K_{h,h'} = sqrt(K_hh
+    K_h'h'), a covariance with d's diagonal (the layers after a program's head only need
+    its shapes)."""
+    def full(v):
+        if v is None:
+            return None
+        flat = np.sqrt(np.abs(v.reshape(v.shape[0], -1)))
+        outer = flat[:, :, None] * flat[:, None, :]
+        return outer.reshape(v.shape + v.shape[1:])
+    return d.replace(var1=full(d.var1), var2=full(d.var2), ntk_var1=full(d.ntk_var1),
+                     ntk_var2=full(d.ntk_var2), full_spatial=True)
 
 
 def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=False):
@@ -389,8 +441,6 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=Fals
     cols = rows if x2 is None else \
         _input_vectors(comp, network, x2, readouts, full, with_ntk, masked)[0]
     comp.finish(rows, cols)
-    n_slices = max(1, len(comp.slices_f))
-    empty = np.zeros((n_slices, SLICE_INTERVALS, 4))
     windows = np.concatenate(comp.windows) if comp.windows else np.zeros(1, dtype=np.int64)
     if comp.adjacency is not None:
         import scipy.sparse
@@ -403,8 +453,7 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=Fals
     return Program(
         np.array(comp.ops, dtype=np.int64), np.array(comp.params, dtype=np.float64),
         windows.astype(np.int64), agg,
-        np.stack(comp.slices_f) if comp.slices_f else empty,
-        np.stack(comp.slices_df) if comp.slices_df else empty,
+        _stack_aligned(comp.slices),
         comp.table_args(), comp.n_regs, comp.size, full, with_ntk, comp.gram,
         rows, np.ascontiguousarray(cols.T), diag1)
 
@@ -426,7 +475,7 @@ def run(prog, out, out_row0, row0, nr, inputs, diag_offset):
     many of the values written are NaN or infinite."""
     nonfinite = np.zeros(nr, dtype=np.int64)
     _eng.engine_tile(out, out_row0, row0, nr, *inputs, prog.ops, prog.params, prog.windows,
-                     prog.rows, prog.cols_t, *prog.agg, prog.slices_f, prog.slices_df,
+                     prog.rows, prog.cols_t, *prog.agg, prog.slices,
                      *prog.table_args, prog.n_regs, prog.size, prog.block, prog.full,
                      prog.with_ntk, diag_offset, nonfinite)
     return int(nonfinite.sum())

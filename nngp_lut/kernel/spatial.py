@@ -249,15 +249,45 @@ def window_index(size, window, stride, padding):
     return np.where((idx >= 0) & (idx < size), idx, -1)
 
 
+def plain_pad(idx):
+    """pad when the window table reads input o + t - pad at output o and offset t, and
+    zeros (-1) exactly where that falls outside an input as long as the output (stride 1,
+    zero padding); else -1."""
+    n, k = idx.shape
+    o, t = np.nonzero(idx >= 0)
+    if o.size == 0:
+        return -1
+    pads = np.unique(o + t - idx[o, t])
+    if pads.size != 1 or not 0 <= pads[0] <= k - 1:
+        return -1
+    pad = int(pads[0])
+    shifted = np.arange(n)[:, None] + np.arange(k)[None, :] - pad
+    return pad if np.array_equal(idx, np.where((shifted >= 0) & (shifted < n), shifted, -1)) \
+        else -1
+
+
 def _box(m, axes, idx):
     """sum_t m[..., idx[o1, t], ..., idx[o2, t], ...]: the axes in ``axes`` shifted jointly
-    by the same offset t (index -1 reads a zero appended to each axis)."""
+    by the same offset t (index -1 reads a zero appended to each axis; a plain table,
+    :func:`plain_pad`, adds shifted slices in place: the same sums)."""
+    n, k = idx.shape
+    pad = plain_pad(idx)
+    if pad >= 0 and all(m.shape[ax] == n for ax in axes):
+        total = np.zeros(m.shape)  # + each tap in order, in place: the same sums
+        for t in range(k):
+            shift = t - pad
+            dst, src = [slice(None)] * m.ndim, [slice(None)] * m.ndim
+            for ax in axes:
+                lo, hi = max(0, -shift), min(n, n - shift)
+                dst[ax], src[ax] = slice(lo, hi), slice(lo + shift, hi + shift)
+            total[tuple(dst)] += m[tuple(src)]
+        return total
     for ax in axes:
-        pad = [(0, 0)] * m.ndim
-        pad[ax] = (0, 1)
-        m = np.pad(m, pad)
+        widths = [(0, 0)] * m.ndim
+        widths[ax] = (0, 1)
+        m = np.pad(m, widths)
     total = 0.0
-    for t in range(idx.shape[1]):
+    for t in range(k):
         part = m
         for ax in axes:
             part = np.take(part, idx[:, t], axis=ax)

@@ -800,7 +800,9 @@ class Aggregate(Layer):
             raise ArchitectureError(f"Aggregate's adjacency has {self.nodes} nodes but its "
                                     f"inputs have {nodes}")
         a = self.dense()
-        return map_fields(k, lambda m, nb: np.einsum("hk,...kl,gl->...hg", a, m, a))
+        # optimize: two matrix products, not the naive loop over all four node indices
+        return map_fields(k, lambda m, nb: np.einsum("hk,...kl,gl->...hg", a, m, a,
+                                                     optimize=True))
 
     def lower(self, comp, reg, d):
         new = self.apply(d)

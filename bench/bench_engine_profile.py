@@ -51,23 +51,9 @@ from nngp_lut._core import engine as eng  # noqa: E402
 from nngp_lut.kernel import Network  # noqa: E402
 from nngp_lut.kernel.arch import parse_arch  # noqa: E402
 from nngp_lut.kernel.compiler import compile_network, engine_inputs, run  # noqa: E402
+from bench.bench_conv import mnist_images, speed_cnn  # noqa: E402
 
-DEPTH = 8
-MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-
-
-def speed_cnn(readout, depth=DEPTH):
-    return (f"serial(repeat(serial(Conv(2.0, 0.1), Activation('relu')), {depth}), {readout}, "
-            "Dense(2.0, 0.1))")
-
-
-def mnist_images(n, size):
-    with np.load(MNIST) as d:
-        x = d["x_train"][:n].astype(np.float64)
-    x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
-    x = x.reshape(n, 28, 28, 1)
-    lo = (28 - size) // 2
-    return np.ascontiguousarray(x[:, lo:lo + size, lo:lo + size])
+DEPTH = 8  # the depth of bench_conv's speed CNNs (speed_cnn's default)
 
 
 def program(readout, x):

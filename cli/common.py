@@ -317,6 +317,9 @@ TOL_OPTION = click.option(
     "entry of a pair's map within it (a 99 % interval over 16 scramblings; the work grows "
     "as 1/tol^2).  Default: each layer's own tol.")
 network_options = _group(ARCH_OPTION, TOL_OPTION, fc_options())
+#: The usage error of --tol without a layer that takes it.
+TOL_USAGE = ("--tol is for an --arch with layers computed to a tolerance (GRU, LSTM, "
+             "BatchNorm, SelfAttention at '1/sqrt(n)')")
 #: --bn-reference, for predict, kernel and search --arch.
 BN_REFERENCE_OPTION = click.option(
     "--bn-reference", "bn_reference", metavar="FILE[:KEY]", default=None,
@@ -507,8 +510,7 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
     from nngp_lut.kernel.layers import with_tolerance
 
     if tol is not None and arch is None:
-        raise click.UsageError("--tol is for an --arch with layers computed to a tolerance "
-                               "(GRU, LSTM, BatchNorm, SelfAttention at '1/sqrt(n)')")
+        raise click.UsageError(TOL_USAGE)
     with user_errors():
         if arch is None:
             return deep_network(table_for(phi, table_path, progress), depth, weight_var,
@@ -517,9 +519,8 @@ def network_of(arch, phi=None, table_path=None, depth=None, weight_var=None, bia
         if tol is not None:
             layer, count = with_tolerance(layer, tol)
             if not count:
-                raise click.UsageError("--tol is for an --arch with layers computed to a "
-                                       "tolerance (GRU, LSTM, BatchNorm, SelfAttention at "
-                                       "'1/sqrt(n)'): this one computes every kernel exactly")
+                raise click.UsageError(f"{TOL_USAGE}: this one computes every kernel "
+                                       "exactly")
         network = Network(layer)
         for layer in network.layer.walk():
             if isinstance(layer, Activation) and isinstance(layer.phi, str) \

@@ -8,10 +8,10 @@ import click
 from nngp_lut import search as searching
 
 from .common import (BN_REFERENCE_OPTION, JITTER_OPTION, KERNEL_OPTION, PHI_OPTION,
-                     SHAPE_OPTION, TABLE_OPTION, TOL_OPTION, check_output, cluster_client,
-                     cluster_options, data_options, json_option, load_data, memory_option,
-                     network_of, output_options, parse_shape, phi_or_table, progress_bar,
-                     shaped, standardizing, table_for, to_json, user_errors,
+                     SHAPE_OPTION, TABLE_OPTION, TOL_OPTION, TOL_USAGE, check_output,
+                     cluster_client, cluster_options, data_options, json_option, load_data,
+                     memory_option, network_of, output_options, parse_shape, phi_or_table,
+                     progress_bar, shaped, standardizing, table_for, to_json, user_errors,
                      with_bn_reference)
 
 #: Options of the grid that --arch replaces.
@@ -81,8 +81,7 @@ def search(data_path, phi, table_path, n_train, n_val, depths, weight_var_grid,
     if bn_reference is not None:
         raise click.UsageError("--bn-reference is for --arch candidates with BatchNorm")
     if tol is not None:
-        raise click.UsageError("--tol is for --arch candidates with layers computed to a "
-                               "tolerance (GRU, LSTM, BatchNorm, SelfAttention at '1/sqrt(n)')")
+        raise click.UsageError(TOL_USAGE)
     phi = phi_or_table(phi, table_path, default="relu")
     if optimize and kernel_kind == "ntk":
         raise click.UsageError("--optimize maximises the NNGP's marginal likelihood: it does "

@@ -229,8 +229,10 @@ def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
     """One plane of a plain box sum: dst[d0 + (m n + o2) inner + q] = sum_t
     src[s0 + (o1 + t - pad) s_step + (m n + o2 + t - pad) inner + q] over the taps inside
     both axes (n1 = 0: no first position, s_step unused).  Each tap is one shifted pass
-    over the whole plane (long SIMD loops, the plane in L1); the entries at the edges of
-    the second position, which those passes get wrong, are then summed tap by tap."""
+    over the whole plane (long SIMD loops, the plane in L1), which at the edges of the
+    second position reads the neighbouring row's entry instead of the zero padding: those
+    few entries are then taken back out (a subtraction per edge entry and tap, where
+    summing each edge entry again, tap by tap, cost GAP's 16x16 maps half their box sums)."""
     size = mid * n * inner
     first = True
     for t in range(k):
@@ -238,7 +240,8 @@ def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
         if n1 > 0 and (i1 < 0 or i1 >= n1):
             continue
         sb = s0 + (i1 * s_step if n1 > 0 else 0)
-        shift = (t - pad) * inner
+        s = t - pad
+        shift = s * inner
         lo = max(0, -shift)
         hi = min(size, size - shift)
         d = dst[d0 + lo:d0 + hi]
@@ -246,29 +249,30 @@ def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
         if first:
             for f in range(hi - lo):
                 d[f] = sv[f]
+            for f in range(d0, d0 + lo):  # entries this tap does not reach
+                dst[f] = 0.0
+            for f in range(d0 + max(lo, hi), d0 + size):
+                dst[f] = 0.0
             first = False
         else:
             for f in range(hi - lo):
                 d[f] += sv[f]
-    right = n - (k - 1 - pad)  # o2 in pad .. right - 1 read no edge: done unless first
-    if first:  # no tap inside the first axis: every entry is an edge (zero)
-        right = pad
-    n_edges = min(n, pad + n - max(right, pad))
-    for m in range(mid):
-        for e in range(n_edges):
-            o2 = e if e < pad else max(right, pad) + e - pad
-            d = dst[d0 + (m * n + o2) * inner:d0 + (m * n + o2 + 1) * inner]
-            for q in range(inner):
-                d[q] = 0.0
-            for t in range(k):
-                i1 = o1 + t - pad
-                i2 = o2 + t - pad
-                if (n1 > 0 and (i1 < 0 or i1 >= n1)) or i2 < 0 or i2 >= n:
+        if s == 0:
+            continue
+        # The pass's reads across the end of a row (o2 + s outside 0 .. n - 1), undone.
+        w0, w1 = (0, min(n, -s)) if s < 0 else (max(0, n - s), n)
+        for m in range(mid):
+            for o2 in range(w0, w1):
+                e = (m * n + o2) * inner
+                if e < lo or e >= hi:
                     continue
-                sb = s0 + (i1 * s_step if n1 > 0 else 0) + (m * n + i2) * inner
-                sv = src[sb:sb + inner]
+                dd = dst[d0 + e:d0 + e + inner]
+                sw = src[sb + e + shift:sb + e + shift + inner]
                 for q in range(inner):
-                    d[q] += sv[q]
+                    dd[q] -= sw[q]
+    if first:  # no tap inside the first axis: every entry is zero
+        for f in range(d0, d0 + size):
+            dst[f] = 0.0
 
 
 @njit(**JIT)

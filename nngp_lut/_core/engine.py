@@ -72,6 +72,9 @@ OP_PICK = 14  # K, Theta = the entry (b, b) of the map (b, diagonal maps): one p
 OP_MIX = 15  # K, Theta = A_x K A_x'^T with per-input matrices A (vectors at OPF_VEC)
 OP_DIAGONAL_BIAS = 16  # K, Theta += p0 at the entries (h, h) (every entry of diagonal maps)
 
+#: Doubles between the maps of a block's buffers (``_aligned_maps``): 320 bytes, so the
+#: same entry of two maps (K and Theta, a register and its scratch) is not a page apart.
+STAGGER = 40
 #: Values of the columns' inputs that _input_full copies at a time (256 KB: in L2).
 INPUT_CHUNK_ENTRIES = 32768
 
@@ -773,6 +776,26 @@ def _run_block(kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, 
     return nonfinite
 
 
+@njit(**JIT)
+def _aligned_maps(rows, length):
+    """An empty (rows, >= length) array whose rows start on 64-byte lines (a whole AVX-512
+    vector; Numba aligns to 32) and STAGGER doubles apart modulo a page."""
+    stride = (length + 7) // 8 * 8 + STAGGER
+    buf = np.empty(rows * stride + 8)
+    off = (-(buf.ctypes.data % 64) // 8) % 8
+    return buf[off:off + rows * stride].reshape((rows, stride))
+
+
+@njit(**JIT)
+def _apart(ref, length):
+    """An empty int64 array of ``length`` that starts half a page from ``ref`` modulo a
+    page: the cells and local coordinates of a run (``_slice_cells``) are stored together
+    and loaded together, and would alias at a page-multiple distance (4K aliasing)."""
+    buf = np.empty(length + 512, dtype=np.int64)
+    off = ((ref.ctypes.data + 2048 - buf.ctypes.data) % 4096) // 8
+    return buf[off:off + length]
+
+
 @njit(**JIT_PARALLEL)
 def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, win, rows,
                 cols_t, agg_ptr, agg_idx, agg_val, slices, f_n, df_n, f3, df3,
@@ -812,13 +835,14 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
     # A pair's column vectors of one activation (full maps of one pair a block).
     cv_len = 3 * (int(math.sqrt(size)) + 1) if full else 1
     for p in prange(steps):
-        kk = np.empty((n_regs, size * block))
-        tt = np.empty((n_regs, size * block))
-        s1 = np.empty(size * block)
-        s2 = np.empty(size * block)
+        maps = _aligned_maps(2 * n_regs + 2, size * block)
+        kk = maps[:n_regs]
+        tt = maps[n_regs:2 * n_regs]
+        s1 = maps[2 * n_regs]
+        s2 = maps[2 * n_regs + 1]
         rr = np.empty(block)
         yy = np.empty(block)
-        cell = np.empty(size * block, dtype=np.int64)
+        cell = _apart(s1, block + int(math.sqrt(size)) + 1)
         colv = np.empty(cv_len)
         wa = np.empty(INTERP_POINTS)
         wb = np.empty(INTERP_POINTS)

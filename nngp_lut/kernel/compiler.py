@@ -47,12 +47,17 @@ __all__ = ["NotFusable", "Program", "compile_network", "diagonal_prefix", "engin
 MAX_REGISTERS = 16
 #: Bytes of diagonal records held at once while the per-input vectors are computed.
 VECTOR_CHUNK_BYTES = 200_000_000
-#: Entries (maps times pairs) of one register of a block of pairs: 4 registers of this many
-#: doubles (K, Theta and two scratch maps) stay within a core's L2 cache.
-BLOCK_ENTRIES = 32768
-#: Most pairs of a block of maps (the SIMD axis of the engine's loops); a program of vectors
-#: (maps of one entry) takes COLUMN_RUN pairs a block.
-MAX_BLOCK = 32
+#: Entries (maps times pairs) of one register of a block of pairs, and the most pairs of a
+#: block (the SIMD axis of the engine's loops), for full maps and for diagonal maps; a
+#: program of vectors (maps of one entry) takes COLUMN_RUN pairs a block.  Full maps: 4
+#: registers of 32768 doubles (K, Theta and two scratch maps) stay within a core's L2
+#: cache, and a map larger than that goes one pair at a time, its rows the SIMD axis (2x
+#: faster than 2 pairs a block at 16x16, measured).  Diagonal maps: an activation's
+#: look-ups run over the J pairs at each position, and a run's fixed cost dominates short
+#: runs: at 28x28, depth 8, J = 128 took 7.4 ns per position-layer against 9 ns at J = 32
+#: (one thread, bench/bench_engine_profile.py), although the block outgrows L2.
+BLOCK_ENTRIES, MAX_BLOCK = 32768, 32
+BLOCK_ENTRIES_DIAGONAL, MAX_BLOCK_DIAGONAL = 131072, 128
 
 
 @dataclass
@@ -79,7 +84,9 @@ class Program:
         """Pairs that go through the ops together (J)."""
         if self.size == 1:
             return COLUMN_RUN
-        return int(max(1, min(MAX_BLOCK, BLOCK_ENTRIES // self.size)))
+        entries, most = ((BLOCK_ENTRIES, MAX_BLOCK) if self.full else
+                         (BLOCK_ENTRIES_DIAGONAL, MAX_BLOCK_DIAGONAL))
+        return int(max(1, min(most, entries // self.size)))
 
 
 def check_live(q):

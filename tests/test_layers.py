@@ -8,6 +8,7 @@ from nngp_lut.errors import LayerwiseWarning
 from nngp_lut.kernel import (Activation, ArchitectureError, Dense, Dropout, FanInConcat,
                              FanInSum, FanOut, Identity, LayerNorm, Network, deep_network,
                              nngp_diag, nngp_kernel, ntk_kernel, parallel, repeat, serial)
+from nngp_lut.kernel.compiler import compile_network
 
 from .naive import exact_kernels
 
@@ -89,6 +90,40 @@ def test_erf_ntk_at_large_variances(data):
     t = nngp_kernel(std, phi="erf", depth=2, weight_var=100.0, bias_var=900.0, get="ntk")
     _, et = exact_kernels("erf", std, None, 2, 100.0, 900.0)
     assert relative_error(t, et) <= TOL_ERF
+
+
+def composite_of(net, x1, x2=None):
+    """The program's composite (one function of the Gram) for these inputs, or None."""
+    slot = {net.depth: (0, 1)}
+    return compile_network(net.exact_layer, x1, x2, slot, True).composite
+
+
+@pytest.mark.parametrize("depth", [1, 3, 20])
+def test_one_norm_is_one_function_of_the_gram(data, depth):
+    """Inputs of one norm: the whole network is read from one tabulated function of the
+    Gram entry (Program.composite), checked against the closed forms."""
+    _, std = data
+    net = deep_network("relu", depth, 1.45, 0.28)
+    assert composite_of(net, std) is not None
+    assert composite_of(net, std[:15], std[15:]) is not None
+    k, t = net.kernel(std, get=("nngp", "ntk"))
+    ek, et = exact_kernels("relu", std, None, depth, 1.45, 0.28)
+    assert relative_error(t, et) <= TOL_RELU
+    assert relative_error(k, ek) <= TOL_RELU
+    tx = net.kernel(std[:15], std[15:], get="ntk")
+    _, etx = exact_kernels("relu", std[:15], std[15:], depth, 1.45, 0.28)
+    scale = np.sqrt(np.outer(np.diag(et)[:15], np.diag(et)[15:]))
+    assert np.max(np.abs(tx - etx) / scale) <= TOL_RELU
+
+
+def test_the_gram_function_only_where_it_holds(data):
+    """No composite for inputs of different norms (raw, or a test set of another norm), nor
+    where its cells miss the program at their midpoints (erf's NTK at variance ~1e3)."""
+    raw, std = data
+    net = deep_network("relu", 3, 1.45, 0.28)
+    assert composite_of(net, raw) is None
+    assert composite_of(net, std, 2.0 * std) is None
+    assert composite_of(deep_network("erf", 2, 100.0, 900.0), std) is None
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

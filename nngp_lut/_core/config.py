@@ -132,6 +132,17 @@ SLICE_VARIANCE_MAX_NTK = 300.0
 #: Inputs whose variances at a layer agree to this relative tolerance share that layer's
 #: slice (it moves the slice's variance by <= 1e-10 relative: far below the table's error).
 SHARED_VARIANCE_RTOL = 1e-10
+#: A program of vectors whose per-input vectors all agree to COMPOSITE_RTOL (inputs of one
+#: norm: per-input standardisation makes them agree to rounding) is one function of the
+#: input Gram entry, tabulated per output layer like a slice (``Program.composite``), if its
+#: cubic cells reproduce the program at every cell's midpoint to COMPOSITE_TOL relative to
+#: the largest value (else the program runs as it is).  Measured at the midpoints (the largest
+#: error of an end cell's one-sided cubic is ~7% above its midpoint's): relu NNGP <= 4e-13
+#: and NTK 8e-13 (depth 3) to 4e-11 (depth 20), at rho -> 1; erf, tanh, gelu <= 1e-10 at
+#: moderate variance; erf at weight_var 100 1.6e-6 (its NTK's boundary layer: refused).
+#: Well under the slices' own error (SLICE_INTERVALS).
+COMPOSITE_RTOL = 1e-12
+COMPOSITE_TOL = 1e-10
 #: Rows of a tile of the fused engine (for vectors the Gram panel X1[rows] X2^T is one BLAS
 #: call).
 KERNEL_TILE_ROWS = 2048

@@ -48,7 +48,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INTERP_POINTS, JIT, JIT_PARALLEL
+from .config import COLUMN_RUN, INTERP_POINTS, JIT, JIT_PARALLEL
 from .interp import correlation, general_normalized, theta_of
 
 # Op codes (one row of ``ops``: the fields OPF_*).  INPUT and ACTIVATION end with the affine
@@ -861,6 +861,44 @@ def engine_tile(out, out_row0, row0, nr, x1, x2t, n_pos, n_chan, ops, params, wi
                     kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, j0, nj, x1,
                     x2t, n_pos, n_chan, ops, params, win, rows, cols_t, agg_ptr, agg_idx,
                     agg_val, slices, f_n, df_n, f3, df3, grid_f, grid_df, full, with_ntk)
+
+
+@njit(**JIT_PARALLEL)
+def composite_tile(out, out_row0, nr, gram_layer, layers, cells, inv_norm, diag_offset,
+                   nonfinite):
+    """One tile of a network of vectors as one function of the input Gram: out[layers[s]]
+    = the cubic of cells[:, 4 s:4 s + 4] (two halves in w = sqrt(1 - |rho|), as a slice)
+    at rho = out[gram_layer] * inv_norm, rows out_row0 .. out_row0 + nr - 1 (``diag_offset``
+    and ``nonfinite`` as ``engine_tile``; the Gram may share a layer with an output)."""
+    m = cells.shape[0] // 2
+    n_out = layers.size
+    triangle = diag_offset >= 0
+    steps = (nr + 1) // 2 if triangle else nr
+    for p in prange(steps):
+        ones = np.ones(COLUMN_RUN)
+        cb = np.empty(COLUMN_RUN, dtype=np.int64)
+        fb = np.empty(COLUMN_RUN)
+        for half in range(2):
+            i = _row_of(p, half, nr, triangle)
+            if i < 0:
+                continue
+            oi = out_row0 + i
+            ncol = _row_end(i, out.shape[2], diag_offset)
+            for j0 in range(0, ncol, COLUMN_RUN):
+                nj = min(COLUMN_RUN, ncol - j0)
+                g = out[gram_layer, oi, j0:j0 + nj]
+                for q in range(nj):
+                    if not math.isfinite(g[q]):
+                        nonfinite[i] += n_out
+                _slice_cells(g, ones, inv_norm, cb, fb, nj, m)
+                for s in range(n_out):
+                    dst = out[layers[s], oi, j0:j0 + nj]
+                    c = 4 * s
+                    for q in range(nj):
+                        k = cb[q]
+                        t = fb[q]
+                        dst[q] = cells[k, c] + t * (cells[k, c + 1] + t * (
+                            cells[k, c + 2] + t * cells[k, c + 3]))
 
 
 @njit(**JIT_PARALLEL)

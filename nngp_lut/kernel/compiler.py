@@ -27,13 +27,14 @@ many live branches, units of variance 0 before an activation) raises :class:`Not
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from .._core import engine as _eng
-from .._core.config import (COLUMN_RUN, SHARED_VARIANCE_RTOL, SLICE_INTERVALS,
-                            SLICE_VARIANCE_MAX_NTK)
+from .._core.config import (COLUMN_RUN, COMPOSITE_RTOL, COMPOSITE_TOL, SHARED_VARIANCE_RTOL,
+                            SLICE_INTERVALS, SLICE_VARIANCE_MAX_NTK)
 from .._core.engine import IDENTITY_AFFINE, slice_coefficients
 from .._core.interp import GRID_SIZE, normalized_many
 from ..errors import NotFusable
@@ -78,6 +79,7 @@ class Program:
     rows: np.ndarray  # (n1, m) per-input vectors
     cols_t: np.ndarray  # (m, n2)
     diag1: dict | None  # {readout depth: (var, ntk_var) of the rows}, or None
+    composite: "Composite | None" = None  # the whole program as one function of the Gram
 
     @property
     def block(self):
@@ -332,12 +334,15 @@ def _segments(idx, stride):
 def _stack_aligned(slices):
     """The slices as one 64-byte aligned (n_slices, SLICE_INTERVALS, 8) array (zeros when
     there is none)."""
-    n = max(1, len(slices))
-    buf = np.zeros(n * SLICE_INTERVALS * 8 + 8)
+    return _aligned(np.stack(slices) if slices else np.zeros((1, SLICE_INTERVALS, 8)))
+
+
+def _aligned(a):
+    """A copy of ``a`` that starts on a 64-byte line (a cell of 8 coefficients: one line)."""
+    buf = np.empty(a.size + 8)
     skip = (-buf.ctypes.data % 64) // 8
-    out = buf[skip:skip + n * SLICE_INTERVALS * 8].reshape(n, SLICE_INTERVALS, 8)
-    for i, cells in enumerate(slices):
-        out[i] = cells
+    out = buf[skip:skip + a.size].reshape(a.shape)
+    out[...] = a
     return out
 
 
@@ -457,12 +462,74 @@ def compile_network(network, x1, x2, readouts, with_ntk, full=False, masked=Fals
                a.data.astype(np.float64))
     else:
         agg = (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(1))
-    return Program(
+    prog = Program(
         np.array(comp.ops, dtype=np.int64), np.array(comp.params, dtype=np.float64),
         windows.astype(np.int64), agg,
         _stack_aligned(comp.slices),
         comp.table_args(), comp.n_regs, comp.size, full, with_ntk, comp.gram,
         rows, np.ascontiguousarray(cols.T), diag1)
+    if comp.gram:
+        prog.composite = _composite(prog, x1, x1 if x2 is None else x2)
+    return prog
+
+
+class Composite(NamedTuple):
+    """A program of vectors as one function of the input Gram entry g (``_composite``)."""
+
+    cells: np.ndarray  # (SLICE_INTERVALS, 4 S): per cell the cubic of each output layer
+    inv_norm: float  # 1 / |x|^2, the inputs' common squared norm: rho = g inv_norm
+    layers: np.ndarray  # (S,) int64 the output layers
+    gram_layer: int  # the layer the Gram is written to
+
+
+def _composite(prog, x1, x2):
+    """The program as one function of the input Gram entry g, tabulated in rho = g / |x|^2
+    like a slice, or None.
+
+    When every input has the same per-input vectors (the same norm, hence the same
+    variance at every layer: standardised inputs), each op of a program of vectors is a
+    function of the pair's own entries and of constants, so the kernel of every output
+    layer is a function f(g) of the Gram entry alone.  It is run once on the nodes of
+    ``_slice_grid`` (the engine itself, so the values are the program's) and read as a
+    slice: one look-up per entry for the whole network instead of one per activation.  The
+    cubic cells are checked against the program at every cell's midpoint (COMPOSITE_TOL);
+    a network whose function they do not resolve (an NTK boundary layer at large
+    variance) runs as it is.
+    """
+    vectors = np.concatenate([prog.rows, prog.cols_t.T])
+    norms = np.concatenate([np.einsum("ij,ij->i", x, x) for x in (x1, x2)])
+    for v in (vectors, norms[:, None]):
+        if not np.all(np.abs(v - v[0]) <= COMPOSITE_RTOL * np.abs(v[0])):
+            return None
+    outputs = prog.ops[prog.ops[:, _eng.OPF_CODE] == _eng.OP_OUTPUT]
+    layers = np.array([l for l in np.concatenate([outputs[:, _eng.OPF_B],
+                                                  outputs[:, _eng.OPF_C]]) if l >= 0])
+    gram_layer = int(prog.ops[0, _eng.OPF_B])
+    rho = _slice_grid()
+    w_mid = (np.arange(SLICE_HALF) + 0.5) / SLICE_HALF
+    rho_mid = np.concatenate([1.0 - w_mid ** 2, w_mid ** 2 - 1.0])
+    at_nodes, at_mid = np.split(_evaluate(prog, x1, np.concatenate([rho, rho_mid]) * norms[0],
+                                          layers, gram_layer), [rho.size], axis=1)
+    n = SLICE_HALF + 1
+    cells = np.concatenate([np.concatenate([slice_coefficients(f[:n]), slice_coefficients(
+        f[n:])]) for f in at_nodes], axis=1)
+    for s in range(layers.size):
+        interpolated = cells[:, 4 * s:4 * s + 4] @ 0.5 ** np.arange(4)
+        if np.max(np.abs(interpolated - at_mid[s])) > COMPOSITE_TOL * np.max(
+                np.abs(at_nodes[s])):
+            return None
+    return Composite(_aligned(cells), 1.0 / norms[0], layers.astype(np.int64), gram_layer)
+
+
+def _evaluate(prog, x1, g, layers, gram_layer):
+    """The program's output layers (S, g.size) at the Gram entries g of inputs like x1 (one
+    row input, one column per entry, every input with the first row's vectors)."""
+    out = np.zeros((max(layers.max(), gram_layer) + 1, 1, g.size))
+    out[gram_layer, 0] = g
+    cols_t = np.repeat(prog.rows[:1].T, g.size, axis=1)
+    one = replace(prog, rows=prog.rows[:1], cols_t=cols_t, composite=None)
+    run(one, out, 0, 0, 1, engine_inputs(one, x1[:1], None), -1)
+    return out[layers, 0]
 
 
 def engine_inputs(prog, x1, x2):
@@ -481,6 +548,11 @@ def run(prog, out, out_row0, row0, nr, inputs, diag_offset):
     ``inputs`` from :func:`engine_inputs`, ``diag_offset`` as ``engine_tile``.  Returns how
     many of the values written are NaN or infinite."""
     nonfinite = np.zeros(nr, dtype=np.int64)
+    if prog.composite is not None:
+        c = prog.composite
+        _eng.composite_tile(out, out_row0, nr, c.gram_layer, c.layers, c.cells, c.inv_norm,
+                            diag_offset, nonfinite)
+        return int(nonfinite.sum())
     _eng.engine_tile(out, out_row0, row0, nr, *inputs, prog.ops, prog.params, prog.windows,
                      prog.rows, prog.cols_t, *prog.agg, prog.slices,
                      *prog.table_args, prog.n_regs, prog.size, prog.block, prog.full,

@@ -15,8 +15,8 @@ warm-up, each result freed before the next call):
     of the commit before the layer algebra, run in a subprocess);
   * the relu NNGP against the lower-triangle input Gram alone (its BLAS part, into a
     fresh result as the kernel makes it), and NNGP + NTK against NNGP alone; a 3-block
-    residual network with LayerNorm against the
-    plain network with the same 3 activations;
+    residual network with LayerNorm against the plain network with the same 3
+    activations;
   * the relu NTK (n = --n-relu) against neural-tangents' closed-form NTK, and the tanh NTK
     (n = --n-tanh) against its ElementwiseNumerical (Gauss-Hermite, degree 25).
 

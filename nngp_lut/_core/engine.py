@@ -618,14 +618,17 @@ def _run_block(kk, tt, s1, s2, cell, colv, rr, yy, wa, wb, wc, xb, out, oi, ri, 
                 _input_full(ka, xb, x1, x2t, ri, j0, nj, n_pos, n_chan)
             else:
                 for h in range(n_pos):  # the channel dot products at each position
-                    base = h * nj
-                    for q in range(nj):
-                        ka[base + q] = 0.0
-                    for c in range(n_chan):
-                        xv = x1[ri, h * n_chan + c] * inv_c
-                        col = h * n_chan + c
+                    kb = ka[h * nj:(h + 1) * nj]
+                    col = h * n_chan
+                    xv = x1[ri, col] * inv_c
+                    xs = x2t[col, j0:j0 + nj]
+                    for q in range(nj):  # the first channel assigns (no zeroing pass)
+                        kb[q] = xv * xs[q]
+                    for c in range(1, n_chan):
+                        xv = x1[ri, col + c] * inv_c
+                        xs = x2t[col + c, j0:j0 + nj]
                         for q in range(nj):
-                            ka[base + q] += xv * x2t[col, j0 + q]
+                            kb[q] += xv * xs[q]
             if with_ntk:
                 for e in range(e_out):
                     ta[e] = 0.0

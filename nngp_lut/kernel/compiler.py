@@ -499,7 +499,8 @@ def _composite(prog, x1, x2):
     vectors = np.concatenate([prog.rows, prog.cols_t.T])
     norms = np.concatenate([np.einsum("ij,ij->i", x, x) for x in (x1, x2)])
     for v in (vectors, norms[:, None]):
-        if not np.all(np.abs(v - v[0]) <= COMPOSITE_RTOL * np.abs(v[0])):
+        if not (np.all(np.isfinite(v)) and
+                np.all(np.abs(v - v[0]) <= COMPOSITE_RTOL * np.abs(v[0]))):
             return None
     outputs = prog.ops[prog.ops[:, _eng.OPF_CODE] == _eng.OP_OUTPUT]
     layers = np.array([l for l in np.concatenate([outputs[:, _eng.OPF_B],
@@ -510,6 +511,8 @@ def _composite(prog, x1, x2):
     rho_mid = np.concatenate([1.0 - w_mid ** 2, w_mid ** 2 - 1.0])
     at_nodes, at_mid = np.split(_evaluate(prog, x1, np.concatenate([rho, rho_mid]) * norms[0],
                                           layers, gram_layer), [rho.size], axis=1)
+    if not (np.all(np.isfinite(at_nodes)) and np.all(np.isfinite(at_mid))):
+        return None  # overflow: the program runs and reports it
     n = SLICE_HALF + 1
     cells = np.concatenate([np.concatenate([slice_coefficients(f[:n]), slice_coefficients(
         f[n:])]) for f in at_nodes], axis=1)

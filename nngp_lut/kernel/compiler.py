@@ -108,9 +108,11 @@ def _hw(shape):
 SLICE_HALF = SLICE_INTERVALS // 2
 
 
-def _slice_grid():
-    """rho at the nodes w = 0, 1/M, .., 1 of both halves of a slice: rho = +-(1 - w^2)."""
-    w = np.linspace(0.0, 1.0, SLICE_HALF + 1)
+def _slice_grid(midpoints=False):
+    """rho at the nodes w = 0, 1/M, .., 1 of both halves of a slice (or at the cells'
+    midpoints w = 1/2M, 3/2M, ..): rho = +-(1 - w^2)."""
+    w = ((np.arange(SLICE_HALF) + 0.5) / SLICE_HALF if midpoints else
+         np.linspace(0.0, 1.0, SLICE_HALF + 1))
     return np.concatenate([1.0 - w * w, w * w - 1.0])
 
 
@@ -506,11 +508,9 @@ def _composite(prog, x1, x2):
     layers = np.array([l for l in np.concatenate([outputs[:, _eng.OPF_B],
                                                   outputs[:, _eng.OPF_C]]) if l >= 0])
     gram_layer = int(prog.ops[0, _eng.OPF_B])
-    rho = _slice_grid()
-    w_mid = (np.arange(SLICE_HALF) + 0.5) / SLICE_HALF
-    rho_mid = np.concatenate([1.0 - w_mid ** 2, w_mid ** 2 - 1.0])
-    at_nodes, at_mid = np.split(_evaluate(prog, x1, np.concatenate([rho, rho_mid]) * norms[0],
-                                          layers, gram_layer), [rho.size], axis=1)
+    rho = np.concatenate([_slice_grid(), _slice_grid(midpoints=True)])
+    at_nodes, at_mid = np.split(_evaluate(prog, x1, rho * norms[0], layers, gram_layer),
+                                [2 * SLICE_HALF + 2], axis=1)
     if not (np.all(np.isfinite(at_nodes)) and np.all(np.isfinite(at_mid))):
         return None  # overflow: the program runs and reports it
     n = SLICE_HALF + 1

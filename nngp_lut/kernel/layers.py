@@ -306,15 +306,24 @@ def _affine_rule(layer, k, mean, ntk_coefficients):
     Conv (M the mean over the filter's offsets); ``mean(field, batch axes)`` is M."""
     w, b = layer.weight_var, layer.bias
     mk = None if k.nngp is None else mean(k.nngp, 2)
-    mv1, mv2 = mean(k.var1, 1), mean(k.var2, 1)
-    out = dict(var1=b + w * mv1, var2=b + w * mv2, nngp=None if mk is None else b + w * mk,
-               is_gaussian=True, mixture=False, width=layer.width)
+    one = one_input_set(k)
+    mv1 = mean(k.var1, 1)
+    mv2 = mv1 if one else mean(k.var2, 1)
+    out = dict(var1=b + w * mv1, nngp=None if mk is None else b + w * mk, is_gaussian=True,
+               mixture=False, width=layer.width)
+    out["var2"] = out["var1"] if one else b + w * mv2
     if k.has_ntk:
         a, c = ntk_coefficients(k.width)
         out.update(ntk_var1=a * mv1 + c + w * mean(k.ntk_var1, 1),
-                   ntk_var2=a * mv2 + c + w * mean(k.ntk_var2, 1),
                    ntk=None if mk is None else a * mk + c + w * mean(k.ntk, 2))
+        out["ntk_var2"] = out["ntk_var1"] if one else a * mv2 + c + w * mean(k.ntk_var2, 1)
     return k.replace(**out)
+
+
+def one_input_set(k):
+    """The record's two input sets are one set (the diagonal records of the compiler's
+    walk): each rule then computes its variances once, the same arrays for both."""
+    return k.var2 is k.var1 and k.ntk_var2 is k.ntk_var1
 
 
 @dataclass(frozen=True, eq=False)
@@ -381,17 +390,18 @@ class Activation(Layer):
             qa, qb = self_factors(d, k)  # pairs of positions of one input
             return fn(qa, qb, correlations(var, np.sqrt(qa * qb)))
 
-        out = dict(var1=self_rule(k.var1, d1, t.F, t.second_moment),
-                   var2=self_rule(k.var2, d2, t.F, t.second_moment), is_gaussian=False)
+        one = one_input_set(k)
+        out = dict(var1=self_rule(k.var1, d1, t.F, t.second_moment), is_gaussian=False)
+        out["var2"] = out["var1"] if one else self_rule(k.var2, d2, t.F, t.second_moment)
         if k.nngp is not None:
             q1, q2 = pair_factors(d1, d2, k)
             rho = correlations(k.nngp, np.sqrt(q1 * q2))
             out["nngp"] = t.F(q1, q2, rho)
         if k.has_ntk:
-            out.update(ntk_var1=self_rule(k.var1, d1, t.dF, t.derivative_second_moment)
-                       * k.ntk_var1,
-                       ntk_var2=self_rule(k.var2, d2, t.dF, t.derivative_second_moment)
-                       * k.ntk_var2)
+            out["ntk_var1"] = self_rule(k.var1, d1, t.dF, t.derivative_second_moment) * \
+                k.ntk_var1
+            out["ntk_var2"] = out["ntk_var1"] if one else self_rule(
+                k.var2, d2, t.dF, t.derivative_second_moment) * k.ntk_var2
             if k.ntk is not None:
                 out["ntk"] = t.dF(q1, q2, rho) * k.ntk
         return k.replace(**out)

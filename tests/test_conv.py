@@ -156,6 +156,37 @@ def test_symmetric_and_psd(relu, imgs):
             assert rel(k12, k) < TOL_FUSED_SYM_NTK
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (1, 5), (3, 2), (4, 7)])
+@pytest.mark.parametrize("filter_shape", [(3, 3), (5, 5), (5, 3), (2, 2)])
+def test_box_sums_at_the_edges(relu, shape, filter_shape):
+    """Images no wider than the filter (every entry an edge; taps whose shift passes a
+    whole row) through diagonal and full maps, against the layer-by-layer reference."""
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((4, *shape, 2)), rng.standard_normal((3, *shape, 2))
+    for readout in (Flatten(), GlobalAvgPool()):
+        net = Network(serial(Conv(1.5, 0.1, filter_shape=filter_shape), relu,
+                             Conv(1.3, 0.2, filter_shape=filter_shape), relu, readout,
+                             Dense(1.2, 0.1)))
+        ref = net.layerwise(x, y, get=("nngp", "ntk"))
+        got = net.kernel(x, y, get=("nngp", "ntk"))
+        assert rel(np.asarray(got), np.asarray(ref)) < TOL_FUSED, readout
+
+
+def test_rows_in_groups_share_the_column_blocks(relu):
+    """A tile of >= 64 rows runs them in groups over each block of columns (on the
+    triangle too, its groups paired): the same kernel as the layer-by-layer reference, and
+    as tiles too small to group."""
+    x = np.random.default_rng(5).standard_normal((150, 4, 4, 1))
+    net = Network(networks(relu, relu)["conv same"])
+    ref = net.layerwise(x, get=("nngp", "ntk"))
+    for tile_rows in (150, 64, 9):
+        got = net.kernel(x, get=("nngp", "ntk"), tile_rows=tile_rows)
+        assert rel(got[0], ref[0]) < TOL_FUSED
+        assert rel(got[1], ref[1]) < TOL_FUSED_SYM_NTK
+    cross = net.kernel(x[:100], x[100:], get="nngp")
+    assert rel(cross, ref[0][:100, 100:]) < TOL_FUSED
+
+
 def test_circular_padding_is_translation_invariant(relu, imgs):
     x, y = imgs
     shifted = [np.roll(a, (2, 3), axis=(1, 2)) for a in (x, y)]

@@ -15,7 +15,9 @@ contiguous pairs (SIMD) and the block stays in cache across the layers; nothing 
 A simple RNN (OP_RECUR) runs its recursion over the rows t of a pair's (T, T') map: row t
 takes the state term from row t - 1, then the activation of row t.
 
-Rows of a tile are spread over the cores by ``prange``.  Convolution is a box sum over the
+Rows of a tile, in groups that go through each block of columns together, are spread over
+the cores by ``prange``.  A network of vectors on inputs of one norm skips the ops: it is
+one function of the Gram entry, read per entry from its cells (``composite_tile``).  Convolution is a box sum over the
 filter's offsets, separable over the axes (2 k adds per entry for a k x k filter); pooling
 sums each position over its own window (four passes on a full map).
 
@@ -77,7 +79,7 @@ OP_DIAGONAL_BIAS = 16  # K, Theta += p0 at the entries (h, h) (every entry of di
 STAGGER = 40
 #: Most rows of a tile that go through each block of columns together (``engine_tile``):
 #: 8 read the columns' data from memory 8x less often (CNN-GP on 10k MNIST images,
-#: 2.04 -> 1.4 us per pair, one thread); a small tile keeps >= 32 groups for the cores.
+#: 2.04 -> 1.53 us per pair, one thread); a small tile keeps >= 32 groups for the cores.
 ROW_GROUP = 8
 #: Values of the columns' inputs that _input_full copies at a time (256 KB: in L2).
 INPUT_CHUNK_ENTRIES = 32768

@@ -17,9 +17,10 @@ takes the state term from row t - 1, then the activation of row t.
 
 Rows of a tile, in groups that go through each block of columns together, are spread over
 the cores by ``prange``.  A network of vectors on inputs of one norm skips the ops: it is
-one function of the Gram entry, read per entry from its cells (``composite_tile``).  Convolution is a box sum over the
-filter's offsets, separable over the axes (2 k adds per entry for a k x k filter); pooling
-sums each position over its own window (four passes on a full map).
+one function of the Gram entry, read per entry from its cells (``composite_tile``).
+Convolution is a box sum over the filter's offsets, separable over the axes (2 k adds per
+entry for a k x k filter); pooling sums each position over its own window (four passes on
+a full map).
 
 An activation has two look-ups:
 

@@ -504,6 +504,8 @@ def _composite(prog, x1, x2):
         if not (np.all(np.isfinite(v)) and
                 np.all(np.abs(v - v[0]) <= COMPOSITE_RTOL * np.abs(v[0]))):
             return None
+    if not norms[0] > 0.0:  # all-zero inputs: no correlation to tabulate in
+        return None
     outputs = prog.ops[prog.ops[:, _eng.OPF_CODE] == _eng.OP_OUTPUT]
     layers = np.array([l for l in np.concatenate([outputs[:, _eng.OPF_B],
                                                   outputs[:, _eng.OPF_C]]) if l >= 0])

@@ -139,9 +139,11 @@ def _row_end(i, nc, diag_offset):
     return nc if diag_offset < 0 else min(nc, i + diag_offset + 1)
 
 
-@njit(**JIT)
-def _cubic(sl, k, t):
-    return sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
+@njit(inline="always", **JIT)
+def _cubic(sl, k, c, t):
+    """The cubic of cell k whose Horner coefficients are sl[k, c .. c + 3], at t."""
+    return sl[k, c] + t * (sl[k, c + 1] + t * (sl[k, c + 2] + t * sl[k, c + 3]))
+
 
 # A window table in ``windows`` at offset b: [k, stride, tptr[0..k], (lo, hi, start) per
 # segment, idx[n_out, k], pad]: the segments of offset t are tptr[t] .. tptr[t+1] - 1, and output
@@ -286,20 +288,6 @@ def _plane(src, dst, d0, s0, s_step, n1, o1, mid, n, inner, k, pad):
 
 
 @njit(**JIT)
-def _affine_range(ka, ta, e0, e1, w, b, ak, c, with_ntk):
-    """Entries e0 .. e1 - 1 of the box sums (K in ka, Theta in ta) through the
-    convolution's affine step."""
-    if with_ntk:
-        kd = ka[e0:e1]
-        td = ta[e0:e1]
-        for q in range(e1 - e0):
-            td[q] = ak * kd[q] + c + w * td[q]
-    kd = ka[e0:e1]
-    for q in range(e1 - e0):
-        kd[q] = b + w * kd[q]
-
-
-@njit(**JIT)
 def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
     """A convolution on K (ka) and Theta (ta) in place: K = b + w box(K), Theta = ak box(K)
     + c + w box(Theta) (w, ak already divided by the filter size).  The first axis' pass
@@ -332,7 +320,7 @@ def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
                     _plane(s1, ka, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
                     if with_ntk:
                         _plane(s2, ta, d0, s0, plane, wd, o1, ho, wd, nj, kx, px)
-                    _affine_range(ka, ta, d0, d0 + plane, w, b, ak, c, with_ntk)
+                    _affine(ka, ta, d0, d0 + plane, w, b, ak, c, with_ntk)
             return
         _pass2(s1, ka, ho, wo, ho, wd, nj, win, bx)
         if with_ntk:
@@ -347,7 +335,7 @@ def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
                 _plane(s1, ka, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
                 if with_ntk:
                     _plane(s2, ta, d0, p * wd * nj, 0, 0, 0, 1, wd, nj, kx, px)
-                _affine_range(ka, ta, d0, d0 + wo * nj, w, b, ak, c, with_ntk)
+                _affine(ka, ta, d0, d0 + wo * nj, w, b, ak, c, with_ntk)
             return
         _pass1(ka, s1, 1, ho, wd * nj, h, win, by)
         if with_ntk:
@@ -355,8 +343,7 @@ def _conv(ka, ta, s1, s2, op, win, full, nj, w, b, ak, c, with_ntk):
         _pass1(s1, ka, ho, wo, nj, wd, win, bx)
         if with_ntk:
             _pass1(s2, ta, ho, wo, nj, wd, win, bx)
-    _affine_range(ka, ta, 0, (ho * wo) ** 2 * nj if full else ho * wo * nj, w, b, ak, c,
-                  with_ntk)
+    _affine(ka, ta, 0, (ho * wo) ** 2 * nj if full else ho * wo * nj, w, b, ak, c, with_ntk)
 
 
 @njit(**JIT)
@@ -425,15 +412,17 @@ def _mix(src, tmp, dst, n, rows, cols_t, ri, j0, nj, v):
 
 @njit(**JIT)
 def _affine(ka, ta, e0, e1, w, b, ak, c, with_ntk):
-    """The affine step of a Dense on entries e0 .. e1 - 1: Theta = ak K + c + w Theta,
-    K = b + w K (nothing for the identity)."""
+    """The affine step of a Dense or a Conv on entries e0 .. e1 - 1: Theta = ak K + c +
+    w Theta, K = b + w K (nothing for the identity)."""
     if w == 1.0 and b == 0.0 and ak == 0.0 and c == 0.0:
         return
+    kd = ka[e0:e1]
     if with_ntk:
-        for e in range(e0, e1):
-            ta[e] = ak * ka[e] + c + w * ta[e]
-    for e in range(e0, e1):
-        ka[e] = b + w * ka[e]
+        td = ta[e0:e1]
+        for q in range(e1 - e0):
+            td[q] = ak * kd[q] + c + w * td[q]
+    for q in range(e1 - e0):
+        kd[q] = b + w * kd[q]
 
 
 @njit(inline="always", **JIT)
@@ -458,16 +447,14 @@ def _slice_scale(kb, tb, cb, fb, sl, cs, ce, n, ws, aks, we, b, c, with_ntk):
         for q in range(n):
             k = cb[q]
             t = fb[q]
-            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
-            d = sl[k, 4] + t * (sl[k, 5] + t * (sl[k, 6] + t * sl[k, 7]))
-            tb[q] = aks * f * cs[q] + c + we * tb[q] * d * ce[q]
+            f = _cubic(sl, k, 0, t)
+            tb[q] = aks * f * cs[q] + c + we * tb[q] * _cubic(sl, k, 4, t) * ce[q]
             kb[q] = b + ws * f * cs[q]
     else:
         for q in range(n):
             k = cb[q]
             t = fb[q]
-            f = sl[k, 0] + t * (sl[k, 1] + t * (sl[k, 2] + t * sl[k, 3]))
-            kb[q] = b + ws * f * cs[q]
+            kb[q] = b + ws * _cubic(sl, k, 0, t) * cs[q]
 
 
 @njit(**JIT)
@@ -911,12 +898,8 @@ def composite_tile(out, out_row0, nr, gram_layer, layers, cells, inv_norm, diag_
                 _slice_cells(g, ones, inv_norm, cb, fb, nj, m)
                 for s in range(n_out):
                     dst = out[layers[s], oi, j0:j0 + nj]
-                    c = 4 * s
                     for q in range(nj):
-                        k = cb[q]
-                        t = fb[q]
-                        dst[q] = cells[k, c] + t * (cells[k, c + 1] + t * (
-                            cells[k, c + 2] + t * cells[k, c + 3]))
+                        dst[q] = _cubic(cells, cb[q], 4 * s, fb[q])
 
 
 @njit(**JIT_PARALLEL)
